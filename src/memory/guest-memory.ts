@@ -1,0 +1,180 @@
+// Guest physical memory: a set of non-overlapping regions, each a host mapping exposed as a
+// zero-copy Uint8Array. Every access is bounds-checked against the regions: an address that
+// is not guest RAM is a GuestMemoryError, never a read or write of other host memory.
+// Regions never merge: an access that crosses from one region into another (through the MMIO
+// gap) is refused, as real hardware would not see RAM there.
+
+export class GuestMemoryError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "GuestMemoryError";
+  }
+}
+
+export interface RegionInit {
+  /** Guest-physical start address. */
+  gpa: number;
+  /** Host bytes backing the region (an aliasing view of the mapping, or a plain buffer in tests). */
+  bytes: Uint8Array;
+  /** memfd backing the region, so another process (a card) can map the same pages. */
+  fd?: number;
+  /** Offset of this region within `fd`. */
+  fdOffset?: number;
+  /** Host virtual address of the mapping (for KVM_SET_USER_MEMORY_REGION). */
+  hostAddr?: bigint;
+}
+
+export class GuestRegion {
+  readonly gpa: number;
+  readonly size: number;
+  readonly bytes: Uint8Array;
+  readonly view: DataView;
+  readonly fd: number | undefined;
+  readonly fdOffset: number;
+  readonly hostAddr: bigint | undefined;
+
+  constructor(init: RegionInit) {
+    if (!Number.isSafeInteger(init.gpa) || init.gpa < 0) {
+      throw new GuestMemoryError(`region start ${init.gpa} is not a valid guest address`);
+    }
+    this.gpa = init.gpa;
+    this.size = init.bytes.byteLength;
+    this.bytes = init.bytes;
+    this.view = new DataView(init.bytes.buffer, init.bytes.byteOffset, init.bytes.byteLength);
+    this.fd = init.fd;
+    this.fdOffset = init.fdOffset ?? 0;
+    this.hostAddr = init.hostAddr;
+  }
+
+  get end(): number {
+    return this.gpa + this.size;
+  }
+}
+
+const hex = (n: number | bigint): string => `0x${n.toString(16)}`;
+
+export class GuestMemory {
+  readonly regions: readonly GuestRegion[];
+
+  constructor(regions: RegionInit[]) {
+    const sorted = regions.map((r) => new GuestRegion(r)).sort((a, b) => a.gpa - b.gpa);
+    for (let i = 1; i < sorted.length; i++) {
+      if (sorted[i]!.gpa < sorted[i - 1]!.end) {
+        throw new GuestMemoryError(
+          `guest memory regions overlap: ${hex(sorted[i - 1]!.gpa)}+${hex(sorted[i - 1]!.size)} and ${hex(sorted[i]!.gpa)}`,
+        );
+      }
+    }
+    this.regions = sorted;
+  }
+
+  /** Plain in-process memory, for tests and tools: one region per [gpa, size] pair. */
+  static anonymous(layout: Array<[gpa: number, size: number]>): GuestMemory {
+    return new GuestMemory(layout.map(([gpa, size]) => ({ gpa, bytes: new Uint8Array(size) })));
+  }
+
+  /** Total bytes of RAM (excluding holes). */
+  get totalSize(): number {
+    return this.regions.reduce((s, r) => s + r.size, 0);
+  }
+
+  /** One past the highest RAM address. */
+  get end(): number {
+    return this.regions.length === 0 ? 0 : this.regions[this.regions.length - 1]!.end;
+  }
+
+  /** The region holding [gpa, gpa+len), or undefined when any byte of it is not RAM. */
+  regionFor(gpa: number, len = 1): GuestRegion | undefined {
+    if (!Number.isSafeInteger(gpa) || !Number.isSafeInteger(len) || gpa < 0 || len < 0) return undefined;
+    for (const r of this.regions) {
+      if (gpa >= r.gpa && gpa < r.end) {
+        return gpa + len <= r.end ? r : undefined;
+      }
+    }
+    // A zero-length range at the very end of a region is valid.
+    if (len === 0) return this.regions.find((r) => gpa === r.end);
+    return undefined;
+  }
+
+  contains(gpa: number, len = 1): boolean {
+    return this.regionFor(gpa, len) !== undefined;
+  }
+
+  private checked(gpa: number | bigint, len: number): [GuestRegion, number] {
+    const addr = typeof gpa === "bigint" ? toSafe(gpa) : gpa;
+    const r = addr === undefined ? undefined : this.regionFor(addr, len);
+    if (r === undefined || addr === undefined) {
+      throw new GuestMemoryError(`guest access out of range: ${hex(gpa)}+${len} is not guest RAM`);
+    }
+    return [r, addr - r.gpa];
+  }
+
+  /** A zero-copy view of guest bytes [gpa, gpa+len). Throws if the range is not entirely RAM. */
+  slice(gpa: number | bigint, len: number): Uint8Array {
+    const [r, off] = this.checked(gpa, len);
+    return r.bytes.subarray(off, off + len);
+  }
+
+  read(gpa: number | bigint, len: number): Uint8Array {
+    return this.slice(gpa, len).slice();
+  }
+
+  write(gpa: number | bigint, data: Uint8Array): void {
+    this.slice(gpa, data.byteLength).set(data);
+  }
+
+  fill(gpa: number | bigint, len: number, value = 0): void {
+    this.slice(gpa, len).fill(value);
+  }
+
+  readU8(gpa: number | bigint): number {
+    const [r, off] = this.checked(gpa, 1);
+    return r.view.getUint8(off);
+  }
+  readU16(gpa: number | bigint): number {
+    const [r, off] = this.checked(gpa, 2);
+    return r.view.getUint16(off, true);
+  }
+  readU32(gpa: number | bigint): number {
+    const [r, off] = this.checked(gpa, 4);
+    return r.view.getUint32(off, true);
+  }
+  readU64(gpa: number | bigint): bigint {
+    const [r, off] = this.checked(gpa, 8);
+    return r.view.getBigUint64(off, true);
+  }
+  writeU8(gpa: number | bigint, v: number): void {
+    const [r, off] = this.checked(gpa, 1);
+    r.view.setUint8(off, v);
+  }
+  writeU16(gpa: number | bigint, v: number): void {
+    const [r, off] = this.checked(gpa, 2);
+    r.view.setUint16(off, v, true);
+  }
+  writeU32(gpa: number | bigint, v: number): void {
+    const [r, off] = this.checked(gpa, 4);
+    r.view.setUint32(off, v >>> 0, true);
+  }
+  writeU64(gpa: number | bigint, v: bigint): void {
+    const [r, off] = this.checked(gpa, 8);
+    r.view.setBigUint64(off, BigInt.asUintN(64, v), true);
+  }
+
+  /** Reads a NUL-terminated string of at most `max` bytes (not counting the NUL). */
+  readCString(gpa: number | bigint, max: number): string {
+    const addr = typeof gpa === "bigint" ? toSafe(gpa) : gpa;
+    const r = addr === undefined ? undefined : this.regionFor(addr, 1);
+    if (r === undefined || addr === undefined) {
+      throw new GuestMemoryError(`guest access out of range: ${hex(gpa)} is not guest RAM`);
+    }
+    const avail = Math.min(max + 1, r.end - addr);
+    const bytes = r.bytes.subarray(addr - r.gpa, addr - r.gpa + avail);
+    const nul = bytes.indexOf(0);
+    if (nul < 0) throw new GuestMemoryError(`string at ${hex(gpa)} is not terminated within ${max} bytes`);
+    return new TextDecoder().decode(bytes.subarray(0, nul));
+  }
+}
+
+function toSafe(v: bigint): number | undefined {
+  return v >= 0n && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : undefined;
+}

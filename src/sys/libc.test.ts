@@ -1,0 +1,226 @@
+// The libc wrappers, exercised on what any Linux host has (no KVM needed): memfd + mmap + view
+// aliasing, eventfd, errno mapping, signals to a thread, and koffi inside worker threads.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Worker } from "node:worker_threads";
+import * as sys from "./index.js";
+import { SysError, errnoName } from "./errors.js";
+
+const PAGE = 4096;
+
+test("SysError message is `${call} failed: ${code}`", () => {
+  const e = new SysError("KVM_CREATE_VCPU", 17);
+  assert.equal(e.message, "KVM_CREATE_VCPU failed: EEXIST");
+  assert.equal(e.call, "KVM_CREATE_VCPU");
+  assert.equal(e.errno, 17);
+  assert.equal(e.code, "EEXIST");
+  assert.equal(e.name, "SysError");
+  assert.ok(e instanceof Error);
+});
+
+test("errno names come from os.constants.errno, preferring the canonical alias", () => {
+  assert.equal(errnoName(2), "ENOENT");
+  assert.equal(errnoName(4), "EINTR");
+  assert.equal(errnoName(7), "E2BIG");
+  assert.equal(errnoName(11), "EAGAIN"); // not EWOULDBLOCK
+  assert.equal(errnoName(25), "ENOTTY");
+  assert.equal(errnoName(95), "EOPNOTSUPP"); // not ENOTSUP
+  assert.equal(errnoName(9999), "E9999");
+});
+
+test("memfd + ftruncate + mmap + view alias the same pages as the fd", () => {
+  const fd = sys.memfdCreate("typervisor-test", sys.MFD_CLOEXEC);
+  try {
+    sys.ftruncate(fd, 2 * PAGE);
+    const addr = sys.mmap(2 * PAGE, sys.PROT_READ | sys.PROT_WRITE, sys.MAP_SHARED | sys.MAP_NORESERVE, fd, 0);
+    assert.equal(typeof addr, "bigint");
+    assert.notEqual(addr, sys.MAP_FAILED);
+    assert.equal(addr % BigInt(PAGE), 0n);
+    try {
+      // Safe: the mapping lives until the munmap below, and the view is dropped with this scope.
+      const mem = new Uint8Array(sys.view(addr, 2 * PAGE));
+      assert.equal(mem.byteLength, 2 * PAGE);
+      assert.ok(mem.every((b) => b === 0), "a fresh memfd reads as zeros");
+
+      // Write through the JS view, read back through the fd.
+      mem.set([0xde, 0xad, 0xbe, 0xef], PAGE + 100);
+      const back = new Uint8Array(4);
+      assert.equal(sys.pread(fd, back, PAGE + 100), 4);
+      assert.deepEqual([...back], [0xde, 0xad, 0xbe, 0xef]);
+
+      // And the other way: pwrite to the fd shows up in the view.
+      assert.equal(sys.pwrite(fd, Uint8Array.of(1, 2, 3), 7), 3);
+      assert.deepEqual([...mem.subarray(7, 10)], [1, 2, 3]);
+
+      // read() advances the file offset from 0 and honours a subarray's byteOffset.
+      const whole = new Uint8Array(16);
+      assert.equal(sys.read(fd, whole.subarray(4, 12)), 8);
+      assert.deepEqual([...whole.subarray(4, 12)], [0, 0, 0, 0, 0, 0, 0, 1]);
+      assert.deepEqual([...whole.subarray(0, 4)], [0, 0, 0, 0]);
+
+      // A second mapping of the same fd (what a card process does) sees the same bytes.
+      const addr2 = sys.mmap(PAGE, sys.PROT_READ, sys.MAP_SHARED, fd, PAGE);
+      try {
+        const mem2 = new Uint8Array(sys.view(addr2, PAGE));
+        assert.deepEqual([...mem2.subarray(100, 104)], [0xde, 0xad, 0xbe, 0xef]);
+      } finally {
+        sys.munmap(addr2, PAGE);
+      }
+    } finally {
+      sys.munmap(addr, 2 * PAGE);
+    }
+  } finally {
+    sys.close(fd);
+  }
+});
+
+test("anonymous private mapping, and mmap failure throws SysError on MAP_FAILED", () => {
+  const addr = sys.mmap(PAGE, sys.PROT_READ | sys.PROT_WRITE, sys.MAP_PRIVATE | sys.MAP_ANONYMOUS, -1, 0);
+  const mem = new Uint8Array(sys.view(addr, PAGE));
+  mem[PAGE - 1] = 7;
+  assert.equal(mem[PAGE - 1], 7);
+  sys.munmap(addr, PAGE);
+  assert.throws(
+    () => sys.mmap(PAGE, sys.PROT_READ, sys.MAP_SHARED, 987654, 0),
+    (e: unknown) => e instanceof SysError && e.call === "mmap" && e.code === "EBADF" && e.message === "mmap failed: EBADF",
+  );
+  assert.throws(() => sys.munmap(0x1001n, PAGE), (e: unknown) => e instanceof SysError && e.code === "EINVAL");
+  assert.throws(() => sys.view(0n, PAGE), RangeError);
+  assert.throws(() => sys.mmap(0, sys.PROT_READ, sys.MAP_PRIVATE | sys.MAP_ANONYMOUS, -1, 0), RangeError);
+});
+
+test("open of a missing path: SysError ENOENT naming the path", () => {
+  assert.throws(
+    () => sys.open("/nope", sys.O_RDONLY),
+    (e: unknown) =>
+      e instanceof SysError && e.code === "ENOENT" && e.errno === 2 && e.call === "open(/nope)" &&
+      e.message === "open(/nope) failed: ENOENT",
+  );
+});
+
+test("open/write/fsync/fdatasync/pread/close on a real file; close of a closed fd is EBADF", () => {
+  const dir = mkdtempSync(join(tmpdir(), "typervisor-sys-"));
+  try {
+    const path = join(dir, "f");
+    const fd = sys.open(path, sys.O_RDWR | sys.O_CREAT | sys.O_TRUNC | sys.O_CLOEXEC, 0o600);
+    assert.equal(sys.write(fd, new TextEncoder().encode("hello, guest")), 12);
+    sys.fsync(fd);
+    sys.fdatasync(fd);
+    const buf = new Uint8Array(5);
+    assert.equal(sys.pread(fd, buf, 7n), 5);
+    assert.equal(new TextDecoder().decode(buf), "guest");
+    sys.close(fd);
+    assert.throws(() => sys.close(fd), (e: unknown) => e instanceof SysError && e.message === "close failed: EBADF");
+    assert.throws(() => sys.read(-1, buf), RangeError);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("ioctl on a non-KVM fd is ENOTTY, and the error names the KVM request", () => {
+  const fd = sys.memfdCreate("not-kvm", sys.MFD_CLOEXEC);
+  try {
+    assert.throws(
+      () => sys.ioctlValue(fd, sys.KVM_GET_API_VERSION, 0),
+      (e: unknown) => e instanceof SysError && e.code === "ENOTTY" && e.message === "KVM_GET_API_VERSION failed: ENOTTY",
+    );
+    // A request with the read bit set (> 2^31) goes through unsigned and is named too.
+    assert.throws(
+      () => sys.ioctl(fd, sys.KVM_GET_REGS, new Uint8Array(sys.kvm_regs.size)),
+      (e: unknown) => e instanceof SysError && e.message === "KVM_GET_REGS failed: ENOTTY",
+    );
+    assert.throws(
+      () => sys.ioctl(fd, sys.KVM_SET_USER_MEMORY_REGION, new Uint8Array(32)),
+      (e: unknown) => e instanceof SysError && e.call === "KVM_SET_USER_MEMORY_REGION",
+    );
+    // An ioctl we have no name for reads as its number.
+    assert.throws(() => sys.ioctl(fd, 0x5401, null), (e: unknown) => e instanceof SysError && e.call === "ioctl(0x5401)");
+  } finally {
+    sys.close(fd);
+  }
+});
+
+test("eventfd: write adds to the counter, read returns and clears it; empty nonblocking read is EAGAIN", () => {
+  const fd = sys.eventfd(0, sys.EFD_CLOEXEC | sys.EFD_NONBLOCK);
+  try {
+    const one = new Uint8Array(8);
+    new DataView(one.buffer).setBigUint64(0, 1n, true);
+    assert.equal(sys.write(fd, one), 8);
+    assert.equal(sys.write(fd, one), 8);
+    const out = new Uint8Array(8);
+    assert.equal(sys.read(fd, out), 8);
+    assert.equal(new DataView(out.buffer).getBigUint64(0, true), 2n);
+    assert.throws(() => sys.read(fd, out), (e: unknown) => e instanceof SysError && e.code === "EAGAIN" && e.call === "read");
+    // A short buffer is EINVAL for an eventfd.
+    assert.throws(() => sys.read(fd, new Uint8Array(4)), (e: unknown) => e instanceof SysError && e.code === "EINVAL");
+  } finally {
+    sys.close(fd);
+  }
+});
+
+test("getpid/gettid on the main thread: the main thread's tid is the pid", () => {
+  assert.equal(sys.getpid(), process.pid);
+  assert.equal(sys.gettid(), process.pid);
+});
+
+test("tgkill to this thread with a SIGUSR2 handler installed delivers the signal (and does not kill us)", async () => {
+  let resolve!: () => void;
+  const delivered = new Promise<void>((r) => (resolve = r));
+  const handler = (): void => resolve();
+  sys.installSignalHandler("SIGUSR2", handler);
+  try {
+    sys.tgkill(sys.getpid(), sys.gettid(), sys.SIGUSR2);
+    await withTimeout(delivered, 5000, "SIGUSR2 was not delivered");
+  } finally {
+    process.off("SIGUSR2", handler);
+  }
+  assert.throws(() => sys.tgkill(sys.getpid(), 0x3fffffff, sys.SIGUSR2), (e: unknown) => e instanceof SysError && e.code === "ESRCH");
+});
+
+test("worker threads load their own binding: getpid/gettid inside a Worker, and a kick back to the main thread", async () => {
+  const libcUrl = new URL("./index.js", import.meta.url).href;
+  let resolve!: () => void;
+  const kicked = new Promise<void>((r) => (resolve = r));
+  const handler = (): void => resolve();
+  sys.installSignalHandler("SIGUSR2", handler);
+  try {
+    const code = `
+      const { parentPort, workerData } = require("node:worker_threads");
+      import(workerData.libcUrl).then((sys) => {
+        const pid = sys.getpid(), tid = sys.gettid();
+        sys.tgkill(pid, workerData.mainTid, sys.SIGUSR2);
+        parentPort.postMessage({ pid, tid });
+      }, (e) => parentPort.postMessage({ error: String(e && e.stack || e) }));
+    `;
+    const worker = new Worker(code, { eval: true, workerData: { libcUrl, mainTid: sys.gettid() } });
+    const msg = await withTimeout(
+      new Promise<{ pid?: number; tid?: number; error?: string }>((res, rej) => {
+        worker.once("message", res);
+        worker.once("error", rej);
+      }),
+      10000,
+      "worker did not answer",
+    );
+    await worker.terminate();
+    assert.equal(msg.error, undefined, msg.error);
+    assert.equal(msg.pid, process.pid);
+    assert.ok(typeof msg.tid === "number" && msg.tid > 0);
+    assert.notEqual(msg.tid, process.pid, "a worker runs on its own kernel thread");
+    await withTimeout(kicked, 5000, "the worker's tgkill did not reach the main thread");
+  } finally {
+    process.off("SIGUSR2", handler);
+  }
+});
+
+async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, rej) => (timer = setTimeout(() => rej(new Error(`${what} within ${ms} ms`)), ms)));
+  try {
+    return await Promise.race([p, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,295 @@
+// The libc calls the VMM needs, through koffi. This is the only file in the project that touches
+// FFI: everything above sees numbers (fds), Uint8Arrays, ArrayBuffers and BigInt addresses.
+//
+// koffi is loaded on first use, once per thread: a worker_thread that imports this module gets
+// its own binding. Every failing call throws SysError naming the call; errno is read with
+// koffi.errno() straight after the call, before anything else can overwrite it.
+// Calls are not retried on EINTR: the caller decides (KVM_RUN relies on EINTR surfacing).
+import { createRequire } from "node:module";
+import { isMainThread } from "node:worker_threads";
+import type * as KoffiModule from "koffi";
+import { SysError } from "./errors.js";
+import { ioctlName } from "./kvm-abi.js";
+
+// ---------------------------------------------------------------------------------------------
+// Constants (Linux x86-64 values; each checked against the headers by src/sys/abi-check.c).
+// ---------------------------------------------------------------------------------------------
+
+/** fcntl.h: O_RDONLY */
+export const O_RDONLY = 0o0;
+/** fcntl.h: O_WRONLY */
+export const O_WRONLY = 0o1;
+/** fcntl.h: O_RDWR */
+export const O_RDWR = 0o2;
+/** fcntl.h: O_CREAT */
+export const O_CREAT = 0o100;
+/** fcntl.h: O_TRUNC */
+export const O_TRUNC = 0o1000;
+/** fcntl.h: O_NONBLOCK */
+export const O_NONBLOCK = 0o4000;
+/** fcntl.h: O_CLOEXEC */
+export const O_CLOEXEC = 0o2000000;
+
+/** sys/mman.h: PROT_NONE */
+export const PROT_NONE = 0x0;
+/** sys/mman.h: PROT_READ */
+export const PROT_READ = 0x1;
+/** sys/mman.h: PROT_WRITE */
+export const PROT_WRITE = 0x2;
+/** sys/mman.h: PROT_EXEC */
+export const PROT_EXEC = 0x4;
+/** sys/mman.h: MAP_SHARED */
+export const MAP_SHARED = 0x01;
+/** sys/mman.h: MAP_PRIVATE */
+export const MAP_PRIVATE = 0x02;
+/** sys/mman.h: MAP_FIXED */
+export const MAP_FIXED = 0x10;
+/** sys/mman.h: MAP_ANONYMOUS */
+export const MAP_ANONYMOUS = 0x20;
+/** sys/mman.h: MAP_NORESERVE */
+export const MAP_NORESERVE = 0x4000;
+/** sys/mman.h: MAP_FAILED ((void *) -1), as the BigInt koffi returns */
+export const MAP_FAILED = 0xffffffffffffffffn;
+
+/** sys/mman.h (linux/memfd.h): MFD_CLOEXEC */
+export const MFD_CLOEXEC = 0x1;
+/** sys/mman.h (linux/memfd.h): MFD_ALLOW_SEALING */
+export const MFD_ALLOW_SEALING = 0x2;
+
+/** sys/eventfd.h: EFD_SEMAPHORE */
+export const EFD_SEMAPHORE = 0o1;
+/** sys/eventfd.h: EFD_CLOEXEC (= O_CLOEXEC) */
+export const EFD_CLOEXEC = 0o2000000;
+/** sys/eventfd.h: EFD_NONBLOCK (= O_NONBLOCK) */
+export const EFD_NONBLOCK = 0o4000;
+
+/** signal.h: SIGUSR1 */
+export const SIGUSR1 = 10;
+/** signal.h: SIGUSR2 — the signal that kicks a vCPU thread out of KVM_RUN */
+export const SIGUSR2 = 12;
+
+/** sys/syscall.h (asm/unistd_64.h): SYS_gettid on x86-64 */
+export const SYS_gettid = 186;
+
+/** Every constant above, by header name (MAP_FAILED excluded: it is a pointer), for the ABI check. */
+export const LIBC_CONSTANTS: Readonly<Record<string, number>> = Object.freeze({
+  O_RDONLY, O_WRONLY, O_RDWR, O_CREAT, O_TRUNC, O_NONBLOCK, O_CLOEXEC,
+  PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC, MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS, MAP_NORESERVE,
+  MFD_CLOEXEC, MFD_ALLOW_SEALING, EFD_SEMAPHORE, EFD_CLOEXEC, EFD_NONBLOCK, SIGUSR1, SIGUSR2, SYS_gettid,
+});
+
+// ---------------------------------------------------------------------------------------------
+// The binding, loaded lazily (per thread: module state is per isolate).
+// ---------------------------------------------------------------------------------------------
+
+type Fn = (...args: unknown[]) => unknown;
+
+interface Libc {
+  koffi: typeof KoffiModule;
+  open: Fn; close: Fn; read: Fn; write: Fn; pread: Fn; pwrite: Fn;
+  ioctlPtr: Fn; ioctlVal: Fn;
+  mmap: Fn; munmap: Fn; memfd_create: Fn; ftruncate: Fn; fsync: Fn; fdatasync: Fn;
+  eventfd: Fn; getpid: Fn; syscall: Fn; tgkill: Fn;
+}
+
+let libc: Libc | undefined;
+
+function bind(): Libc {
+  if (libc !== undefined) return libc;
+  if (process.platform !== "linux" || process.arch !== "x64") {
+    throw new Error(`src/sys supports Linux on x86-64 only (this is ${process.platform}/${process.arch})`);
+  }
+  const require = createRequire(import.meta.url);
+  const koffi = require("koffi") as typeof KoffiModule;
+  const lib = koffi.load("libc.so.6");
+  libc = {
+    koffi,
+    // open(2) is variadic (mode only with O_CREAT/O_TMPFILE): declared so, mode passed as "int".
+    open: lib.func("int open(const char *path, int flags, ...)"),
+    close: lib.func("int close(int fd)"),
+    read: lib.func("intptr_t read(int fd, void *buf, size_t count)"),
+    write: lib.func("intptr_t write(int fd, const void *buf, size_t count)"),
+    pread: lib.func("intptr_t pread(int fd, void *buf, size_t count, int64_t offset)"),
+    pwrite: lib.func("intptr_t pwrite(int fd, const void *buf, size_t count, int64_t offset)"),
+    // ioctl(2) is variadic; two fixed prototypes are ABI-safe on x86-64 (DESIGN.md §6): the
+    // third argument travels in rdx either way.
+    ioctlPtr: lib.func("int ioctl(int fd, unsigned long request, void *arg)"),
+    ioctlVal: lib.func("int ioctl(int fd, unsigned long request, unsigned long arg)"),
+    mmap: lib.func("uint64_t mmap(uint64_t addr, size_t length, int prot, int flags, int fd, int64_t offset)"),
+    munmap: lib.func("int munmap(uint64_t addr, size_t length)"),
+    memfd_create: lib.func("int memfd_create(const char *name, unsigned int flags)"),
+    ftruncate: lib.func("int ftruncate(int fd, int64_t length)"),
+    fsync: lib.func("int fsync(int fd)"),
+    fdatasync: lib.func("int fdatasync(int fd)"),
+    eventfd: lib.func("int eventfd(unsigned int initval, int flags)"),
+    getpid: lib.func("int getpid()"),
+    syscall: lib.func("long syscall(long number, ...)"),
+    tgkill: lib.func("int tgkill(int tgid, int tid, int sig)"),
+  };
+  return libc;
+}
+
+/** Throws SysError(call, errno) when a call returned -1. Must run straight after the call. */
+function check(result: number, call: string | (() => string)): number {
+  if (result < 0) {
+    const errno = bind().koffi.errno();
+    throw new SysError(typeof call === "string" ? call : call(), errno);
+  }
+  return result;
+}
+
+function checkFd(fd: number, what: string): void {
+  if (!Number.isInteger(fd) || fd < 0) throw new RangeError(`${what}: ${fd} is not a file descriptor`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files and descriptors.
+// ---------------------------------------------------------------------------------------------
+
+/** open(2). Errors read `open(<path>) failed: ENOENT`. */
+export function open(path: string, flags: number, mode = 0): number {
+  const l = bind();
+  return check(l.open(path, flags, "int", mode) as number, () => `open(${path})`);
+}
+
+/** close(2). */
+export function close(fd: number): void {
+  checkFd(fd, "close");
+  check(bind().close(fd) as number, "close");
+}
+
+/** read(2) into `buf` (all of it, from its byteOffset); returns the byte count (0 at end of file). */
+export function read(fd: number, buf: Uint8Array): number {
+  checkFd(fd, "read");
+  return check(bind().read(fd, buf, buf.byteLength) as number, "read");
+}
+
+/** write(2) of all of `buf`; returns the byte count written (may be short). */
+export function write(fd: number, buf: Uint8Array): number {
+  checkFd(fd, "write");
+  return check(bind().write(fd, buf, buf.byteLength) as number, "write");
+}
+
+/** pread(2) at `offset`. */
+export function pread(fd: number, buf: Uint8Array, offset: number | bigint): number {
+  checkFd(fd, "pread");
+  return check(bind().pread(fd, buf, buf.byteLength, offset) as number, "pread");
+}
+
+/** pwrite(2) at `offset`. */
+export function pwrite(fd: number, buf: Uint8Array, offset: number | bigint): number {
+  checkFd(fd, "pwrite");
+  return check(bind().pwrite(fd, buf, buf.byteLength, offset) as number, "pwrite");
+}
+
+/** ftruncate(2). */
+export function ftruncate(fd: number, length: number | bigint): void {
+  checkFd(fd, "ftruncate");
+  check(bind().ftruncate(fd, length) as number, "ftruncate");
+}
+
+/** fsync(2). */
+export function fsync(fd: number): void {
+  checkFd(fd, "fsync");
+  check(bind().fsync(fd) as number, "fsync");
+}
+
+/** fdatasync(2). */
+export function fdatasync(fd: number): void {
+  checkFd(fd, "fdatasync");
+  check(bind().fdatasync(fd) as number, "fdatasync");
+}
+
+/** memfd_create(2): anonymous memory with an fd, so another process can map the same pages. */
+export function memfdCreate(name: string, flags: number): number {
+  return check(bind().memfd_create(name, flags) as number, "memfd_create");
+}
+
+/** eventfd(2). */
+export function eventfd(initval: number, flags: number): number {
+  return check(bind().eventfd(initval, flags) as number, "eventfd");
+}
+
+// ---------------------------------------------------------------------------------------------
+// ioctl.
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * ioctl(2) with a pointer argument: the kernel reads and/or writes `arg` in place (koffi passes a
+ * typed array's memory by reference, honouring its byteOffset). `arg` must be at least as large as
+ * the struct the request names. Errors name the request: `KVM_SET_USER_MEMORY_REGION failed: EINVAL`.
+ */
+export function ioctl(fd: number, request: number, arg: Uint8Array | null): number {
+  checkFd(fd, "ioctl");
+  return check(bind().ioctlPtr(fd, request >>> 0, arg) as number, () => ioctlName(request));
+}
+
+/** ioctl(2) with an integer argument (KVM_CREATE_VCPU's id, KVM_CHECK_EXTENSION's cap, ...). */
+export function ioctlValue(fd: number, request: number, arg: number | bigint): number {
+  checkFd(fd, "ioctl");
+  return check(bind().ioctlVal(fd, request >>> 0, arg) as number, () => ioctlName(request));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Memory mappings.
+// ---------------------------------------------------------------------------------------------
+
+/** mmap(2) at an address of the kernel's choosing; returns the address. Throws on MAP_FAILED. */
+export function mmap(length: number, prot: number, flags: number, fd: number, offset: number | bigint): bigint {
+  if (!Number.isSafeInteger(length) || length <= 0) throw new RangeError(`mmap: length ${length} is not a positive size`);
+  const l = bind();
+  const addr = BigInt(l.mmap(0, length, prot, flags, fd, offset) as number | bigint);
+  if (addr === MAP_FAILED) throw new SysError("mmap", l.koffi.errno());
+  return addr;
+}
+
+/** munmap(2). Every view made over [addr, addr + length) must be dropped first: touching one faults. */
+export function munmap(addr: bigint, length: number): void {
+  check(bind().munmap(addr, length) as number, "munmap");
+}
+
+/**
+ * A zero-copy ArrayBuffer over native memory (koffi.view). Safe only while the mapping lives:
+ * the caller owns the mapping and must not use the buffer after munmap.
+ */
+export function view(addr: bigint, length: number): ArrayBuffer {
+  if (addr === 0n || addr === MAP_FAILED) throw new RangeError(`view: 0x${addr.toString(16)} is not a mapping`);
+  if (!Number.isSafeInteger(length) || length <= 0) throw new RangeError(`view: length ${length} is not a positive size`);
+  return bind().koffi.view(addr, length);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes, threads and signals.
+// ---------------------------------------------------------------------------------------------
+
+/** getpid(2). */
+export function getpid(): number {
+  return bind().getpid() as number;
+}
+
+/** gettid(2) via syscall(SYS_gettid): the kernel id of the calling thread (main or worker). */
+export function gettid(): number {
+  return check(Number(bind().syscall(SYS_gettid) as number | bigint), "gettid");
+}
+
+/** tgkill(2): send `sig` to one thread of process `pid`. */
+export function tgkill(pid: number, tid: number, sig: number): void {
+  check(bind().tgkill(pid, tid, sig) as number, "tgkill");
+}
+
+const installedHandlers = new Set<NodeJS.Signals>();
+
+/**
+ * Installs a process-wide handler for `signal` (through libuv, from the main thread) so that a
+ * tgkill to a vCPU thread interrupts its KVM_RUN with EINTR instead of killing the process.
+ * Idempotent. Workers cannot install signal handlers in Node; call this on the main thread first.
+ */
+export function installSignalHandler(signal: NodeJS.Signals = "SIGUSR2", onSignal?: () => void): void {
+  if (!isMainThread) throw new Error(`installSignalHandler(${signal}) must run on the main thread`);
+  if (onSignal !== undefined) {
+    process.on(signal, onSignal);
+  } else if (!installedHandlers.has(signal)) {
+    process.on(signal, () => {});
+  }
+  installedHandlers.add(signal);
+}
