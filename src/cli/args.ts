@@ -1,0 +1,134 @@
+// Argument parsing for `typervisor`, kept free of side effects so it is unit-tested.
+
+import { parseArgs } from "node:util";
+
+export class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+export type ConsoleTarget = { kind: "stdio" } | { kind: "file"; path: string } | { kind: "none" };
+
+export interface RunOptions {
+  kernel?: string;
+  initrd?: string;
+  cmdline?: string;
+  vcpus: number;
+  memMiB: number;
+  console: ConsoleTarget;
+  bootProtocol: "linux64" | "pvh";
+}
+
+export type Command =
+  | { cmd: "help"; topic?: string }
+  | { cmd: "version" }
+  | { cmd: "run"; options: RunOptions }
+  | { cmd: "probe-path" };
+
+export const DEFAULT_VCPUS = 1;
+export const DEFAULT_MEM_MIB = 256;
+
+function integer(name: string, value: string | undefined, fallback: number, min: number, max: number): number {
+  if (value === undefined) return fallback;
+  if (!/^\d+$/.test(value)) throw new UsageError(`--${name} must be a whole number, got "${value}"`);
+  const n = Number(value);
+  if (n < min || n > max) throw new UsageError(`--${name} must be from ${min} to ${max}, got ${n}`);
+  return n;
+}
+
+export function parseConsole(value: string | undefined): ConsoleTarget {
+  if (value === undefined || value === "stdio") return { kind: "stdio" };
+  if (value === "none") return { kind: "none" };
+  if (value.startsWith("file:") && value.length > 5) return { kind: "file", path: value.slice(5) };
+  if (value === "file") throw new UsageError('--console file needs a path: --console file:PATH');
+  throw new UsageError(`--console must be stdio, none or file:PATH, got "${value}"`);
+}
+
+export function parseCommand(argv: string[], limits: { maxVcpus: number; minMem: number; maxMem: number }): Command {
+  const first = argv[0];
+  if (first === undefined || first === "help" || first === "--help" || first === "-h") {
+    return { cmd: "help", topic: first === "help" ? argv[1] : undefined };
+  }
+  if (first === "--version" || first === "-V" || first === "version") return { cmd: "version" };
+  const rest = argv.slice(1);
+  if (rest.includes("--help") || rest.includes("-h")) return { cmd: "help", topic: first };
+  try {
+    switch (first) {
+      case "run": {
+        const { values } = parseArgs({
+          args: rest,
+          strict: true,
+          allowPositionals: false,
+          options: {
+            kernel: { type: "string" },
+            initrd: { type: "string" },
+            cmdline: { type: "string" },
+            vcpus: { type: "string" },
+            mem: { type: "string" },
+            console: { type: "string" },
+            boot: { type: "string" },
+          },
+        });
+        if (values.initrd !== undefined && values.kernel === undefined) {
+          throw new UsageError("--initrd needs --kernel (the built-in probe demo takes no initrd)");
+        }
+        const boot = values.boot ?? "linux64";
+        if (boot !== "linux64" && boot !== "pvh") throw new UsageError(`--boot must be linux64 or pvh, got "${boot}"`);
+        return {
+          cmd: "run",
+          options: {
+            kernel: values.kernel,
+            initrd: values.initrd,
+            cmdline: values.cmdline,
+            vcpus: integer("vcpus", values.vcpus, DEFAULT_VCPUS, 1, limits.maxVcpus),
+            memMiB: integer("mem", values.mem, DEFAULT_MEM_MIB, limits.minMem, limits.maxMem),
+            console: parseConsole(values.console),
+            bootProtocol: boot,
+          },
+        };
+      }
+      case "probe": {
+        const { values } = parseArgs({ args: rest, strict: true, allowPositionals: false, options: { path: { type: "boolean" } } });
+        if (!values.path) throw new UsageError("probe: say what to print (--path)");
+        return { cmd: "probe-path" };
+      }
+      default:
+        throw new UsageError(`unknown command "${first}" (try: typervisor --help)`);
+    }
+  } catch (e) {
+    if (e instanceof UsageError) throw e;
+    // node:util parseArgs errors: unknown option, missing value.
+    const msg = e instanceof Error ? e.message.replace(/\. To specify a positional argument.*$/s, "") : String(e);
+    throw new UsageError(msg);
+  }
+}
+
+export const HELP = `typervisor — KVM microVMs from TypeScript
+
+Usage:
+  typervisor run [options]      boot a guest (the built-in probe demo when no --kernel is given)
+  typervisor probe --path       print the absolute path of the built probe guest (ELF, Linux 64-bit and PVH entries)
+  typervisor --help | --version
+
+Options of run:
+  --kernel FILE        vmlinux ELF or bzImage (default: the built-in probe guest)
+  --initrd FILE        initial ramdisk (needs --kernel)
+  --cmdline STRING     kernel command line (default: "${"probe.run=demo"}" for the probe,
+                       "console=ttyS0 reboot=k panic=1 pci=off" for a kernel)
+  --vcpus N            1 to 8 (default ${DEFAULT_VCPUS})
+  --mem MIB            guest memory in MiB (default ${DEFAULT_MEM_MIB}); 3 GiB or more gets the 32-bit MMIO gap
+  --console TARGET     stdio (default), none, or file:PATH (guest serial output)
+  --boot PROTOCOL      linux64 (default) or pvh (32-bit PVH entry of an ELF with a PVH note)
+
+On a terminal the console is in raw mode: Ctrl-A x stops the VM.
+
+Exit status:
+  0  the guest stopped cleanly (reset, power-off, debug exit with status 0)
+  1  the guest reported failure (debug exit with a non-zero status)
+  2  bad arguments, or an unreadable, truncated or non-kernel file
+  3  the guest crashed (triple fault, KVM internal error, failed entry)
+  4  the host cannot run the VM (no /dev/kvm, missing KVM capability, out of memory)
+  130, 143  stopped by SIGINT, SIGTERM
+`;

@@ -1,0 +1,86 @@
+// The `typervisor` command as a user runs it: a separate process, its exit status and output.
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, writeFileSync, chmodSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = fileURLToPath(new URL("../../", import.meta.url));
+const bin = join(root, "bin", "typervisor.js");
+
+function cli(args: string[]) {
+  const r = spawnSync(process.execPath, [bin, ...args], { encoding: "utf8", timeout: 60_000, stdio: ["ignore", "pipe", "pipe"] });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+function assertOneLineError(r: { status: number | null; stderr: string; stdout: string }, status: number, re: RegExp) {
+  assert.equal(r.status, status, `exit status (stderr: ${r.stderr})`);
+  assert.match(r.stderr, re);
+  assert.equal(r.stderr.trimEnd().split("\n").length, 1, `one line, got: ${r.stderr}`);
+  assert.doesNotMatch(r.stderr, /\bat .*\.js:\d+/, "no stack trace");
+}
+
+test("--help and --version", () => {
+  const h = cli(["--help"]);
+  assert.equal(h.status, 0);
+  assert.match(h.stdout, /typervisor run \[options\]/);
+  const v = cli(["--version"]);
+  assert.equal(v.status, 0);
+  const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { version: string };
+  assert.equal(v.stdout.trim(), `typervisor ${pkg.version}`);
+});
+
+test("probe --path prints the absolute path of the built probe guest", () => {
+  const r = cli(["probe", "--path"]);
+  assert.equal(r.status, 0, r.stderr);
+  const p = r.stdout.trim();
+  assert.ok(p.startsWith("/"), p);
+  assert.ok(existsSync(p), `${p} exists`);
+  assert.deepEqual([...readFileSync(p).subarray(0, 4)], [0x7f, 0x45, 0x4c, 0x46], "an ELF file");
+});
+
+test("bad arguments: one line, exit 2", () => {
+  assertOneLineError(cli(["run", "--vcpus", "99"]), 2, /--vcpus must be from 1 to 8/);
+  assertOneLineError(cli(["run", "--nope"]), 2, /Unknown option '--nope'/);
+  assertOneLineError(cli(["launch"]), 2, /unknown command "launch"/);
+});
+
+test("unreadable, truncated and non-kernel files: one line, exit 2, before KVM is touched", () => {
+  const dir = mkdtempSync(join(tmpdir(), "typervisor-cli-"));
+  assertOneLineError(cli(["run", "--kernel", join(dir, "missing")]), 2, /cannot read kernel .*missing: no such file/);
+  assertOneLineError(cli(["run", "--kernel", dir]), 2, /cannot read kernel .*: is a directory/);
+
+  const text = join(dir, "notes.txt");
+  writeFileSync(text, "this is not a kernel\n".repeat(100));
+  assertOneLineError(cli(["run", "--kernel", text]), 2, /notes\.txt: .*not a kernel image/);
+
+  const empty = join(dir, "empty");
+  writeFileSync(empty, "");
+  assertOneLineError(cli(["run", "--kernel", empty]), 2, /empty: /);
+
+  // A real ELF (the probe) cut short in the middle of its program headers.
+  const probe = readFileSync(cli(["probe", "--path"]).stdout.trim());
+  const cut = join(dir, "truncated.elf");
+  writeFileSync(cut, probe.subarray(0, 100));
+  assertOneLineError(cli(["run", "--kernel", cut]), 2, /truncated\.elf: /);
+
+  if (process.getuid?.() !== 0) {
+    const secret = join(dir, "secret");
+    writeFileSync(secret, "x");
+    chmodSync(secret, 0o000);
+    assertOneLineError(cli(["run", "--kernel", secret]), 2, /permission denied/);
+  }
+  const initrd = join(dir, "missing-initrd");
+  assertOneLineError(cli(["run", "--kernel", cli(["probe", "--path"]).stdout.trim(), "--initrd", initrd]), 2, /cannot read initrd/);
+});
+
+test("without /dev/kvm, run says so in one line and exits 4", (t) => {
+  if (existsSync("/dev/kvm")) {
+    t.skip("/dev/kvm exists here; the integration tests cover booting");
+    return;
+  }
+  assertOneLineError(cli(["run", "--console", "none"]), 4, /\/dev\/kvm/);
+});

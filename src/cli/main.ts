@@ -1,0 +1,213 @@
+// `typervisor` command-line entry. Every failure is one line on stderr and a documented exit
+// status (see HELP); stack traces are for bugs only.
+
+import { readFileSync, openSync, closeSync, fstatSync } from "node:fs";
+import { parseCommand, HELP, UsageError, type RunOptions } from "./args.js";
+import { Vm, MAX_VCPUS, MIN_MEM_MIB, MAX_MEM_MIB, VmConfigError, type VmExit } from "../vmm/vm.js";
+import { probePath } from "../probe/path.js";
+import { parseKernelImage, KernelFormatError } from "../arch/x86_64/index.js";
+import type { KernelSource } from "../vmm/builder.js";
+import { SysError } from "../sys/index.js";
+import { KvmError } from "../kvm/index.js";
+import { formatCrash } from "../vmm/report.js";
+
+export const EXIT_OK = 0;
+export const EXIT_GUEST_FAILURE = 1;
+export const EXIT_USAGE = 2;
+export const EXIT_CRASH = 3;
+export const EXIT_HOST = 4;
+
+export const DEFAULT_PROBE_CMDLINE = "probe.run=demo";
+export const DEFAULT_LINUX_CMDLINE = "console=ttyS0 reboot=k panic=1 pci=off";
+
+/** Ctrl-A then x, as in QEMU, stops the VM from a raw-mode terminal. */
+const CTRL_A = 0x01;
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string };
+  return pkg.version;
+}
+
+function fail(code: number, message: string): number {
+  process.stderr.write(`typervisor: ${message}\n`);
+  return code;
+}
+
+/** Reads a whole file, turning every failure into a one-line UsageError. */
+export function readInputFile(what: string, path: string): KernelSource {
+  try {
+    return { name: path, bytes: new Uint8Array(readFileSync(path)) };
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code ?? "error";
+    const why: Record<string, string> = {
+      ENOENT: "no such file",
+      EACCES: "permission denied",
+      EISDIR: "is a directory",
+    };
+    throw new UsageError(`cannot read ${what} ${path}: ${why[code] ?? code}`);
+  }
+}
+
+export async function main(argv: string[]): Promise<number> {
+  let command;
+  try {
+    command = parseCommand(argv, { maxVcpus: MAX_VCPUS, minMem: MIN_MEM_MIB, maxMem: MAX_MEM_MIB });
+  } catch (e) {
+    if (e instanceof UsageError) return fail(EXIT_USAGE, e.message);
+    throw e;
+  }
+  switch (command.cmd) {
+    case "help":
+      process.stdout.write(HELP);
+      return EXIT_OK;
+    case "version":
+      process.stdout.write(`typervisor ${version()}\n`);
+      return EXIT_OK;
+    case "probe-path":
+      try {
+        process.stdout.write(`${probePath()}\n`);
+        return EXIT_OK;
+      } catch (e) {
+        return fail(EXIT_HOST, (e as Error).message);
+      }
+    case "run":
+      return run(command.options);
+  }
+}
+
+async function run(opts: RunOptions): Promise<number> {
+  let kernel: KernelSource;
+  let initrd: KernelSource | undefined;
+  try {
+    kernel = opts.kernel !== undefined ? readInputFile("kernel", opts.kernel) : readInputFile("probe guest", probePath());
+    // Refuse a file that is not a kernel before touching KVM: the edge validates.
+    parseKernelImage(kernel.bytes);
+    if (opts.initrd !== undefined) initrd = readInputFile("initrd", opts.initrd);
+  } catch (e) {
+    if (e instanceof UsageError) return fail(EXIT_USAGE, e.message);
+    if (e instanceof KernelFormatError) return fail(EXIT_USAGE, `${opts.kernel ?? "probe guest"}: ${e.message}`);
+    if (e instanceof Error && /probe guest not built/.test(e.message)) return fail(EXIT_HOST, e.message);
+    throw e;
+  }
+  const cmdline = opts.cmdline ?? (opts.kernel === undefined ? DEFAULT_PROBE_CMDLINE : DEFAULT_LINUX_CMDLINE);
+
+  let consoleFd = -1;
+  let ownFd = false;
+  if (opts.console.kind === "stdio") consoleFd = 1;
+  else if (opts.console.kind === "file") {
+    try {
+      consoleFd = openSync(opts.console.path, "w");
+      ownFd = true;
+    } catch (e) {
+      return fail(EXIT_USAGE, `cannot open console file ${opts.console.path}: ${(e as NodeJS.ErrnoException).code}`);
+    }
+  }
+
+  let vm: Vm;
+  try {
+    vm = Vm.create({
+      kernel,
+      initrd,
+      cmdline,
+      vcpus: opts.vcpus,
+      memMiB: opts.memMiB,
+      consoleFd,
+      bootProtocol: opts.bootProtocol,
+    });
+  } catch (e) {
+    if (ownFd) closeSync(consoleFd);
+    if (e instanceof KernelFormatError || e instanceof VmConfigError) return fail(EXIT_USAGE, e.message);
+    if (e instanceof SysError || e instanceof KvmError) return fail(EXIT_HOST, e.message);
+    if (e instanceof Error && /BootSetupError|GuestMemoryError/.test(e.name)) return fail(EXIT_USAGE, e.message);
+    throw e;
+  }
+
+  const onSignal = (sig: NodeJS.Signals) => vm.stop(`signal ${sig}`);
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  const restoreInput = opts.console.kind === "stdio" ? attachConsoleInput(vm) : () => {};
+  let exit: VmExit;
+  try {
+    await vm.start();
+    exit = await vm.wait();
+  } finally {
+    restoreInput();
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+    vm.close();
+    if (ownFd) closeSync(consoleFd);
+  }
+  return exitStatus(exit);
+}
+
+export function exitStatus(exit: VmExit): number {
+  switch (exit.kind) {
+    case "reset":
+    case "poweroff":
+    case "halted":
+      return EXIT_OK;
+    case "debug-exit":
+      if (exit.status === 0) return EXIT_OK;
+      process.stderr.write(`typervisor: the guest reported failure (status ${exit.status})\n`);
+      return EXIT_GUEST_FAILURE;
+    case "stopped":
+      if (exit.by === "signal SIGINT") return 130;
+      if (exit.by === "signal SIGTERM") return 143;
+      return EXIT_OK;
+    case "crash":
+      process.stderr.write(formatCrash(exit));
+      return EXIT_CRASH;
+    case "error":
+      process.stderr.write(`typervisor: vCPU ${exit.vcpu} failed: ${exit.message}\n`);
+      return EXIT_HOST;
+  }
+}
+
+/** Forwards stdin to the guest UART; raw mode on a terminal, Ctrl-A x stops the VM. */
+function attachConsoleInput(vm: Vm): () => void {
+  const stdin = process.stdin;
+  const tty = stdin.isTTY === true;
+  if (!tty) {
+    // Piped or redirected stdin is forwarded as it is; no stdin at all (CI) forwards nothing.
+    let kind: string;
+    try {
+      const st = fstatSync(0);
+      kind = st.isFIFO() || st.isSocket() ? "stream" : st.isFile() ? "file" : "other";
+    } catch {
+      return () => {};
+    }
+    if (kind === "other") return () => {};
+    const onPiped = (chunk: Buffer) => void vm.sendConsoleInput(chunk);
+    stdin.on("data", onPiped);
+    stdin.on("error", () => {});
+    return () => {
+      stdin.off("data", onPiped);
+      stdin.destroy();
+    };
+  }
+  stdin.setRawMode(true);
+  let sawCtrlA = false;
+  const onData = (chunk: Buffer) => {
+    for (const b of chunk) {
+      if (sawCtrlA) {
+        sawCtrlA = false;
+        if (b === 0x78 /* x */) {
+          vm.stop("console escape");
+          return;
+        }
+        if (b !== CTRL_A) vm.sendConsoleInput(Uint8Array.of(CTRL_A));
+      } else if (b === CTRL_A) {
+        sawCtrlA = true;
+        continue;
+      }
+      vm.sendConsoleInput(Uint8Array.of(b));
+    }
+  };
+  stdin.on("data", onData);
+  stdin.resume();
+  return () => {
+    stdin.off("data", onData);
+    stdin.setRawMode(false);
+    stdin.pause();
+  };
+}

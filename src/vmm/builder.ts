@@ -1,0 +1,132 @@
+// The one wiring point: from validated config to a VM whose vCPUs are ready to run.
+// Order follows what KVM requires: irqchip and PIT before any vCPU exists (so each vCPU gets
+// an in-kernel LAPIC and irqfd works), memory slots before the kernel is loaded through them,
+// CPUID before the first KVM_RUN.
+
+import type { Kvm, VmFd, VcpuFd } from "../kvm/index.js";
+import { MpState } from "../kvm/index.js";
+import {
+  KVM_CAP_IRQCHIP, KVM_CAP_USER_MEMORY, KVM_CAP_SET_TSS_ADDR, KVM_CAP_EXT_CPUID, KVM_CAP_IOEVENTFD, KVM_CAP_IRQFD,
+  KVM_CAP_PIT2, KVM_CAP_IMMEDIATE_EXIT, KVM_CAP_MP_STATE, KVM_CAP_SET_IDENTITY_MAP_ADDR,
+} from "../sys/index.js";
+import type { GuestMemory } from "../memory/guest-memory.js";
+import {
+  prepareBoot, applySregsPatch, vcpuCpuid, KVM_TSS_START, KVM_IDENTITY_MAP_START,
+  type BootProtocol, type E820Entry, type Range,
+} from "../arch/x86_64/index.js";
+
+/** A file given to the VM: its bytes and a name for messages. */
+export interface KernelSource {
+  name: string;
+  bytes: Uint8Array;
+}
+
+/** What the loader did, for reports and tests (the guest's view must match it). */
+export interface BootSummary {
+  protocol: BootProtocol;
+  kernelFormat: string;
+  entry: number;
+  cmdline: Range;
+  initrd?: Range;
+  e820: E820Entry[];
+  apStartup: "direct64" | "sipi";
+  bootInfoAddr: number;
+}
+
+/** Capabilities the VMM cannot run without, checked once with one error naming all missing. */
+export const REQUIRED_CAPS = [
+  KVM_CAP_IRQCHIP,
+  KVM_CAP_USER_MEMORY,
+  KVM_CAP_SET_TSS_ADDR,
+  KVM_CAP_SET_IDENTITY_MAP_ADDR,
+  KVM_CAP_EXT_CPUID,
+  KVM_CAP_MP_STATE,
+  KVM_CAP_PIT2,
+  KVM_CAP_IOEVENTFD,
+  KVM_CAP_IRQFD,
+  KVM_CAP_IMMEDIATE_EXIT,
+] as const;
+
+// Local APIC register offsets and LVT delivery modes. Intel SDM Vol.3 §11.5.1, Table 11-1.
+const APIC_LVT0 = 0x350;
+const APIC_LVT1 = 0x360;
+const APIC_DELIVERY_MODE_MASK = 0x700;
+const APIC_MODE_EXTINT = 0x7;
+const APIC_MODE_NMI = 0x4;
+
+export interface BootInputs {
+  kernel: KernelSource;
+  initrd?: KernelSource;
+  cmdline: string;
+  bootProtocol?: BootProtocol;
+}
+
+/** VM-wide set-up: capabilities, KVM's private pages, interrupt controllers, memory slots. */
+export function configureVm(kvm: Kvm, vm: VmFd, mem: GuestMemory): void {
+  kvm.requireExtensions(REQUIRED_CAPS);
+  // Intel VMX needs three pages for the real-mode TSS and one for the identity map; both sit
+  // in the MMIO gap, outside guest RAM (layout.ts).
+  vm.setTssAddr(KVM_TSS_START);
+  vm.setIdentityMapAddr(BigInt(KVM_IDENTITY_MAP_START));
+  vm.createIrqchip();
+  vm.createPit2();
+  mem.regions.forEach((r, slot) => {
+    if (r.hostAddr === undefined) throw new Error(`guest memory region ${slot} has no host mapping`);
+    vm.setUserMemoryRegion({
+      slot,
+      flags: 0,
+      guestPhysAddr: BigInt(r.gpa),
+      memorySize: BigInt(r.size),
+      userspaceAddr: r.hostAddr,
+    });
+  });
+}
+
+/** Loads the kernel and boot tables into `mem` and puts every vCPU in its boot state. */
+export function configureVcpus(kvm: Kvm, vcpus: VcpuFd[], mem: GuestMemory, inputs: BootInputs): BootSummary {
+  const plan = prepareBoot(mem, {
+    kernel: inputs.kernel.bytes,
+    initrd: inputs.initrd?.bytes,
+    cmdline: inputs.cmdline,
+    vcpus: vcpus.length,
+    protocol: inputs.bootProtocol,
+  });
+  const supported = kvm.supportedCpuid();
+  for (const vcpu of vcpus) {
+    vcpu.setCpuid2(vcpuCpuid(supported, { vcpuId: vcpu.id, vcpuCount: vcpus.length }));
+    vcpu.setMsrs(plan.msrs);
+    setLocalInterrupts(vcpu);
+    const state = plan.vcpus[vcpu.id];
+    if (state === null || state === undefined) continue; // waits for the BSP's INIT/SIPI
+    vcpu.setRegs(state.regs);
+    vcpu.setSregs(applySregsPatch(vcpu.getSregs(), state.sregsPatch));
+    vcpu.setFpu(state.fpu);
+    // An AP created with an in-kernel LAPIC waits for SIPI; one with a prepared long-mode
+    // state starts at once.
+    if (vcpu.id !== 0) vcpu.setMpState(MpState.RUNNABLE);
+  }
+  const summary: BootSummary = {
+    protocol: plan.protocol,
+    kernelFormat: plan.kernel.format,
+    entry: plan.protocol === "linux64" ? plan.kernel.entry64 : plan.kernel.pvhEntry!,
+    cmdline: plan.cmdline,
+    e820: plan.e820,
+    apStartup: plan.apStartup,
+    bootInfoAddr: plan.bootInfoAddr,
+  };
+  if (plan.initrd !== undefined) summary.initrd = plan.initrd;
+  return summary;
+}
+
+/** LINT0 as ExtINT (the PIC's output) and LINT1 as NMI, as the MP spec's virtual-wire mode wants. */
+function setLocalInterrupts(vcpu: VcpuFd): void {
+  const lapic = vcpu.getLapic();
+  const view = new DataView(lapic.buffer, lapic.byteOffset, lapic.byteLength);
+  const set = (reg: number, mode: number) => {
+    const v = view.getUint32(reg, true);
+    view.setUint32(reg, ((v & ~APIC_DELIVERY_MODE_MASK) | (mode << 8)) >>> 0, true);
+  };
+  set(APIC_LVT0, APIC_MODE_EXTINT);
+  set(APIC_LVT1, APIC_MODE_NMI);
+  vcpu.setLapic(lapic);
+}

@@ -1,0 +1,146 @@
+// The KVM_RUN loop of one vCPU and the dispatch of its exits. It runs on the vCPU's worker
+// thread; nothing here blocks except KVM_RUN itself. Only legacy port I/O and config-space
+// MMIO are handled here: device I/O proper is a card's job, off this thread.
+
+import type { VcpuHandle } from "../kvm/hypervisor.js";
+import type { Bus } from "../devices/bus.js";
+import type { VcpuExit } from "../kvm/types.js";
+import { Counter, type VmControl } from "./control.js";
+
+/** Why a vCPU stopped. `crash` kinds carry what is needed to diagnose the guest. */
+export type VcpuStop =
+  | { kind: "reset" } // i8042 reset or KVM_SYSTEM_EVENT_RESET: a clean, guest-requested stop
+  | { kind: "debug-exit"; status: number } // the guest wrote its status to the debug-exit port
+  | { kind: "poweroff" } // KVM_SYSTEM_EVENT_SHUTDOWN
+  | { kind: "halted" } // KVM_EXIT_HLT (only without the in-kernel irqchip)
+  | { kind: "stopped" } // the VMM asked this vCPU to stop
+  | { kind: "crash"; reason: string; detail: string; state?: unknown };
+
+// linux/kvm.h: KVM_SYSTEM_EVENT_*
+const SYSTEM_EVENT_SHUTDOWN = 1;
+const SYSTEM_EVENT_RESET = 2;
+const SYSTEM_EVENT_CRASH = 3;
+
+export interface ExitLoopOptions {
+  vcpu: VcpuHandle;
+  pio: Bus;
+  mmio: Bus;
+  control: VmControl;
+  /** A stop a device asked for on this thread (reset, debug exit), checked after every exit. */
+  pendingStop: () => VcpuStop | undefined;
+  /** Registers and special registers, read when the guest crashes. */
+  dumpState?: () => unknown;
+}
+
+const hex = (n: number | bigint): string => `0x${n.toString(16)}`;
+
+function isInterrupted(e: unknown): boolean {
+  return typeof e === "object" && e !== null && (e as { code?: unknown }).code === "EINTR";
+}
+
+export function runVcpuLoop(opts: ExitLoopOptions): VcpuStop {
+  const { vcpu, pio, mmio, control } = opts;
+  const counters = control.row(vcpu.id);
+  const crash = (reason: string, detail: string): VcpuStop => ({
+    kind: "crash",
+    reason,
+    detail,
+    state: safeDump(opts.dumpState),
+  });
+
+  for (;;) {
+    if (control.stopRequested) return opts.pendingStop() ?? { kind: "stopped" };
+    try {
+      vcpu.run();
+    } catch (e) {
+      if (isInterrupted(e)) {
+        // A signal (stop, pause) or immediate_exit: look at the flags again.
+        counters[Counter.INTERRUPTED]!++;
+        continue;
+      }
+      throw e;
+    }
+    const exit = vcpu.kvmRun.decode();
+    const stop = dispatch(exit, pio, mmio, counters, crash);
+    const requested = opts.pendingStop();
+    if (requested !== undefined) return requested;
+    if (stop !== undefined) return stop;
+  }
+}
+
+function dispatch(
+  exit: VcpuExit,
+  pio: Bus,
+  mmio: Bus,
+  counters: Float64Array,
+  crash: (reason: string, detail: string) => VcpuStop,
+): VcpuStop | undefined {
+  switch (exit.kind) {
+    case "io": {
+      // String I/O (rep ins/outs) arrives as `count` elements of `size` bytes.
+      const { port, size, count, data } = exit;
+      for (let i = 0; i < count; i++) {
+        const element = data.subarray(i * size, (i + 1) * size);
+        const handled = exit.direction === "out" ? pio.write(port, element) : pio.read(port, element);
+        if (!handled) counters[Counter.UNHANDLED_IO]!++;
+      }
+      counters[exit.direction === "out" ? Counter.IO_OUT : Counter.IO_IN]!++;
+      return undefined;
+    }
+    case "mmio": {
+      const addr = exit.address <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(exit.address) : -1;
+      const data = exit.data.subarray(0, exit.len);
+      const handled = addr >= 0 && (exit.isWrite ? mmio.write(addr, data) : mmio.read(addr, data));
+      if (!handled) {
+        counters[Counter.UNHANDLED_MMIO]!++;
+        if (!exit.isWrite) data.fill(0xff);
+      }
+      counters[exit.isWrite ? Counter.MMIO_WRITE : Counter.MMIO_READ]!++;
+      return undefined;
+    }
+    case "intr":
+      counters[Counter.INTERRUPTED]!++;
+      return undefined;
+    case "hlt":
+      counters[Counter.OTHER]!++;
+      return { kind: "halted" };
+    case "shutdown":
+      counters[Counter.OTHER]!++;
+      return crash("triple fault", "KVM_EXIT_SHUTDOWN: the guest triple-faulted");
+    case "system_event":
+      counters[Counter.OTHER]!++;
+      if (exit.type === SYSTEM_EVENT_RESET) return { kind: "reset" };
+      if (exit.type === SYSTEM_EVENT_SHUTDOWN) return { kind: "poweroff" };
+      if (exit.type === SYSTEM_EVENT_CRASH) return crash("guest crash", "KVM_SYSTEM_EVENT_CRASH");
+      return crash("system event", `KVM_EXIT_SYSTEM_EVENT type ${exit.type}`);
+    case "internal_error":
+      counters[Counter.OTHER]!++;
+      return crash(
+        "internal error",
+        `KVM_EXIT_INTERNAL_ERROR suberror ${exit.suberror}` +
+          (exit.data.length > 0 ? ` data [${exit.data.map(hex).join(", ")}]` : "") +
+          (exit.suberror === 1 ? " (emulation failure: an instruction KVM could not emulate)" : ""),
+      );
+    case "fail_entry":
+      counters[Counter.OTHER]!++;
+      return crash(
+        "entry failed",
+        `KVM_EXIT_FAIL_ENTRY hardware reason ${hex(exit.hardwareEntryFailureReason)} on cpu ${exit.cpu}`,
+      );
+    case "debug":
+      counters[Counter.OTHER]!++;
+      return undefined;
+    case "unknown":
+      counters[Counter.OTHER]!++;
+      return crash("unexpected exit", `unhandled KVM exit reason ${exit.reason}`);
+  }
+}
+
+function safeDump(dump: (() => unknown) | undefined): unknown {
+  if (dump === undefined) return undefined;
+  try {
+    return dump();
+  } catch (e) {
+    return { error: e instanceof Error ? e.message : String(e) };
+  }
+}

@@ -1,0 +1,146 @@
+// Integration tests: boot the probe guest on the real /dev/kvm and check what it reports
+// against what the VMM set up. Hosts without /dev/kvm skip each test, saying so.
+
+import { test, type TestContext } from "node:test";
+import assert from "node:assert/strict";
+import { existsSync, mkdtempSync, openSync, closeSync, readFileSync, writeFileSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Vm, type VmConfig, type VmExit } from "./vm.js";
+import { probePath } from "../probe/path.js";
+import { parseProbeLines, findLine, hexToString, fnv1a64, type ProbeLine } from "../probe/report.js";
+import { KernelFormatError } from "../arch/x86_64/index.js";
+
+const KVM = "/dev/kvm";
+const noKvm = !existsSync(KVM);
+const SKIP = "no /dev/kvm on this host (no hardware virtualization or PVM backend): the probe cannot be booted here";
+
+interface Booted {
+  exit: VmExit;
+  lines: ProbeLine[];
+  output: string;
+  vm: Vm;
+}
+
+async function boot(t: TestContext, config: Partial<VmConfig> & { cmdline: string }, timeoutMs = 60_000): Promise<Booted> {
+  const dir = mkdtempSync(join(tmpdir(), "typervisor-vm-"));
+  const consolePath = join(dir, "console.log");
+  const fd = openSync(consolePath, "w");
+  const kernel = { name: "probe.elf", bytes: new Uint8Array(readFileSync(probePath())) };
+  const vm = Vm.create({ kernel, vcpus: 1, memMiB: 128, consoleFd: fd, ...config });
+  t.after(() => vm.close());
+  const timer = setTimeout(() => vm.stop("test timeout"), timeoutMs);
+  try {
+    await vm.start();
+    const exit = await vm.wait();
+    const output = readFileSync(consolePath, "utf8");
+    return { exit, lines: parseProbeLines(output), output, vm };
+  } finally {
+    clearTimeout(timer);
+    closeSync(fd);
+  }
+}
+
+test("demo: banner, boot facts, clean exit through the debug-exit port", { skip: noKvm && SKIP }, async (t) => {
+  const r = await boot(t, { cmdline: "probe.run=demo" });
+  assert.deepEqual(r.exit, { kind: "debug-exit", status: 0 }, r.output);
+  assert.ok(findLine(r.lines, "start"), "start line");
+  assert.equal(findLine(r.lines, "start")!.fields["entry"], "linux64");
+  assert.ok(findLine(r.lines, "demo"), "demo ok line");
+  assert.equal(findLine(r.lines, "done")!.fields["status"], "0");
+});
+
+test("boot: cmdline, e820 and initrd as the guest sees them match what the loader wrote", { skip: noKvm && SKIP }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "typervisor-initrd-"));
+  const initrdBytes = randomBytes(300_000 + 123);
+  writeFileSync(join(dir, "initrd"), initrdBytes);
+  const cmdline = "probe.run=boot quiet marker=typervisor-42";
+  const r = await boot(t, {
+    cmdline,
+    initrd: { name: "initrd", bytes: new Uint8Array(initrdBytes) },
+    memMiB: 256,
+  });
+  assert.deepEqual(r.exit, { kind: "debug-exit", status: 0 }, r.output);
+  const b = findLine(r.lines, "boot")!;
+  assert.equal(hexToString(b.fields["cmdline_hex"]!), cmdline);
+  assert.equal(Number(b.fields["cmdline_addr"]), r.vm.boot.cmdline.addr);
+  const initrd = findLine(r.lines, "initrd")!;
+  assert.equal(Number(initrd.fields["addr"]), r.vm.boot.initrd!.addr);
+  assert.equal(Number(initrd.fields["size"]), initrdBytes.length);
+  assert.equal(BigInt(initrd.fields["fnv1a64"]!), fnv1a64(initrdBytes));
+  const e820 = r.lines.filter((l) => l.name === "e820" && l.fields["i"] !== undefined);
+  assert.equal(e820.length, r.vm.boot.e820.length);
+  e820.forEach((l, i) => {
+    const want = r.vm.boot.e820[i]!;
+    assert.equal(Number(l.fields["addr"]), want.addr, `e820[${i}].addr`);
+    assert.equal(Number(l.fields["size"]), want.size, `e820[${i}].size`);
+    assert.equal(Number(l.fields["type"]), want.type, `e820[${i}].type`);
+  });
+});
+
+for (const vcpus of [2, 4, 8]) {
+  test(`smp: all ${vcpus} vCPUs check in`, { skip: noKvm && SKIP }, async (t) => {
+    const r = await boot(t, { cmdline: "probe.run=smp", vcpus });
+    assert.deepEqual(r.exit, { kind: "debug-exit", status: 0 }, r.output);
+    const summary = r.lines.find((l) => l.name === "smp" && l.fields["expected"] !== undefined)!;
+    assert.equal(Number(summary.fields["expected"]), vcpus);
+    assert.equal(Number(summary.fields["online"]), vcpus);
+    const cpus = new Set(r.lines.filter((l) => l.name === "smp" && l.fields["cpu"] !== undefined).map((l) => l.fields["cpu"]));
+    assert.equal(cpus.size, vcpus);
+  });
+}
+
+test("exits: port and MMIO write loops reach the VMM once per write", { skip: noKvm && SKIP }, async (t) => {
+  for (const kind of ["pio", "mmio"] as const) {
+    const n = 2000;
+    const r = await boot(t, { cmdline: `probe.run=exits probe.exits.kind=${kind} probe.exits.n=${n}` });
+    assert.deepEqual(r.exit, { kind: "debug-exit", status: 0 }, r.output);
+    assert.ok(r.lines.some((l) => l.name === "exits" && l.fields["done"] !== undefined) || r.output.includes("PROBE exits done"));
+    const c = r.vm.exitCounters()[0]!;
+    if (kind === "pio") assert.ok(c.UNHANDLED_IO >= n, `unhandled PIO ${c.UNHANDLED_IO} >= ${n}`);
+    else assert.ok(c.UNHANDLED_MMIO >= n, `unhandled MMIO ${c.UNHANDLED_MMIO} >= ${n}`);
+  }
+});
+
+test("fault: a deliberate triple fault is reported as a crash with registers", { skip: noKvm && SKIP }, async (t) => {
+  const r = await boot(t, { cmdline: "probe.run=fault" });
+  assert.equal(r.exit.kind, "crash", JSON.stringify(r.exit, (_k, v) => (typeof v === "bigint" ? v.toString(16) : v)));
+  if (r.exit.kind !== "crash") return;
+  assert.equal(r.exit.reason, "triple fault");
+  const state = r.exit.state as { regs?: { rip?: bigint } };
+  assert.equal(typeof state.regs?.rip, "bigint");
+  assert.ok(findLine(r.lines, "fault"));
+  assert.equal(findLine(r.lines, "done"), undefined);
+});
+
+test("stop from the host interrupts a running guest", { skip: noKvm && SKIP }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "typervisor-stop-"));
+  const fd = openSync(join(dir, "console"), "w");
+  const vm = Vm.create({
+    kernel: { name: "probe.elf", bytes: new Uint8Array(readFileSync(probePath())) },
+    cmdline: "probe.run=exits probe.exits.n=100000000",
+    vcpus: 2,
+    memMiB: 64,
+    consoleFd: fd,
+  });
+  t.after(() => {
+    vm.close();
+    closeSync(fd);
+  });
+  await vm.start();
+  // The main thread stays responsive while vCPUs run: a 10 ms timer fires close to on time.
+  const t0 = performance.now();
+  await new Promise((r) => setTimeout(r, 10));
+  assert.ok(performance.now() - t0 < 200, "main thread stayed responsive");
+  vm.stop("test");
+  assert.deepEqual(await vm.wait(), { kind: "stopped", by: "test" });
+});
+
+test("a malformed kernel is refused before a VM exists (no KVM object is needed to say so)", () => {
+  const junk = new Uint8Array(4096).fill(0x90);
+  assert.throws(
+    () => Vm.create({ kernel: { name: "junk", bytes: junk }, cmdline: "", vcpus: 1, memMiB: 64, consoleFd: -1 }),
+    KernelFormatError,
+  );
+});
