@@ -89,7 +89,7 @@ interface Libc {
   open: Fn; close: Fn; read: Fn; write: Fn; pread: Fn; pwrite: Fn;
   ioctlPtr: Fn; ioctlVal: Fn;
   mmap: Fn; munmap: Fn; memfd_create: Fn; ftruncate: Fn; fsync: Fn; fdatasync: Fn;
-  eventfd: Fn; getpid: Fn; syscall: Fn; tgkill: Fn;
+  eventfd: Fn; getpid: Fn; syscall: Fn; tgkill: Fn; poll: Fn;
 }
 
 let libc: Libc | undefined;
@@ -125,6 +125,7 @@ function bind(): Libc {
     getpid: lib.func("int getpid()"),
     syscall: lib.func("long syscall(long number, ...)"),
     tgkill: lib.func("int tgkill(int tgid, int tid, int sig)"),
+    poll: lib.func("int poll(void *fds, unsigned long nfds, int timeout)"),
   };
   return libc;
 }
@@ -275,6 +276,15 @@ export function gettid(): number {
 /** tgkill(2): send `sig` to one thread of process `pid`. */
 export function tgkill(pid: number, tid: number, sig: number): void {
   check(bind().tgkill(pid, tid, sig) as number, "tgkill");
+}
+
+/**
+ * Sleeps up to `ms` in poll(2) with no descriptors. A handled signal ends it with EINTR (poll is
+ * never restarted, whatever SA_RESTART says: signal(7)). Test doubles of a vCPU block here the
+ * way KVM_RUN blocks.
+ */
+export function sleepInterruptible(ms: number): void {
+  check(bind().poll(null, 0, ms) as number, "poll");
 }
 
 const installedHandlers = new Set<NodeJS.Signals>();

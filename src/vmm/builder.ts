@@ -3,15 +3,17 @@
 // an in-kernel LAPIC and irqfd works), memory slots before the kernel is loaded through them,
 // CPUID before the first KVM_RUN.
 
-import type { Kvm, VmFd, VcpuFd } from "../kvm/index.js";
-import { MpState } from "../kvm/index.js";
+import { Kvm, MpState, type VmFd, type VcpuFd } from "../kvm/index.js";
 import {
   KVM_CAP_IRQCHIP, KVM_CAP_USER_MEMORY, KVM_CAP_SET_TSS_ADDR, KVM_CAP_EXT_CPUID, KVM_CAP_IOEVENTFD, KVM_CAP_IRQFD,
   KVM_CAP_PIT2, KVM_CAP_IMMEDIATE_EXIT, KVM_CAP_MP_STATE, KVM_CAP_SET_IDENTITY_MAP_ADDR,
 } from "../sys/index.js";
 import type { GuestMemory } from "../memory/guest-memory.js";
+import { createMemfdGuestMemory, type MemfdGuestMemory } from "../memory/create.js";
+import type { Machine } from "./machine.js";
+import type { KvmVcpuBackend } from "./vcpu-worker.js";
 import {
-  prepareBoot, applySregsPatch, vcpuCpuid, KVM_TSS_START, KVM_IDENTITY_MAP_START,
+  prepareBoot, parseKernelImage, memoryLayout, applySregsPatch, vcpuCpuid, KVM_TSS_START, KVM_IDENTITY_MAP_START,
   type BootProtocol, type E820Entry, type Range,
 } from "../arch/x86_64/index.js";
 
@@ -129,4 +131,56 @@ function setLocalInterrupts(vcpu: VcpuFd): void {
   set(APIC_LVT0, APIC_MODE_EXTINT);
   set(APIC_LVT1, APIC_MODE_NMI);
   vcpu.setLapic(lapic);
+}
+
+export interface KvmMachineConfig extends BootInputs {
+  vcpus: number;
+  memMiB: number;
+  kvmPath?: string;
+}
+
+/**
+ * Builds a KVM machine ready to run: KVM objects, memfd guest memory, the loaded kernel,
+ * configured vCPUs. A file that is not a kernel is refused before any KVM object exists.
+ */
+export function buildKvmMachine(config: KvmMachineConfig): Machine {
+  parseKernelImage(config.kernel.bytes);
+  const kvm = Kvm.open(config.kvmPath);
+  let vm: VmFd | undefined;
+  let mem: MemfdGuestMemory | undefined;
+  const vcpus: VcpuFd[] = [];
+  try {
+    vm = kvm.createVm();
+    mem = createMemfdGuestMemory(memoryLayout(config.memMiB * 1024 * 1024));
+    configureVm(kvm, vm, mem.memory);
+    for (let i = 0; i < config.vcpus; i++) vcpus.push(vm.createVcpu(i));
+    const boot = configureVcpus(kvm, vcpus, mem.memory, config);
+    const vmFd = vm;
+    const memory = mem;
+    return {
+      workerUrl: new URL("./vcpu-worker.js", import.meta.url),
+      vcpus: vcpus.map((v) => ({
+        id: v.id,
+        setImmediateExit: (value: 0 | 1) => {
+          v.kvmRun.immediateExit = value;
+        },
+        backend: { vmFd: vmFd.fd, vcpuFd: v.fd, runAddress: v.runAddress, runSize: v.runSize } satisfies KvmVcpuBackend,
+      })),
+      irqLine: (line, level) => vmFd.irqLine(line, level),
+      boot,
+      memory: memory.memory,
+      close() {
+        for (const v of vcpus) v.close();
+        memory.close();
+        vmFd.close();
+        kvm.close();
+      },
+    };
+  } catch (e) {
+    for (const v of vcpus) v.close();
+    mem?.close();
+    vm?.close();
+    kvm.close();
+    throw e;
+  }
 }

@@ -1,21 +1,20 @@
-// A microVM: created from validated config by `Vm.create` (the one wiring point), run by one
+// A microVM: built from validated config (builder.ts is the one wiring point), run by one
 // worker thread per vCPU, stopped by the guest (reset, debug exit, triple fault), by a signal,
-// or by the caller. The main thread never blocks on the guest: it only starts and stops
-// workers and feeds console input.
+// or by the caller. The main thread never blocks on the guest: it starts and stops workers
+// and feeds console input.
 
 import { EventEmitter } from "node:events";
 import { Worker } from "node:worker_threads";
-import { Kvm, VmFd, VcpuFd } from "../kvm/index.js";
 import * as sys from "../sys/index.js";
 import { Bus } from "../devices/bus.js";
 import type { Serial8250 } from "../devices/legacy/serial.js";
-import { createMemfdGuestMemory, type MemfdGuestMemory } from "../memory/create.js";
-import { configureVm, configureVcpus, type BootSummary, type KernelSource } from "./builder.js";
+import type { GuestMemory } from "../memory/guest-memory.js";
+import { buildKvmMachine, type BootSummary, type KernelSource } from "./builder.js";
+import type { Machine } from "./machine.js";
 import { VmControl, type CounterName } from "./control.js";
 import { attachLegacyDevices, createLegacyStates, type LegacyStates } from "./legacy.js";
 import type { VcpuStop } from "./exit-loop.js";
-import type { VcpuWorkerData, VcpuWorkerMessage } from "./vcpu-worker.js";
-import { memoryLayout, parseKernelImage } from "../arch/x86_64/index.js";
+import type { VcpuWorkerData, VcpuWorkerMessage } from "./vcpu-thread.js";
 
 export const MAX_VCPUS = 8;
 export const MIN_MEM_MIB = 16;
@@ -62,7 +61,7 @@ export function validateVmConfig(c: VmConfig): void {
 }
 
 interface VcpuSlot {
-  fd: VcpuFd;
+  id: number;
   worker?: Worker;
   tid?: number;
   done: boolean;
@@ -70,7 +69,6 @@ interface VcpuSlot {
 
 export class Vm extends EventEmitter {
   readonly control: VmControl;
-  readonly boot: BootSummary;
   private readonly legacy: LegacyStates;
   private readonly serial: Serial8250;
   private readonly slots: VcpuSlot[];
@@ -79,29 +77,26 @@ export class Vm extends EventEmitter {
   private readonly exited: Promise<VmExit>;
   private resolveExit!: (e: VmExit) => void;
   private started = false;
+  private settled = false;
   private closed = false;
-  readonly startedAt = Date.now();
+  startedAt: number | undefined;
 
-  private constructor(
-    readonly config: VmConfig,
-    private readonly kvm: Kvm,
-    private readonly vmFd: VmFd,
-    private readonly mem: MemfdGuestMemory,
-    vcpus: VcpuFd[],
-    boot: BootSummary,
+  /** Wraps a built machine; `Vm.create` is the usual way in. */
+  constructor(
+    private readonly machine: Machine,
+    private readonly consoleFd: number,
   ) {
     super();
-    this.control = new VmControl(vcpus.length);
-    this.boot = boot;
-    this.slots = vcpus.map((fd) => ({ fd, done: false }));
+    this.control = new VmControl(machine.vcpus.length);
+    this.slots = machine.vcpus.map((v) => ({ id: v.id, done: false }));
     this.legacy = createLegacyStates();
     // The main thread's view of the UART, for console input; vCPU workers attach their own
     // device objects to the same shared state.
     const { serial } = attachLegacyDevices(new Bus("pio-main"), this.legacy, {
       irq: (line) => ({
         trigger: () => {
-          this.vmFd.irqLine(line, true);
-          this.vmFd.irqLine(line, false);
+          machine.irqLine(line, true);
+          machine.irqLine(line, false);
         },
       }),
       output: () => {},
@@ -112,80 +107,68 @@ export class Vm extends EventEmitter {
     this.exited = new Promise((resolve) => (this.resolveExit = resolve));
   }
 
-  /** Builds a VM ready to start: KVM objects, memory, the loaded kernel, configured vCPUs. */
+  /** Builds a KVM-backed VM ready to start: KVM objects, memory, the loaded kernel, vCPUs. */
   static create(config: VmConfig): Vm {
     validateVmConfig(config);
-    // A file that is not a kernel is refused before any KVM object exists.
-    parseKernelImage(config.kernel.bytes);
-    const kvm = Kvm.open(config.kvmPath);
-    let vmFd: VmFd | undefined;
-    let mem: MemfdGuestMemory | undefined;
-    const vcpus: VcpuFd[] = [];
-    try {
-      vmFd = kvm.createVm();
-      mem = createMemfdGuestMemory(memoryLayout(config.memMiB * 1024 * 1024));
-      configureVm(kvm, vmFd, mem.memory);
-      for (let i = 0; i < config.vcpus; i++) vcpus.push(vmFd.createVcpu(i));
-      const boot = configureVcpus(kvm, vcpus, mem.memory, config);
-      return new Vm(config, kvm, vmFd, mem, vcpus, boot);
-    } catch (e) {
-      for (const v of vcpus) v.close();
-      mem?.close();
-      vmFd?.close();
-      kvm.close();
-      throw e;
-    }
+    return new Vm(buildKvmMachine(config), config.consoleFd);
+  }
+
+  get boot(): BootSummary {
+    return this.machine.boot;
+  }
+
+  get guestMemory(): GuestMemory {
+    return this.machine.memory;
   }
 
   /** Starts every vCPU. Resolves once all of them are running. */
   async start(): Promise<void> {
     if (this.started) throw new Error("the VM has already been started");
+    if (this.closed) throw new Error("the VM has been closed");
     this.started = true;
     // KVM_RUN returns EINTR on the kick signal only if it has a handler (its default action
     // would end the process).
     sys.installSignalHandler("SIGUSR2");
-    const ready: Array<Promise<void>> = [];
-    for (const slot of this.slots) {
+    const ready = this.slots.map((slot, i) => {
       const data: VcpuWorkerData = {
-        vcpuId: slot.fd.id,
+        vcpuId: slot.id,
         vcpuCount: this.slots.length,
-        vcpuFd: slot.fd.fd,
-        runAddress: slot.fd.runAddress,
-        runSize: slot.fd.runSize,
-        vmFd: this.vmFd.fd,
         control: this.control.sab,
         legacy: this.legacy,
-        consoleFd: this.config.consoleFd,
+        consoleFd: this.consoleFd,
+        backend: this.machine.vcpus[i]!.backend,
       };
-      const worker = new Worker(new URL("./vcpu-worker.js", import.meta.url), { workerData: data });
+      const worker = new Worker(this.machine.workerUrl, { workerData: data });
       slot.worker = worker;
-      ready.push(
-        new Promise<void>((resolve, reject) => {
-          worker.on("message", (m: VcpuWorkerMessage) => {
-            if (m.type === "ready") {
-              slot.tid = m.tid;
-              resolve();
-            } else if (m.type === "stopped") {
-              this.onVcpuStopped(m.vcpuId, m.stop);
-            } else {
-              this.finish({ kind: "error", vcpu: m.vcpuId, message: m.message });
-              this.onVcpuDone(m.vcpuId);
-            }
-          });
-          worker.on("error", (err) => {
-            reject(err);
-            this.finish({ kind: "error", vcpu: slot.fd.id, message: err.message });
-            this.onVcpuDone(slot.fd.id);
-          });
-          worker.on("exit", () => {
-            if (!slot.done) this.onVcpuDone(slot.fd.id);
-          });
-        }),
-      );
-    }
+      return new Promise<void>((resolve) => {
+        worker.on("message", (m: VcpuWorkerMessage) => {
+          if (m.type === "ready") {
+            slot.tid = m.tid;
+            resolve();
+          } else if (m.type === "stopped") {
+            this.onVcpuStopped(slot, m.stop);
+          } else {
+            this.finish({ kind: "error", vcpu: m.vcpuId, message: m.message });
+            this.onVcpuDone(slot);
+          }
+        });
+        worker.on("error", (err) => {
+          this.finish({ kind: "error", vcpu: slot.id, message: err.message });
+          this.onVcpuDone(slot);
+        });
+        worker.on("exit", () => this.onVcpuDone(slot));
+        // A worker that dies before it is ready must not hold start() forever.
+        this.exited.then(() => resolve());
+      });
+    });
     await Promise.all(ready);
-    this.control.go();
-    this.emit("start");
+    if (this.exitInfo === undefined && !this.slots.some((s) => s.done)) {
+      this.startedAt = Date.now();
+      this.control.go();
+      this.emit("start");
+    } else {
+      this.stop("start failed");
+    }
   }
 
   /** Console input for the guest's UART. Returns the bytes accepted. */
@@ -198,6 +181,7 @@ export class Vm extends EventEmitter {
     this.stopBy ??= by;
     this.control.requestStop();
     this.kickAll();
+    if (!this.started) this.settle();
   }
 
   /** Resolves with how the VM ended, once every vCPU thread has stopped. */
@@ -210,27 +194,23 @@ export class Vm extends EventEmitter {
     return this.slots.map((_, i) => this.control.snapshot(i));
   }
 
-  get guestMemory() {
-    return this.mem.memory;
-  }
-
-  /** Releases KVM objects and guest memory. Only after `wait()` resolved (or if never started). */
+  /** Releases KVM objects and guest memory. Refused while vCPU threads still run. */
   close(): void {
     if (this.closed) return;
+    if (this.started && !this.slots.every((s) => s.done)) {
+      throw new Error("close() while vCPUs are running: stop() and await wait() first");
+    }
     this.closed = true;
-    for (const s of this.slots) s.fd.close();
-    this.mem.close();
-    this.vmFd.close();
-    this.kvm.close();
+    this.machine.close();
   }
 
   private kickAll(): void {
     const pid = process.pid;
-    for (const slot of this.slots) {
-      if (slot.done) continue;
+    this.slots.forEach((slot, i) => {
+      if (slot.done) return;
       // immediate_exit makes the next KVM_RUN return at once; the signal interrupts a
       // KVM_RUN already in progress (it returns EINTR). DESIGN.md §6.
-      slot.fd.kvmRun.immediateExit = 1;
+      this.machine.vcpus[i]!.setImmediateExit(1);
       if (slot.tid !== undefined) {
         try {
           sys.tgkill(pid, slot.tid, sys.SIGUSR2);
@@ -238,30 +218,39 @@ export class Vm extends EventEmitter {
           // The thread already left (ESRCH): nothing to interrupt.
         }
       }
-    }
+    });
   }
 
-  private onVcpuStopped(vcpu: number, stop: VcpuStop): void {
-    this.finish(stop.kind === "stopped" ? { kind: "stopped", by: this.stopBy ?? "request" } : stop.kind === "crash" ? { ...stop, vcpu } : stop);
-    // One vCPU stopping stops the VM: wake the others out of KVM_RUN.
-    this.kickAll();
-    this.onVcpuDone(vcpu);
+  private onVcpuStopped(slot: VcpuSlot, stop: VcpuStop): void {
+    this.finish(
+      stop.kind === "stopped"
+        ? { kind: "stopped", by: this.stopBy ?? "request" }
+        : stop.kind === "crash"
+          ? { ...stop, vcpu: slot.id }
+          : stop,
+    );
+    this.onVcpuDone(slot);
   }
 
-  private onVcpuDone(vcpu: number): void {
-    const slot = this.slots[vcpu];
-    if (slot === undefined || slot.done) return;
+  private onVcpuDone(slot: VcpuSlot): void {
+    if (slot.done) return;
     slot.done = true;
+    // One vCPU stopping stops the VM: wake the others out of KVM_RUN.
+    this.control.requestStop();
     this.kickAll();
-    if (this.slots.every((s) => s.done)) {
-      const exit = this.exitInfo ?? { kind: "stopped", by: this.stopBy ?? "request" };
-      this.exitInfo = exit;
-      this.emit("exit", exit);
-      this.resolveExit(exit);
-    }
+    if (this.slots.every((s) => s.done)) this.settle();
   }
 
-  /** Records the first reason the VM ended; later ones (the other vCPUs' "stopped") don't replace it. */
+  private settle(): void {
+    if (this.settled) return;
+    this.settled = true;
+    const exit = this.exitInfo ?? { kind: "stopped", by: this.stopBy ?? "request" };
+    this.exitInfo = exit;
+    this.emit("exit", exit);
+    this.resolveExit(exit);
+  }
+
+  /** Records the first reason the VM ended; another vCPU's plain "stopped" does not replace it. */
   private finish(exit: VmExit): void {
     if (this.exitInfo === undefined || (this.exitInfo.kind === "stopped" && exit.kind !== "stopped")) {
       this.exitInfo = exit;

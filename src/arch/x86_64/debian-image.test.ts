@@ -1,15 +1,17 @@
 // A real kernel: Debian's linux-image-cloud-amd64 (a bzImage), fetched with apt and cached under
-// <repo>/.cache/debian-kernel/. Without network or apt the test is skipped with the reason.
+// <repo>/.cache/debian-kernel/ (src/testing/debian.ts). Without network or apt the test is skipped
+// with the reason.
 
 import { test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
-import { join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { readFileSync } from "node:fs";
 import { gunzipSync } from "node:zlib";
 import { GuestMemory } from "../../memory/guest-memory.js";
+import { DEBIAN_KERNEL_META_PACKAGE, debianKernelRelease, failureReason, fetchDebianKernel } from "../../testing/debian.js";
 import {
+  EM_X86_64,
+  XEN_ELFNOTE_PHYS32_ENTRY,
+  XEN_NOTE_NAME,
   MiB,
   XLF_KERNEL_64,
   ZERO_PAGE_START,
@@ -19,79 +21,20 @@ import {
   memoryLayout,
   parseBzImage,
   parseElf,
+  parseKernelImage,
   payloadCompression,
   prepareBoot,
   writeBootParams,
   writeCmdline,
 } from "./index.js";
-
-const META_PACKAGE = "linux-image-cloud-amd64";
-// dist/arch/x86_64/ (or src/arch/x86_64/) → repository root.
-const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
-const CACHE = join(ROOT, ".cache", "debian-kernel");
-const EXTRACT = join(CACHE, "extract");
-
-function run(cmd: string, args: string[], cwd = CACHE): string {
-  return execFileSync(cmd, args, { cwd, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], timeout: 240_000 });
-}
-
-function findVmlinuz(): string | undefined {
-  const boot = join(EXTRACT, "boot");
-  if (!existsSync(boot)) return undefined;
-  const f = readdirSync(boot).find((n) => n.startsWith("vmlinuz-"));
-  return f === undefined ? undefined : join(boot, f);
-}
-
-/** apt-cache depends linux-image-cloud-amd64 → the versioned linux-image-*-cloud-amd64 package. */
-function realPackage(): string {
-  const depends = (): string | undefined => {
-    const out = run("apt-cache", ["depends", META_PACKAGE]);
-    return /^\s*\|?Depends:\s*(linux-image-[^\s<>]+-cloud-amd64)\s*$/m.exec(out)?.[1];
-  };
-  let pkg: string | undefined;
-  try {
-    pkg = depends();
-  } catch {
-    pkg = undefined;
-  }
-  if (pkg === undefined) {
-    run("apt-get", ["update"]); // empty package lists
-    pkg = depends();
-  }
-  if (pkg === undefined) throw new Error(`apt-cache depends ${META_PACKAGE} names no linux-image-*-cloud-amd64 package`);
-  return pkg;
-}
-
-/** The cached vmlinuz, downloading and extracting the .deb when needed. */
-function fetchKernel(): string {
-  const cached = findVmlinuz();
-  if (cached !== undefined) return cached;
-  mkdirSync(CACHE, { recursive: true });
-  let deb = readdirSync(CACHE).find((n) => /^linux-image-.*-cloud-amd64_.*\.deb$/.test(n));
-  if (deb === undefined) {
-    const pkg = realPackage();
-    run("apt-get", ["download", pkg]);
-    deb = readdirSync(CACHE).find((n) => n.startsWith(`${pkg}_`) && n.endsWith(".deb"));
-    if (deb === undefined) throw new Error(`apt-get download ${pkg} left no .deb in ${CACHE}`);
-  }
-  run("dpkg-deb", ["-x", join(CACHE, deb), EXTRACT]);
-  const v = findVmlinuz();
-  if (v === undefined) throw new Error(`${deb} holds no boot/vmlinuz-*`);
-  return v;
-}
-
-function reason(e: unknown): string {
-  const err = e as { stderr?: string; message?: string };
-  const detail = (err.stderr ?? "").trim().split("\n").filter(Boolean).pop() ?? err.message ?? String(e);
-  return detail.slice(0, 300);
-}
+import { lz4DecompressLegacy } from "./lz4.js";
 
 test("Debian linux-image-cloud-amd64: a real bzImage through the loader", { timeout: 600_000 }, async (t: TestContext) => {
   let path: string;
   try {
-    path = fetchKernel();
+    path = fetchDebianKernel();
   } catch (e) {
-    t.skip(`could not fetch ${META_PACKAGE}: ${reason(e)}`);
+    t.skip(`could not fetch ${DEBIAN_KERNEL_META_PACKAGE}: ${failureReason(e)}`);
     return;
   }
   const image = new Uint8Array(readFileSync(path));
@@ -139,15 +82,70 @@ test("Debian linux-image-cloud-amd64: a real bzImage through the loader", { time
     assert.equal(mem.readU32(ZERO_PAGE_START + 0x21c), 3 * MiB);
   });
 
-  await t.test("compressed payload: inner vmlinux ELF when gzip", (st) => {
+  await t.test("compressed payload: the inner vmlinux is an ELF64 x86-64 the loader accepts", (st) => {
     const payload = bzImagePayload(image, hdr);
     const kind = payloadCompression(payload);
-    if (kind !== "gzip") {
-      st.skip(`payload is ${kind}-compressed; Node's zlib only does gzip/deflate/brotli, so the inner vmlinux is not checked (no dependency added)`);
+    let vmlinux: Uint8Array;
+    if (kind === "gzip") {
+      vmlinux = new Uint8Array(gunzipSync(payload, { maxOutputLength: hdr.initSize }));
+    } else if (kind === "lz4") {
+      // init_size (boot.rst) covers the decompressed kernel and more, so it bounds the output.
+      vmlinux = lz4DecompressLegacy(payload, hdr.initSize);
+    } else {
+      st.skip(`payload is ${kind}-compressed; only gzip (Node's zlib) and lz4 (./lz4.ts) are decoded here, so the inner vmlinux is not checked`);
       return;
     }
-    const elf = parseElf(gunzipSync(payload));
-    assert.ok(elf.segments.length > 0);
-    for (const s of elf.segments) assert.ok(s.paddr >= hdr.prefAddress, `PT_LOAD at ${s.paddr.toString(16)}`);
+    // scripts/Makefile.lib size_append: the payload ends with the decompressed size, u32 LE.
+    assert.equal(new DataView(payload.buffer, payload.byteOffset).getUint32(payload.length - 4, true), vmlinux.length);
+    assert.ok(vmlinux.length < hdr.initSize, `vmlinux ${vmlinux.length} bytes, init_size ${hdr.initSize}`);
+    // gABI e_ident: ELFCLASS64 = 2 at EI_CLASS (4); e_machine at 0x12.
+    assert.equal(vmlinux[4], 2, "ELFCLASS64");
+    assert.equal(new DataView(vmlinux.buffer, vmlinux.byteOffset).getUint16(0x12, true), EM_X86_64);
+
+    // The release in the banner (init/version.c linux_banner) is the one in the file name.
+    const release = debianKernelRelease(path);
+    assert.ok(Buffer.from(vmlinux.buffer, vmlinux.byteOffset, vmlinux.length).includes(`Linux version ${release} `), `banner names ${release}`);
+
+    const parsed = parseKernelImage(vmlinux);
+    assert.equal(parsed.format, "elf");
+    const elf = parseElf(vmlinux);
+    assert.ok(elf.segments.length >= 3, `${elf.segments.length} PT_LOAD segments`);
+    const sorted = [...elf.segments].sort((a, b) => a.paddr - b.paddr);
+    // arch/x86/Kconfig PHYSICAL_START default 0x1000000: the kernel is linked to run at 16 MiB,
+    // which is also pref_address. Segments: text, rodata, percpu (vaddr 0), init+data+bss.
+    assert.equal(sorted[0]!.paddr, hdr.prefAddress);
+    for (const s of sorted) {
+      assert.ok(s.paddr >= 16 * MiB, `PT_LOAD at ${s.paddr.toString(16)} is below 16 MiB`);
+      assert.ok(s.memsz > 0 && s.memsz < 256 * MiB && s.filesz <= s.memsz, `PT_LOAD ${s.paddr.toString(16)} memsz ${s.memsz.toString(16)}`);
+    }
+    for (let i = 1; i < sorted.length; i++) {
+      assert.ok(sorted[i]!.paddr >= sorted[i - 1]!.paddr + sorted[i - 1]!.memsz, `PT_LOAD ${sorted[i]!.paddr.toString(16)} overlaps the one before`);
+    }
+    const end = sorted[sorted.length - 1]!.paddr + sorted[sorted.length - 1]!.memsz;
+    // boot.rst init_size: what the kernel needs from its load address; the raw image fits in it.
+    assert.ok(end - hdr.prefAddress <= hdr.initSize, `image ends at ${end.toString(16)}, init_size ${hdr.initSize.toString(16)}`);
+    // The 64-bit entry is startup_64 at the start of text (head_64.S), 16 MiB physical.
+    assert.equal(elf.entry64, hdr.prefAddress);
+    // Debian's cloud config has CONFIG_PVH=y: the Xen PHYS32_ENTRY note (pvh_start_xen, head.S) is there.
+    assert.notEqual(elf.pvhEntry, undefined, "XEN_ELFNOTE_PHYS32_ENTRY note");
+    assert.ok(elf.notes.some((n) => n.name === XEN_NOTE_NAME && n.type === XEN_ELFNOTE_PHYS32_ENTRY));
+    assert.ok(elf.pvhEntry! > sorted[0]!.paddr && elf.pvhEntry! < sorted[0]!.paddr + sorted[0]!.memsz, "PVH entry inside text");
+
+    const mem = GuestMemory.anonymous(memoryLayout(512 * MiB));
+    const k = loadKernel(vmlinux, mem);
+    assert.equal(k.format, "elf");
+    assert.equal(k.entry64Usable, true);
+    assert.equal(k.entry64, hdr.prefAddress);
+    assert.equal(k.pvhEntry, elf.pvhEntry);
+    assert.equal(k.loadAddr, sorted[0]!.paddr);
+    assert.equal(k.loadEnd, end);
+    for (const s of sorted) {
+      const n = Math.min(s.filesz, 4096);
+      assert.deepEqual(mem.read(s.paddr, n), vmlinux.subarray(s.offset, s.offset + n), `segment at ${s.paddr.toString(16)} copied`);
+    }
+    st.diagnostic(
+      `vmlinux ${vmlinux.length} bytes; PT_LOAD ${sorted.map((s) => `${s.paddr.toString(16)}+${s.memsz.toString(16)}`).join(", ")}; ` +
+        `entry64 ${k.entry64.toString(16)}; PVH entry ${k.pvhEntry?.toString(16)}`,
+    );
   });
 });

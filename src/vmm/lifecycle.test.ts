@@ -1,0 +1,119 @@
+// The VM lifecycle on real worker threads and real signals, over a fake machine (no KVM):
+// what the guest asks for stops the VM with the right reason, a vCPU blocked "in the guest"
+// is interrupted by tgkill + immediate_exit, and the main thread stays responsive.
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, openSync, closeSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Vm } from "./vm.js";
+import { fakeMachine, type FakeStep } from "./testing/fake-machine.js";
+
+const text = (s: string): FakeStep[] => [...Buffer.from(s)].map((b) => ({ out: 0x3f8, bytes: [b] }));
+const RESET: FakeStep = { out: 0x64, bytes: [0xfe] };
+const BLOCK: FakeStep = { block: true };
+
+function consoleFile() {
+  const dir = mkdtempSync(join(tmpdir(), "typervisor-life-"));
+  const path = join(dir, "console");
+  const fd = openSync(path, "w");
+  return { fd, read: () => readFileSync(path, "utf8"), close: () => closeSync(fd) };
+}
+
+async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const t = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what} did not finish in ${ms} ms`)), ms)));
+  try {
+    return await Promise.race([p, t]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+test("guest output reaches the console from the worker; the i8042 reset stops the VM cleanly", async () => {
+  const c = consoleFile();
+  const m = fakeMachine([[...text("PROBE hello\n"), RESET, ...text("never")]]);
+  const vm = new Vm(m, c.fd);
+  await vm.start();
+  assert.deepEqual(await withTimeout(vm.wait(), 10_000, "reset"), { kind: "reset" });
+  assert.equal(c.read(), "PROBE hello\n");
+  assert.equal(vm.exitCounters()[0]!.IO_OUT, 13);
+  assert.equal(m.closed, false);
+  vm.close();
+  assert.equal(m.closed, true);
+  c.close();
+});
+
+test("one vCPU's debug exit stops the others, which are kicked out of a blocking run by signal", async () => {
+  const c = consoleFile();
+  const m = fakeMachine([[...text("bye\n"), { out: 0xf4, bytes: [3, 0, 0, 0] }], [BLOCK], [BLOCK]]);
+  const vm = new Vm(m, c.fd);
+  await vm.start();
+  assert.deepEqual(await withTimeout(vm.wait(), 10_000, "debug exit"), { kind: "debug-exit", status: 3 });
+  vm.close();
+  c.close();
+});
+
+test("stop() interrupts vCPUs blocked in the guest; the main thread stays responsive meanwhile", async () => {
+  const m = fakeMachine([[BLOCK], [BLOCK], [BLOCK], [BLOCK]]);
+  const vm = new Vm(m, -1);
+  await vm.start();
+  assert.throws(() => vm.close(), /while vCPUs are running/);
+  const lags: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    const t0 = performance.now();
+    await new Promise((r) => setTimeout(r, 10));
+    lags.push(performance.now() - t0 - 10);
+  }
+  assert.ok(Math.max(...lags) < 100, `timer lag ${Math.max(...lags).toFixed(1)} ms`);
+  vm.stop("test");
+  assert.deepEqual(await withTimeout(vm.wait(), 10_000, "stop"), { kind: "stopped", by: "test" });
+  for (const c of vm.exitCounters()) assert.ok(c.INTERRUPTED >= 1, "each vCPU returned EINTR");
+  // They had been blocked for 50 ms: the tgkill, not the immediate_exit re-check, woke them.
+  const bySignal = m.shared.reduce((n, sab) => n + new Int32Array(sab)[3]!, 0);
+  assert.ok(bySignal >= 3, `${bySignal} of 4 vCPUs were interrupted by the signal`);
+  vm.close();
+});
+
+test("a triple fault on vCPU 1 is a crash of vCPU 1 with its registers", async () => {
+  const m = fakeMachine([[BLOCK], [{ shutdown: true }]]);
+  const vm = new Vm(m, -1);
+  await vm.start();
+  const exit = await withTimeout(vm.wait(), 10_000, "crash");
+  assert.equal(exit.kind, "crash");
+  if (exit.kind !== "crash") return;
+  assert.equal(exit.vcpu, 1);
+  assert.equal(exit.reason, "triple fault");
+  assert.deepEqual(exit.state, { regs: { rip: 0xdead0001n } });
+  vm.close();
+});
+
+test("a failing KVM_RUN is reported as an error of that vCPU and stops the VM", async () => {
+  const m = fakeMachine([[{ fail: "KVM_RUN failed: EFAULT" }], [BLOCK]]);
+  const vm = new Vm(m, -1);
+  await vm.start();
+  assert.deepEqual(await withTimeout(vm.wait(), 10_000, "error"), { kind: "error", vcpu: 0, message: "KVM_RUN failed: EFAULT" });
+  vm.close();
+});
+
+test("stop before start ends the VM without running anything", async () => {
+  const m = fakeMachine([[RESET]]);
+  const vm = new Vm(m, -1);
+  vm.stop("never started");
+  assert.deepEqual(await vm.wait(), { kind: "stopped", by: "never started" });
+  vm.close();
+  await assert.rejects(vm.start(), /closed/);
+});
+
+test("console input from the main thread is what the vCPU thread's UART reads", async () => {
+  // The guest reads LSR (data ready?), then RBR, then resets.
+  const m = fakeMachine([[{ inb: 0x3fd }, { inb: 0x3f8 }, RESET]]);
+  const vm = new Vm(m, -1);
+  assert.equal(vm.sendConsoleInput(Buffer.from("x")), 1);
+  await vm.start();
+  assert.deepEqual(await withTimeout(vm.wait(), 10_000, "reset"), { kind: "reset" });
+  assert.equal(new Int32Array(m.shared[0]!)[2], "x".charCodeAt(0));
+  assert.equal(vm.exitCounters()[0]!.IO_IN, 2);
+  vm.close();
+});

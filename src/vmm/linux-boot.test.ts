@@ -1,0 +1,142 @@
+// Integration test: a stock Debian cloud kernel (linux-image-cloud-amd64, a bzImage) boots on
+// Typervisor to a busybox shell from an initramfs we build, reports what it sees, and reboots
+// through the i8042 (reboot=k), which ends the VM with exit kind "reset".
+//
+// It needs real hardware virtualization: each reason it cannot run is a skip with that reason,
+// checked in order (no /dev/kvm; a PVM backend; no vmx/svm; packages not fetchable). The module
+// does no work at import time.
+
+import { test, type TestContext } from "node:test";
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { S_IFDIR, S_IFREG, writeCpio } from "../initramfs/cpio.js";
+import { debianKernelRelease, failureReason, fetchDebianKernel, fetchDebianPackageFile } from "../testing/debian.js";
+import { Vm, type VmExit } from "./vm.js";
+
+const KVM = "/dev/kvm";
+/** Loaded on PVM hosts (the kvm-pvm backend module): guest CPL0 is emulated there (DESIGN.md §6). */
+const PVM_MODULE = "/sys/module/kvm_pvm";
+const VCPUS = 2;
+const MEM_MIB = 512;
+/** A stock kernel boots in a few seconds on KVM; 120 s leaves room for a slow, shared host. */
+const BOOT_TIMEOUT_MS = 120_000;
+/**
+ * console=ttyS0: the 8250 at 0x3f8 is our console. reboot=k: reboot through the i8042 (0xfe to
+ * port 0x64), which the VMM reports as a reset. panic=1: a panic reboots after 1 s instead of
+ * hanging until the timeout. pci=off: there is no PCI bus. rdinit=/init: run our script from the
+ * initramfs. The i8042.* options are Firecracker's default command line
+ * (src/vmm/src/vmm_config/boot_source.rs DEFAULT_KERNEL_CMDLINE): skip probing the aux port,
+ * the multiplexer and PnP, and treat the controller as a plain keyboard.
+ */
+const CMDLINE = "console=ttyS0 reboot=k panic=1 pci=off rdinit=/init i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd";
+
+/**
+ * /init: a busybox shell script. It installs the applets, mounts proc, prints one marker line
+ * with `uname -r` and the CPU count, runs a command through `sh -c`, then reboots at once.
+ */
+export function initScript(marker: string): string {
+  return [
+    "#!/bin/busybox sh",
+    "/bin/busybox --install -s /bin",
+    "export PATH=/bin",
+    // The kernel's built-in initramfs (usr/default_cpio_list) supplies /dev/console; if it was
+    // not there, the console is reached through devtmpfs instead.
+    "if [ ! -c /dev/console ]; then mount -t devtmpfs devtmpfs /dev; exec </dev/console >/dev/console 2>&1; fi",
+    "mount -t proc proc /proc",
+    `echo "${marker} release=$(uname -r) cpus=$(grep -c '^processor' /proc/cpuinfo)"`,
+    `sh -c 'echo "${marker}-shell answer=$((6 * 7)) pid=$$"'`,
+    "reboot -f",
+    // Not reached when reboot works; panic=1 would then reboot after init exits.
+    `echo "${marker}-reboot-failed"`,
+    "",
+  ].join("\n");
+}
+
+/** An initramfs (newc cpio) with /bin/busybox, /init, and the mount points it needs. */
+export function busyboxInitramfs(busybox: Uint8Array, init: string): Uint8Array {
+  return writeCpio([
+    { name: "bin", mode: S_IFDIR | 0o755 },
+    { name: "bin/busybox", mode: S_IFREG | 0o755, data: busybox },
+    { name: "dev", mode: S_IFDIR | 0o755 },
+    { name: "proc", mode: S_IFDIR | 0o555 },
+    { name: "init", mode: S_IFREG | 0o755, data: new TextEncoder().encode(init) },
+  ]);
+}
+
+/** Why a stock kernel cannot boot on this host, or undefined when it can. */
+function cannotBootReason(): string | undefined {
+  if (!existsSync(KVM)) return `no ${KVM} on this host: nothing can be booted here`;
+  if (existsSync(PVM_MODULE)) {
+    return `${PVM_MODULE} exists: the PVM backend emulates guest CPL0, so a stock kernel cannot boot (DESIGN.md §6)`;
+  }
+  const cpuinfo = readFileSync("/proc/cpuinfo", "utf8");
+  if (!/^flags\s*:.*\b(vmx|svm)\b/m.test(cpuinfo)) {
+    return "no vmx or svm flag in /proc/cpuinfo: no hardware virtualization for a stock kernel";
+  }
+  return undefined;
+}
+
+test("Debian cloud kernel boots to a busybox shell: marker, release, 2 CPUs, i8042 reset", { timeout: BOOT_TIMEOUT_MS + 300_000 }, async (t: TestContext) => {
+  const why = cannotBootReason();
+  if (why !== undefined) {
+    t.skip(why);
+    return;
+  }
+  let kernelPath: string;
+  let busyboxPath: string;
+  try {
+    kernelPath = fetchDebianKernel();
+  } catch (e) {
+    t.skip(`could not fetch the Debian kernel: ${failureReason(e)}`);
+    return;
+  }
+  try {
+    busyboxPath = fetchDebianPackageFile("busybox-static", /^bin\/busybox$/);
+  } catch (e) {
+    t.skip(`could not fetch busybox-static: ${failureReason(e)}`);
+    return;
+  }
+  const release = debianKernelRelease(kernelPath);
+  const marker = `TYPERVISOR-LINUX-${randomBytes(6).toString("hex")}`;
+  const initrd = busyboxInitramfs(new Uint8Array(readFileSync(busyboxPath)), initScript(marker));
+
+  const dir = mkdtempSync(join(tmpdir(), "typervisor-linux-"));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const consolePath = join(dir, "console.log");
+  const fd = openSync(consolePath, "w");
+  let exit: VmExit;
+  let vm: Vm | undefined;
+  try {
+    vm = Vm.create({
+      kernel: { name: release, bytes: new Uint8Array(readFileSync(kernelPath)) },
+      initrd: { name: "busybox.cpio", bytes: initrd },
+      cmdline: CMDLINE,
+      vcpus: VCPUS,
+      memMiB: MEM_MIB,
+      consoleFd: fd,
+    });
+    const timer = setTimeout(() => vm!.stop(`test timeout after ${BOOT_TIMEOUT_MS / 1000} s`), BOOT_TIMEOUT_MS);
+    try {
+      await vm.start();
+      exit = await vm.wait();
+    } finally {
+      clearTimeout(timer);
+    }
+  } finally {
+    closeSync(fd);
+    vm?.close();
+  }
+  const output = readFileSync(consolePath, "utf8");
+  const tail = `\n--- console (last 4000 chars) ---\n${output.slice(-4000)}`;
+
+  const line = new RegExp(`^${marker} release=(\\S+) cpus=(\\d+)\\s*$`, "m").exec(output);
+  assert.ok(line, `marker line from /init${tail}`);
+  assert.equal(line[1], release, `uname -r${tail}`);
+  assert.equal(Number(line[2]), VCPUS, `processors in /proc/cpuinfo${tail}`);
+  assert.match(output, new RegExp(`^${marker}-shell answer=42 pid=\\d+\\s*$`, "m"), `sh -c ran${tail}`);
+  assert.doesNotMatch(output, new RegExp(`${marker}-reboot-failed|Kernel panic`), `clean reboot${tail}`);
+  assert.deepEqual(exit, { kind: "reset" }, `exit${tail}`);
+});

@@ -1,0 +1,27 @@
+// What the VM lifecycle (vm.ts) needs from the hypervisor below it, and nothing more: vCPUs it
+// can hand to worker threads and kick, an interrupt line, and the loaded guest. The KVM machine
+// is built by builder.ts; tests build a fake one to exercise threads, signals and stops
+// without /dev/kvm.
+
+import type { GuestMemory } from "../memory/guest-memory.js";
+import type { BootSummary } from "./builder.js";
+
+export interface MachineVcpu {
+  readonly id: number;
+  /** Sets kvm_run.immediate_exit (or its double): the next run returns EINTR at once. */
+  setImmediateExit(value: 0 | 1): void;
+  /** Plain data the vCPU's worker thread opens its vCPU from (posted with the worker data). */
+  readonly backend: unknown;
+}
+
+export interface Machine {
+  /** The worker entry that opens `MachineVcpu.backend` and runs the exit loop. */
+  readonly workerUrl: URL;
+  readonly vcpus: readonly MachineVcpu[];
+  /** Drives an ISA interrupt line from the main thread (console input). */
+  irqLine(line: number, level: boolean): void;
+  readonly boot: BootSummary;
+  readonly memory: GuestMemory;
+  /** Releases every host resource. Only once no vCPU thread runs. */
+  close(): void;
+}

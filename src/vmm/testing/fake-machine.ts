@@ -1,0 +1,58 @@
+// A machine without KVM, for testing the VM lifecycle for real: worker threads, the start
+// barrier, console output from workers, guest-requested stops, crashes, and kicks by signal.
+// Each fake vCPU replays a script of exits; a "block" step sits in poll(2) the way a running
+// guest sits in KVM_RUN, so only a real tgkill gets it out (with EINTR).
+
+import { GuestMemory } from "../../memory/guest-memory.js";
+import type { Machine } from "../machine.js";
+import type { BootSummary } from "../builder.js";
+
+export type FakeStep =
+  | { out: number; bytes: number[] } // port write
+  | { mmioWrite: number; bytes: number[] }
+  | { inb: number } // port read; the byte read is stored in shared Int32[2]
+  | { shutdown: true } // triple fault
+  | { block: true } // run until kicked
+  | { fail: string }; // KVM_RUN fails with this message
+
+/** MachineVcpu.backend of a fake vCPU. */
+export interface FakeVcpuBackend {
+  script: FakeStep[];
+  /** Int32[0] mirrors kvm_run.immediate_exit; Int32[1] counts irq-line pulses; Int32[2] is the last byte read; Int32[3] counts runs ended by a signal. */
+  shared: SharedArrayBuffer;
+}
+
+export interface FakeMachine extends Machine {
+  closed: boolean;
+  shared: SharedArrayBuffer[];
+}
+
+export function fakeMachine(scripts: FakeStep[][]): FakeMachine {
+  const shared = scripts.map(() => new SharedArrayBuffer(16));
+  const boot: BootSummary = {
+    protocol: "linux64",
+    kernelFormat: "elf",
+    entry: 0x100000,
+    cmdline: { addr: 0x20000, size: 1 },
+    e820: [],
+    apStartup: "direct64",
+    bootInfoAddr: 0x7000,
+  };
+  const m: FakeMachine = {
+    workerUrl: new URL("./fake-vcpu-worker.js", import.meta.url),
+    vcpus: scripts.map((script, id) => ({
+      id,
+      setImmediateExit: (v: 0 | 1) => Atomics.store(new Int32Array(shared[id]!), 0, v),
+      backend: { script, shared: shared[id]! } satisfies FakeVcpuBackend,
+    })),
+    irqLine: () => {},
+    boot,
+    memory: GuestMemory.anonymous([[0, 0x1000]]),
+    closed: false,
+    shared,
+    close() {
+      m.closed = true;
+    },
+  };
+  return m;
+}

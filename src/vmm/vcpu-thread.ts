@@ -1,0 +1,110 @@
+// The body of a vCPU worker thread, whatever backs the vCPU: it attaches its own bus to the
+// shared legacy device state, reports its thread id (the main thread kicks it with a signal),
+// waits for the start signal, runs the exit loop and reports why it stopped.
+
+import { parentPort, workerData } from "node:worker_threads";
+import { writeSync } from "node:fs";
+import type { VcpuHandle } from "../kvm/hypervisor.js";
+import { gettid } from "../sys/index.js";
+import { Bus } from "../devices/bus.js";
+import { VmControl } from "./control.js";
+import { attachLegacyDevices, type LegacyStates } from "./legacy.js";
+import { runVcpuLoop, type VcpuStop } from "./exit-loop.js";
+
+export interface VcpuWorkerData {
+  vcpuId: number;
+  vcpuCount: number;
+  control: SharedArrayBuffer;
+  legacy: LegacyStates;
+  /** Where console output goes (a file descriptor of this process), or -1 to drop it. */
+  consoleFd: number;
+  /** What the backend needs to open this vCPU (MachineVcpu.backend). */
+  backend: unknown;
+}
+
+export type VcpuWorkerMessage =
+  | { type: "ready"; vcpuId: number; tid: number }
+  | { type: "stopped"; vcpuId: number; stop: VcpuStop }
+  | { type: "error"; vcpuId: number; message: string };
+
+export interface OpenedVcpu {
+  vcpu: VcpuHandle;
+  irqLine(line: number, level: boolean): void;
+  /** Registers for a crash report. */
+  dumpState?(): unknown;
+}
+
+export function runVcpuThread(open: (backend: unknown, vcpuId: number) => OpenedVcpu): void {
+  const port = parentPort;
+  if (port === null) throw new Error("a vCPU thread must run as a worker thread");
+  const data = workerData as VcpuWorkerData;
+  const post = (m: VcpuWorkerMessage) => port.postMessage(m);
+  const control = new VmControl(data.vcpuCount, data.control);
+
+  let opened: OpenedVcpu;
+  try {
+    opened = open(data.backend, data.vcpuId);
+  } catch (e) {
+    control.requestStop();
+    post({ type: "error", vcpuId: data.vcpuId, message: e instanceof Error ? e.message : String(e) });
+    return;
+  }
+  let pending: VcpuStop | undefined;
+  const requestStop = (stop: VcpuStop): void => {
+    pending ??= stop;
+    control.requestStop();
+  };
+  const pio = new Bus("pio");
+  const mmio = new Bus("mmio");
+  attachLegacyDevices(pio, data.legacy, {
+    irq: (line) => ({
+      trigger: () => {
+        // An ISA edge: assert then deassert the line on the in-kernel PIC/IOAPIC.
+        opened.irqLine(line, true);
+        opened.irqLine(line, false);
+      },
+    }),
+    output: (bytes) => {
+      if (data.consoleFd >= 0) writeAll(data.consoleFd, bytes);
+    },
+    onReset: () => requestStop({ kind: "reset" }),
+    onDebugExit: (status) => requestStop({ kind: "debug-exit", status }),
+  });
+
+  post({ type: "ready", vcpuId: data.vcpuId, tid: gettid() });
+  if (!control.waitForGo()) {
+    post({ type: "stopped", vcpuId: data.vcpuId, stop: { kind: "stopped" } });
+    return;
+  }
+  let stop: VcpuStop;
+  try {
+    stop = runVcpuLoop({
+      vcpu: opened.vcpu,
+      pio,
+      mmio,
+      control,
+      pendingStop: () => pending,
+      dumpState: opened.dumpState,
+    });
+  } catch (e) {
+    control.requestStop();
+    post({ type: "error", vcpuId: data.vcpuId, message: e instanceof Error ? e.message : String(e) });
+    return;
+  }
+  // Whatever stopped this vCPU stops the VM: the others leave at their next exit or kick.
+  control.requestStop();
+  post({ type: "stopped", vcpuId: data.vcpuId, stop });
+}
+
+function writeAll(fd: number, bytes: Uint8Array): void {
+  let off = 0;
+  while (off < bytes.length) {
+    try {
+      off += writeSync(fd, bytes, off);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "EAGAIN") continue;
+      // A console that went away (closed pipe) must not stop the guest.
+      return;
+    }
+  }
+}
