@@ -1,0 +1,87 @@
+// npm run bench:exits — exit-handling rate of Typervisor's TypeScript vCPU path against QEMU on
+// the same probe guest, in one run (DESIGN.md §4). The probe's `exits` test does N port writes
+// (or N MMIO writes) from ring 3, each one a full exit to the VMM; the rate is taken from the
+// difference between a run of N and a run of 2N, so boot and teardown cancel out.
+// Prints a table, then one JSON object as the last line.
+
+import { existsSync, readFileSync } from "node:fs";
+import { Vm } from "../vmm/vm.js";
+import { probePath } from "../probe/path.js";
+import { findQemu, runProbeInQemu } from "../probe/qemu.js";
+
+const N = Number(process.env["BENCH_EXITS_N"] ?? 200_000);
+const RUNS = Number(process.env["BENCH_RUNS"] ?? 3);
+type Kind = "pio" | "mmio";
+
+async function typervisorSeconds(kind: Kind, n: number): Promise<number> {
+  const vm = Vm.create({
+    kernel: { name: "probe.elf", bytes: new Uint8Array(readFileSync(probePath())) },
+    cmdline: `probe.run=exits probe.exits.kind=${kind} probe.exits.n=${n}`,
+    vcpus: 1,
+    memMiB: 64,
+    consoleFd: -1,
+  });
+  try {
+    const t0 = process.hrtime.bigint();
+    await vm.start();
+    const exit = await vm.wait();
+    const t1 = process.hrtime.bigint();
+    if (exit.kind !== "debug-exit" || exit.status !== 0) throw new Error(`typervisor run ended with ${JSON.stringify(exit)}`);
+    return Number(t1 - t0) / 1e9;
+  } finally {
+    vm.close();
+  }
+}
+
+async function qemuSeconds(kind: Kind, n: number): Promise<number> {
+  const t0 = process.hrtime.bigint();
+  const r = await runProbeInQemu({ cmdline: `probe.run=exits probe.exits.kind=${kind} probe.exits.n=${n}`, accel: "kvm", memMiB: 64, timeoutMs: 600_000 });
+  const t1 = process.hrtime.bigint();
+  if (r.exitCode !== 1) throw new Error(`qemu run ended with status ${r.exitCode}: ${r.stderr.slice(0, 200)}`);
+  return Number(t1 - t0) / 1e9;
+}
+
+async function rate(run: (kind: Kind, n: number) => Promise<number>, kind: Kind): Promise<{ median: number; min: number; max: number }> {
+  const rates: number[] = [];
+  for (let i = 0; i < RUNS; i++) {
+    const a = await run(kind, N);
+    const b = await run(kind, 2 * N);
+    rates.push(N / Math.max(b - a, 1e-9));
+  }
+  rates.sort((x, y) => x - y);
+  return { median: rates[Math.floor(rates.length / 2)]!, min: rates[0]!, max: rates[rates.length - 1]! };
+}
+
+async function main(): Promise<number> {
+  if (!existsSync("/dev/kvm")) {
+    process.stderr.write("bench:exits needs /dev/kvm, and this host has none: nothing was measured\n");
+    return 2;
+  }
+  const qemu = findQemu();
+  if (qemu === null) {
+    process.stderr.write("bench:exits needs qemu-system-x86_64 (Debian package qemu-system-x86) as the peer\n");
+    return 2;
+  }
+  const result: Record<string, unknown> = { bench: "exits", n: N, runs: RUNS, host_kvm: existsSync("/sys/module/kvm_pvm") ? "pvm" : "kvm" };
+  const rows: string[] = [];
+  for (const kind of ["pio", "mmio"] as const) {
+    const ours = await rate(typervisorSeconds, kind);
+    const peer = await rate(qemuSeconds, kind);
+    const ratio = ours.median / peer.median;
+    result[`typervisor_${kind}_exits_per_s`] = Math.round(ours.median);
+    result[`qemu_${kind}_exits_per_s`] = Math.round(peer.median);
+    result[`${kind}_ratio_vs_qemu`] = Number(ratio.toFixed(3));
+    rows.push(
+      `${kind.padEnd(5)} ${fmt(ours)} ${fmt(peer)} ${ratio.toFixed(3).padStart(8)}`,
+    );
+  }
+  process.stdout.write(`exits/s, median of ${RUNS} (min–max), N=${N} vs 2N\nkind  ${"typervisor".padEnd(30)} ${"qemu".padEnd(30)} ratio\n${rows.join("\n")}\n`);
+  process.stdout.write(JSON.stringify(result) + "\n");
+  return 0;
+}
+
+function fmt(r: { median: number; min: number; max: number }): string {
+  return `${Math.round(r.median)} (${Math.round(r.min)}–${Math.round(r.max)})`.padEnd(30);
+}
+
+process.exitCode = await main();
