@@ -20,7 +20,10 @@ export const Counter = {
 export const COUNTERS_PER_VCPU = 8;
 export type CounterName = keyof typeof Counter;
 
-const WORDS = 4; // run state, spare
+const WORDS = 4; // run state, pause request, parked vCPUs, spare
+const W_STATE = 0;
+const W_PAUSE = 1;
+const W_PARKED = 2;
 const HEADER_BYTES = WORDS * 4;
 
 export class VmControl {
@@ -39,7 +42,7 @@ export class VmControl {
   }
 
   get state(): number {
-    return Atomics.load(this.words, 0);
+    return Atomics.load(this.words, W_STATE);
   }
 
   /** Releases every worker waiting in `waitForGo`. */
@@ -50,12 +53,48 @@ export class VmControl {
 
   /** Raises the stop flag (idempotent) and wakes workers still waiting to start. */
   requestStop(): void {
-    Atomics.store(this.words, 0, RUN_STOP);
-    Atomics.notify(this.words, 0);
+    Atomics.store(this.words, W_STATE, RUN_STOP);
+    Atomics.notify(this.words, W_STATE);
+    Atomics.notify(this.words, W_PAUSE); // parked vCPUs leave too
   }
 
   get stopRequested(): boolean {
     return Atomics.load(this.words, 0) === RUN_STOP;
+  }
+
+  /** Asks every vCPU to park at its next exit (the caller kicks them out of KVM_RUN). */
+  requestPause(): void {
+    Atomics.store(this.words, W_PAUSE, 1);
+  }
+
+  /** Lets parked vCPUs run again. */
+  requestResume(): void {
+    Atomics.store(this.words, W_PAUSE, 0);
+    Atomics.notify(this.words, W_PAUSE);
+  }
+
+  get pauseRequested(): boolean {
+    return Atomics.load(this.words, W_PAUSE) === 1;
+  }
+
+  /** vCPUs parked right now. */
+  get parked(): number {
+    return Atomics.load(this.words, W_PARKED);
+  }
+
+  /**
+   * Called by a vCPU thread that saw a pause request: counts itself parked and sleeps until
+   * resumed or stopped.
+   */
+  park(): void {
+    Atomics.add(this.words, W_PARKED, 1);
+    try {
+      while (Atomics.load(this.words, W_PAUSE) === 1 && !this.stopRequested) {
+        Atomics.wait(this.words, W_PAUSE, 1, 1000);
+      }
+    } finally {
+      Atomics.sub(this.words, W_PARKED, 1);
+    }
   }
 
   /** Blocks a worker until `go()` or `requestStop()`. Returns false if stopped before starting. */

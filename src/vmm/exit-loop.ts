@@ -30,6 +30,8 @@ export interface ExitLoopOptions {
   pendingStop: () => VcpuStop | undefined;
   /** Registers and special registers, read when the guest crashes. */
   dumpState?: () => unknown;
+  /** Clears kvm_run.immediate_exit, set by the VMM to kick this vCPU (pause), before it runs again. */
+  clearImmediateExit?: () => void;
 }
 
 const hex = (n: number | bigint): string => `0x${n.toString(16)}`;
@@ -50,6 +52,13 @@ export function runVcpuLoop(opts: ExitLoopOptions): VcpuStop {
 
   for (;;) {
     if (control.stopRequested) return opts.pendingStop() ?? { kind: "stopped" };
+    if (control.pauseRequested) {
+      control.park();
+      // Clear the kick before looking at the flags again: a new pause request that comes in
+      // after this line is seen at the top of the loop, or by KVM through a new kick.
+      opts.clearImmediateExit?.();
+      continue;
+    }
     try {
       vcpu.run();
     } catch (e) {

@@ -117,3 +117,43 @@ test("console input from the main thread is what the vCPU thread's UART reads", 
   assert.equal(vm.exitCounters()[0]!.IO_IN, 2);
   vm.close();
 });
+
+test("pause parks every vCPU outside the guest, resume lets them run on", async () => {
+  const c = consoleFile();
+  // Both vCPUs sit "in the guest" until kicked.
+  const m = fakeMachine([[BLOCK], [BLOCK]]);
+  const vm = new Vm(m, c.fd);
+  await vm.start();
+  assert.equal(vm.state, "running");
+  await withTimeout(vm.pause(), 10_000, "pause");
+  assert.equal(vm.state, "paused");
+  assert.equal(vm.control.parked, 2);
+  // While paused nothing runs: the counters stand still.
+  const before = JSON.stringify(vm.exitCounters());
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal(JSON.stringify(vm.exitCounters()), before);
+  await assert.rejects(vm.pause(), /cannot pause a VM that is paused/);
+  vm.resume();
+  assert.equal(vm.state, "running");
+  // Parked vCPUs went back into their (blocking) run: a second pause finds them again.
+  await new Promise((r) => setTimeout(r, 30));
+  assert.equal(vm.control.parked, 0);
+  await withTimeout(vm.pause(), 10_000, "second pause");
+  vm.resume();
+  vm.stop("test");
+  assert.deepEqual(await withTimeout(vm.wait(), 10_000, "stop"), { kind: "stopped", by: "test" });
+  assert.equal(vm.state, "stopped");
+  assert.throws(() => vm.resume(), /cannot resume a VM that is stopped/);
+  vm.close();
+  c.close();
+});
+
+test("stop while paused ends the VM", async () => {
+  const m = fakeMachine([[BLOCK]]);
+  const vm = new Vm(m, -1);
+  await vm.start();
+  await vm.pause();
+  vm.stop("test");
+  assert.deepEqual(await withTimeout(vm.wait(), 10_000, "stop"), { kind: "stopped", by: "test" });
+  vm.close();
+});

@@ -32,6 +32,8 @@ export interface OpenedVcpu {
   irqLine(line: number, level: boolean): void;
   /** Registers for a crash report. */
   dumpState?(): unknown;
+  /** Clears the kick flag (kvm_run.immediate_exit) after a pause. */
+  clearImmediateExit(): void;
 }
 
 export function runVcpuThread(open: (backend: unknown, vcpuId: number) => OpenedVcpu): void {
@@ -85,6 +87,7 @@ export function runVcpuThread(open: (backend: unknown, vcpuId: number) => Opened
       control,
       pendingStop: () => pending,
       dumpState: opened.dumpState,
+      clearImmediateExit: () => opened.clearImmediateExit(),
     });
   } catch (e) {
     control.requestStop();

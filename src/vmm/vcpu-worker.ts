@@ -21,5 +21,8 @@ runVcpuThread((backend, vcpuId) => {
     vcpu,
     irqLine: (line, level) => vm.irqLine(line, level),
     dumpState: () => ({ regs: vcpu.getRegs(), sregs: vcpu.getSregs() }),
+    clearImmediateExit: () => {
+      vcpu.kvmRun.immediateExit = 0;
+    },
   };
 });

@@ -60,6 +60,11 @@ export function validateVmConfig(c: VmConfig): void {
   }
 }
 
+export type VmState = "created" | "running" | "paused" | "stopped";
+
+/** How long pause() waits for every vCPU to park before it gives up. */
+const PAUSE_TIMEOUT_MS = 5000;
+
 interface VcpuSlot {
   id: number;
   worker?: Worker;
@@ -80,6 +85,7 @@ export class Vm extends EventEmitter {
   private settled = false;
   private closed = false;
   startedAt: number | undefined;
+  private paused = false;
 
   /** Wraps a built machine; `Vm.create` is the usual way in. */
   constructor(
@@ -111,6 +117,41 @@ export class Vm extends EventEmitter {
   static create(config: VmConfig): Vm {
     validateVmConfig(config);
     return new Vm(buildKvmMachine(config), config.consoleFd);
+  }
+
+  get state(): VmState {
+    if (this.settled) return "stopped";
+    if (!this.started || this.startedAt === undefined) return "created";
+    return this.paused ? "paused" : "running";
+  }
+
+  /**
+   * Parks every vCPU outside KVM_RUN (guest time stops; devices and the API keep running).
+   * Resolves once all of them are parked.
+   */
+  async pause(): Promise<void> {
+    if (this.state !== "running") throw new Error(`cannot pause a VM that is ${this.state}`);
+    this.paused = true;
+    this.control.requestPause();
+    this.kickAll();
+    const deadline = Date.now() + PAUSE_TIMEOUT_MS;
+    while (this.control.parked < this.slots.filter((s) => !s.done).length && !this.settled) {
+      if (Date.now() > deadline) {
+        this.control.requestResume();
+        this.paused = false;
+        throw new Error(`pause: the vCPUs did not park within ${PAUSE_TIMEOUT_MS} ms`);
+      }
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    if (!this.settled) this.emit("pause");
+  }
+
+  /** Lets the vCPUs run again after pause(). */
+  resume(): void {
+    if (this.state !== "paused") throw new Error(`cannot resume a VM that is ${this.state}`);
+    this.paused = false;
+    this.control.requestResume();
+    this.emit("resume");
   }
 
   get boot(): BootSummary {

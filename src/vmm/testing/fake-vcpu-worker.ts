@@ -58,5 +58,6 @@ runVcpuThread((backend, vcpuId) => {
     },
     irqLine: () => void Atomics.add(words, 1, 1),
     dumpState: () => ({ regs: { rip: 0xdead0000n + BigInt(vcpuId) } }),
+    clearImmediateExit: () => Atomics.store(words, 0, 0),
   };
 });
