@@ -25,7 +25,9 @@ export type Command =
   | { cmd: "help"; topic?: string }
   | { cmd: "version" }
   | { cmd: "run"; options: RunOptions }
-  | { cmd: "probe-path" };
+  | { cmd: "probe-path" }
+  /** Security-chip commands: their handlers parse their own arguments (src/security/cli.ts). */
+  | { cmd: "chip" | "measure" | "attest" | "sign"; argv: string[] };
 
 export const DEFAULT_VCPUS = 1;
 export const DEFAULT_MEM_MIB = 256;
@@ -54,6 +56,7 @@ export function parseCommand(argv: string[], limits: { maxVcpus: number; minMem:
   if (first === "--version" || first === "-V" || first === "version") return { cmd: "version" };
   const rest = argv.slice(1);
   if (rest.includes("--help") || rest.includes("-h")) return { cmd: "help", topic: first };
+  if (first === "chip" || first === "measure" || first === "attest" || first === "sign") return { cmd: first, argv: rest };
   try {
     switch (first) {
       case "run": {
@@ -110,6 +113,14 @@ export const HELP = `typervisor — KVM microVMs from TypeScript
 Usage:
   typervisor run [options]      boot a guest (the built-in probe demo when no --kernel is given)
   typervisor probe --path       print the absolute path of the built probe guest (ELF, Linux 64-bit and PVH entries)
+  typervisor chip init|show [--dir D] [--json]
+                                create (or reuse) / show the security chip's identity (P-384 root and signing certificates)
+  typervisor measure --kernel F [--initrd F] [--cmdline S] [--vm-id ID] [--signing-cert C] [--json]
+                                print the PCRs a boot would produce, without booting
+  typervisor attest verify DOC --root ROOT.pem [--pcr N=HEX]... [--nonce HEX] [--max-age S] [--json]
+                                check an attestation document and say which check failed
+  typervisor sign --kernel F [--initrd F] [--cmdline S] --key K.pem --cert C.pem --out SIG
+  typervisor sign verify SIG --kernel F [--initrd F] [--cmdline S] --cert C.pem
   typervisor --help | --version
 
 Options of run:

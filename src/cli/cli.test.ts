@@ -84,3 +84,20 @@ test("without /dev/kvm, run says so in one line and exits 4", (t) => {
   }
   assertOneLineError(cli(["run", "--console", "none"]), 4, /\/dev\/kvm/);
 });
+
+test("measure --json predicts the PCRs from the files, computed independently here", async () => {
+  const { createHash } = await import("node:crypto");
+  const probe = cli(["probe", "--path"]).stdout.trim();
+  const kernel = readFileSync(probe);
+  const cmdline = "probe.run=demo quiet";
+  const r = cli(["measure", "--kernel", probe, "--cmdline", cmdline, "--json"]);
+  assert.equal(r.status, 0, r.stderr);
+  const got = JSON.parse(r.stdout) as Record<string, string>;
+  // DESIGN.md §5: PCR = SHA384(48 zero bytes || SHA384(kernel || cmdline || initrd)); no initrd here.
+  const sha384 = (b: Uint8Array) => createHash("sha384").update(b).digest();
+  const expected = sha384(Buffer.concat([Buffer.alloc(48), sha384(Buffer.concat([kernel, Buffer.from(cmdline)]))])).toString("hex");
+  assert.equal(got["pcr0"], expected);
+  assert.equal(got["pcr1"], expected);
+  assert.equal(got["pcr2"], "0".repeat(96));
+  assertOneLineError(cli(["measure", "--kernel", "/nonexistent/kernel"]), 2, /cannot read kernel/);
+});

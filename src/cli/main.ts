@@ -10,6 +10,7 @@ import type { KernelSource } from "../vmm/builder.js";
 import { SysError } from "../sys/index.js";
 import { KvmError } from "../kvm/index.js";
 import { formatCrash } from "../vmm/report.js";
+import { chipCommand, measureCommand, attestCommand, signCommand } from "../security/cli.js";
 
 export const EXIT_OK = 0;
 export const EXIT_GUEST_FAILURE = 1;
@@ -72,6 +73,14 @@ export async function main(argv: string[]): Promise<number> {
       }
     case "run":
       return run(command.options);
+    case "chip":
+      return chipCommand(command.argv, process);
+    case "measure":
+      return measureCommand(command.argv, process);
+    case "attest":
+      return attestCommand(command.argv, process);
+    case "sign":
+      return signCommand(command.argv, process);
   }
 }
 
