@@ -4,7 +4,7 @@
 import { test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync, mkdtempSync, openSync, closeSync, readFileSync, writeFileSync } from "node:fs";
-import { randomBytes } from "node:crypto";
+import { randomBytes, createHash } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Vm, type VmConfig, type VmExit } from "./vm.js";
@@ -49,6 +49,12 @@ test("demo: banner, boot facts, clean exit through the debug-exit port", { skip:
   assert.equal(findLine(r.lines, "start")!.fields["entry"], "linux64");
   assert.ok(findLine(r.lines, "demo"), "demo ok line");
   assert.equal(findLine(r.lines, "done")!.fields["status"], "0");
+  // Measured boot happened before the vCPUs ran: PCR0 = SHA384(0^48 || SHA384(kernel || cmdline)).
+  const kernel = readFileSync(probePath());
+  const sha384 = (b: Uint8Array) => createHash("sha384").update(b).digest();
+  const pcr0 = sha384(Buffer.concat([Buffer.alloc(48), sha384(Buffer.concat([kernel, Buffer.from("probe.run=demo")]))]));
+  assert.deepEqual(Buffer.from(r.vm.pcrs.get(0)), pcr0);
+  assert.equal(r.vm.pcrs.isLocked(0), true);
 });
 
 test("boot: cmdline, e820 and initrd as the guest sees them match what the loader wrote", { skip: noKvm && SKIP }, async (t) => {

@@ -15,6 +15,8 @@ import { VmControl, type CounterName } from "./control.js";
 import { attachLegacyDevices, createLegacyStates, type LegacyStates } from "./legacy.js";
 import type { VcpuStop } from "./exit-loop.js";
 import type { VcpuWorkerData, VcpuWorkerMessage } from "./vcpu-thread.js";
+import { measureBoot, type PcrBank } from "../security/pcr.js";
+import { randomUUID } from "node:crypto";
 
 export const MAX_VCPUS = 8;
 export const MIN_MEM_MIB = 16;
@@ -32,6 +34,8 @@ export interface VmConfig {
   bootProtocol?: "linux64" | "pvh";
   /** KVM device node (tests point it elsewhere). */
   kvmPath?: string;
+  /** The VM's identity (measured into PCR4); a random UUID when not given. */
+  id?: string;
 }
 
 /** How the VM ended. */
@@ -86,13 +90,23 @@ export class Vm extends EventEmitter {
   private closed = false;
   startedAt: number | undefined;
   private paused = false;
+  /** The VM's identity (PCR4). */
+  readonly id: string;
+  /**
+   * The security chip's PCRs for this VM: measured boot (PCR0/1/2/4) done before any vCPU runs,
+   * PCRs 0-15 locked; 16-31 are the guest's to extend.
+   */
+  readonly pcrs: PcrBank;
 
   /** Wraps a built machine; `Vm.create` is the usual way in. */
   constructor(
     private readonly machine: Machine,
     private readonly consoleFd: number,
+    measured?: { id: string; pcrs: PcrBank },
   ) {
     super();
+    this.id = measured?.id ?? randomUUID();
+    this.pcrs = measured?.pcrs ?? measureBoot({ kernel: new Uint8Array(0), cmdline: "", vmId: this.id });
     this.control = new VmControl(machine.vcpus.length);
     this.slots = machine.vcpus.map((v) => ({ id: v.id, done: false }));
     this.legacy = createLegacyStates();
@@ -116,7 +130,10 @@ export class Vm extends EventEmitter {
   /** Builds a KVM-backed VM ready to start: KVM objects, memory, the loaded kernel, vCPUs. */
   static create(config: VmConfig): Vm {
     validateVmConfig(config);
-    return new Vm(buildKvmMachine(config), config.consoleFd);
+    const id = config.id ?? randomUUID();
+    // Measured boot: the exact bytes given to the guest, before any vCPU exists (DESIGN.md §5).
+    const pcrs = measureBoot({ kernel: config.kernel.bytes, initrd: config.initrd?.bytes, cmdline: config.cmdline, vmId: id });
+    return new Vm(buildKvmMachine(config), config.consoleFd, { id, pcrs });
   }
 
   get state(): VmState {
