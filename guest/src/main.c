@@ -1,5 +1,6 @@
 /* main.c — ring-3 entry: parse the command line, run the tests, report. */
 #include "probe.h"
+#include "virtio.h"
 
 #define DEBUG_EXIT_PORT  0xf4   /* QEMU isa-debug-exit: exit status (v << 1) | 1 */
 #define I8042_CMD_PORT   0x64   /* 8042 command register */
@@ -81,6 +82,9 @@ static int run_test(const char *name, usize len, const struct options *o) {
     if (str_eq_n(name, len, "exits")) return test_exits(o);
     if (str_eq_n(name, len, "syscall")) return test_syscall(o);
     if (str_eq_n(name, len, "pagefault")) return test_pagefault();
+    if (str_eq_n(name, len, "blk-verify")) return test_blk_verify(&facts);
+    if (str_eq_n(name, len, "blk-ro")) return test_blk_ro(&facts);
+    if (str_eq_n(name, len, "blk-bench")) return test_blk_bench(&facts);
     if (str_eq_n(name, len, "fault")) test_fault();
     line_begin("error");
     kv_strn("unknown_test", name, len);

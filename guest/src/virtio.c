@@ -1,0 +1,512 @@
+/* virtio.c — ring-3 virtio-mmio transport and virtio-blk driver, polling mode (virtio.h). */
+#include "virtio.h"
+
+/* ---- virtio 1.2 numbers ------------------------------------------------- */
+#define MMIO_MAGIC_VALUE      0x000  /* §4.2.2 */
+#define MMIO_VERSION          0x004
+#define MMIO_DEVICE_ID        0x008
+#define MMIO_DEVICE_FEATURES  0x010
+#define MMIO_DEVICE_FEATURES_SEL 0x014
+#define MMIO_DRIVER_FEATURES  0x020
+#define MMIO_DRIVER_FEATURES_SEL 0x024
+#define MMIO_QUEUE_SEL        0x030
+#define MMIO_QUEUE_NUM_MAX    0x034
+#define MMIO_QUEUE_NUM        0x038
+#define MMIO_QUEUE_READY      0x044
+#define MMIO_QUEUE_NOTIFY     0x050
+#define MMIO_INTERRUPT_STATUS 0x060
+#define MMIO_INTERRUPT_ACK    0x064
+#define MMIO_STATUS           0x070
+#define MMIO_QUEUE_DESC_LOW   0x080
+#define MMIO_QUEUE_DESC_HIGH  0x084
+#define MMIO_QUEUE_DRIVER_LOW 0x090
+#define MMIO_QUEUE_DRIVER_HIGH 0x094
+#define MMIO_QUEUE_DEVICE_LOW 0x0a0
+#define MMIO_QUEUE_DEVICE_HIGH 0x0a4
+#define MMIO_CONFIG           0x100
+#define MMIO_MAGIC            0x74726976u  /* "virt" */
+
+#define ST_ACKNOWLEDGE 1       /* §2.1 */
+#define ST_DRIVER      2
+#define ST_DRIVER_OK   4
+#define ST_FEATURES_OK 8
+#define ST_NEEDS_RESET 64
+#define ST_FAILED      128
+
+#define F_VERSION_1    32      /* §6 */
+#define BLK_F_SIZE_MAX 1       /* §5.2.3 */
+#define BLK_F_SEG_MAX  2
+#define BLK_F_RO       5
+#define BLK_F_BLK_SIZE 6
+#define BLK_F_FLUSH    9
+
+#define BLK_T_IN     0         /* §5.2.6 */
+#define BLK_T_OUT    1
+#define BLK_T_FLUSH  4
+#define BLK_T_GET_ID 8
+#define BLK_S_OK     0
+#define BLK_S_IOERR  1
+#define BLK_S_UNSUPP 2
+#define BLK_STATUS_NONE 0xff   /* written before submitting: "no answer yet" */
+
+#define BLK_CFG_CAPACITY 0     /* §5.2.4 */
+#define BLK_CFG_SIZE_MAX 8
+#define BLK_CFG_SEG_MAX  12
+#define SECTOR 512
+
+#define DESC_F_NEXT  1         /* §2.7.5 */
+#define DESC_F_WRITE 2
+#define DEVICE_ID_BLOCK 2
+
+/* ---- driver memory -------------------------------------------------------
+ * Rings and buffers live in guest RAM at a fixed physical range, checked
+ * against the memory map, identity-mapped (and so device-visible as is). */
+#define DMA_BASE   0x1000000ULL   /* 16 MiB: above the image, below any initrd */
+#define DMA_SIZE   0x400000ULL    /* 4 MiB */
+#define QSIZE      128            /* our queue size (min with QueueNumMax) */
+#define DESC_OFF   0x0            /* 16 * 128 */
+#define AVAIL_OFF  0x800          /* 6 + 2 * 128 */
+#define USED_OFF   0x1000         /* 6 + 8 * 128, 4-aligned */
+#define HDR_OFF    0x2000         /* per-slot request headers and status bytes */
+#define SLOT_STRIDE 32
+#define MAX_SLOTS  32             /* QD32 */
+#define SMALL_OFF  0x10000        /* MAX_SLOTS x 4 KiB data buffers */
+#define BIG_OFF    0x100000       /* 2 MiB for large transfers */
+#define BIG_SIZE   0x200000
+#define ID_OFF     0x3000
+
+struct vdesc { u64 addr; u32 len; u16 flags; u16 next; };
+struct blk_hdr { u32 type; u32 reserved; u64 sector; };
+
+struct blk {
+    struct virtio_dev *dev;
+    u32 qsize;
+    u64 capacity;          /* sectors */
+    u64 negotiated;
+    u32 seg_bytes;         /* largest data segment we build */
+    u32 seg_max;
+    volatile struct vdesc *desc;
+    volatile u16 *avail;   /* flags, idx, ring[qsize], used_event */
+    volatile u16 *used16;  /* flags, idx */
+    volatile u32 *used32;  /* ring elements start at used16 + 2 (byte 4) */
+    u16 avail_idx, used_seen;
+    u32 next_desc;
+};
+
+static inline void barrier(void) { __asm__ volatile("" ::: "memory"); }
+static inline u8 *dma(u64 off) { return (u8 *)(DMA_BASE + off); }
+
+static u32 mmio_r32(const struct virtio_dev *d, u32 off) { return *(volatile u32 *)(d->base + off); }
+static void mmio_w32(const struct virtio_dev *d, u32 off, u32 v) {
+    /* a plain 4-byte mov, which any instruction emulator decodes (§4.2.2.2: 32-bit accesses) */
+    __asm__ volatile("movl %k0, (%1)" : : "r"(v), "r"(d->base + off) : "memory");
+}
+
+/* ---- command line ------------------------------------------------------- */
+static int is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+/* Parses decimal or 0x-hex at s[*i..n); memparse suffixes K/M/G when `suffix`. */
+static int parse_num(const char *s, usize n, usize *i, u64 *out, int suffix) {
+    u64 v = 0; usize start = *i;
+    if (*i + 1 < n && s[*i] == '0' && (s[*i + 1] == 'x' || s[*i + 1] == 'X')) {
+        *i += 2; start = *i;
+        for (; *i < n; (*i)++) {
+            char c = s[*i]; u32 dgt;
+            if (c >= '0' && c <= '9') dgt = (u32)(c - '0');
+            else if (c >= 'a' && c <= 'f') dgt = (u32)(c - 'a' + 10);
+            else if (c >= 'A' && c <= 'F') dgt = (u32)(c - 'A' + 10);
+            else break;
+            v = v * 16 + dgt;
+        }
+    } else {
+        for (; *i < n && s[*i] >= '0' && s[*i] <= '9'; (*i)++) v = v * 10 + (u64)(s[*i] - '0');
+    }
+    if (*i == start) return 0;
+    if (suffix && *i < n) {
+        char c = s[*i];
+        if (c == 'K' || c == 'k') { v <<= 10; (*i)++; }
+        else if (c == 'M' || c == 'm') { v <<= 20; (*i)++; }
+        else if (c == 'G' || c == 'g') { v <<= 30; (*i)++; }
+    }
+    *out = v;
+    return 1;
+}
+
+/* "virtio_mmio.device=<size>@<addr>:<irq>" (Linux virtio_mmio.c vm_cmdline_set). */
+u32 virtio_scan(const char *s, usize n, struct virtio_dev *out, u32 max) {
+    static const char key[] = "virtio_mmio.device=";
+    const usize klen = sizeof(key) - 1;
+    u32 count = 0;
+    for (usize i = 0; i < n;) {
+        while (i < n && is_space(s[i])) i++;
+        usize start = i;
+        while (i < n && !is_space(s[i])) i++;
+        if (i - start <= klen || memcmp(s + start, key, klen) != 0) continue;
+        usize j = start + klen;
+        u64 size, addr, irq;
+        if (!parse_num(s, i, &j, &size, 1) || j >= i || s[j++] != '@') continue;
+        if (!parse_num(s, i, &j, &addr, 0) || j >= i || s[j++] != ':') continue;
+        if (!parse_num(s, i, &j, &irq, 0)) continue;
+        if (count < max && phys_readable(addr, size) && size >= MMIO_CONFIG) {
+            struct virtio_dev *d = &out[count++];
+            memset(d, 0, sizeof(*d));
+            d->base = addr; d->size = size; d->irq = (u32)irq;
+            if (mmio_r32(d, MMIO_MAGIC_VALUE) != MMIO_MAGIC) continue;
+            d->version = mmio_r32(d, MMIO_VERSION);
+            d->device_id = mmio_r32(d, MMIO_DEVICE_ID);
+            mmio_w32(d, MMIO_DEVICE_FEATURES_SEL, 1);
+            u64 hi = mmio_r32(d, MMIO_DEVICE_FEATURES);
+            mmio_w32(d, MMIO_DEVICE_FEATURES_SEL, 0);
+            d->features = (hi << 32) | mmio_r32(d, MMIO_DEVICE_FEATURES);
+        }
+    }
+    return count;
+}
+
+/* Last value of key= on the command line. */
+static const char *opt_get(const struct boot_facts *f, const char *key, usize *len) {
+    const char *s = f->cmdline; usize n = f->cmdline ? f->cmdline_len : 0, klen = strnlen_(key, 64);
+    const char *found = 0;
+    for (usize i = 0; i < n;) {
+        while (i < n && is_space(s[i])) i++;
+        usize start = i;
+        while (i < n && !is_space(s[i])) i++;
+        if (i - start > klen && memcmp(s + start, key, klen) == 0 && s[start + klen] == '=') {
+            found = s + start + klen + 1; *len = i - start - klen - 1;
+        }
+    }
+    return found;
+}
+
+/* A numeric option (K/M/G suffixes allowed); 0 and a PROBE error line when malformed. */
+static int opt_u64(const struct boot_facts *f, const char *key, u64 dflt, u64 *out) {
+    usize len = 0, i = 0;
+    const char *v = opt_get(f, key, &len);
+    *out = dflt;
+    if (!v) return 1;
+    if (parse_num(v, len, &i, out, 1) && i == len) return 1;
+    line_begin("error"); kv_str("bad_option", key); line_end();
+    return 0;
+}
+
+/* ---- blk set-up: virtio 1.2 §3.1.1 ---------------------------------------- */
+static struct virtio_dev devs[VIRTIO_MAX_DEVICES];
+static u32 ndevs;
+static struct blk blk_state;
+
+static u32 find_devices(const struct boot_facts *f) {
+    ndevs = virtio_scan(f->cmdline ? f->cmdline : "", f->cmdline ? f->cmdline_len : 0, devs, VIRTIO_MAX_DEVICES);
+    return ndevs;
+}
+
+static int dma_is_ram(const struct boot_facts *f) {
+    for (u32 i = 0; i < f->mem_count; i++)
+        if (f->mem[i].type == 1 && f->mem[i].addr <= DMA_BASE && f->mem[i].addr + f->mem[i].size >= DMA_BASE + DMA_SIZE) return 1;
+    return 0;
+}
+
+static void report_error(const char *test, const char *why) {
+    line_begin(test); kv_str("error", why); kv_flag("ok=0"); line_end();
+}
+
+/* Brings device `d` up with one queue; returns an error word or NULL. */
+static const char *blk_init(struct blk *b, struct virtio_dev *d) {
+    memset(b, 0, sizeof(*b));
+    b->dev = d;
+    if (d->version != 2) return "legacy_version";   /* §4.2.4: we drive modern devices only */
+    if (d->device_id != DEVICE_ID_BLOCK) return "not_blk";
+    mmio_w32(d, MMIO_STATUS, 0);
+    mmio_w32(d, MMIO_STATUS, ST_ACKNOWLEDGE);
+    mmio_w32(d, MMIO_STATUS, ST_ACKNOWLEDGE | ST_DRIVER);
+    u64 want = (1ULL << F_VERSION_1) | (1ULL << BLK_F_FLUSH) | (1ULL << BLK_F_RO) | (1ULL << BLK_F_BLK_SIZE) |
+               (1ULL << BLK_F_SEG_MAX) | (1ULL << BLK_F_SIZE_MAX);
+    b->negotiated = d->features & want;
+    if (!(b->negotiated & (1ULL << F_VERSION_1))) return "no_version_1";
+    mmio_w32(d, MMIO_DRIVER_FEATURES_SEL, 0);
+    mmio_w32(d, MMIO_DRIVER_FEATURES, (u32)b->negotiated);
+    mmio_w32(d, MMIO_DRIVER_FEATURES_SEL, 1);
+    mmio_w32(d, MMIO_DRIVER_FEATURES, (u32)(b->negotiated >> 32));
+    mmio_w32(d, MMIO_STATUS, ST_ACKNOWLEDGE | ST_DRIVER | ST_FEATURES_OK);
+    if (!(mmio_r32(d, MMIO_STATUS) & ST_FEATURES_OK)) return "features_refused";
+    volatile u8 *cfg = (volatile u8 *)(d->base + MMIO_CONFIG);
+    b->capacity = *(volatile u32 *)(cfg + BLK_CFG_CAPACITY) | ((u64)*(volatile u32 *)(cfg + BLK_CFG_CAPACITY + 4) << 32);
+    b->seg_bytes = 0x10000;
+    if (b->negotiated & (1ULL << BLK_F_SIZE_MAX)) {
+        u32 sm = *(volatile u32 *)(cfg + BLK_CFG_SIZE_MAX);
+        if (sm >= 4096 && sm < b->seg_bytes) b->seg_bytes = sm & ~(u32)(SECTOR - 1);
+    }
+    b->seg_max = 16;
+    if (b->negotiated & (1ULL << BLK_F_SEG_MAX)) {
+        u32 sm = *(volatile u32 *)(cfg + BLK_CFG_SEG_MAX);
+        if (sm && sm < b->seg_max) b->seg_max = sm;
+    }
+    mmio_w32(d, MMIO_QUEUE_SEL, 0);
+    u32 max = mmio_r32(d, MMIO_QUEUE_NUM_MAX);
+    if (max == 0) return "no_queue";
+    if (mmio_r32(d, MMIO_QUEUE_READY)) return "queue_busy";
+    b->qsize = QSIZE;
+    while (b->qsize > max) b->qsize >>= 1;
+    memset(dma(0), 0, HDR_OFF);
+    b->desc = (volatile struct vdesc *)dma(DESC_OFF);
+    b->avail = (volatile u16 *)dma(AVAIL_OFF);
+    b->used16 = (volatile u16 *)dma(USED_OFF);
+    b->used32 = (volatile u32 *)dma(USED_OFF + 4);
+    mmio_w32(d, MMIO_QUEUE_NUM, b->qsize);
+    mmio_w32(d, MMIO_QUEUE_DESC_LOW, (u32)(DMA_BASE + DESC_OFF));
+    mmio_w32(d, MMIO_QUEUE_DESC_HIGH, 0);
+    mmio_w32(d, MMIO_QUEUE_DRIVER_LOW, (u32)(DMA_BASE + AVAIL_OFF));
+    mmio_w32(d, MMIO_QUEUE_DRIVER_HIGH, 0);
+    mmio_w32(d, MMIO_QUEUE_DEVICE_LOW, (u32)(DMA_BASE + USED_OFF));
+    mmio_w32(d, MMIO_QUEUE_DEVICE_HIGH, 0);
+    mmio_w32(d, MMIO_QUEUE_READY, 1);
+    mmio_w32(d, MMIO_STATUS, ST_ACKNOWLEDGE | ST_DRIVER | ST_FEATURES_OK | ST_DRIVER_OK);
+    if (mmio_r32(d, MMIO_STATUS) & (ST_NEEDS_RESET | ST_FAILED)) return "device_failed";
+    return 0;
+}
+
+static void blk_shutdown(struct blk *b) { mmio_w32(b->dev, MMIO_STATUS, 0); }
+
+/* ---- requests ------------------------------------------------------------ */
+static volatile struct blk_hdr *slot_hdr(u32 slot) { return (volatile struct blk_hdr *)dma(HDR_OFF + slot * SLOT_STRIDE); }
+static volatile u8 *slot_status(u32 slot) { return dma(HDR_OFF + slot * SLOT_STRIDE + 16); }
+
+static u32 alloc_desc(struct blk *b) { u32 i = b->next_desc; b->next_desc = (b->next_desc + 1) % b->qsize; return i; }
+
+/* Queues one request (not yet notified): header, data split in seg_bytes pieces, status. */
+static void blk_queue(struct blk *b, u32 slot, u32 type, u64 sector, u64 buf, u32 len) {
+    volatile struct blk_hdr *h = slot_hdr(slot);
+    h->type = type; h->reserved = 0; h->sector = sector;
+    *slot_status(slot) = BLK_STATUS_NONE;
+    u32 head = alloc_desc(b), cur = head;
+    b->desc[cur].addr = (u64)(usize)h; b->desc[cur].len = 16; b->desc[cur].flags = DESC_F_NEXT;
+    u16 dflags = (type == BLK_T_IN || type == BLK_T_GET_ID) ? DESC_F_WRITE : 0;
+    for (u32 off = 0; off < len;) {
+        u32 n = len - off < b->seg_bytes ? len - off : b->seg_bytes;
+        u32 nx = alloc_desc(b);
+        b->desc[cur].next = (u16)nx;
+        cur = nx;
+        b->desc[cur].addr = buf + off; b->desc[cur].len = n; b->desc[cur].flags = dflags | DESC_F_NEXT;
+        off += n;
+    }
+    u32 st = alloc_desc(b);
+    b->desc[cur].next = (u16)st;
+    b->desc[st].addr = (u64)(usize)slot_status(slot); b->desc[st].len = 1; b->desc[st].flags = DESC_F_WRITE;
+    b->avail[2 + (b->avail_idx % b->qsize)] = (u16)head;
+    barrier();                                  /* ring entry before idx (§2.7.13) */
+    b->avail_idx++;
+    b->avail[1] = b->avail_idx;
+}
+
+static void blk_kick(struct blk *b) { barrier(); mmio_w32(b->dev, MMIO_QUEUE_NOTIFY, 0); }
+
+#define POLL_TSC_LIMIT 60000000000ULL           /* ~20 s even at 3 GHz: a dead device, not a slow one */
+
+/* Waits (polling used->idx) until `n` more requests completed; 0 on timeout. */
+static int blk_wait(struct blk *b, u32 n) {
+    u16 target = (u16)(b->used_seen + n);
+    u64 t0 = rdtsc();
+    while (b->used16[1] != target) {
+        if (rdtsc() - t0 > POLL_TSC_LIMIT) return 0;
+        cpu_relax();
+    }
+    barrier();
+    b->used_seen = target;
+    /* acknowledge whatever interrupt the device raised (we poll; IF=0 in ring 3) */
+    u32 isr = mmio_r32(b->dev, MMIO_INTERRUPT_STATUS);
+    if (isr) mmio_w32(b->dev, MMIO_INTERRUPT_ACK, isr);
+    return 1;
+}
+
+/* One synchronous request; returns the status byte, or 0x100 on timeout. */
+static u32 blk_do(struct blk *b, u32 type, u64 sector, u64 buf, u32 len) {
+    b->next_desc = 0;
+    blk_queue(b, 0, type, sector, buf, len);
+    blk_kick(b);
+    if (!blk_wait(b, 1)) return 0x100;
+    return *slot_status(0);
+}
+
+static u64 pattern(u64 byte_off, u64 seed) { return (byte_off * 0x9E3779B97F4A7C15ULL) ^ seed; }
+
+/* First blk device with (want_ro) or without the RO feature; -1 when none. */
+static int pick_blk(int want_ro) {
+    for (u32 i = 0; i < ndevs; i++)
+        if (devs[i].device_id == DEVICE_ID_BLOCK && !!(devs[i].features & (1ULL << BLK_F_RO)) == want_ro) return (int)i;
+    return -1;
+}
+
+/* Shared prologue: find the device, check DMA memory, init. */
+static struct blk *blk_open(const struct boot_facts *f, const char *test, int want_ro) {
+    find_devices(f);
+    if (!dma_is_ram(f)) { report_error(test, "dma_not_ram"); return 0; }
+    int i = pick_blk(want_ro);
+    if (i < 0) { report_error(test, want_ro ? "no_ro_blk" : "no_rw_blk"); return 0; }
+    const char *err = blk_init(&blk_state, &devs[i]);
+    if (err) { report_error(test, err); return 0; }
+    return &blk_state;
+}
+
+/* ---- blk-verify: write a pattern, flush, read it back ---------------------- */
+#define VERIFY_CHUNK 0x10000u
+
+int test_blk_verify(const struct boot_facts *f) {
+    u64 bytes, seed;
+    if (!opt_u64(f, "probe.blk.bytes", 0, &bytes) || !opt_u64(f, "probe.blk.seed", 0x5eed, &seed)) return 1;
+    struct blk *b = blk_open(f, "blk-verify", 0);
+    if (!b) return 1;
+    u64 disk = b->capacity * SECTOR;
+    if (bytes == 0 || bytes > disk) bytes = disk;
+    bytes &= ~(u64)(SECTOR - 1);
+    u64 writes = 0, reads = 0, mismatch = 0, first_bad = 0, bad_status = 0;
+    u64 t0 = rdtsc();
+    u64 *buf = (u64 *)dma(BIG_OFF);
+    for (u64 off = 0; off < bytes; off += VERIFY_CHUNK) {
+        u32 n = (u32)(bytes - off < VERIFY_CHUNK ? bytes - off : VERIFY_CHUNK);
+        for (u32 i = 0; i < n / 8; i++) buf[i] = pattern(off + 8ULL * i, seed);
+        if (blk_do(b, BLK_T_OUT, off / SECTOR, (u64)(usize)buf, n) != BLK_S_OK) bad_status++;
+        writes++;
+    }
+    u32 flush = blk_do(b, BLK_T_FLUSH, 0, 0, 0);
+    for (u64 off = 0; off < bytes; off += VERIFY_CHUNK) {
+        u32 n = (u32)(bytes - off < VERIFY_CHUNK ? bytes - off : VERIFY_CHUNK);
+        memset(buf, 0xa5, n);
+        if (blk_do(b, BLK_T_IN, off / SECTOR, (u64)(usize)buf, n) != BLK_S_OK) bad_status++;
+        reads++;
+        for (u32 i = 0; i < n / 8; i++)
+            if (buf[i] != pattern(off + 8ULL * i, seed)) { if (!mismatch++) first_bad = off + 8ULL * i; }
+    }
+    u64 t1 = rdtsc();
+    /* GET_ID (§5.2.6): up to 20 bytes, NUL-padded */
+    u8 *id = dma(ID_OFF);
+    memset(id, 0, 21);
+    u32 id_status = blk_do(b, BLK_T_GET_ID, 0, (u64)(usize)id, 20);
+    /* beyond the end of the disk: must be IOERR (§5.2.6.1 sector bounds) */
+    u32 oob = blk_do(b, BLK_T_IN, b->capacity, (u64)(usize)buf, SECTOR);
+    blk_shutdown(b);
+    int ok = mismatch == 0 && bad_status == 0 && flush == BLK_S_OK && oob == BLK_S_IOERR;
+    line_begin("blk-verify");
+    kv_hex("dev", b->dev->base);
+    kv_dec("capacity", b->capacity);
+    kv_dec("bytes", bytes);
+    kv_hex("seed", seed);
+    kv_dec("writes", writes);
+    kv_dec("reads", reads);
+    kv_dec("flush_status", flush);
+    kv_dec("bad_status", bad_status);
+    kv_dec("mismatch", mismatch);
+    if (mismatch) kv_hex("first_bad", first_bad);
+    kv_dec("oob_status", oob);
+    kv_dec("id_status", id_status);
+    kv_hexbytes("id_hex", id, id_status == BLK_S_OK ? strnlen_((const char *)id, 20) : 0);
+    kv_dec("tsc", t1 - t0);
+    kv_dec("ok", (u64)ok);
+    line_end();
+    return !ok;
+}
+
+/* ---- blk-ro: a read-only drive refuses writes ------------------------------ */
+int test_blk_ro(const struct boot_facts *f) {
+    struct blk *b = blk_open(f, "blk-ro", 1);
+    if (!b) return 1;
+    u8 *buf = dma(BIG_OFF);
+    u32 rd = blk_do(b, BLK_T_IN, 0, (u64)(usize)buf, SECTOR);
+    u64 before = fnv1a64(buf, SECTOR);
+    for (u32 i = 0; i < SECTOR; i++) buf[i] = (u8)(0xc3 ^ i);
+    u32 wr = blk_do(b, BLK_T_OUT, 0, (u64)(usize)buf, SECTOR);
+    memset(buf, 0, SECTOR);
+    u32 rd2 = blk_do(b, BLK_T_IN, 0, (u64)(usize)buf, SECTOR);
+    u64 after = fnv1a64(buf, SECTOR);
+    u32 fl = blk_do(b, BLK_T_FLUSH, 0, 0, 0);
+    blk_shutdown(b);
+    int ok = rd == BLK_S_OK && wr == BLK_S_IOERR && rd2 == BLK_S_OK && before == after;
+    line_begin("blk-ro");
+    kv_hex("dev", b->dev->base);
+    kv_dec("ro", 1);
+    kv_dec("read_status", rd);
+    kv_dec("write_status", wr);
+    kv_dec("flush_status", fl);
+    kv_hex64("sector0_fnv1a64", after);
+    kv_dec("unchanged", before == after);
+    kv_dec("ok", (u64)ok);
+    line_end();
+    return !ok;
+}
+
+/* ---- blk-bench: 4 KiB random at QD1 and QD32, 1 MiB sequential ------------- */
+static u64 rng_state;
+static u64 xorshift(void) { u64 x = rng_state; x ^= x << 13; x ^= x >> 7; x ^= x << 17; return rng_state = x; }
+
+/* Runs `ops` requests of `len` bytes, `qd` in flight; returns TSC cycles, or 0 on error. */
+static u64 bench_run(struct blk *b, u32 type, u32 qd, u64 ops, u32 len, u64 span_sectors, int sequential, u64 *errors) {
+    u32 per = 2 + (len + b->seg_bytes - 1) / b->seg_bytes;   /* descriptors per request */
+    if (qd * per > b->qsize) qd = b->qsize / per;
+    if (qd == 0 || qd > MAX_SLOTS) qd = qd ? MAX_SLOTS : 1;
+    u64 issued = 0, done = 0, seq = 0;
+    u32 lens = len / SECTOR;
+    u64 slots = span_sectors / lens;
+    if (slots == 0) return 0;
+    b->next_desc = 0;
+    u64 t0 = rdtsc();
+    while (done < ops) {
+        /* fill the queue to qd, then one kick for the batch */
+        u32 batch = 0;
+        while (issued - done < qd && issued < ops) {
+            u32 slot = (u32)(issued % qd);
+            u64 sector = sequential ? (seq++ % slots) * lens : (xorshift() % slots) * lens;
+            u64 buf = len > 4096 ? DMA_BASE + BIG_OFF : DMA_BASE + SMALL_OFF + (u64)slot * 4096;
+            blk_queue(b, slot, type, sector, buf, len);
+            issued++; batch++;
+        }
+        if (batch) blk_kick(b);
+        /* reap at least one completion; the used ring tells how many */
+        u64 t = rdtsc();
+        while (b->used16[1] == b->used_seen) { if (rdtsc() - t > POLL_TSC_LIMIT) return 0; cpu_relax(); }
+        u16 now = b->used16[1];
+        while (b->used_seen != now) {
+            u32 id = b->used32[2 * (b->used_seen % b->qsize)];
+            (void)id;
+            b->used_seen++;
+            done++;
+        }
+        u32 isr = mmio_r32(b->dev, MMIO_INTERRUPT_STATUS);
+        if (isr) mmio_w32(b->dev, MMIO_INTERRUPT_ACK, isr);
+    }
+    u64 t1 = rdtsc();
+    for (u32 s = 0; s < qd; s++) if (*slot_status(s) != BLK_S_OK) (*errors)++;
+    return t1 - t0;
+}
+
+int test_blk_bench(const struct boot_facts *f) {
+    u64 bytes, n, seq_n;
+    if (!opt_u64(f, "probe.blk.bytes", 0, &bytes) || !opt_u64(f, "probe.blk.bench.n", 256, &n) ||
+        !opt_u64(f, "probe.blk.seq.n", 8, &seq_n)) return 1;
+    struct blk *b = blk_open(f, "blk-bench", 0);
+    if (!b) return 1;
+    u64 disk = b->capacity * SECTOR;
+    if (bytes == 0 || bytes > disk) bytes = disk;
+    u64 span = bytes / SECTOR;
+    rng_state = 0x2545F4914F6CDD1DULL;
+    static const struct { const char *mode; u32 type; u32 qd; u32 len; int seq; } runs[] = {
+        { "randread", BLK_T_IN, 1, 4096, 0 },   { "randwrite", BLK_T_OUT, 1, 4096, 0 },
+        { "randread", BLK_T_IN, 32, 4096, 0 },  { "randwrite", BLK_T_OUT, 32, 4096, 0 },
+        { "seqread", BLK_T_IN, 1, 1 << 20, 1 }, { "seqwrite", BLK_T_OUT, 1, 1 << 20, 1 },
+    };
+    int status = 0;
+    for (u32 r = 0; r < ARRAY_LEN(runs); r++) {
+        u64 ops = runs[r].seq ? seq_n : n, errors = 0;
+        u64 tsc = bench_run(b, runs[r].type, runs[r].qd, ops, runs[r].len, span, runs[r].seq, &errors);
+        line_begin("blk-bench");
+        kv_str("mode", runs[r].mode);
+        kv_dec("qd", runs[r].qd);
+        kv_dec("bs", runs[r].len);
+        kv_dec("ops", tsc ? ops : 0);
+        kv_dec("bytes", tsc ? ops * runs[r].len : 0);
+        kv_dec("tsc", tsc);
+        kv_dec("errors", errors);
+        kv_dec("ok", tsc != 0 && errors == 0);
+        line_end();
+        if (!tsc || errors) status = 1;
+    }
+    blk_shutdown(b);
+    return status;
+}

@@ -1,0 +1,117 @@
+// The card worker: one per device, off the vCPU threads (see card.ts). Blocks in read(2) on the
+// queue-notify eventfd, so a guest kick costs no exit and no main-thread work.
+
+import { parentPort, workerData } from "node:worker_threads";
+import * as sys from "../sys/index.js";
+import { GuestMemory, type RegionInit } from "../memory/guest-memory.js";
+import { TransportState } from "../devices/virtio/mmio.js";
+import { SplitQueue, VirtqueueError } from "../devices/virtio/queue.js";
+import { BlkDevice, type BlkStats } from "../devices/virtio/blk/device.js";
+import {
+  F_RING_EVENT_IDX,
+  F_RING_INDIRECT_DESC,
+  INT_USED_BUFFER,
+  STATUS_DEVICE_NEEDS_RESET,
+  STATUS_DRIVER_OK,
+  bit,
+} from "../devices/virtio/spec.js";
+import { FileBackend } from "./blk-file.js";
+import { CTL_LIMITER_GEN, CTL_STOP, CTL_WORDS, readLimiterConfig, signalEventfd, type CardWorkerData } from "./card.js";
+import { CardMetrics } from "./metrics.js";
+import { RateLimiter } from "./rate-limiter.js";
+
+/** Longest sleep while throttled, so stop and limiter updates are seen promptly. */
+const THROTTLE_POLL_MS = 20;
+/** FailureCode stored in the transport when the device breaks (for logs; not guest-visible). */
+const FAILURE_RING = 2;
+const FAILURE_INTERNAL = 3;
+
+const d = workerData as CardWorkerData;
+const ctl = new Int32Array(d.control, 0, CTL_WORDS);
+const transport = new TransportState(d.transportState);
+const metrics = new CardMetrics(d.metrics);
+
+// Map guest RAM from the memfd: this thread's own mappings of the same pages the vCPUs use.
+const mappings: Array<[bigint, number]> = [];
+const regions: RegionInit[] = d.regions.map((r) => {
+  const addr = sys.mmap(r.size, sys.PROT_READ | sys.PROT_WRITE, sys.MAP_SHARED, d.memfd, r.fdOffset);
+  mappings.push([addr, r.size]);
+  // The view lives exactly as long as the mapping: both end when this worker finishes below.
+  return { gpa: r.gpa, bytes: new Uint8Array(sys.view(addr, r.size)), fd: d.memfd, fdOffset: r.fdOffset, hostAddr: addr };
+});
+const mem = new GuestMemory(regions);
+
+const limiter = new RateLimiter(readLimiterConfig(d.control));
+let limiterGen = Atomics.load(ctl, CTL_LIMITER_GEN);
+const stats: BlkStats = {
+  request: (bytes) => {
+    metrics.add("requests");
+    metrics.add("bytes", bytes);
+  },
+  error: () => metrics.add("errors"),
+  throttled: () => metrics.add("throttled"),
+};
+const device = new BlkDevice(mem, new FileBackend(d.imageFd, d.sizeBytes), { readOnly: d.readOnly, id: d.id }, stats, limiter);
+
+function fail(code: number): void {
+  transport.markNeedsReset(code);
+  metrics.add("needsReset");
+  metrics.add("interrupts");
+  signalEventfd(d.irqFd);
+}
+
+/** Answers queue 0. Returns ms to wait when throttled, else 0. */
+function service(): number {
+  if ((transport.status & (STATUS_DRIVER_OK | STATUS_DEVICE_NEEDS_RESET)) !== STATUS_DRIVER_OK) return 0;
+  const snap = transport.lock.with(() => ({ gen: transport.resetCount, q: transport.queue(0), features: transport.driverFeatures }));
+  if (!snap.q.ready) return 0;
+  let result;
+  let queue: SplitQueue;
+  try {
+    queue = new SplitQueue(
+      mem,
+      {
+        size: snap.q.num,
+        desc: snap.q.desc,
+        avail: snap.q.driver,
+        used: snap.q.device,
+        eventIdx: (snap.features & bit(F_RING_EVENT_IDX)) !== 0n,
+        indirect: (snap.features & bit(F_RING_INDIRECT_DESC)) !== 0n,
+      },
+      { lastAvail: snap.q.lastAvail, nextUsed: snap.q.nextUsed },
+    );
+    result = device.process(queue);
+  } catch (e) {
+    fail(e instanceof VirtqueueError ? FAILURE_RING : FAILURE_INTERNAL);
+    return 0;
+  }
+  // Keep the position unless the driver reset the device meanwhile (then it starts from 0).
+  transport.lock.with(() => {
+    if (transport.resetCount === snap.gen) transport.setQueuePosition(0, queue.pos.lastAvail, queue.pos.nextUsed);
+  });
+  if (result.interrupt) {
+    transport.raiseInterrupt(INT_USED_BUFFER);
+    metrics.add("interrupts");
+    signalEventfd(d.irqFd);
+  }
+  return result.kind === "throttled" ? result.waitMs : 0;
+}
+
+parentPort!.postMessage("ready");
+const counter = new Uint8Array(8);
+let waitMs = 0;
+for (;;) {
+  if (waitMs > 0) sys.sleepInterruptible(Math.min(waitMs, THROTTLE_POLL_MS));
+  else {
+    sys.read(d.notifyFd, counter);
+    metrics.add("kicks");
+  }
+  if (Atomics.load(ctl, CTL_STOP) !== 0) break;
+  const gen = Atomics.load(ctl, CTL_LIMITER_GEN);
+  if (gen !== limiterGen) {
+    limiterGen = gen;
+    limiter.update(readLimiterConfig(d.control));
+  }
+  waitMs = service();
+}
+for (const [addr, size] of mappings) sys.munmap(addr, size);

@@ -1,0 +1,297 @@
+// Split virtqueue, the device side. virtio 1.2 §2.7.
+// Every index, address and length comes from the guest and is checked here before use: guest
+// memory is reached only through GuestMemory (bounds-checked), descriptor walks are bounded by
+// the table size, and a bad chain is a VirtqueueError, never any other exception.
+// Two kinds of error: a bad chain (`fatal: false`) is answered for that request alone; a broken
+// ring (misplaced rings, a head index past the table, an avail index that jumped too far) cannot
+// be answered at all and marks the device DEVICE_NEEDS_RESET (`fatal: true`, virtio 1.2 §2.1.2).
+
+import { GuestMemoryError, type GuestMemory } from "../../memory/guest-memory.js";
+import {
+  AVAIL_ALIGN,
+  AVAIL_F_NO_INTERRUPT,
+  CHAIN_BYTES_MAX,
+  DESC_ALIGN,
+  DESC_F_INDIRECT,
+  DESC_F_NEXT,
+  DESC_F_WRITE,
+  DESC_SIZE,
+  QUEUE_SIZE_MAX,
+  USED_ALIGN,
+  USED_ELEM_SIZE,
+} from "./spec.js";
+
+export type VirtqueueErrorKind =
+  | "queue-size" // size is not a power of two in [1, 32768]
+  | "ring-address" // a ring is misaligned or not in guest RAM
+  | "avail-index" // the driver's avail index ran more than a queue ahead
+  | "head-index" // an avail ring entry names a descriptor past the table
+  | "desc-index" // a `next` names a descriptor past the table
+  | "desc-address" // a buffer is not entirely guest RAM
+  | "chain-loop" // a chain revisits a descriptor (or is longer than its table)
+  | "chain-bytes" // a chain adds up to more than 2^32 bytes
+  | "indirect-not-negotiated"
+  | "indirect-nested" // an indirect table holds an indirect descriptor
+  | "indirect-with-next" // INDIRECT and NEXT together
+  | "indirect-size" // table length zero, not a multiple of 16, or over 32768 entries
+  | "write-before-read"; // a device-readable buffer after a device-writable one
+
+export class VirtqueueError extends Error {
+  constructor(
+    readonly kind: VirtqueueErrorKind,
+    message: string,
+    /** True when the ring itself is unusable: the device must be marked NEEDS_RESET. */
+    readonly fatal: boolean,
+  ) {
+    super(message);
+    this.name = "VirtqueueError";
+  }
+}
+
+export interface QueueLayout {
+  /** Queue Size (QueueNum): power of two, at most 32768. */
+  size: number;
+  /** Guest-physical addresses of the descriptor table, driver (avail) and device (used) areas. */
+  desc: number;
+  avail: number;
+  used: number;
+  /** VIRTIO_RING_F_EVENT_IDX negotiated. */
+  eventIdx: boolean;
+  /** VIRTIO_RING_F_INDIRECT_DESC negotiated. */
+  indirect: boolean;
+}
+
+/** A device's position in the rings: plain data, kept in the transport state between kicks. */
+export interface QueuePosition {
+  /** Next avail ring slot to consume (free-running u16). */
+  lastAvail: number;
+  /** Next used ring slot to fill (free-running u16). */
+  nextUsed: number;
+}
+
+/** One guest buffer, checked to be entirely guest RAM. */
+export interface Segment {
+  addr: number;
+  len: number;
+}
+
+export interface DescriptorChain {
+  head: number;
+  /** Device-readable buffers, in order. */
+  readable: Segment[];
+  /** Device-writable buffers, in order (all after the readable ones). */
+  writable: Segment[];
+  readableBytes: number;
+  writableBytes: number;
+}
+
+const hex = (n: number | bigint): string => `0x${n.toString(16)}`;
+
+/**
+ * vring_need_event (virtio 1.2 §2.7.7.1 / §2.7.10): with EVENT_IDX, notify the other side when
+ * its event index lies in (old, new]. All arithmetic is u16.
+ */
+export function vringNeedEvent(eventIdx: number, newIdx: number, oldIdx: number): boolean {
+  return ((newIdx - eventIdx - 1) & 0xffff) < ((newIdx - oldIdx) & 0xffff);
+}
+
+/** Bytes of each area for a queue of `size`. virtio 1.2 §2.7 (table "Virtqueue Part Sizes"). */
+export function queueAreaSizes(size: number): { desc: number; avail: number; used: number } {
+  return { desc: DESC_SIZE * size, avail: 6 + 2 * size, used: 6 + USED_ELEM_SIZE * size };
+}
+
+export function isValidQueueSize(n: number): boolean {
+  return Number.isInteger(n) && n >= 1 && n <= QUEUE_SIZE_MAX && (n & (n - 1)) === 0;
+}
+
+interface RawDesc {
+  addr: bigint;
+  len: number;
+  flags: number;
+  next: number;
+}
+
+export class SplitQueue {
+  readonly size: number;
+  private readonly availRing: number;
+  private readonly usedRing: number;
+  private readonly usedEventAddr: number;
+  private readonly availEventAddr: number;
+
+  /** Throws a fatal VirtqueueError when the layout cannot be used. */
+  constructor(
+    private readonly mem: GuestMemory,
+    readonly layout: QueueLayout,
+    readonly pos: QueuePosition,
+  ) {
+    if (!isValidQueueSize(layout.size)) {
+      throw new VirtqueueError("queue-size", `queue size ${layout.size} is not a power of two in [1, ${QUEUE_SIZE_MAX}]`, true);
+    }
+    this.size = layout.size;
+    const sizes = queueAreaSizes(layout.size);
+    const check = (what: string, addr: number, len: number, align: number): void => {
+      if (!Number.isSafeInteger(addr) || addr % align !== 0 || !mem.contains(addr, len)) {
+        throw new VirtqueueError(
+          "ring-address",
+          `${what} at ${hex(addr)}+${hex(len)} is not ${align}-byte aligned guest RAM`,
+          true,
+        );
+      }
+    };
+    check("descriptor table", layout.desc, sizes.desc, DESC_ALIGN);
+    check("driver area", layout.avail, sizes.avail, AVAIL_ALIGN);
+    check("device area", layout.used, sizes.used, USED_ALIGN);
+    this.availRing = layout.avail + 4;
+    this.usedRing = layout.used + 4;
+    this.usedEventAddr = layout.avail + 4 + 2 * layout.size; // avail.used_event §2.7.6
+    this.availEventAddr = layout.used + 4 + USED_ELEM_SIZE * layout.size; // used.avail_event §2.7.8
+  }
+
+  /** The driver's avail.idx. */
+  availIdx(): number {
+    return this.mem.readU16(this.layout.avail + 2);
+  }
+
+  /** Chains made available and not yet taken. Fatal when the driver ran more than a queue ahead. */
+  pending(): number {
+    const idx = this.availIdx();
+    const n = (idx - this.pos.lastAvail) & 0xffff;
+    if (n > this.size) {
+      throw new VirtqueueError(
+        "avail-index",
+        `avail index ${idx} is ${n} entries past the device's ${this.pos.lastAvail}, more than the queue size ${this.size}`,
+        true,
+      );
+    }
+    return n;
+  }
+
+  /** The head descriptor index in the next avail slot (without consuming it). */
+  peekHead(): number {
+    const head = this.mem.readU16(this.availRing + 2 * (this.pos.lastAvail % this.size));
+    if (head >= this.size) {
+      throw new VirtqueueError("head-index", `avail ring entry ${this.pos.lastAvail} names descriptor ${head}, past the table of ${this.size}`, true);
+    }
+    return head;
+  }
+
+  /** Consumes the avail slot peeked last. */
+  advance(): void {
+    this.pos.lastAvail = (this.pos.lastAvail + 1) & 0xffff;
+  }
+
+  /** Walks and checks the chain starting at `head` (virtio 1.2 §2.7.5, §2.7.5.3). */
+  parseChain(head: number): DescriptorChain {
+    const chain: DescriptorChain = { head, readable: [], writable: [], readableBytes: 0, writableBytes: 0 };
+    let table = this.layout.desc;
+    let tableLen = this.size;
+    let index = head;
+    let indirect = false;
+    let visited = 0;
+    for (;;) {
+      if (index >= tableLen) {
+        throw new VirtqueueError("desc-index", `descriptor ${index} is past the ${indirect ? "indirect " : ""}table of ${tableLen}`, false);
+      }
+      // A chain visits each descriptor of its table at most once; a longer walk is a loop. §2.7.5.3.1, §2.7.4.1
+      if (++visited > tableLen) {
+        throw new VirtqueueError("chain-loop", `chain from head ${head} is longer than its table of ${tableLen}: a loop`, false);
+      }
+      const d = this.readDesc(table + DESC_SIZE * index);
+      if ((d.flags & DESC_F_INDIRECT) !== 0) {
+        if (!this.layout.indirect) {
+          throw new VirtqueueError("indirect-not-negotiated", `descriptor ${index} is indirect but VIRTIO_RING_F_INDIRECT_DESC was not negotiated`, false);
+        }
+        if (indirect) throw new VirtqueueError("indirect-nested", `indirect table holds an indirect descriptor (${index})`, false); // §2.7.5.3.1
+        if ((d.flags & DESC_F_NEXT) !== 0) {
+          throw new VirtqueueError("indirect-with-next", `descriptor ${index} sets both INDIRECT and NEXT`, false); // §2.7.5.3.1
+        }
+        if (d.len === 0 || d.len % DESC_SIZE !== 0 || d.len / DESC_SIZE > QUEUE_SIZE_MAX) {
+          throw new VirtqueueError("indirect-size", `indirect table length ${d.len} is not a non-zero multiple of ${DESC_SIZE} up to ${QUEUE_SIZE_MAX} entries`, false);
+        }
+        const addr = this.checkedAddr(d.addr, d.len, index);
+        // The write flag of the descriptor naming a table is ignored. §2.7.5.3.2
+        table = addr;
+        tableLen = d.len / DESC_SIZE;
+        index = 0;
+        indirect = true;
+        visited = 0;
+        continue;
+      }
+      const addr = this.checkedAddr(d.addr, d.len, index);
+      if ((d.flags & DESC_F_WRITE) !== 0) {
+        chain.writable.push({ addr, len: d.len });
+        chain.writableBytes += d.len;
+      } else {
+        if (chain.writable.length > 0) {
+          throw new VirtqueueError("write-before-read", `descriptor ${index} is device-readable after a device-writable one`, false); // §2.7.4.2
+        }
+        chain.readable.push({ addr, len: d.len });
+        chain.readableBytes += d.len;
+      }
+      if (chain.readableBytes + chain.writableBytes > CHAIN_BYTES_MAX) {
+        throw new VirtqueueError("chain-bytes", `chain from head ${head} is over 2^32 bytes`, false); // §2.7.4.1
+      }
+      if ((d.flags & DESC_F_NEXT) === 0) return chain;
+      index = d.next;
+    }
+  }
+
+  /** Takes the next chain: peek, advance, parse. A non-fatal error has consumed the slot (answer it with `head`). */
+  pop(): { head: number; chain?: DescriptorChain; error?: VirtqueueError } {
+    const head = this.peekHead();
+    this.advance();
+    try {
+      return { head, chain: this.parseChain(head) };
+    } catch (e) {
+      if (e instanceof VirtqueueError && !e.fatal) return { head, error: e };
+      throw e;
+    }
+  }
+
+  /** Publishes a used element (virtio 1.2 §2.7.8): the element first, then used.idx. */
+  pushUsed(head: number, len: number): void {
+    const slot = this.usedRing + USED_ELEM_SIZE * (this.pos.nextUsed % this.size);
+    this.mem.writeU32(slot, head);
+    this.mem.writeU32(slot + 4, len);
+    this.pos.nextUsed = (this.pos.nextUsed + 1) & 0xffff;
+    this.mem.writeU16(this.layout.used + 2, this.pos.nextUsed);
+  }
+
+  /**
+   * Whether the driver wants an interrupt for the used entries published since `oldUsed`.
+   * EVENT_IDX: vring_need_event(used_event, new, old) (§2.7.10); otherwise avail.flags NO_INTERRUPT (§2.7.7).
+   */
+  needsInterrupt(oldUsed: number): boolean {
+    if (oldUsed === this.pos.nextUsed) return false;
+    if (this.layout.eventIdx) return vringNeedEvent(this.mem.readU16(this.usedEventAddr), this.pos.nextUsed, oldUsed);
+    return (this.mem.readU16(this.layout.avail) & AVAIL_F_NO_INTERRUPT) === 0;
+  }
+
+  /** With EVENT_IDX, asks for a kick when the driver makes the next buffer available (§2.7.10). */
+  publishAvailEvent(): void {
+    if (this.layout.eventIdx) this.mem.writeU16(this.availEventAddr, this.pos.lastAvail);
+  }
+
+  private readDesc(gpa: number): RawDesc {
+    try {
+      return {
+        addr: this.mem.readU64(gpa),
+        len: this.mem.readU32(gpa + 8),
+        flags: this.mem.readU16(gpa + 12),
+        next: this.mem.readU16(gpa + 14),
+      };
+    } catch (e) {
+      if (e instanceof GuestMemoryError) {
+        throw new VirtqueueError("desc-address", `descriptor at ${hex(gpa)} is not guest RAM`, false);
+      }
+      throw e;
+    }
+  }
+
+  private checkedAddr(addr: bigint, len: number, index: number): number {
+    if (addr > BigInt(Number.MAX_SAFE_INTEGER) || !this.mem.contains(Number(addr), len)) {
+      throw new VirtqueueError("desc-address", `descriptor ${index} buffer ${hex(addr)}+${hex(len)} is not guest RAM`, false);
+    }
+    return Number(addr);
+  }
+}
