@@ -10,7 +10,11 @@ import {
 } from "../sys/index.js";
 import type { GuestMemory } from "../memory/guest-memory.js";
 import { createMemfdGuestMemory, type MemfdGuestMemory } from "../memory/create.js";
-import type { Machine } from "./machine.js";
+import type { Machine, VirtioSlot } from "./machine.js";
+import type { DriveSlot } from "./drives.js";
+import * as sys from "../sys/index.js";
+import { createTransportState } from "../cards/index.js";
+import { MMIO_QUEUE_NOTIFY } from "../devices/virtio/spec.js";
 import type { KvmVcpuBackend } from "./vcpu-worker.js";
 import {
   prepareBoot, parseKernelImage, memoryLayout, applySregsPatch, vcpuCpuid, KVM_TSS_START, KVM_IDENTITY_MAP_START,
@@ -137,6 +141,30 @@ export interface KvmMachineConfig extends BootInputs {
   vcpus: number;
   memMiB: number;
   kvmPath?: string;
+  /** Drives with their slots (drives.ts); their descriptions must already be on `cmdline`. */
+  driveSlots?: readonly DriveSlot[];
+}
+
+/**
+ * Per drive: its shared transport state, the notify eventfd registered as an ioeventfd on the
+ * queue's QueueNotify (a guest kick then never exits to userspace) and the irqfd on its GSI
+ * (src/cards/README.md). Needs the in-kernel irqchip; done before any vCPU exists.
+ */
+function wireVirtioSlots(vm: VmFd, slots: readonly DriveSlot[], opened: VirtioSlot[]): void {
+  for (const slot of slots) {
+    const notifyFd = sys.eventfd(0, sys.EFD_CLOEXEC);
+    let irqFd: number;
+    try {
+      irqFd = sys.eventfd(0, sys.EFD_CLOEXEC);
+    } catch (e) {
+      sys.close(notifyFd);
+      throw e;
+    }
+    opened.push({ name: `virtio-blk-${slot.drive.id}`, base: slot.base, gsi: slot.gsi, state: createTransportState(), notifyFd, irqFd, drive: slot.drive });
+    // Queue 0 is the only queue a virtio-blk card serves; the data match is the queue index.
+    vm.ioeventfd({ addr: BigInt(slot.base + MMIO_QUEUE_NOTIFY), len: 4, fd: notifyFd, datamatch: 0n });
+    vm.irqfd({ fd: irqFd, gsi: slot.gsi });
+  }
 }
 
 /**
@@ -149,10 +177,18 @@ export function buildKvmMachine(config: KvmMachineConfig): Machine {
   let vm: VmFd | undefined;
   let mem: MemfdGuestMemory | undefined;
   const vcpus: VcpuFd[] = [];
+  const virtio: VirtioSlot[] = [];
+  const closeVirtio = () => {
+    for (const v of virtio) {
+      sys.close(v.notifyFd);
+      sys.close(v.irqFd);
+    }
+  };
   try {
     vm = kvm.createVm();
     mem = createMemfdGuestMemory(memoryLayout(config.memMiB * 1024 * 1024));
     configureVm(kvm, vm, mem.memory);
+    wireVirtioSlots(vm, config.driveSlots ?? [], virtio);
     for (let i = 0; i < config.vcpus; i++) vcpus.push(vm.createVcpu(i));
     const boot = configureVcpus(kvm, vcpus, mem.memory, config);
     const vmFd = vm;
@@ -169,7 +205,13 @@ export function buildKvmMachine(config: KvmMachineConfig): Machine {
       irqLine: (line, level) => vmFd.irqLine(line, level),
       boot,
       memory: memory.memory,
+      virtio,
+      guestMemfd: {
+        fd: memory.fd,
+        regions: memory.memory.regions.map((r) => ({ gpa: r.gpa, size: r.size, fdOffset: r.fdOffset })),
+      },
       close() {
+        closeVirtio();
         for (const v of vcpus) v.close();
         memory.close();
         vmFd.close();
@@ -177,6 +219,7 @@ export function buildKvmMachine(config: KvmMachineConfig): Machine {
       },
     };
   } catch (e) {
+    closeVirtio();
     for (const v of vcpus) v.close();
     mem?.close();
     vm?.close();

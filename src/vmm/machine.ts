@@ -4,7 +4,23 @@
 // without /dev/kvm.
 
 import type { GuestMemory } from "../memory/guest-memory.js";
+import type { CardRegion } from "../cards/index.js";
 import type { BootSummary } from "./builder.js";
+import type { DriveConfig } from "./drives.js";
+
+/** A virtio-mmio device slot whose backend is a card (DESIGN.md §1: off the vCPU threads). */
+export interface VirtioSlot {
+  name: string;
+  base: number;
+  gsi: number;
+  /** The transport's guest-visible state, shared by the vCPU workers and the card. */
+  state: SharedArrayBuffer;
+  /** Signalled by a guest QueueNotify write (KVM_IOEVENTFD), read by the card. */
+  notifyFd: number;
+  /** Written by the card to raise the device interrupt (KVM_IRQFD). */
+  irqFd: number;
+  drive: DriveConfig;
+}
 
 export interface MachineVcpu {
   readonly id: number;
@@ -22,6 +38,10 @@ export interface Machine {
   irqLine(line: number, level: boolean): void;
   readonly boot: BootSummary;
   readonly memory: GuestMemory;
+  /** Virtio devices served by cards. */
+  readonly virtio: readonly VirtioSlot[];
+  /** The memfd behind guest RAM and where each region lies in it, so a card can map RAM itself. */
+  readonly guestMemfd?: { fd: number; regions: CardRegion[] };
   /** Releases every host resource. Only once no vCPU thread runs. */
   close(): void;
 }

@@ -10,6 +10,8 @@ import { Bus } from "../devices/bus.js";
 import { VmControl } from "./control.js";
 import { attachLegacyDevices, type LegacyStates } from "./legacy.js";
 import { runVcpuLoop, type VcpuStop } from "./exit-loop.js";
+import { createVirtioMmioDevice } from "../cards/index.js";
+import { VIRTIO_MMIO_SLOT_SIZE } from "../arch/x86_64/layout.js";
 
 export interface VcpuWorkerData {
   vcpuId: number;
@@ -20,6 +22,8 @@ export interface VcpuWorkerData {
   consoleFd: number;
   /** What the backend needs to open this vCPU (MachineVcpu.backend). */
   backend: unknown;
+  /** Virtio-mmio windows to put on this vCPU's MMIO bus (their cards run elsewhere). */
+  virtio: Array<{ name: string; base: number; state: SharedArrayBuffer; notifyFd: number }>;
 }
 
 export type VcpuWorkerMessage =
@@ -72,6 +76,9 @@ export function runVcpuThread(open: (backend: unknown, vcpuId: number) => Opened
     onReset: () => requestStop({ kind: "reset" }),
     onDebugExit: (status) => requestStop({ kind: "debug-exit", status }),
   });
+
+  // Only the register file is handled on this thread: queue work belongs to the device's card.
+  for (const v of data.virtio) mmio.insert(v.base, VIRTIO_MMIO_SLOT_SIZE, v.name, createVirtioMmioDevice(v.state, v.notifyFd));
 
   post({ type: "ready", vcpuId: data.vcpuId, tid: gettid() });
   if (!control.waitForGo()) {

@@ -17,6 +17,8 @@ import type { VcpuStop } from "./exit-loop.js";
 import type { VcpuWorkerData, VcpuWorkerMessage } from "./vcpu-thread.js";
 import { measureBoot, type PcrBank } from "../security/pcr.js";
 import { randomUUID } from "node:crypto";
+import { assignDriveSlots, virtioMmioCmdline, type DriveConfig } from "./drives.js";
+import { startCard, type CardHandle, type CardMetricsSnapshot, type RateLimiterConfig } from "../cards/index.js";
 
 export const MAX_VCPUS = 8;
 export const MIN_MEM_MIB = 16;
@@ -36,6 +38,8 @@ export interface VmConfig {
   kvmPath?: string;
   /** The VM's identity (measured into PCR4); a random UUID when not given. */
   id?: string;
+  /** virtio-blk drives, each served by its own card. */
+  drives?: DriveConfig[];
 }
 
 /** How the VM ended. */
@@ -90,6 +94,7 @@ export class Vm extends EventEmitter {
   private closed = false;
   startedAt: number | undefined;
   private paused = false;
+  private readonly cards = new Map<string, CardHandle>();
   /** The VM's identity (PCR4). */
   readonly id: string;
   /**
@@ -130,10 +135,15 @@ export class Vm extends EventEmitter {
   /** Builds a KVM-backed VM ready to start: KVM objects, memory, the loaded kernel, vCPUs. */
   static create(config: VmConfig): Vm {
     validateVmConfig(config);
+    const driveSlots = assignDriveSlots(config.drives ?? []);
     const id = config.id ?? randomUUID();
-    // Measured boot: the exact bytes given to the guest, before any vCPU exists (DESIGN.md §5).
+    // Measured boot, before any vCPU exists (DESIGN.md §5): the kernel and initrd bytes and the
+    // command line as the user gave it. The device descriptions the VMM appends for its own
+    // virtio slots are not measured (they follow from the VM's configuration, not the image).
     const pcrs = measureBoot({ kernel: config.kernel.bytes, initrd: config.initrd?.bytes, cmdline: config.cmdline, vmId: id });
-    return new Vm(buildKvmMachine(config), config.consoleFd, { id, pcrs });
+    const devices = virtioMmioCmdline(driveSlots);
+    const cmdline = devices === "" ? config.cmdline : `${config.cmdline} ${devices}`.trim();
+    return new Vm(buildKvmMachine({ ...config, cmdline, driveSlots }), config.consoleFd, { id, pcrs });
   }
 
   get state(): VmState {
@@ -187,6 +197,15 @@ export class Vm extends EventEmitter {
     // KVM_RUN returns EINTR on the kick signal only if it has a handler (its default action
     // would end the process).
     sys.installSignalHandler("SIGUSR2");
+    // Cards first: each writes its device's identity and config space into the transport
+    // state, which the guest may read from its first instruction on.
+    try {
+      await this.startCards();
+    } catch (e) {
+      await this.stopCards();
+      this.started = false;
+      throw e;
+    }
     const ready = this.slots.map((slot, i) => {
       const data: VcpuWorkerData = {
         vcpuId: slot.id,
@@ -195,6 +214,7 @@ export class Vm extends EventEmitter {
         legacy: this.legacy,
         consoleFd: this.consoleFd,
         backend: this.machine.vcpus[i]!.backend,
+        virtio: this.machine.virtio.map((v) => ({ name: v.name, base: v.base, state: v.state, notifyFd: v.notifyFd })),
       };
       const worker = new Worker(this.machine.workerUrl, { workerData: data });
       slot.worker = worker;
@@ -247,6 +267,42 @@ export class Vm extends EventEmitter {
     return this.exited;
   }
 
+  /** Counters of every drive's card, by drive id. */
+  driveMetrics(): Record<string, CardMetricsSnapshot> {
+    const out: Record<string, CardMetricsSnapshot> = {};
+    for (const [id, card] of this.cards) out[id] = card.metrics();
+    return out;
+  }
+
+  /** Replaces a drive's rate limiter while the VM runs (Firecracker's PATCH /drives semantics). */
+  updateDriveRateLimiter(driveId: string, config: RateLimiterConfig): void {
+    const card = this.cards.get(driveId);
+    if (card === undefined) throw new Error(`no running drive "${driveId}"`);
+    card.updateRateLimiter(config);
+  }
+
+  private async startCards(): Promise<void> {
+    const memfd = this.machine.guestMemfd;
+    for (const slot of this.machine.virtio) {
+      if (memfd === undefined) throw new Error("this machine's guest memory cannot be mapped by a card");
+      const card = await startCard({
+        kind: "blk",
+        name: slot.name,
+        memfd: memfd.fd,
+        regions: memfd.regions,
+        transportState: slot.state,
+        notifyFd: slot.notifyFd,
+        irqFd: slot.irqFd,
+        config: { path: slot.drive.path, readOnly: slot.drive.readOnly, id: slot.drive.id, rateLimiter: slot.drive.rateLimiter },
+      });
+      this.cards.set(slot.drive.id, card);
+    }
+  }
+
+  private async stopCards(): Promise<void> {
+    await Promise.allSettled([...this.cards.values()].map((c) => c.stop()));
+  }
+
   /** Exit counters of every vCPU. */
   exitCounters(): Array<Record<CounterName, number>> {
     return this.slots.map((_, i) => this.control.snapshot(i));
@@ -296,7 +352,8 @@ export class Vm extends EventEmitter {
     // One vCPU stopping stops the VM: wake the others out of KVM_RUN.
     this.control.requestStop();
     this.kickAll();
-    if (this.slots.every((s) => s.done)) this.settle();
+    // The VM has ended once every vCPU thread has and the cards have finished their work.
+    if (this.slots.every((s) => s.done)) void this.stopCards().then(() => this.settle());
   }
 
   private settle(): void {

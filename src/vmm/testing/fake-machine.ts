@@ -4,13 +4,18 @@
 // guest sits in KVM_RUN, so only a real tgkill gets it out (with EINTR).
 
 import { GuestMemory } from "../../memory/guest-memory.js";
-import type { Machine } from "../machine.js";
+import { createMemfdGuestMemory } from "../../memory/create.js";
+import * as sys from "../../sys/index.js";
+import { createTransportState } from "../../cards/index.js";
+import { assignDriveSlots, type DriveConfig } from "../drives.js";
+import type { Machine, VirtioSlot } from "../machine.js";
 import type { BootSummary } from "../builder.js";
 
 export type FakeStep =
   | { out: number; bytes: number[] } // port write
   | { mmioWrite: number; bytes: number[] }
   | { inb: number } // port read; the byte read is stored in shared Int32[2]
+  | { waitFor: number } // wait until the test raises shared Int32[4] to at least this
   | { shutdown: true } // triple fault
   | { block: true } // run until kicked
   | { fail: string }; // KVM_RUN fails with this message
@@ -18,7 +23,10 @@ export type FakeStep =
 /** MachineVcpu.backend of a fake vCPU. */
 export interface FakeVcpuBackend {
   script: FakeStep[];
-  /** Int32[0] mirrors kvm_run.immediate_exit; Int32[1] counts irq-line pulses; Int32[2] is the last byte read; Int32[3] counts runs ended by a signal. */
+  /**
+   * Int32[0] mirrors kvm_run.immediate_exit; Int32[1] counts irq-line pulses; Int32[2] is the last
+   * byte read; Int32[3] counts runs ended by a signal; Int32[4] is the test's go-ahead counter.
+   */
   shared: SharedArrayBuffer;
 }
 
@@ -27,8 +35,23 @@ export interface FakeMachine extends Machine {
   shared: SharedArrayBuffer[];
 }
 
-export function fakeMachine(scripts: FakeStep[][]): FakeMachine {
-  const shared = scripts.map(() => new SharedArrayBuffer(16));
+/**
+ * `drives`: virtio-blk slots wired as on KVM but with plain eventfds (the irq eventfd is
+ * non-blocking, for the test to poll) and 2 MiB of memfd guest RAM a card can map.
+ */
+export function fakeMachine(scripts: FakeStep[][], opts: { drives?: DriveConfig[] } = {}): FakeMachine {
+  const drives = opts.drives ?? [];
+  const ram = drives.length > 0 ? createMemfdGuestMemory([[0, 2 * 1024 * 1024]]) : undefined;
+  const virtio: VirtioSlot[] = assignDriveSlots(drives).map((slot) => ({
+    name: `virtio-blk-${slot.drive.id}`,
+    base: slot.base,
+    gsi: slot.gsi,
+    state: createTransportState(),
+    notifyFd: sys.eventfd(0, sys.EFD_CLOEXEC),
+    irqFd: sys.eventfd(0, sys.EFD_CLOEXEC | sys.EFD_NONBLOCK),
+    drive: slot.drive,
+  }));
+  const shared = scripts.map(() => new SharedArrayBuffer(20));
   const boot: BootSummary = {
     protocol: "linux64",
     kernelFormat: "elf",
@@ -47,11 +70,20 @@ export function fakeMachine(scripts: FakeStep[][]): FakeMachine {
     })),
     irqLine: () => {},
     boot,
-    memory: GuestMemory.anonymous([[0, 0x1000]]),
+    memory: ram?.memory ?? GuestMemory.anonymous([[0, 0x1000]]),
+    virtio,
+    ...(ram !== undefined
+      ? { guestMemfd: { fd: ram.fd, regions: ram.memory.regions.map((r) => ({ gpa: r.gpa, size: r.size, fdOffset: r.fdOffset })) } }
+      : {}),
     closed: false,
     shared,
     close() {
       m.closed = true;
+      for (const v of virtio) {
+        sys.close(v.notifyFd);
+        sys.close(v.irqFd);
+      }
+      ram?.close();
     },
   };
   return m;

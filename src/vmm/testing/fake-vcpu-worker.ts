@@ -43,6 +43,17 @@ runVcpuThread((backend, vcpuId) => {
           }
         }
         if ("fail" in step) throw new Error(step.fail);
+        if ("waitFor" in step) {
+          while (Atomics.load(words, 4) < step.waitFor) {
+            if (Atomics.load(words, 0) !== 0) {
+              script.unshift(step);
+              throw new SysError("KVM_RUN", EINTR);
+            }
+            Atomics.wait(words, 4, Atomics.load(words, 4), 20);
+          }
+          current = { kind: "intr" };
+          return;
+        }
         if ("shutdown" in step) current = { kind: "shutdown" };
         else if ("inb" in step) {
           lastIn = new Uint8Array(1);

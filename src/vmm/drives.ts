@@ -1,0 +1,59 @@
+// Block drives of a VM: validated at the edge (the image exists and can be opened the way the
+// drive needs), given a virtio-mmio slot and an interrupt line, and described to the guest on
+// the kernel command line the way Firecracker does (`virtio_mmio.device=<size>@<addr>:<irq>`).
+
+import { DriveConfigError, openImage, type RateLimiterConfig } from "../cards/index.js";
+import { VIRTIO_MMIO_START, VIRTIO_MMIO_SLOT_SIZE, VIRTIO_MMIO_END, IRQ_BASE, IRQ_MAX } from "../arch/x86_64/layout.js";
+
+export interface DriveConfig {
+  /** Drive id (Firecracker's drive_id); also the virtio-blk serial (GET_ID), at most 20 bytes. */
+  id: string;
+  /** Raw image file. */
+  path: string;
+  readOnly?: boolean;
+  rateLimiter?: RateLimiterConfig;
+}
+
+export interface DriveSlot {
+  drive: DriveConfig;
+  /** Guest-physical base of the device's virtio-mmio window. */
+  base: number;
+  /** The interrupt line (GSI) of the device. */
+  gsi: number;
+}
+
+export { DriveConfigError };
+
+/** virtio 1.2 §5.2.6: GET_ID answers at most 20 bytes. */
+const MAX_ID_BYTES = 20;
+
+/** Checks each drive at the edge and gives it a slot. Throws DriveConfigError naming the drive and the problem. */
+export function assignDriveSlots(drives: readonly DriveConfig[]): DriveSlot[] {
+  const ids = new Set<string>();
+  const maxSlots = Math.min((VIRTIO_MMIO_END - VIRTIO_MMIO_START) / VIRTIO_MMIO_SLOT_SIZE, IRQ_MAX - IRQ_BASE + 1);
+  if (drives.length > maxSlots) throw new DriveConfigError(`${drives.length} drives given; at most ${maxSlots} fit`);
+  return drives.map((drive, i) => {
+    if (!/^[A-Za-z0-9_-]+$/.test(drive.id) || Buffer.byteLength(drive.id) > MAX_ID_BYTES) {
+      throw new DriveConfigError(`drive id "${drive.id}" must be 1-${MAX_ID_BYTES} letters, digits, '_' or '-'`);
+    }
+    if (ids.has(drive.id)) throw new DriveConfigError(`drive id "${drive.id}" is used twice`);
+    ids.add(drive.id);
+    checkImage(drive);
+    return { drive, base: VIRTIO_MMIO_START + i * VIRTIO_MMIO_SLOT_SIZE, gsi: IRQ_BASE + i };
+  });
+}
+
+/** Opens the image the way the card will (same checks, same messages) and closes it again. */
+function checkImage(drive: DriveConfig): void {
+  try {
+    openImage(drive.path, drive.readOnly === true).close();
+  } catch (e) {
+    if (e instanceof DriveConfigError) throw new DriveConfigError(`drive ${drive.id}: ${e.message}`);
+    throw e;
+  }
+}
+
+/** The kernel command line fragment that describes the slots to the guest. */
+export function virtioMmioCmdline(slots: readonly DriveSlot[]): string {
+  return slots.map((s) => `virtio_mmio.device=4K@0x${s.base.toString(16)}:${s.gsi}`).join(" ");
+}
