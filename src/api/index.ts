@@ -1,0 +1,17 @@
+// The control plane's public surface: the REST server, its config file, metrics, logs, the
+// runtime registry and a small client. The CLI (src/cli) wires these; see README.md here.
+
+export {
+  startApiServer, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_INSTANCE_ID, APP_NAME,
+  type ApiServerOptions, type ApiServerHandle, type InstanceState,
+} from "./server.js";
+export {
+  configFromFirecrackerJson, parseFirecrackerConfigFile, microVmConfigFrom, DEFAULT_MACHINE, type VmResources,
+} from "./config.js";
+export { FaultError } from "./schema.js";
+export { apiRequest, faultOf, type ApiResponse } from "./client.js";
+export { registerRunningVm, listRunningVms, findRunningVm, defaultRuntimeDir, type RunningVm } from "./registry.js";
+export {
+  startPrometheusServer, prometheusText, metricsLine, parseHostPort, type MetricsSnapshot, type PrometheusServerHandle,
+} from "./metrics.js";
+export { JsonLogger, type LogSink } from "./logger.js";

@@ -1,0 +1,591 @@
+// The Firecracker-compatible REST API: HTTP/1.1 on a Unix socket, one microVM per process.
+// Requests are handled one at a time, in arrival order (Firecracker's API thread does the same),
+// so InstanceStart cannot interleave with a configuration change. Bodies are validated against
+// the spec's definitions (schema.ts) before any state changes. Every error is a 400 with
+// {"fault_message"}: unknown paths and methods too, as Firecracker answers them
+// ("Invalid request method and/or path: ..."). See README.md beside this file for every endpoint.
+
+import { EventEmitter } from "node:events";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { connect } from "node:net";
+import { closeSync, constants, existsSync, openSync, readFileSync, statSync, unlinkSync } from "node:fs";
+import { join } from "node:path";
+import type { Socket } from "node:net";
+import type { Vm, VmExit } from "../vmm/vm.js";
+import { packageRoot } from "../probe/path.js";
+import { MicroVM, defaultVmFactory, type VmFactory } from "../sdk/microvm.js";
+import {
+  FaultError, bootSource, checkResourceId, drive, entropy, instanceAction, logger as loggerSchema, machineConfig,
+  machineConfigPatch, metrics as metricsSchema, partialDrive, serial as serialSchema, vmState,
+} from "./schema.js";
+import {
+  DEFAULT_MACHINE, DRIVES_REFUSED, ENTROPY_REFUSED, checkMachineSupported, checkSerialSupported, microVmConfigFrom,
+  refuseDrive, type VmResources,
+} from "./config.js";
+import { JsonLogger, type LogSink } from "./logger.js";
+import { ApiMetrics, MetricsWriter, metricsLine, type MetricsSnapshot } from "./metrics.js";
+
+/** Firecracker's default `--http-api-max-payload-size`. */
+export const DEFAULT_MAX_PAYLOAD_BYTES = 51_200;
+export const APP_NAME = "Typervisor";
+export const DEFAULT_INSTANCE_ID = "anonymous-instance";
+
+export interface ApiServerOptions {
+  /** Where to listen. A stale socket file (nobody listening) is replaced; a live one is an error. */
+  socketPath: string;
+  /** Builds the VM at InstanceStart. Default: KVM (`Vm.create`). */
+  vmFactory?: VmFactory;
+  /** The instance id of GET / and of metrics lines with `emit_id`. */
+  id?: string;
+  /** Guest serial output when PUT /serial gave no path: a file descriptor (default 1, stdout, as Firecracker). */
+  consoleFd?: number;
+  /** Largest request body accepted (bytes). Default 51200, as Firecracker. */
+  maxPayloadBytes?: number;
+  /** A client must send its headers within this (default 10 s), and its whole request within `requestTimeoutMs` (default 30 s). */
+  headersTimeoutMs?: number;
+  requestTimeoutMs?: number;
+  /** Idle keep-alive connections are closed after this (default 5 s). */
+  keepAliveTimeoutMs?: number;
+  /** Metrics lines are written this often once PUT /metrics is done (default 60 s, as Firecracker). */
+  metricsIntervalMs?: number;
+  /** Resources to apply before listening (from `--config-file`). */
+  resources?: VmResources;
+  /** With `resources`: start the microVM at once, as Firecracker does with `--config-file`. */
+  startOnConfig?: boolean;
+  /** Where log lines go before PUT /logger names a file (the CLI passes stderr). */
+  logSink?: LogSink;
+}
+
+export type InstanceState = "Not started" | "Running" | "Paused";
+
+/** What `startApiServer` gives back. Events: `start` (MicroVM), `exit` (VmExit), `request` ({route, status, us}). */
+export interface ApiServerHandle extends EventEmitter {
+  readonly socketPath: string;
+  readonly id: string;
+  /** The microVM once InstanceStart has built it. */
+  readonly microvm: MicroVM | undefined;
+  /** The VM underneath, once started. */
+  readonly vm: Vm | undefined;
+  /** GET /'s state. */
+  readonly state: InstanceState;
+  /** How the VM ended, once it has. */
+  readonly exit: VmExit | undefined;
+  /** The metrics snapshot (for `startPrometheusServer(host, port, () => handle.metrics())`). */
+  metrics(): MetricsSnapshot;
+  /** Runs InstanceStart as the API would (the CLI's `--config-file`); rejects with the fault message. */
+  startInstance(): Promise<void>;
+  /** Stops the VM if it runs, closes every connection and removes the socket file. */
+  close(): Promise<void>;
+}
+
+function vmmVersion(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(join(packageRoot(), "package.json"), "utf8")) as { version?: string };
+    return pkg.version ?? "0.0.0";
+  } catch {
+    return "0.0.0";
+  }
+}
+
+/** Route templates: counted in metrics by these, so hostile paths cannot grow the table. */
+function routeOf(method: string, path: string): { route: string; param?: string } {
+  const m = /^\/drives\/([^/]*)$/.exec(path);
+  if (m) return { route: `${method} /drives/{drive_id}`, param: decodeURIComponentSafe(m[1]!) };
+  return { route: `${method} ${path}` };
+}
+
+function decodeURIComponentSafe(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return s;
+  }
+}
+
+const KNOWN_ROUTES = new Set([
+  "GET /", "GET /version", "GET /vm/config", "GET /machine-config",
+  "PUT /machine-config", "PATCH /machine-config", "PUT /boot-source",
+  "PUT /drives/{drive_id}", "PATCH /drives/{drive_id}",
+  "PUT /logger", "PUT /metrics", "PUT /entropy", "PUT /serial", "PUT /actions", "PATCH /vm",
+]);
+
+/** Paths of the spec this build does not serve; they answer with a reason rather than "invalid path". */
+const NOT_SUPPORTED: Array<[RegExp, string]> = [
+  [/^\/balloon(\/.*)?$/, "the balloon device is not supported by this Typervisor build"],
+  [/^\/cpu-config$/, "custom CPU configuration is not supported by this Typervisor build"],
+  [/^\/pmem\/[^/]+$/, "pmem devices are not supported by this Typervisor build"],
+  [/^\/mmds(\/config)?$/, "MMDS is not supported by this Typervisor build"],
+  [/^\/hotplug\/memory$/, "memory hotplug is not supported by this Typervisor build"],
+  [/^\/network-interfaces\/[^/]+$/, "network interfaces are not supported yet by this Typervisor build: there is no virtio-net device"],
+  [/^\/snapshot\/(create|load)$/, "snapshots are not supported by this Typervisor build"],
+  [/^\/vsock$/, "vsock is not supported yet by this Typervisor build: there is no virtio-vsock device"],
+];
+
+const NOT_AFTER_START = "the requested operation is not supported after starting the microVM";
+const NOT_BEFORE_START = "the requested operation is not supported before starting the microVM";
+
+class ApiServer extends EventEmitter implements ApiServerHandle {
+  readonly socketPath: string;
+  readonly id: string;
+  private readonly server: Server;
+  private readonly vmFactory: VmFactory;
+  private readonly consoleFd: number;
+  private readonly maxPayload: number;
+  private readonly metricsIntervalMs: number;
+  private readonly version = vmmVersion();
+  private readonly resources: VmResources = { machine: { ...DEFAULT_MACHINE } };
+  private readonly log: JsonLogger;
+  private readonly apiMetrics = new ApiMetrics();
+  private metricsWriter: MetricsWriter | undefined;
+  private microvmValue: MicroVM | undefined;
+  private serialFd = -1;
+  private starting = false;
+  private paused = false;
+  private exitValue: VmExit | undefined;
+  private queue: Promise<unknown> = Promise.resolve();
+  private closed = false;
+
+  constructor(opts: ApiServerOptions) {
+    super();
+    this.socketPath = opts.socketPath;
+    this.id = opts.id ?? DEFAULT_INSTANCE_ID;
+    this.vmFactory = opts.vmFactory ?? defaultVmFactory;
+    this.consoleFd = opts.consoleFd ?? 1;
+    this.maxPayload = opts.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES;
+    this.metricsIntervalMs = opts.metricsIntervalMs ?? 60_000;
+    this.log = new JsonLogger(opts.logSink);
+    const headersTimeout = opts.headersTimeoutMs ?? 10_000;
+    this.server = createServer(
+      {
+        headersTimeout,
+        requestTimeout: Math.max(opts.requestTimeoutMs ?? 30_000, headersTimeout + 1),
+        keepAliveTimeout: opts.keepAliveTimeoutMs ?? 5_000,
+        // How often Node checks the two timeouts above (its default, 30 s, would let a slow
+        // client hold a connection far longer than asked).
+        connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(headersTimeout / 4))),
+        maxHeaderSize: 8 * 1024,
+      },
+      (req, res) => this.onRequest(req, res),
+    );
+    // A client that sends garbage gets 400 and a closed connection, never a crash.
+    this.server.on("clientError", (err: NodeJS.ErrnoException, socket: Socket) => {
+      if (socket.writable && !socket.destroyed) {
+        const status = err.code === "HPE_HEADER_OVERFLOW" ? "431 Request Header Fields Too Large" : err.code === "ERR_HTTP_REQUEST_TIMEOUT" ? "408 Request Timeout" : "400 Bad Request";
+        const body = JSON.stringify({ fault_message: `malformed HTTP request: ${err.code ?? err.message}` });
+        socket.end(`HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+      }
+      socket.destroy();
+    });
+    if (opts.resources !== undefined) this.applyResources(opts.resources);
+  }
+
+  get microvm(): MicroVM | undefined {
+    return this.microvmValue;
+  }
+  get vm(): Vm | undefined {
+    return this.microvmValue?.vm;
+  }
+  get exit(): VmExit | undefined {
+    return this.exitValue;
+  }
+  get state(): InstanceState {
+    if (this.microvmValue === undefined) return "Not started";
+    return this.paused ? "Paused" : "Running";
+  }
+
+  async listen(): Promise<void> {
+    await removeStaleSocket(this.socketPath);
+    await new Promise<void>((resolve, reject) => {
+      this.server.once("error", reject);
+      this.server.listen(this.socketPath, () => {
+        this.server.off("error", reject);
+        resolve();
+      });
+    });
+    this.log.info("api_server", "API server listening", { socket: this.socketPath, id: this.id });
+  }
+
+  metrics(): MetricsSnapshot {
+    const m = this.microvmValue?.metrics();
+    return {
+      utc_timestamp_ms: Date.now(),
+      uptime_ms: m?.uptimeMs ?? 0,
+      api: this.apiMetrics.snapshot(),
+      vcpus: m?.vcpus ?? [],
+      console: m?.console ?? { bytes: 0, droppedBytes: 0 },
+    };
+  }
+
+  startInstance(): Promise<void> {
+    return this.serialized(() => this.instanceStart());
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const mv = this.microvmValue;
+    if (mv !== undefined && this.exitValue === undefined) await mv.stop("api server closed");
+    await new Promise<void>((resolve) => {
+      this.server.close(() => resolve());
+      this.server.closeAllConnections();
+    });
+    this.metricsWriter?.flush();
+    this.metricsWriter?.close();
+    this.log.close();
+    if (this.serialFd >= 0) closeSync(this.serialFd);
+    try {
+      unlinkSync(this.socketPath);
+    } catch {
+      // Already gone.
+    }
+  }
+
+  // ---- HTTP plumbing ----
+
+  private onRequest(req: IncomingMessage, res: ServerResponse): void {
+    const t0 = process.hrtime.bigint();
+    const method = req.method ?? "";
+    const path = (req.url ?? "").split("?")[0]!;
+    const { route, param } = routeOf(method, path);
+    const countedRoute = KNOWN_ROUTES.has(route) ? route : "other";
+    res.on("finish", () => {
+      const us = Number((process.hrtime.bigint() - t0) / 1000n);
+      this.apiMetrics.record(countedRoute, res.statusCode, us);
+      this.emit("request", { route: countedRoute, status: res.statusCode, us });
+      this.log.debug("api_server", "request", { method, path: path.slice(0, 200), status: res.statusCode, us });
+    });
+    const declared = Number(req.headers["content-length"] ?? 0);
+    if (Number.isFinite(declared) && declared > this.maxPayload) {
+      // Do not read what we will refuse: answer and close the connection.
+      this.tooLarge(req, res, declared);
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let refused = false;
+    req.on("data", (c: Buffer) => {
+      if (refused) return;
+      size += c.length;
+      if (size > this.maxPayload) {
+        refused = true;
+        this.tooLarge(req, res, size);
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on("error", () => req.socket.destroy());
+    req.on("end", () => {
+      if (refused) return;
+      const body = Buffer.concat(chunks);
+      void this.serialized(() => this.dispatch(method, path, route, param, body)).then(
+        (answer) => send(res, answer.status, answer.body),
+        (e: unknown) => {
+          const status = e instanceof FaultError ? e.status : 500;
+          const message = e instanceof Error ? e.message : String(e);
+          if (!(e instanceof FaultError)) this.log.error("api_server", "internal error", { route, message });
+          send(res, status, { fault_message: message });
+        },
+      );
+    });
+  }
+
+  private tooLarge(req: IncomingMessage, res: ServerResponse, size: number): void {
+    res.shouldKeepAlive = false;
+    res.setHeader("connection", "close");
+    send(res, 400, {
+      fault_message: `request payload with size ${size} is larger than the limit of ${this.maxPayload} bytes allowed by the server`,
+    });
+    res.on("finish", () => req.socket.destroySoon());
+  }
+
+  /** Runs `fn` after every request before it (one request at a time, as Firecracker). */
+  private serialized<T>(fn: () => Promise<T> | T): Promise<T> {
+    const run = this.queue.then(fn, fn);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  // ---- the API ----
+
+  private async dispatch(method: string, path: string, route: string, param: string | undefined, raw: Buffer): Promise<{ status: number; body?: unknown }> {
+    const json = () => parseBody(method, path, raw);
+    switch (route) {
+      case "GET /":
+        return ok(this.instanceInfo());
+      case "GET /version":
+        return ok({ firecracker_version: this.version });
+      case "GET /machine-config":
+        return ok(this.resources.machine);
+      case "GET /vm/config":
+        return ok(this.fullConfig());
+      case "PUT /machine-config": {
+        const m = checkMachineSupported({ ...DEFAULT_MACHINE, ...machineConfig(json(), "machine-config") });
+        this.preBoot();
+        this.resources.machine = m;
+        return noContent();
+      }
+      case "PATCH /machine-config": {
+        const m = checkMachineSupported({ ...this.resources.machine, ...machineConfigPatch(json(), "machine-config") });
+        this.preBoot();
+        this.resources.machine = m;
+        return noContent();
+      }
+      case "PUT /boot-source": {
+        const b = bootSource(json(), "boot-source");
+        this.preBoot();
+        this.resources.bootSource = b;
+        return noContent();
+      }
+      case "PUT /drives/{drive_id}": {
+        const id = checkResourceId(param!, "drive_id");
+        const body = json();
+        const bodyId = (body as { drive_id?: unknown } | null)?.drive_id;
+        if (typeof bodyId === "string" && bodyId !== id) {
+          throw new FaultError(`drive: the drive_id in the path ("${id}") does not match the one in the body ("${bodyId}")`);
+        }
+        drive(body, "drive");
+        this.preBoot();
+        return refuseDrive(body, "drive");
+      }
+      case "PATCH /drives/{drive_id}": {
+        const id = checkResourceId(param!, "drive_id");
+        partialDrive(json(), "drive");
+        this.postBoot();
+        throw new FaultError(`drive "${id}" not found: ${DRIVES_REFUSED}`);
+      }
+      case "PUT /entropy": {
+        entropy(json(), "entropy");
+        this.preBoot();
+        throw new FaultError(`entropy: ${ENTROPY_REFUSED}`);
+      }
+      case "PUT /serial": {
+        const s = checkSerialSupported(serialSchema(json(), "serial"));
+        this.preBoot();
+        this.resources.serial = s;
+        return noContent();
+      }
+      case "PUT /logger": {
+        const l = loggerSchema(json(), "logger");
+        this.log.configure(l);
+        this.resources.logger = this.log.current;
+        return noContent();
+      }
+      case "PUT /metrics": {
+        const m = metricsSchema(json(), "metrics");
+        this.configureMetrics(m);
+        return noContent();
+      }
+      case "PUT /actions": {
+        const { action_type } = instanceAction(json(), "action");
+        if (action_type === "InstanceStart") await this.instanceStart();
+        else if (action_type === "FlushMetrics") this.flushMetrics();
+        else this.sendCtrlAltDel();
+        return noContent();
+      }
+      case "PATCH /vm": {
+        const { state } = vmState(json(), "vm");
+        await this.setVmState(state);
+        return noContent();
+      }
+    }
+    for (const [re, why] of NOT_SUPPORTED) {
+      if (re.test(path)) throw new FaultError(`${method} ${path}: ${why}`);
+    }
+    throw new FaultError(`Invalid request method and/or path: ${method} ${path.slice(0, 200)}`);
+  }
+
+  private instanceInfo(): Record<string, unknown> {
+    const info: Record<string, unknown> = { id: this.id, state: this.state, vmm_version: this.version, app_name: APP_NAME };
+    // The spec's states stop at Paused; a VM that has ended says how in a field of our own.
+    if (this.exitValue !== undefined) info["typervisor_exit"] = this.exitValue;
+    return info;
+  }
+
+  private fullConfig(): Record<string, unknown> {
+    const out: Record<string, unknown> = { "machine-config": this.resources.machine, drives: [] };
+    if (this.resources.bootSource) out["boot-source"] = this.resources.bootSource;
+    if (this.resources.logger) out["logger"] = this.resources.logger;
+    if (this.resources.metrics) out["metrics"] = this.resources.metrics;
+    return out;
+  }
+
+  private applyResources(r: VmResources): void {
+    this.resources.machine = { ...r.machine };
+    if (r.bootSource) this.resources.bootSource = { ...r.bootSource };
+    if (r.serial) this.resources.serial = { ...r.serial };
+    if (r.logger) {
+      this.log.configure(r.logger);
+      this.resources.logger = this.log.current;
+    }
+    if (r.metrics) this.configureMetrics(r.metrics);
+  }
+
+  private configureMetrics(m: NonNullable<VmResources["metrics"]>): void {
+    if (this.metricsWriter !== undefined) {
+      throw new FaultError("metrics: the metrics system is already initialized (PUT /metrics may be done once)");
+    }
+    const extra = { ...(m.emit_id ? { id: this.id } : {}), ...(m.properties ? { properties: m.properties } : {}) };
+    this.metricsWriter = new MetricsWriter(m.metrics_path, () => metricsLine(this.metrics(), extra), this.metricsIntervalMs);
+    this.resources.metrics = m;
+  }
+
+  private flushMetrics(): void {
+    if (this.metricsWriter === undefined) {
+      throw new FaultError("FlushMetrics: the metrics system is not initialized: PUT /metrics first");
+    }
+    this.metricsWriter.flush();
+  }
+
+  private preBoot(): void {
+    if (this.microvmValue !== undefined || this.starting) throw new FaultError(NOT_AFTER_START);
+  }
+
+  private postBoot(): void {
+    if (this.microvmValue === undefined) throw new FaultError(NOT_BEFORE_START);
+    if (this.exitValue !== undefined) throw new FaultError(`the microVM has stopped (${describeExit(this.exitValue)})`);
+  }
+
+  private async instanceStart(): Promise<void> {
+    this.preBoot();
+    const cfg = microVmConfigFrom(this.resources);
+    const consoleFd = this.openSerial();
+    let mv: MicroVM;
+    this.starting = true;
+    try {
+      try {
+        mv = MicroVM.create({ ...cfg, consoleFd, vmFactory: this.vmFactory });
+      } catch (e) {
+        throw new FaultError(`InstanceStart: ${(e as Error).message}`);
+      }
+      mv.on("exit", (exit) => {
+        this.exitValue = exit;
+        this.paused = false;
+        const level = exit.kind === "crash" || exit.kind === "error" ? "Error" : "Info";
+        this.log.log(level, "vmm", "microVM stopped", { exit: exit as unknown as Record<string, unknown> });
+        this.metricsWriter?.flush();
+        this.emit("exit", exit);
+      });
+      try {
+        await mv.start();
+      } catch (e) {
+        await mv.stop("start failed").catch(() => undefined);
+        throw new FaultError(`InstanceStart: the microVM failed to start: ${(e as Error).message}`);
+      }
+    } finally {
+      this.starting = false;
+    }
+    this.microvmValue = mv;
+    this.log.info("vmm", "microVM started", { vcpus: cfg.vcpus, mem_mib: cfg.memMiB, kernel: cfg.kernel });
+    this.emit("start", mv);
+  }
+
+  /** The console: PUT /serial's path (a file is appended to; a FIFO is written blocking), else `consoleFd`. */
+  private openSerial(): number {
+    const path = this.resources.serial?.serial_out_path;
+    if (path === undefined) return this.consoleFd;
+    try {
+      // A FIFO opened O_RDWR never blocks the open (no reader needed) and gives the vCPU
+      // threads a blocking fd: a guest that out-writes the reader waits, as on a real line.
+      const fifo = existsSync(path) && statSync(path).isFIFO();
+      const fd = fifo ? openSync(path, constants.O_RDWR) : openSync(path, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT, 0o600);
+      if (this.serialFd >= 0) closeSync(this.serialFd);
+      this.serialFd = fd;
+      return fd;
+    } catch (e) {
+      throw new FaultError(`serial.serial_out_path "${path}" cannot be opened for writing: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+  }
+
+  private sendCtrlAltDel(): void {
+    this.postBoot();
+    const vm = this.vm as unknown as { sendCtrlAltDel?: () => void };
+    if (typeof vm.sendCtrlAltDel !== "function") {
+      throw new FaultError(
+        "SendCtrlAltDel is not supported by this Typervisor build: the i8042 model has no keyboard input path to deliver the Ctrl+Alt+Del scan codes",
+      );
+    }
+    vm.sendCtrlAltDel();
+  }
+
+  private async setVmState(state: "Paused" | "Resumed"): Promise<void> {
+    this.postBoot();
+    const mv = this.microvmValue!;
+    // Firecracker answers 204 to Paused on a paused VM and Resumed on a running one.
+    if (state === "Paused" && !this.paused) {
+      await mv.pause();
+      this.paused = mv.state === "paused";
+    } else if (state === "Resumed" && this.paused) {
+      mv.resume();
+      this.paused = false;
+    }
+  }
+}
+
+function describeExit(e: VmExit): string {
+  switch (e.kind) {
+    case "debug-exit":
+      return `debug exit, status ${e.status}`;
+    case "stopped":
+      return `stopped by ${e.by}`;
+    case "crash":
+      return `crash on vCPU ${e.vcpu}: ${e.reason}`;
+    case "error":
+      return `error on vCPU ${e.vcpu}: ${e.message}`;
+    default:
+      return e.kind;
+  }
+}
+
+function parseBody(method: string, path: string, raw: Buffer): unknown {
+  if (raw.length === 0) throw new FaultError(`${method} ${path}: the request has no body; a JSON object is required`);
+  const text = raw.toString("utf8");
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new FaultError(`${method} ${path}: malformed JSON body: ${(e as Error).message}`);
+  }
+}
+
+const ok = (body: unknown) => ({ status: 200, body });
+const noContent = () => ({ status: 204 });
+
+function send(res: ServerResponse, status: number, body?: unknown): void {
+  if (res.headersSent || res.destroyed) return;
+  if (body === undefined) {
+    res.writeHead(status).end();
+    return;
+  }
+  const text = JSON.stringify(body);
+  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) }).end(text);
+}
+
+/** Removes a socket file nobody listens on; refuses one that answers. */
+async function removeStaleSocket(path: string): Promise<void> {
+  if (!existsSync(path)) return;
+  if (!statSync(path).isSocket()) throw new Error(`the API socket path "${path}" exists and is not a socket`);
+  const live = await new Promise<boolean>((resolve) => {
+    const s = connect(path);
+    s.once("connect", () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once("error", () => resolve(false));
+  });
+  if (live) throw new Error(`the API socket "${path}" is in use by another process`);
+  unlinkSync(path);
+}
+
+/** Starts the API server on `socketPath` and resolves once it listens. */
+export async function startApiServer(opts: ApiServerOptions): Promise<ApiServerHandle> {
+  const s = new ApiServer(opts);
+  await s.listen();
+  if (opts.resources !== undefined && opts.startOnConfig) {
+    try {
+      await s.startInstance();
+    } catch (e) {
+      await s.close();
+      throw e;
+    }
+  }
+  return s;
+}
