@@ -1,6 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { parseCommand, UsageError, parseConsole } from "./args.js";
+import { parseCommand, UsageError, parseConsole, parseDrive } from "./args.js";
+import { toDriveConfig } from "./main.js";
 
 const limits = { maxVcpus: 8, minMem: 16, maxMem: 65536 };
 
@@ -8,7 +9,7 @@ test("run with no options boots the probe demo defaults", () => {
   const c = parseCommand(["run"], limits);
   assert.deepEqual(c, {
     cmd: "run",
-    options: { kernel: undefined, initrd: undefined, cmdline: undefined, vcpus: 1, memMiB: 256, console: { kind: "stdio" }, bootProtocol: "linux64" },
+    options: { kernel: undefined, initrd: undefined, cmdline: undefined, vcpus: 1, memMiB: 256, console: { kind: "stdio" }, bootProtocol: "linux64", drives: [] },
   });
 });
 
@@ -59,4 +60,32 @@ test("help and version forms", () => {
   assert.deepEqual(parseCommand(["--version"], limits), { cmd: "version" });
   assert.deepEqual(parseCommand(["probe", "--path"], limits), { cmd: "probe-path" });
   assert.deepEqual(parseConsole("none"), { kind: "none" });
+});
+
+test("--drive: path, ro, id and rates; repeatable", () => {
+  const c = parseCommand(["run", "--drive", "path=a.img,id=rootfs", "--drive", "path=b.img,ro,bw=10M:50M,ops=1000"], limits);
+  if (c.cmd !== "run") return assert.fail("run");
+  assert.deepEqual(c.options.drives, [
+    { readOnly: false, path: "a.img", id: "rootfs" },
+    { readOnly: true, path: "b.img", id: "drive1", bandwidth: { perSecond: 10 * 1024 * 1024, burst: 50 * 1024 * 1024 }, ops: { perSecond: 1000 } },
+  ]);
+  assert.deepEqual(toDriveConfig(c.options.drives[1]!), {
+    id: "drive1",
+    path: "b.img",
+    readOnly: true,
+    rateLimiter: { bandwidth: { size: 10 * 1024 * 1024, refillTime: 1000, oneTimeBurst: 50 * 1024 * 1024 }, ops: { size: 1000, refillTime: 1000 } },
+  });
+  assert.deepEqual(toDriveConfig(parseDrive("path=x", 0)), { id: "drive0", path: "x", readOnly: false });
+});
+
+test("--drive: malformed specs are one-line usage errors", () => {
+  const bad: Array<[string, RegExp]> = [
+    ["ro", /needs path=FILE/],
+    ["path=", /path= needs a value/],
+    ["path=a,ro=yes", /ro takes no value/],
+    ["path=a,bw=fast", /bw= must be a number per second/],
+    ["path=a,ops=0", /must be above zero/],
+    ["path=a,cache=none", /unknown key "cache"/],
+  ];
+  for (const [spec, re] of bad) assert.throws(() => parseDrive(spec, 0), (e: unknown) => e instanceof UsageError && re.test(e.message), spec);
 });

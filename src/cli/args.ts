@@ -11,6 +11,16 @@ export class UsageError extends Error {
 
 export type ConsoleTarget = { kind: "stdio" } | { kind: "file"; path: string } | { kind: "none" };
 
+export interface DriveOption {
+  id: string;
+  path: string;
+  readOnly: boolean;
+  /** Bytes per second, and an optional one-time burst of bytes. */
+  bandwidth?: { perSecond: number; burst?: number };
+  /** Requests per second, and an optional one-time burst of requests. */
+  ops?: { perSecond: number; burst?: number };
+}
+
 export interface RunOptions {
   kernel?: string;
   initrd?: string;
@@ -19,6 +29,7 @@ export interface RunOptions {
   memMiB: number;
   console: ConsoleTarget;
   bootProtocol: "linux64" | "pvh";
+  drives: DriveOption[];
 }
 
 export type Command =
@@ -48,6 +59,47 @@ export function parseConsole(value: string | undefined): ConsoleTarget {
   throw new UsageError(`--console must be stdio, none or file:PATH, got "${value}"`);
 }
 
+/** A rate: a whole number with an optional K/M/G (powers of 1024) suffix, then ":burst". */
+function parseRate(option: string, value: string): { perSecond: number; burst?: number } {
+  const m = /^(\d+)([KMG]?)(?::(\d+)([KMG]?))?$/i.exec(value);
+  if (m === null) throw new UsageError(`--drive ${option}= must be a number per second with an optional :burst, e.g. 10M or 1000:200, got "${value}"`);
+  const scale = (suffix: string | undefined) => ({ "": 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3 })[(suffix ?? "").toUpperCase()] ?? 1;
+  const perSecond = Number(m[1]) * scale(m[2]);
+  if (perSecond <= 0) throw new UsageError(`--drive ${option}= must be above zero`);
+  return m[3] === undefined ? { perSecond } : { perSecond, burst: Number(m[3]) * scale(m[4]) };
+}
+
+/** `path=disk.img[,ro][,id=rootfs][,bw=RATE][,ops=RATE]` */
+export function parseDrive(spec: string, index: number): DriveOption {
+  const out: Partial<DriveOption> & { readOnly: boolean } = { readOnly: false };
+  for (const part of spec.split(",")) {
+    const eq = part.indexOf("=");
+    const key = eq < 0 ? part : part.slice(0, eq);
+    const value = eq < 0 ? undefined : part.slice(eq + 1);
+    switch (key) {
+      case "ro":
+        if (value !== undefined) throw new UsageError("--drive ro takes no value");
+        out.readOnly = true;
+        break;
+      case "path":
+      case "id":
+        if (value === undefined || value === "") throw new UsageError(`--drive ${key}= needs a value`);
+        out[key] = value;
+        break;
+      case "bw":
+        out.bandwidth = parseRate("bw", value ?? "");
+        break;
+      case "ops":
+        out.ops = parseRate("ops", value ?? "");
+        break;
+      default:
+        throw new UsageError(`--drive: unknown key "${key}" (use path=, ro, id=, bw=, ops=)`);
+    }
+  }
+  if (out.path === undefined) throw new UsageError(`--drive needs path=FILE, got "${spec}"`);
+  return { ...out, id: out.id ?? `drive${index}`, path: out.path } as DriveOption;
+}
+
 export function parseCommand(argv: string[], limits: { maxVcpus: number; minMem: number; maxMem: number }): Command {
   const first = argv[0];
   if (first === undefined || first === "help" || first === "--help" || first === "-h") {
@@ -72,6 +124,7 @@ export function parseCommand(argv: string[], limits: { maxVcpus: number; minMem:
             mem: { type: "string" },
             console: { type: "string" },
             boot: { type: "string" },
+            drive: { type: "string", multiple: true },
           },
         });
         if (values.initrd !== undefined && values.kernel === undefined) {
@@ -89,6 +142,7 @@ export function parseCommand(argv: string[], limits: { maxVcpus: number; minMem:
             memMiB: integer("mem", values.mem, DEFAULT_MEM_MIB, limits.minMem, limits.maxMem),
             console: parseConsole(values.console),
             bootProtocol: boot,
+            drives: (values.drive ?? []).map((d, i) => parseDrive(d, i)),
           },
         };
       }
@@ -132,6 +186,8 @@ Options of run:
   --mem MIB            guest memory in MiB (default ${DEFAULT_MEM_MIB}); 3 GiB or more gets the 32-bit MMIO gap
   --console TARGET     stdio (default), none, or file:PATH (guest serial output)
   --boot PROTOCOL      linux64 (default) or pvh (32-bit PVH entry of an ELF with a PVH note)
+  --drive SPEC         a virtio-blk drive, repeatable: path=disk.img[,ro][,id=rootfs][,bw=RATE][,ops=RATE]
+                       RATE is per second with an optional one-time burst: bw=10M:50M, ops=1000:200
 
 On a terminal the console is in raw mode: Ctrl-A x stops the VM.
 

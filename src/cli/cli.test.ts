@@ -77,6 +77,11 @@ test("unreadable, truncated and non-kernel files: one line, exit 2, before KVM i
   assertOneLineError(cli(["run", "--kernel", cli(["probe", "--path"]).stdout.trim(), "--initrd", initrd]), 2, /cannot read initrd/);
 });
 
+test("a drive whose image is missing is refused in one line, exit 2, before KVM is touched", () => {
+  assertOneLineError(cli(["run", "--drive", "path=/nonexistent/disk.img,id=rootfs"]), 2, /drive rootfs: .*\/nonexistent\/disk\.img does not exist/);
+  assertOneLineError(cli(["run", "--drive", "id=x"]), 2, /--drive needs path=FILE/);
+});
+
 test("without /dev/kvm, run says so in one line and exits 4", (t) => {
   if (existsSync("/dev/kvm")) {
     t.skip("/dev/kvm exists here; the integration tests cover booting");

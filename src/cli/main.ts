@@ -2,7 +2,8 @@
 // status (see HELP); stack traces are for bugs only.
 
 import { readFileSync, openSync, closeSync, fstatSync } from "node:fs";
-import { parseCommand, HELP, UsageError, type RunOptions } from "./args.js";
+import { parseCommand, HELP, UsageError, type RunOptions, type DriveOption } from "./args.js";
+import { DriveConfigError, type DriveConfig } from "../vmm/drives.js";
 import { Vm, MAX_VCPUS, MIN_MEM_MIB, MAX_MEM_MIB, VmConfigError, type VmExit } from "../vmm/vm.js";
 import { probePath } from "../probe/path.js";
 import { parseKernelImage, KernelFormatError } from "../arch/x86_64/index.js";
@@ -122,10 +123,11 @@ async function run(opts: RunOptions): Promise<number> {
       memMiB: opts.memMiB,
       consoleFd,
       bootProtocol: opts.bootProtocol,
+      drives: opts.drives.map(toDriveConfig),
     });
   } catch (e) {
     if (ownFd) closeSync(consoleFd);
-    if (e instanceof KernelFormatError || e instanceof VmConfigError) return fail(EXIT_USAGE, e.message);
+    if (e instanceof KernelFormatError || e instanceof VmConfigError || e instanceof DriveConfigError) return fail(EXIT_USAGE, e.message);
     if (e instanceof SysError || e instanceof KvmError) return fail(EXIT_HOST, e.message);
     if (e instanceof Error && /BootSetupError|GuestMemoryError/.test(e.name)) return fail(EXIT_USAGE, e.message);
     throw e;
@@ -147,6 +149,20 @@ async function run(opts: RunOptions): Promise<number> {
     if (ownFd) closeSync(consoleFd);
   }
   return exitStatus(exit);
+}
+
+/** A --drive option as the VM takes it: rates become token buckets that refill each second (Firecracker's semantics). */
+export function toDriveConfig(d: DriveOption): DriveConfig {
+  const bucket = (r: { perSecond: number; burst?: number } | undefined) =>
+    r === undefined ? undefined : { size: r.perSecond, refillTime: 1000, ...(r.burst !== undefined ? { oneTimeBurst: r.burst } : {}) };
+  const bandwidth = bucket(d.bandwidth);
+  const ops = bucket(d.ops);
+  return {
+    id: d.id,
+    path: d.path,
+    readOnly: d.readOnly,
+    ...(bandwidth !== undefined || ops !== undefined ? { rateLimiter: { ...(bandwidth ? { bandwidth } : {}), ...(ops ? { ops } : {}) } } : {}),
+  };
 }
 
 export function exitStatus(exit: VmExit): number {
