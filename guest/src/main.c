@@ -85,6 +85,8 @@ static int run_test(const char *name, usize len, const struct options *o) {
     if (str_eq_n(name, len, "blk-verify")) return test_blk_verify(&facts);
     if (str_eq_n(name, len, "blk-ro")) return test_blk_ro(&facts);
     if (str_eq_n(name, len, "blk-bench")) return test_blk_bench(&facts);
+    if (str_eq_n(name, len, "rng")) return test_rng(&facts);
+    if (str_eq_n(name, len, "nsm")) return test_nsm(&facts);
     if (str_eq_n(name, len, "fault")) test_fault();
     line_begin("error");
     kv_strn("unknown_test", name, len);

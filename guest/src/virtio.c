@@ -75,7 +75,6 @@
 #define BIG_SIZE   0x200000
 #define ID_OFF     0x3000
 
-struct vdesc { u64 addr; u32 len; u16 flags; u16 next; };
 struct blk_hdr { u32 type; u32 reserved; u64 sector; };
 
 struct blk {
@@ -164,7 +163,7 @@ u32 virtio_scan(const char *s, usize n, struct virtio_dev *out, u32 max) {
 }
 
 /* Last value of key= on the command line. */
-static const char *opt_get(const struct boot_facts *f, const char *key, usize *len) {
+const char *opt_get(const struct boot_facts *f, const char *key, usize *len) {
     const char *s = f->cmdline; usize n = f->cmdline ? f->cmdline_len : 0, klen = strnlen_(key, 64);
     const char *found = 0;
     for (usize i = 0; i < n;) {
@@ -179,7 +178,7 @@ static const char *opt_get(const struct boot_facts *f, const char *key, usize *l
 }
 
 /* A numeric option (K/M/G suffixes allowed); 0 and a PROBE error line when malformed. */
-static int opt_u64(const struct boot_facts *f, const char *key, u64 dflt, u64 *out) {
+int opt_u64(const struct boot_facts *f, const char *key, u64 dflt, u64 *out) {
     usize len = 0, i = 0;
     const char *v = opt_get(f, key, &len);
     *out = dflt;
@@ -199,11 +198,13 @@ static u32 find_devices(const struct boot_facts *f) {
     return ndevs;
 }
 
-static int dma_is_ram(const struct boot_facts *f) {
+int phys_is_ram(const struct boot_facts *f, u64 base, u64 size) {
     for (u32 i = 0; i < f->mem_count; i++)
-        if (f->mem[i].type == 1 && f->mem[i].addr <= DMA_BASE && f->mem[i].addr + f->mem[i].size >= DMA_BASE + DMA_SIZE) return 1;
+        if (f->mem[i].type == 1 && f->mem[i].addr <= base && f->mem[i].addr + f->mem[i].size >= base + size) return 1;
     return 0;
 }
+
+static int dma_is_ram(const struct boot_facts *f) { return phys_is_ram(f, DMA_BASE, DMA_SIZE); }
 
 static void report_error(const char *test, const char *why) {
     line_begin(test); kv_str("error", why); kv_flag("ok=0"); line_end();
@@ -510,3 +511,92 @@ int test_blk_bench(const struct boot_facts *f) {
     blk_shutdown(b);
     return status;
 }
+
+/* ---- one-queue devices (rng.c, nsm.c): virtio 1.2 §3.1.1 init, §2.7 split ring ---- */
+#define VQ_DESC_OFF  0x0
+#define VQ_AVAIL_OFF 0x1000
+#define VQ_USED_OFF  0x2000
+#define VQ_QSIZE     64
+
+struct virtio_dev *virtio_find(const struct boot_facts *f, u32 device_id) {
+    find_devices(f);
+    for (u32 i = 0; i < ndevs; i++)
+        if (devs[i].device_id == device_id) return &devs[i];
+    return 0;
+}
+
+const char *vq_open(struct vq *q, struct virtio_dev *d, u64 want, u64 ring) {
+    memset(q, 0, sizeof(*q));
+    q->dev = d;
+    if (d->version != 2) return "legacy_version";   /* §4.2.4: modern devices only */
+    mmio_w32(d, MMIO_STATUS, 0);
+    mmio_w32(d, MMIO_STATUS, ST_ACKNOWLEDGE);
+    mmio_w32(d, MMIO_STATUS, ST_ACKNOWLEDGE | ST_DRIVER);
+    u64 neg = d->features & (want | (1ULL << F_VERSION_1));
+    if (!(neg & (1ULL << F_VERSION_1))) return "no_version_1";
+    mmio_w32(d, MMIO_DRIVER_FEATURES_SEL, 0);
+    mmio_w32(d, MMIO_DRIVER_FEATURES, (u32)neg);
+    mmio_w32(d, MMIO_DRIVER_FEATURES_SEL, 1);
+    mmio_w32(d, MMIO_DRIVER_FEATURES, (u32)(neg >> 32));
+    mmio_w32(d, MMIO_STATUS, ST_ACKNOWLEDGE | ST_DRIVER | ST_FEATURES_OK);
+    if (!(mmio_r32(d, MMIO_STATUS) & ST_FEATURES_OK)) return "features_refused";
+    mmio_w32(d, MMIO_QUEUE_SEL, 0);
+    u32 max = mmio_r32(d, MMIO_QUEUE_NUM_MAX);
+    if (max == 0) return "no_queue";
+    if (mmio_r32(d, MMIO_QUEUE_READY)) return "queue_busy";
+    q->qsize = VQ_QSIZE;
+    while (q->qsize > max) q->qsize >>= 1;
+    memset((void *)(usize)ring, 0, 0x3000);
+    q->desc = (volatile struct vdesc *)(usize)(ring + VQ_DESC_OFF);
+    q->avail = (volatile u16 *)(usize)(ring + VQ_AVAIL_OFF);
+    q->used16 = (volatile u16 *)(usize)(ring + VQ_USED_OFF);
+    q->used32 = (volatile u32 *)(usize)(ring + VQ_USED_OFF + 4);
+    mmio_w32(d, MMIO_QUEUE_NUM, q->qsize);
+    mmio_w32(d, MMIO_QUEUE_DESC_LOW, (u32)(ring + VQ_DESC_OFF));
+    mmio_w32(d, MMIO_QUEUE_DESC_HIGH, (u32)((ring + VQ_DESC_OFF) >> 32));
+    mmio_w32(d, MMIO_QUEUE_DRIVER_LOW, (u32)(ring + VQ_AVAIL_OFF));
+    mmio_w32(d, MMIO_QUEUE_DRIVER_HIGH, (u32)((ring + VQ_AVAIL_OFF) >> 32));
+    mmio_w32(d, MMIO_QUEUE_DEVICE_LOW, (u32)(ring + VQ_USED_OFF));
+    mmio_w32(d, MMIO_QUEUE_DEVICE_HIGH, (u32)((ring + VQ_USED_OFF) >> 32));
+    mmio_w32(d, MMIO_QUEUE_READY, 1);
+    mmio_w32(d, MMIO_STATUS, ST_ACKNOWLEDGE | ST_DRIVER | ST_FEATURES_OK | ST_DRIVER_OK);
+    if (mmio_r32(d, MMIO_STATUS) & (ST_NEEDS_RESET | ST_FAILED)) return "device_failed";
+    return 0;
+}
+
+u32 vq_add(struct vq *q, const struct vq_buf *b, u32 n) {
+    u32 head = q->next_desc, cur = head;
+    for (u32 i = 0; i < n; i++) {
+        cur = (head + i) % q->qsize;
+        q->desc[cur].addr = b[i].addr;
+        q->desc[cur].len = b[i].len;
+        q->desc[cur].flags = (u16)((b[i].write ? DESC_F_WRITE : 0) | (i + 1 < n ? DESC_F_NEXT : 0));
+        q->desc[cur].next = (u16)((cur + 1) % q->qsize);
+    }
+    q->next_desc = (head + n) % q->qsize;
+    q->avail[2 + (q->avail_idx % q->qsize)] = (u16)head;
+    barrier();                                  /* ring entry before idx (§2.7.13) */
+    q->avail_idx++;
+    q->avail[1] = q->avail_idx;
+    return head;
+}
+
+void vq_kick(struct vq *q) { barrier(); mmio_w32(q->dev, MMIO_QUEUE_NOTIFY, 0); }
+
+int vq_take(struct vq *q, u32 *id, u32 *len) {
+    u64 t0 = rdtsc();
+    while (q->used16[1] == q->used_seen) {
+        if (rdtsc() - t0 > POLL_TSC_LIMIT) return 0;
+        cpu_relax();
+    }
+    barrier();
+    u32 slot = q->used_seen % q->qsize;
+    *id = q->used32[2 * slot];
+    *len = q->used32[2 * slot + 1];
+    q->used_seen++;
+    u32 isr = mmio_r32(q->dev, MMIO_INTERRUPT_STATUS);
+    if (isr) mmio_w32(q->dev, MMIO_INTERRUPT_ACK, isr);
+    return 1;
+}
+
+void vq_close(struct vq *q) { mmio_w32(q->dev, MMIO_STATUS, 0); }

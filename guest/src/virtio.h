@@ -21,6 +21,40 @@ struct virtio_dev {
 /* Finds every virtio_mmio.device= entry of the command line; returns the count. */
 u32 virtio_scan(const char *cmdline, usize len, struct virtio_dev *out, u32 max);
 
+/* Command-line options (virtio.c): last value of key=, and a number with K/M/G suffixes. */
+const char *opt_get(const struct boot_facts *f, const char *key, usize *len);
+int opt_u64(const struct boot_facts *f, const char *key, u64 dflt, u64 *out);
+int phys_is_ram(const struct boot_facts *f, u64 base, u64 size);
+
+/* ---- one-queue driver (virtio-rng, virtio-nsm): polling, no EVENT_IDX, no indirect ---- */
+struct vdesc { u64 addr; u32 len; u16 flags; u16 next; };   /* virtio 1.2 §2.7.5 */
+struct vq {
+    struct virtio_dev *dev;
+    u32 qsize;
+    volatile struct vdesc *desc;
+    volatile u16 *avail;
+    volatile u16 *used16;
+    volatile u32 *used32;
+    u16 avail_idx, used_seen;
+    u32 next_desc;
+};
+struct vq_buf { u64 addr; u32 len; int write; };
+/* Rings for one-queue devices: 12 KiB at `ring` (desc, avail, used). */
+#define VQ_RING_BYTES 0x3000
+/* First device with this ID on the command line, or NULL. */
+struct virtio_dev *virtio_find(const struct boot_facts *f, u32 device_id);
+/* §3.1.1 init with queue 0 at `ring`; accepts VERSION_1 plus `want`. Returns an error word or NULL. */
+const char *vq_open(struct vq *q, struct virtio_dev *d, u64 want, u64 ring);
+/* Publishes one chain (not kicked); returns its head. */
+u32 vq_add(struct vq *q, const struct vq_buf *b, u32 n);
+void vq_kick(struct vq *q);
+/* Waits for the next used entry; 0 on timeout (~20 s). ACKs InterruptStatus. */
+int vq_take(struct vq *q, u32 *id, u32 *len);
+void vq_close(struct vq *q);
+
+int test_rng(const struct boot_facts *f);
+int test_nsm(const struct boot_facts *f);
+
 int test_blk_verify(const struct boot_facts *f);
 int test_blk_ro(const struct boot_facts *f);
 int test_blk_bench(const struct boot_facts *f);

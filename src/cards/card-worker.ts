@@ -2,11 +2,16 @@
 // queue-notify eventfd, so a guest kick costs no exit and no main-thread work.
 
 import { parentPort, workerData } from "node:worker_threads";
+import { createPrivateKey, randomFillSync } from "node:crypto";
 import * as sys from "../sys/index.js";
 import { GuestMemory, type RegionInit } from "../memory/guest-memory.js";
 import { TransportState } from "../devices/virtio/mmio.js";
 import { SplitQueue, VirtqueueError } from "../devices/virtio/queue.js";
-import { BlkDevice, type BlkStats } from "../devices/virtio/blk/device.js";
+import { BlkDevice, type BlkStats, type ProcessResult } from "../devices/virtio/blk/device.js";
+import { RngDevice } from "../devices/virtio/rng/device.js";
+import { NsmDevice } from "../devices/virtio/nsm/device.js";
+import { handleNsmRequest, type NsmState } from "../security/nsm.js";
+import type { PcrBank } from "../security/pcr.js";
 import {
   F_RING_EVENT_IDX,
   F_RING_INDIRECT_DESC,
@@ -19,6 +24,7 @@ import { FileBackend } from "./blk-file.js";
 import { CTL_LIMITER_GEN, CTL_STOP, CTL_WORDS, readLimiterConfig, signalEventfd, type CardWorkerData } from "./card.js";
 import { CardMetrics } from "./metrics.js";
 import { RateLimiter } from "./rate-limiter.js";
+import { SharedPcrBank } from "./shared-pcr-bank.js";
 
 /** Longest sleep while throttled, so stop and limiter updates are seen promptly. */
 const THROTTLE_POLL_MS = 20;
@@ -51,7 +57,34 @@ const stats: BlkStats = {
   error: () => metrics.add("errors"),
   throttled: () => metrics.add("throttled"),
 };
-const device = new BlkDevice(mem, new FileBackend(d.imageFd, d.sizeBytes), { readOnly: d.readOnly, id: d.id }, stats, limiter);
+
+/** What every device model offers the loop below: answer queue 0. */
+interface QueueDevice {
+  process(q: SplitQueue): ProcessResult;
+}
+
+function createDevice(): QueueDevice {
+  switch (d.kind) {
+    case "blk":
+      return new BlkDevice(mem, new FileBackend(d.imageFd, d.sizeBytes), { readOnly: d.readOnly, id: d.id }, stats, limiter);
+    case "rng":
+      // The host CSPRNG (node:crypto randomFillSync: OpenSSL's DRBG seeded by the kernel).
+      return new RngDevice(mem, { fill: (b) => void randomFillSync(b) }, { maxRequestBytes: d.maxRequestBytes }, stats, limiter);
+    case "nsm": {
+      const key = createPrivateKey({ key: Buffer.from(d.signingKeyPkcs8), format: "der", type: "pkcs8" });
+      d.signingKeyPkcs8.fill(0);
+      const state: NsmState = {
+        moduleId: d.moduleId,
+        // SharedPcrBank implements PcrBank's public surface (the only part handleNsmRequest calls);
+        // the cast is needed because PcrBank is a class with private fields (see README.md, open items).
+        bank: new SharedPcrBank(d.pcrBank) as unknown as PcrBank,
+        signer: { certificate: d.certificate, cabundle: d.cabundle, signingKey: key },
+      };
+      return new NsmDevice(mem, (req) => handleNsmRequest(state, req), stats);
+    }
+  }
+}
+const device = createDevice();
 
 function fail(code: number): void {
   transport.markNeedsReset(code);

@@ -24,7 +24,7 @@ import {
   MMIO_STATUS,
   STATUS_DEVICE_NEEDS_RESET,
 } from "../devices/virtio/spec.js";
-import { DriveConfigError, createTransportState, createVirtioMmioDevice, signalEventfd, startCard, type CardHandle } from "./index.js";
+import { DriveConfigError, createTransportState, createVirtioMmioDevice, signalEventfd, startCard, type CardHandle, type RateLimiterConfig } from "./index.js";
 
 const MiB = 1 << 20;
 const IMG = 256 * 1024;
@@ -58,7 +58,7 @@ interface Rig {
   mem: ReturnType<typeof createMemfdGuestMemory>["memory"];
 }
 
-async function rig(t: TestContext, opts: { readOnly?: boolean; rateLimiter?: Parameters<typeof startCard>[0]["config"]["rateLimiter"]; base?: number } = {}): Promise<Rig> {
+async function rig(t: TestContext, opts: { readOnly?: boolean; rateLimiter?: RateLimiterConfig; base?: number } = {}): Promise<Rig> {
   const dir = mkdtempSync(join(tmpdir(), "card-"));
   const image = join(dir, "disk.img");
   writeFileSync(image, Buffer.alloc(IMG, 0xee));

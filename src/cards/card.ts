@@ -6,11 +6,16 @@
 // See README.md for what the VMM must register with KVM.
 
 import { Worker } from "node:worker_threads";
+import { createPrivateKey, KeyObject } from "node:crypto";
 import * as sys from "../sys/index.js";
-import { TransportState } from "../devices/virtio/mmio.js";
+import { TransportState, type VirtioDeviceInfo } from "../devices/virtio/mmio.js";
 import { INT_CONFIG_CHANGE } from "../devices/virtio/spec.js";
 import { blkDeviceInfo } from "../devices/virtio/blk/device.js";
+import { RNG_MAX_REQUEST_BYTES_DEFAULT, rngDeviceInfo } from "../devices/virtio/rng/device.js";
+import { nsmDeviceInfo } from "../devices/virtio/nsm/device.js";
+import { chipLoad } from "../security/chip.js";
 import { openImage } from "./blk-file.js";
+import { SharedPcrBank } from "./shared-pcr-bank.js";
 import { CardMetrics, type CardMetricsSnapshot } from "./metrics.js";
 import { validateBucket, type RateLimiterConfig, type TokenBucketConfig } from "./rate-limiter.js";
 
@@ -31,8 +36,45 @@ export interface BlkCardConfig {
   queueSize?: number;
 }
 
-export interface CardOptions {
-  kind: "blk";
+/** virtio-rng (virtio 1.2 §5.4): entropy from the host CSPRNG. */
+export interface RngCardConfig {
+  /** Bytes (bandwidth) and requests (ops) per refillTime; absent = unlimited. */
+  rateLimiter?: RateLimiterConfig;
+  /** Bytes one request gets at most (default 64 KiB). */
+  maxRequestBytes?: number;
+  queueSize?: number;
+}
+
+/** Who signs attestation documents: a chip directory (chipLoad), or its material directly. */
+export type NsmSigner =
+  | { chipDir: string }
+  | {
+      /** DER of the leaf (signing) certificate. */
+      certificate: Uint8Array;
+      /** DER certificates, root first (docs/attestation_process.md §3.2.3). */
+      cabundle: Uint8Array[];
+      /** The leaf's P-384 private key: a KeyObject, or PKCS#8 DER bytes. */
+      signingKey: KeyObject | Uint8Array;
+    };
+
+/** virtio-nsm (device ID 33): the guest's Nitro Secure Module over the VM's shared PCR bank. */
+export interface NsmCardConfig {
+  signer: NsmSigner;
+  /** module_id of DescribeNSM and of attestation documents. */
+  moduleId: string;
+  /** The VM's PCR bank, shared with the VMM (SharedPcrBank.from(measureBoot(...)) before start). */
+  pcrs: SharedPcrBank;
+  queueSize?: number;
+}
+
+export class CardConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "CardConfigError";
+  }
+}
+
+interface CardBase {
   /** The memfd behind guest RAM (src/memory/create.ts). */
   memfd: number;
   regions: CardRegion[];
@@ -42,17 +84,23 @@ export interface CardOptions {
   notifyFd: number;
   /** eventfd that raises the device's interrupt (irqfd). */
   irqFd: number;
-  config: BlkCardConfig;
-  /** Card name in errors and metrics (default "blk"). */
+  /** Card name in errors and metrics (default: the kind). */
   name?: string;
 }
+
+export type CardOptions =
+  | (CardBase & { kind: "blk"; config: BlkCardConfig })
+  | (CardBase & { kind: "rng"; config?: RngCardConfig })
+  | (CardBase & { kind: "nsm"; config: NsmCardConfig });
+
+export type CardKind = CardOptions["kind"];
 
 export interface CardHandle {
   readonly name: string;
   /** Stops the worker; resolves when it has exited. Idempotent. */
   stop(): Promise<void>;
   metrics(): CardMetricsSnapshot;
-  /** Replaces the drive's rate limiter while it runs (null/absent bucket = unlimited). */
+  /** Replaces the card's rate limiter while it runs (null/absent bucket = unlimited; blk and rng). */
   updateRateLimiter(config: RateLimiterConfig): void;
   /** Set when the worker died; the device was marked NEEDS_RESET. */
   readonly failure: Error | undefined;
@@ -86,9 +134,7 @@ export function readLimiterConfig(ctl: SharedArrayBuffer): RateLimiterConfig {
   return { bandwidth: get(0), ops: get(3) };
 }
 
-/** What the worker receives (workerData). */
-export interface CardWorkerData {
-  kind: "blk";
+interface WorkerBase {
   name: string;
   memfd: number;
   regions: CardRegion[];
@@ -97,10 +143,103 @@ export interface CardWorkerData {
   control: SharedArrayBuffer;
   notifyFd: number;
   irqFd: number;
-  imageFd: number;
-  sizeBytes: number;
-  readOnly: boolean;
-  id: string;
+}
+
+/** What the worker receives (workerData): plain data, structured-cloned (SharedArrayBuffers shared). */
+export type CardWorkerData =
+  | (WorkerBase & { kind: "blk"; imageFd: number; sizeBytes: number; readOnly: boolean; id: string })
+  | (WorkerBase & { kind: "rng"; maxRequestBytes: number })
+  | (WorkerBase & {
+      kind: "nsm";
+      moduleId: string;
+      pcrBank: SharedArrayBuffer;
+      certificate: Uint8Array;
+      cabundle: Uint8Array[];
+      /** PKCS#8 DER of the signing key; the main thread's copy is zeroed once the worker has it. */
+      signingKeyPkcs8: Uint8Array;
+    });
+
+type KindData = { [K in CardWorkerData["kind"]]: Omit<Extract<CardWorkerData, { kind: K }>, keyof WorkerBase> }[CardWorkerData["kind"]];
+
+interface Prepared {
+  info: VirtioDeviceInfo;
+  data: KindData;
+  rateLimiter: RateLimiterConfig | undefined;
+  /** Runs when the worker has exited (closes what the card opened). */
+  release(): void;
+  /** Runs once the worker has its copy of workerData (wipes key bytes). */
+  handedOver(): void;
+}
+
+function resolveSigner(signer: NsmSigner): { certificate: Uint8Array; cabundle: Uint8Array[]; key: KeyObject } {
+  if ("chipDir" in signer) {
+    const chip = chipLoad(signer.chipDir); // ChipError names the file at fault
+    return { certificate: chip.leaf.der, cabundle: [chip.root.der], key: chip.leafKey };
+  }
+  let key: KeyObject;
+  try {
+    key =
+      signer.signingKey instanceof KeyObject
+        ? signer.signingKey
+        : createPrivateKey({ key: Buffer.from(signer.signingKey), format: "der", type: "pkcs8" });
+  } catch (e) {
+    throw new CardConfigError(`nsm signer: signingKey is not a PKCS#8 DER private key (${(e as Error).message})`);
+  }
+  if (key.type !== "private" || key.asymmetricKeyType !== "ec" || key.asymmetricKeyDetails?.namedCurve !== "secp384r1") {
+    throw new CardConfigError("nsm signer: signingKey must be a P-384 EC private key (ES384)");
+  }
+  if (signer.certificate.length === 0 || signer.cabundle.length === 0) {
+    throw new CardConfigError("nsm signer: a leaf certificate and a cabundle with at least the root are required");
+  }
+  return { certificate: signer.certificate, cabundle: signer.cabundle, key };
+}
+
+/** Per kind: opens what the card needs (on this thread, so config errors are start-up errors) and its device identity. */
+function prepare(opts: CardOptions): Prepared {
+  const none = (): void => {};
+  switch (opts.kind) {
+    case "blk": {
+      const readOnly = opts.config.readOnly ?? false;
+      const image = openImage(opts.config.path, readOnly);
+      try {
+        return {
+          info: blkDeviceInfo(image.sizeBytes, { readOnly, queueSize: opts.config.queueSize }),
+          data: { kind: "blk", imageFd: image.fd, sizeBytes: image.sizeBytes, readOnly, id: opts.config.id ?? opts.name ?? "blk" },
+          rateLimiter: opts.config.rateLimiter,
+          release: () => image.close(),
+          handedOver: none,
+        };
+      } catch (e) {
+        image.close();
+        throw e;
+      }
+    }
+    case "rng": {
+      const max = opts.config?.maxRequestBytes ?? RNG_MAX_REQUEST_BYTES_DEFAULT;
+      if (!Number.isSafeInteger(max) || max < 1) throw new CardConfigError(`rng maxRequestBytes must be a positive integer, not ${max}`);
+      return {
+        info: rngDeviceInfo({ queueSize: opts.config?.queueSize }),
+        data: { kind: "rng", maxRequestBytes: max },
+        rateLimiter: opts.config?.rateLimiter,
+        release: none,
+        handedOver: none,
+      };
+    }
+    case "nsm": {
+      const c = opts.config;
+      if (!(c.pcrs instanceof SharedPcrBank)) throw new CardConfigError("nsm pcrs must be a SharedPcrBank (src/cards/shared-pcr-bank.ts)");
+      if (typeof c.moduleId !== "string" || c.moduleId.length === 0) throw new CardConfigError("nsm moduleId must be a non-empty string");
+      const s = resolveSigner(c.signer);
+      const pkcs8 = new Uint8Array(s.key.export({ format: "der", type: "pkcs8" }));
+      return {
+        info: nsmDeviceInfo({ queueSize: c.queueSize }),
+        data: { kind: "nsm", moduleId: c.moduleId, pcrBank: c.pcrs.sab, certificate: s.certificate, cabundle: s.cabundle, signingKeyPkcs8: pkcs8 },
+        rateLimiter: undefined,
+        release: none,
+        handedOver: () => pkcs8.fill(0),
+      };
+    }
+  }
 }
 
 /** Signals an eventfd once (8-byte counter add, eventfd(2)). */
@@ -111,24 +250,24 @@ export function signalEventfd(fd: number): void {
 }
 
 /**
- * Starts a card. For a blk card: opens the image (a missing or unwritable image rejects with a
- * DriveConfigError naming it), writes the device identity, features and config into
- * `transportState` (do this before the vCPUs run), then starts the worker; resolves once the
- * worker has mapped guest memory and waits for kicks.
+ * Starts a card. Per kind, on this thread: blk opens the image (a missing or unwritable image
+ * rejects with a DriveConfigError naming it); nsm loads the chip (ChipError) or checks the given
+ * key (CardConfigError); rng checks its limits. Then writes the device identity, features and
+ * config into `transportState` (do this before the vCPUs run) and starts the worker; resolves
+ * once the worker has mapped guest memory and waits for kicks.
  */
 export async function startCard(opts: CardOptions): Promise<CardHandle> {
   const name = opts.name ?? opts.kind;
-  const readOnly = opts.config.readOnly ?? false;
-  const image = openImage(opts.config.path, readOnly);
+  const prepared = prepare(opts);
   const control = new SharedArrayBuffer(CTL_BYTES);
   const metrics = new CardMetrics();
   const transport = new TransportState(opts.transportState);
   let worker: Worker;
   try {
-    writeLimiterConfig(control, opts.config.rateLimiter);
-    transport.setDeviceInfo(blkDeviceInfo(image.sizeBytes, { readOnly, queueSize: opts.config.queueSize }));
-    const data: CardWorkerData = {
-      kind: opts.kind,
+    writeLimiterConfig(control, prepared.rateLimiter);
+    transport.setDeviceInfo(prepared.info);
+    const data = {
+      ...prepared.data,
       name,
       memfd: opts.memfd,
       regions: opts.regions,
@@ -137,15 +276,14 @@ export async function startCard(opts: CardOptions): Promise<CardHandle> {
       control,
       notifyFd: opts.notifyFd,
       irqFd: opts.irqFd,
-      imageFd: image.fd,
-      sizeBytes: image.sizeBytes,
-      readOnly,
-      id: opts.config.id ?? name,
-    };
+    } as CardWorkerData;
     worker = new Worker(new URL("./card-worker.js", import.meta.url), { workerData: data, name: `card-${name}` });
   } catch (e) {
-    image.close();
+    prepared.release();
     throw e;
+  } finally {
+    // workerData was cloned when the Worker was constructed (or never will be): wipe key bytes here.
+    prepared.handedOver();
   }
 
   let failure: Error | undefined;
@@ -153,7 +291,7 @@ export async function startCard(opts: CardOptions): Promise<CardHandle> {
   const exit = new Promise<void>((resolve) => {
     worker.once("exit", () => {
       exited = true;
-      image.close();
+      prepared.release();
       resolve();
     });
   });

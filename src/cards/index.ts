@@ -2,7 +2,21 @@
 import { VirtioMmioTransport } from "../devices/virtio/mmio.js";
 import { signalEventfd } from "./card.js";
 
-export { startCard, signalEventfd, notifyConfigChange, type CardHandle, type CardOptions, type BlkCardConfig, type CardRegion } from "./card.js";
+export {
+  startCard,
+  signalEventfd,
+  notifyConfigChange,
+  CardConfigError,
+  type CardHandle,
+  type CardOptions,
+  type CardKind,
+  type BlkCardConfig,
+  type RngCardConfig,
+  type NsmCardConfig,
+  type NsmSigner,
+  type CardRegion,
+} from "./card.js";
+export { SharedPcrBank, SHARED_PCR_BANK_BYTES, type PcrRegisters, type PcrBankState } from "./shared-pcr-bank.js";
 export { DriveConfigError, openImage, FileBackend } from "./blk-file.js";
 export { CardMetrics, METRIC_NAMES, type CardMetricsSnapshot } from "./metrics.js";
 export { RateLimiter, TokenBucket, RateLimiterConfigError, type RateLimiterConfig, type TokenBucketConfig } from "./rate-limiter.js";
