@@ -11,7 +11,7 @@ import {
 import type { GuestMemory } from "../memory/guest-memory.js";
 import { createMemfdGuestMemory, type MemfdGuestMemory } from "../memory/create.js";
 import type { Machine, VirtioSlot } from "./machine.js";
-import type { DriveSlot } from "./drives.js";
+import type { DeviceSlot } from "./drives.js";
 import * as sys from "../sys/index.js";
 import { createTransportState } from "../cards/index.js";
 import { MMIO_QUEUE_NOTIFY } from "../devices/virtio/spec.js";
@@ -141,16 +141,16 @@ export interface KvmMachineConfig extends BootInputs {
   vcpus: number;
   memMiB: number;
   kvmPath?: string;
-  /** Drives with their slots (drives.ts); their descriptions must already be on `cmdline`. */
-  driveSlots?: readonly DriveSlot[];
+  /** Virtio devices with their slots (drives.ts); their descriptions must already be on `cmdline`. */
+  deviceSlots?: readonly DeviceSlot[];
 }
 
 /**
- * Per drive: its shared transport state, the notify eventfd registered as an ioeventfd on the
+ * Per virtio device: its shared transport state, the notify eventfd registered as an ioeventfd on the
  * queue's QueueNotify (a guest kick then never exits to userspace) and the irqfd on its GSI
  * (src/cards/README.md). Needs the in-kernel irqchip; done before any vCPU exists.
  */
-function wireVirtioSlots(vm: VmFd, slots: readonly DriveSlot[], opened: VirtioSlot[]): void {
+function wireVirtioSlots(vm: VmFd, slots: readonly DeviceSlot[], opened: VirtioSlot[]): void {
   for (const slot of slots) {
     const notifyFd = sys.eventfd(0, sys.EFD_CLOEXEC);
     let irqFd: number;
@@ -160,8 +160,8 @@ function wireVirtioSlots(vm: VmFd, slots: readonly DriveSlot[], opened: VirtioSl
       sys.close(notifyFd);
       throw e;
     }
-    opened.push({ name: `virtio-blk-${slot.drive.id}`, base: slot.base, gsi: slot.gsi, state: createTransportState(), notifyFd, irqFd, drive: slot.drive });
-    // Queue 0 is the only queue a virtio-blk card serves; the data match is the queue index.
+    opened.push({ name: slot.name, base: slot.base, gsi: slot.gsi, state: createTransportState(), notifyFd, irqFd, device: slot.device });
+    // Queue 0 is the only queue each of our cards serves (blk, rng, nsm); the data match is the queue index.
     vm.ioeventfd({ addr: BigInt(slot.base + MMIO_QUEUE_NOTIFY), len: 4, fd: notifyFd, datamatch: 0n });
     vm.irqfd({ fd: irqFd, gsi: slot.gsi });
   }
@@ -188,7 +188,7 @@ export function buildKvmMachine(config: KvmMachineConfig): Machine {
     vm = kvm.createVm();
     mem = createMemfdGuestMemory(memoryLayout(config.memMiB * 1024 * 1024));
     configureVm(kvm, vm, mem.memory);
-    wireVirtioSlots(vm, config.driveSlots ?? [], virtio);
+    wireVirtioSlots(vm, config.deviceSlots ?? [], virtio);
     for (let i = 0; i < config.vcpus; i++) vcpus.push(vm.createVcpu(i));
     const boot = configureVcpus(kvm, vcpus, mem.memory, config);
     const vmFd = vm;

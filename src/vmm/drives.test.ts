@@ -9,7 +9,8 @@ import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as sys from "../sys/index.js";
-import { assignDriveSlots, virtioMmioCmdline, DriveConfigError } from "./drives.js";
+import { assignDriveSlots, assignDeviceSlots, virtioMmioCmdline, DriveConfigError } from "./drives.js";
+import { chipInit } from "../security/chip.js";
 import { Vm } from "./vm.js";
 import { fakeMachine, type FakeStep } from "./testing/fake-machine.js";
 import { TestDriver, layoutAt, r32 } from "../devices/virtio/testing.js";
@@ -37,7 +38,7 @@ test("drives get consecutive slots and interrupt lines, described on the command
     { id: "data", path: b, readOnly: true },
   ]);
   assert.deepEqual(
-    slots.map((s) => [s.drive.id, s.base, s.gsi]),
+    slots.map((s) => [s.device.kind === "blk" ? s.device.drive.id : s.device.kind, s.base, s.gsi]),
     [
       ["rootfs", VIRTIO_MMIO_START, IRQ_BASE],
       ["data", VIRTIO_MMIO_START + 0x1000, IRQ_BASE + 1],
@@ -143,5 +144,42 @@ test("a write from the vCPU thread reaches the image through the card, and the i
   Atomics.store(words, 4, 2);
   Atomics.notify(words, 4);
   assert.deepEqual(await vm.wait(), { kind: "reset" });
+  vm.close();
+});
+
+test("entropy and NSM devices take the slots after the drives", () => {
+  const slots = assignDeviceSlots({ drives: [{ id: "rootfs", path: image() }], entropy: {}, nsm: { chipDir: "/unused" } });
+  assert.deepEqual(
+    slots.map((s) => [s.name, s.base, s.gsi]),
+    [
+      ["virtio-blk-rootfs", VIRTIO_MMIO_START, IRQ_BASE],
+      ["virtio-rng", VIRTIO_MMIO_START + 0x1000, IRQ_BASE + 1],
+      ["virtio-nsm", VIRTIO_MMIO_START + 0x2000, IRQ_BASE + 2],
+    ],
+  );
+});
+
+test("a VM with a drive, entropy and an NSM starts one card each and stops them with the VM", { timeout: 30_000 }, async () => {
+  const chipDir = join(mkdtempSync(join(tmpdir(), "typervisor-chip-")), "chip");
+  chipInit(chipDir);
+  const m = fakeMachine([[{ block: true }]], { drives: [{ id: "d0", path: image() }], entropy: {}, nsm: { chipDir } });
+  const vm = new Vm(m, -1);
+  await vm.start();
+  assert.deepEqual(Object.keys(vm.deviceMetrics()).sort(), ["virtio-blk-d0", "virtio-nsm", "virtio-rng"]);
+  assert.deepEqual(Object.keys(vm.driveMetrics()), ["d0"]);
+  assert.throws(() => vm.updateDriveRateLimiter("rng", {}), /no running drive "rng"/);
+  vm.updateDriveRateLimiter("d0", { ops: { size: 10, refillTime: 1000 } });
+  vm.stop("test");
+  assert.deepEqual(await vm.wait(), { kind: "stopped", by: "test" });
+  vm.close();
+});
+
+test("an NSM whose chip identity is missing fails start() clearly and leaves nothing running", { timeout: 30_000 }, async () => {
+  const m = fakeMachine([[{ block: true }]], { entropy: {}, nsm: { chipDir: "/nonexistent/chip" } });
+  const vm = new Vm(m, -1);
+  await assert.rejects(vm.start(), /nonexistent\/chip/);
+  assert.deepEqual(vm.deviceMetrics(), {});
+  vm.stop("test");
+  await vm.wait();
   vm.close();
 });

@@ -14,8 +14,25 @@ export interface DriveConfig {
   rateLimiter?: RateLimiterConfig;
 }
 
-export interface DriveSlot {
-  drive: DriveConfig;
+/** virtio-rng fed from the host CSPRNG (Firecracker's entropy device). */
+export interface EntropyConfig {
+  rateLimiter?: RateLimiterConfig;
+}
+
+/** The guest's Nitro Secure Module: attestation signed by the security chip in `chipDir`. */
+export interface NsmConfig {
+  chipDir: string;
+  /** module_id of DescribeNSM and of attestation documents (default: "typervisor-" + the VM id). */
+  moduleId?: string;
+}
+
+/** What a virtio slot carries: the card kind and its configuration. */
+export type DeviceSpec = { kind: "blk"; drive: DriveConfig } | { kind: "rng"; entropy: EntropyConfig } | { kind: "nsm"; nsm: NsmConfig };
+
+export interface DeviceSlot {
+  device: DeviceSpec;
+  /** Bus and card name: virtio-blk-<id>, virtio-rng, virtio-nsm. */
+  name: string;
   /** Guest-physical base of the device's virtio-mmio window. */
   base: number;
   /** The interrupt line (GSI) of the device. */
@@ -27,20 +44,38 @@ export { DriveConfigError };
 /** virtio 1.2 §5.2.6: GET_ID answers at most 20 bytes. */
 const MAX_ID_BYTES = 20;
 
-/** Checks each drive at the edge and gives it a slot. Throws DriveConfigError naming the drive and the problem. */
-export function assignDriveSlots(drives: readonly DriveConfig[]): DriveSlot[] {
+/**
+ * Checks each device at the edge and gives it a slot: drives first (so the first drive is the
+ * guest's /dev/vda), then the entropy device, then the NSM. Throws DriveConfigError naming the
+ * drive and the problem.
+ */
+export function assignDeviceSlots(opts: { drives?: readonly DriveConfig[]; entropy?: EntropyConfig; nsm?: NsmConfig }): DeviceSlot[] {
+  const drives = opts.drives ?? [];
   const ids = new Set<string>();
-  const maxSlots = Math.min((VIRTIO_MMIO_END - VIRTIO_MMIO_START) / VIRTIO_MMIO_SLOT_SIZE, IRQ_MAX - IRQ_BASE + 1);
-  if (drives.length > maxSlots) throw new DriveConfigError(`${drives.length} drives given; at most ${maxSlots} fit`);
-  return drives.map((drive, i) => {
+  const specs: DeviceSpec[] = drives.map((drive) => {
     if (!/^[A-Za-z0-9_-]+$/.test(drive.id) || Buffer.byteLength(drive.id) > MAX_ID_BYTES) {
       throw new DriveConfigError(`drive id "${drive.id}" must be 1-${MAX_ID_BYTES} letters, digits, '_' or '-'`);
     }
     if (ids.has(drive.id)) throw new DriveConfigError(`drive id "${drive.id}" is used twice`);
     ids.add(drive.id);
     checkImage(drive);
-    return { drive, base: VIRTIO_MMIO_START + i * VIRTIO_MMIO_SLOT_SIZE, gsi: IRQ_BASE + i };
+    return { kind: "blk", drive };
   });
+  if (opts.entropy !== undefined) specs.push({ kind: "rng", entropy: opts.entropy });
+  if (opts.nsm !== undefined) specs.push({ kind: "nsm", nsm: opts.nsm });
+  const maxSlots = Math.min((VIRTIO_MMIO_END - VIRTIO_MMIO_START) / VIRTIO_MMIO_SLOT_SIZE, IRQ_MAX - IRQ_BASE + 1);
+  if (specs.length > maxSlots) throw new DriveConfigError(`${specs.length} virtio devices configured; at most ${maxSlots} fit`);
+  return specs.map((device, i) => ({
+    device,
+    name: device.kind === "blk" ? `virtio-blk-${device.drive.id}` : `virtio-${device.kind}`,
+    base: VIRTIO_MMIO_START + i * VIRTIO_MMIO_SLOT_SIZE,
+    gsi: IRQ_BASE + i,
+  }));
+}
+
+/** Drives alone (each becomes a virtio-blk slot). */
+export function assignDriveSlots(drives: readonly DriveConfig[]): DeviceSlot[] {
+  return assignDeviceSlots({ drives });
 }
 
 /** Opens the image the way the card will (same checks, same messages) and closes it again. */
@@ -54,6 +89,6 @@ function checkImage(drive: DriveConfig): void {
 }
 
 /** The kernel command line fragment that describes the slots to the guest. */
-export function virtioMmioCmdline(slots: readonly DriveSlot[]): string {
+export function virtioMmioCmdline(slots: readonly DeviceSlot[]): string {
   return slots.map((s) => `virtio_mmio.device=4K@0x${s.base.toString(16)}:${s.gsi}`).join(" ");
 }

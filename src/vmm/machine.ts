@@ -6,7 +6,7 @@
 import type { GuestMemory } from "../memory/guest-memory.js";
 import type { CardRegion } from "../cards/index.js";
 import type { BootSummary } from "./builder.js";
-import type { DriveConfig } from "./drives.js";
+import type { DeviceSpec } from "./drives.js";
 
 /** A virtio-mmio device slot whose backend is a card (DESIGN.md §1: off the vCPU threads). */
 export interface VirtioSlot {
@@ -19,7 +19,7 @@ export interface VirtioSlot {
   notifyFd: number;
   /** Written by the card to raise the device interrupt (KVM_IRQFD). */
   irqFd: number;
-  drive: DriveConfig;
+  device: DeviceSpec;
 }
 
 export interface MachineVcpu {

@@ -17,8 +17,8 @@ import type { VcpuStop } from "./exit-loop.js";
 import type { VcpuWorkerData, VcpuWorkerMessage } from "./vcpu-thread.js";
 import { measureBoot, type PcrBank } from "../security/pcr.js";
 import { randomUUID } from "node:crypto";
-import { assignDriveSlots, virtioMmioCmdline, type DriveConfig } from "./drives.js";
-import { startCard, type CardHandle, type CardMetricsSnapshot, type RateLimiterConfig } from "../cards/index.js";
+import { assignDeviceSlots, virtioMmioCmdline, type DriveConfig, type EntropyConfig, type NsmConfig } from "./drives.js";
+import { startCard, SharedPcrBank, type CardHandle, type CardMetricsSnapshot, type CardOptions, type RateLimiterConfig } from "../cards/index.js";
 
 export const MAX_VCPUS = 8;
 export const MIN_MEM_MIB = 16;
@@ -40,6 +40,10 @@ export interface VmConfig {
   id?: string;
   /** virtio-blk drives, each served by its own card. */
   drives?: DriveConfig[];
+  /** A virtio-rng device fed from the host CSPRNG. */
+  entropy?: EntropyConfig;
+  /** The guest's NSM device (attestation by the security chip). */
+  nsm?: NsmConfig;
 }
 
 /** How the VM ended. */
@@ -94,14 +98,16 @@ export class Vm extends EventEmitter {
   private closed = false;
   startedAt: number | undefined;
   private paused = false;
+  /** Running cards by slot name (virtio-blk-<drive id>, virtio-rng, virtio-nsm). */
   private readonly cards = new Map<string, CardHandle>();
   /** The VM's identity (PCR4). */
   readonly id: string;
   /**
    * The security chip's PCRs for this VM: measured boot (PCR0/1/2/4) done before any vCPU runs,
-   * PCRs 0-15 locked; 16-31 are the guest's to extend.
+   * PCRs 0-15 locked; 16-31 are the guest's to extend (through the NSM card, which shares this
+   * bank: what the guest extends, host-side attestation sees).
    */
-  readonly pcrs: PcrBank;
+  readonly pcrs: SharedPcrBank;
 
   /** Wraps a built machine; `Vm.create` is the usual way in. */
   constructor(
@@ -111,7 +117,7 @@ export class Vm extends EventEmitter {
   ) {
     super();
     this.id = measured?.id ?? randomUUID();
-    this.pcrs = measured?.pcrs ?? measureBoot({ kernel: new Uint8Array(0), cmdline: "", vmId: this.id });
+    this.pcrs = SharedPcrBank.from(measured?.pcrs ?? measureBoot({ kernel: new Uint8Array(0), cmdline: "", vmId: this.id }));
     this.control = new VmControl(machine.vcpus.length);
     this.slots = machine.vcpus.map((v) => ({ id: v.id, done: false }));
     this.legacy = createLegacyStates();
@@ -135,15 +141,15 @@ export class Vm extends EventEmitter {
   /** Builds a KVM-backed VM ready to start: KVM objects, memory, the loaded kernel, vCPUs. */
   static create(config: VmConfig): Vm {
     validateVmConfig(config);
-    const driveSlots = assignDriveSlots(config.drives ?? []);
+    const deviceSlots = assignDeviceSlots({ drives: config.drives, entropy: config.entropy, nsm: config.nsm });
     const id = config.id ?? randomUUID();
     // Measured boot, before any vCPU exists (DESIGN.md §5): the kernel and initrd bytes and the
     // command line as the user gave it. The device descriptions the VMM appends for its own
     // virtio slots are not measured (they follow from the VM's configuration, not the image).
     const pcrs = measureBoot({ kernel: config.kernel.bytes, initrd: config.initrd?.bytes, cmdline: config.cmdline, vmId: id });
-    const devices = virtioMmioCmdline(driveSlots);
+    const devices = virtioMmioCmdline(deviceSlots);
     const cmdline = devices === "" ? config.cmdline : `${config.cmdline} ${devices}`.trim();
-    return new Vm(buildKvmMachine({ ...config, cmdline, driveSlots }), config.consoleFd, { id, pcrs });
+    return new Vm(buildKvmMachine({ ...config, cmdline, deviceSlots }), config.consoleFd, { id, pcrs });
   }
 
   get state(): VmState {
@@ -203,6 +209,7 @@ export class Vm extends EventEmitter {
       await this.startCards();
     } catch (e) {
       await this.stopCards();
+      this.cards.clear();
       this.started = false;
       throw e;
     }
@@ -270,13 +277,25 @@ export class Vm extends EventEmitter {
   /** Counters of every drive's card, by drive id. */
   driveMetrics(): Record<string, CardMetricsSnapshot> {
     const out: Record<string, CardMetricsSnapshot> = {};
-    for (const [id, card] of this.cards) out[id] = card.metrics();
+    for (const slot of this.machine.virtio) {
+      if (slot.device.kind !== "blk") continue;
+      const card = this.cards.get(slot.name);
+      if (card !== undefined) out[slot.device.drive.id] = card.metrics();
+    }
+    return out;
+  }
+
+  /** Counters of every card, by card name (virtio-blk-<id>, virtio-rng, virtio-nsm). */
+  deviceMetrics(): Record<string, CardMetricsSnapshot> {
+    const out: Record<string, CardMetricsSnapshot> = {};
+    for (const card of this.cards.values()) out[card.name] = card.metrics();
     return out;
   }
 
   /** Replaces a drive's rate limiter while the VM runs (Firecracker's PATCH /drives semantics). */
   updateDriveRateLimiter(driveId: string, config: RateLimiterConfig): void {
-    const card = this.cards.get(driveId);
+    const slot = this.machine.virtio.find((v) => v.device.kind === "blk" && v.device.drive.id === driveId);
+    const card = slot === undefined ? undefined : this.cards.get(slot.name);
     if (card === undefined) throw new Error(`no running drive "${driveId}"`);
     card.updateRateLimiter(config);
   }
@@ -285,17 +304,28 @@ export class Vm extends EventEmitter {
     const memfd = this.machine.guestMemfd;
     for (const slot of this.machine.virtio) {
       if (memfd === undefined) throw new Error("this machine's guest memory cannot be mapped by a card");
-      const card = await startCard({
-        kind: "blk",
+      const common = {
         name: slot.name,
         memfd: memfd.fd,
         regions: memfd.regions,
         transportState: slot.state,
         notifyFd: slot.notifyFd,
         irqFd: slot.irqFd,
-        config: { path: slot.drive.path, readOnly: slot.drive.readOnly, id: slot.drive.id, rateLimiter: slot.drive.rateLimiter },
-      });
-      this.cards.set(slot.drive.id, card);
+      };
+      const d = slot.device;
+      let options: CardOptions;
+      if (d.kind === "blk") {
+        options = { ...common, kind: "blk", config: { path: d.drive.path, readOnly: d.drive.readOnly, id: d.drive.id, rateLimiter: d.drive.rateLimiter } };
+      } else if (d.kind === "rng") {
+        options = { ...common, kind: "rng", config: { rateLimiter: d.entropy.rateLimiter } };
+      } else {
+        options = {
+          ...common,
+          kind: "nsm",
+          config: { signer: { chipDir: d.nsm.chipDir }, moduleId: d.nsm.moduleId ?? `typervisor-${this.id}`, pcrs: this.pcrs },
+        };
+      }
+      this.cards.set(slot.name, await startCard(options));
     }
   }
 

@@ -7,7 +7,7 @@ import { GuestMemory } from "../../memory/guest-memory.js";
 import { createMemfdGuestMemory } from "../../memory/create.js";
 import * as sys from "../../sys/index.js";
 import { createTransportState } from "../../cards/index.js";
-import { assignDriveSlots, type DriveConfig } from "../drives.js";
+import { assignDeviceSlots, type DriveConfig, type EntropyConfig, type NsmConfig } from "../drives.js";
 import type { Machine, VirtioSlot } from "../machine.js";
 import type { BootSummary } from "../builder.js";
 
@@ -39,17 +39,17 @@ export interface FakeMachine extends Machine {
  * `drives`: virtio-blk slots wired as on KVM but with plain eventfds (the irq eventfd is
  * non-blocking, for the test to poll) and 2 MiB of memfd guest RAM a card can map.
  */
-export function fakeMachine(scripts: FakeStep[][], opts: { drives?: DriveConfig[] } = {}): FakeMachine {
-  const drives = opts.drives ?? [];
-  const ram = drives.length > 0 ? createMemfdGuestMemory([[0, 2 * 1024 * 1024]]) : undefined;
-  const virtio: VirtioSlot[] = assignDriveSlots(drives).map((slot) => ({
-    name: `virtio-blk-${slot.drive.id}`,
+export function fakeMachine(scripts: FakeStep[][], opts: { drives?: DriveConfig[]; entropy?: EntropyConfig; nsm?: NsmConfig } = {}): FakeMachine {
+  const slots = assignDeviceSlots(opts);
+  const ram = slots.length > 0 ? createMemfdGuestMemory([[0, 2 * 1024 * 1024]]) : undefined;
+  const virtio: VirtioSlot[] = slots.map((slot) => ({
+    name: slot.name,
     base: slot.base,
     gsi: slot.gsi,
     state: createTransportState(),
     notifyFd: sys.eventfd(0, sys.EFD_CLOEXEC),
     irqFd: sys.eventfd(0, sys.EFD_CLOEXEC | sys.EFD_NONBLOCK),
-    drive: slot.drive,
+    device: slot.device,
   }));
   const shared = scripts.map(() => new SharedArrayBuffer(20));
   const boot: BootSummary = {
