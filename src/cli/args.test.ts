@@ -9,7 +9,7 @@ test("run with no options boots the probe demo defaults", () => {
   const c = parseCommand(["run"], limits);
   assert.deepEqual(c, {
     cmd: "run",
-    options: { kernel: undefined, initrd: undefined, cmdline: undefined, vcpus: 1, memMiB: 256, console: { kind: "stdio" }, bootProtocol: "linux64", drives: [] },
+    options: { kernel: undefined, initrd: undefined, cmdline: undefined, vcpus: 1, memMiB: 256, console: { kind: "stdio" }, bootProtocol: "linux64", drives: [], entropy: false },
   });
 });
 
@@ -88,4 +88,12 @@ test("--drive: malformed specs are one-line usage errors", () => {
     ["path=a,cache=none", /unknown key "cache"/],
   ];
   for (const [spec, re] of bad) assert.throws(() => parseDrive(spec, 0), (e: unknown) => e instanceof UsageError && re.test(e.message), spec);
+});
+
+test("--entropy and --nsm [--chip-dir]", () => {
+  const c = parseCommand(["run", "--entropy", "--nsm", "--chip-dir", "/tmp/chip"], limits);
+  if (c.cmd !== "run") return assert.fail("run");
+  assert.equal(c.options.entropy, true);
+  assert.equal(c.options.nsmChipDir, "/tmp/chip");
+  assert.throws(() => parseCommand(["run", "--chip-dir", "/x"], limits), /--chip-dir goes with --nsm/);
 });

@@ -1,6 +1,7 @@
 // Argument parsing for `typervisor`, kept free of side effects so it is unit-tested.
 
 import { parseArgs } from "node:util";
+import { defaultChipDir } from "../security/cli.js";
 
 export class UsageError extends Error {
   constructor(message: string) {
@@ -30,6 +31,10 @@ export interface RunOptions {
   console: ConsoleTarget;
   bootProtocol: "linux64" | "pvh";
   drives: DriveOption[];
+  /** A virtio-rng device. */
+  entropy: boolean;
+  /** The NSM device, signing with the chip in this directory (undefined: no NSM). */
+  nsmChipDir?: string;
 }
 
 export type Command =
@@ -125,8 +130,12 @@ export function parseCommand(argv: string[], limits: { maxVcpus: number; minMem:
             console: { type: "string" },
             boot: { type: "string" },
             drive: { type: "string", multiple: true },
+            entropy: { type: "boolean" },
+            nsm: { type: "boolean" },
+            "chip-dir": { type: "string" },
           },
         });
+        if (values["chip-dir"] !== undefined && values.nsm !== true) throw new UsageError("--chip-dir goes with --nsm");
         if (values.initrd !== undefined && values.kernel === undefined) {
           throw new UsageError("--initrd needs --kernel (the built-in probe demo takes no initrd)");
         }
@@ -143,6 +152,8 @@ export function parseCommand(argv: string[], limits: { maxVcpus: number; minMem:
             console: parseConsole(values.console),
             bootProtocol: boot,
             drives: (values.drive ?? []).map((d, i) => parseDrive(d, i)),
+            entropy: values.entropy === true,
+            ...(values.nsm === true ? { nsmChipDir: values["chip-dir"] ?? defaultChipDir() } : {}),
           },
         };
       }
@@ -188,6 +199,9 @@ Options of run:
   --boot PROTOCOL      linux64 (default) or pvh (32-bit PVH entry of an ELF with a PVH note)
   --drive SPEC         a virtio-blk drive, repeatable: path=disk.img[,ro][,id=rootfs][,bw=RATE][,ops=RATE]
                        RATE is per second with an optional one-time burst: bw=10M:50M, ops=1000:200
+  --entropy            a virtio-rng device fed from the host CSPRNG
+  --nsm [--chip-dir D] the Nitro Secure Module device: the guest asks the security chip for attestation
+                       documents (chip from typervisor chip init; default $TYPERVISOR_CHIP_DIR or ~/.typervisor/chip)
 
 On a terminal the console is in raw mode: Ctrl-A x stops the VM.
 

@@ -124,6 +124,8 @@ async function run(opts: RunOptions): Promise<number> {
       consoleFd,
       bootProtocol: opts.bootProtocol,
       drives: opts.drives.map(toDriveConfig),
+      ...(opts.entropy ? { entropy: {} } : {}),
+      ...(opts.nsmChipDir !== undefined ? { nsm: { chipDir: opts.nsmChipDir } } : {}),
     });
   } catch (e) {
     if (ownFd) closeSync(consoleFd);
@@ -139,7 +141,13 @@ async function run(opts: RunOptions): Promise<number> {
   const restoreInput = opts.console.kind === "stdio" ? attachConsoleInput(vm) : () => {};
   let exit: VmExit;
   try {
-    await vm.start();
+    try {
+      await vm.start();
+    } catch (e) {
+      vm.stop("start failed");
+      await vm.wait();
+      return fail(EXIT_HOST, `cannot start the VM: ${(e as Error).message}`);
+    }
     exit = await vm.wait();
   } finally {
     restoreInput();

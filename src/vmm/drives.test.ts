@@ -5,7 +5,7 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as sys from "../sys/index.js";
@@ -148,7 +148,9 @@ test("a write from the vCPU thread reaches the image through the card, and the i
 });
 
 test("entropy and NSM devices take the slots after the drives", () => {
-  const slots = assignDeviceSlots({ drives: [{ id: "rootfs", path: image() }], entropy: {}, nsm: { chipDir: "/unused" } });
+  const chipDir = join(mkdtempSync(join(tmpdir(), "typervisor-chip-")), "chip");
+  chipInit(chipDir);
+  const slots = assignDeviceSlots({ drives: [{ id: "rootfs", path: image() }], entropy: {}, nsm: { chipDir } });
   assert.deepEqual(
     slots.map((s) => [s.name, s.base, s.gsi]),
     [
@@ -174,10 +176,21 @@ test("a VM with a drive, entropy and an NSM starts one card each and stops them 
   vm.close();
 });
 
-test("an NSM whose chip identity is missing fails start() clearly and leaves nothing running", { timeout: 30_000 }, async () => {
-  const m = fakeMachine([[{ block: true }]], { entropy: {}, nsm: { chipDir: "/nonexistent/chip" } });
+test("an NSM whose chip identity is missing is refused at the edge", () => {
+  assert.throws(() => assignDeviceSlots({ nsm: { chipDir: "/nonexistent/chip" } }), (e: unknown) => {
+    assert.ok(e instanceof DriveConfigError);
+    assert.match(e.message, /^nsm: no chip identity at \/nonexistent\/chip/);
+    return true;
+  });
+});
+
+test("a card that fails to start fails start() clearly and leaves nothing running", { timeout: 30_000 }, async () => {
+  const chipDir = join(mkdtempSync(join(tmpdir(), "typervisor-chip-")), "chip");
+  chipInit(chipDir);
+  const m = fakeMachine([[{ block: true }]], { entropy: {}, nsm: { chipDir } });
+  rmSync(chipDir, { recursive: true }); // gone between configuration and start
   const vm = new Vm(m, -1);
-  await assert.rejects(vm.start(), /nonexistent\/chip/);
+  await assert.rejects(vm.start(), /chip/);
   assert.deepEqual(vm.deviceMetrics(), {});
   vm.stop("test");
   await vm.wait();

@@ -3,6 +3,7 @@
 // the kernel command line the way Firecracker does (`virtio_mmio.device=<size>@<addr>:<irq>`).
 
 import { DriveConfigError, openImage, type RateLimiterConfig } from "../cards/index.js";
+import { chipLoad } from "../security/chip.js";
 import { VIRTIO_MMIO_START, VIRTIO_MMIO_SLOT_SIZE, VIRTIO_MMIO_END, IRQ_BASE, IRQ_MAX } from "../arch/x86_64/layout.js";
 
 export interface DriveConfig {
@@ -62,7 +63,15 @@ export function assignDeviceSlots(opts: { drives?: readonly DriveConfig[]; entro
     return { kind: "blk", drive };
   });
   if (opts.entropy !== undefined) specs.push({ kind: "rng", entropy: opts.entropy });
-  if (opts.nsm !== undefined) specs.push({ kind: "nsm", nsm: opts.nsm });
+  if (opts.nsm !== undefined) {
+    // The chip identity is checked here, at the edge, rather than when the card starts.
+    try {
+      chipLoad(opts.nsm.chipDir);
+    } catch (e) {
+      throw new DriveConfigError(`nsm: ${(e as Error).message}`);
+    }
+    specs.push({ kind: "nsm", nsm: opts.nsm });
+  }
   const maxSlots = Math.min((VIRTIO_MMIO_END - VIRTIO_MMIO_START) / VIRTIO_MMIO_SLOT_SIZE, IRQ_MAX - IRQ_BASE + 1);
   if (specs.length > maxSlots) throw new DriveConfigError(`${specs.length} virtio devices configured; at most ${maxSlots} fit`);
   return specs.map((device, i) => ({
