@@ -43,7 +43,9 @@ export type Command =
   | { cmd: "run"; options: RunOptions }
   | { cmd: "probe-path" }
   /** Security-chip commands: their handlers parse their own arguments (src/security/cli.ts). */
-  | { cmd: "chip" | "measure" | "attest" | "sign"; argv: string[] };
+  | { cmd: "chip" | "measure" | "attest" | "sign"; argv: string[] }
+  /** Running-VM commands (control.ts parses their arguments). */
+  | { cmd: "ps" | "pause" | "resume" | "stop"; argv: string[] };
 
 export const DEFAULT_VCPUS = 1;
 export const DEFAULT_MEM_MIB = 256;
@@ -114,6 +116,7 @@ export function parseCommand(argv: string[], limits: { maxVcpus: number; minMem:
   const rest = argv.slice(1);
   if (rest.includes("--help") || rest.includes("-h")) return { cmd: "help", topic: first };
   if (first === "chip" || first === "measure" || first === "attest" || first === "sign") return { cmd: first, argv: rest };
+  if (first === "ps" || first === "pause" || first === "resume" || first === "stop") return { cmd: first, argv: rest };
   try {
     switch (first) {
       case "run": {
@@ -178,6 +181,9 @@ export const HELP = `typervisor — KVM microVMs from TypeScript
 Usage:
   typervisor run [options]      boot a guest (the built-in probe demo when no --kernel is given)
   typervisor probe --path       print the absolute path of the built probe guest (ELF, Linux 64-bit and PVH entries)
+  typervisor ps [--json]        list the running microVMs (those serving an API socket) with state, vCPUs, memory, uptime
+  typervisor pause|resume|stop ID [--json]
+                                pause or resume a running VM through its API socket; stop ends its VMM (SIGTERM)
   typervisor chip init|show [--dir D] [--json]
                                 create (or reuse) / show the security chip's identity (P-384 root and signing certificates)
   typervisor measure --kernel F [--initrd F] [--cmdline S] [--vm-id ID] [--signing-cert C] [--json]

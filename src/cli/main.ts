@@ -12,6 +12,7 @@ import { SysError } from "../sys/index.js";
 import { KvmError } from "../kvm/index.js";
 import { formatCrash } from "../vmm/report.js";
 import { chipCommand, measureCommand, attestCommand, signCommand } from "../security/cli.js";
+import { psCommand, stopCommand, vmStateCommand } from "./control.js";
 
 export const EXIT_OK = 0;
 export const EXIT_GUEST_FAILURE = 1;
@@ -74,6 +75,11 @@ export async function main(argv: string[]): Promise<number> {
       }
     case "run":
       return run(command.options);
+    case "ps":
+    case "pause":
+    case "resume":
+    case "stop":
+      return control(command.cmd, command.argv);
     case "chip":
       return chipCommand(command.argv, process);
     case "measure":
@@ -82,6 +88,19 @@ export async function main(argv: string[]): Promise<number> {
       return attestCommand(command.argv, process);
     case "sign":
       return signCommand(command.argv, process);
+  }
+}
+
+async function control(verb: "ps" | "pause" | "resume" | "stop", argv: string[]): Promise<number> {
+  try {
+    if (verb === "ps") return await psCommand(argv, process);
+    if (verb === "stop") return await stopCommand(argv, process);
+    return await vmStateCommand(verb, argv, process);
+  } catch (e) {
+    if (e instanceof UsageError) return fail(EXIT_USAGE, `${verb}: ${e.message}`);
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "ECONNREFUSED" || code === "ENOENT") return fail(EXIT_GUEST_FAILURE, `${verb}: the VM's API socket does not answer (${code})`);
+    throw e;
   }
 }
 

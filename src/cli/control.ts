@@ -1,0 +1,128 @@
+// `typervisor ps | pause | resume | stop`: the running microVMs of this host, found through the
+// runtime directory each API-serving VMM registers in (src/api/registry.ts), and driven through
+// their API sockets — never through a shell or a control VM.
+
+import { parseArgs } from "node:util";
+import { apiRequest, faultOf, listRunningVms, findRunningVm, defaultRuntimeDir, type RunningVm } from "../api/index.js";
+import { UsageError } from "./args.js";
+
+export interface Io {
+  stdout: { write(s: string): unknown };
+  stderr: { write(s: string): unknown };
+}
+
+const EXIT_OK = 0;
+const EXIT_FAILED = 1;
+const EXIT_USAGE = 2;
+
+export function runtimeDir(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
+  return flag ?? env["TYPERVISOR_RUNTIME_DIR"] ?? defaultRuntimeDir(env);
+}
+
+function formatUptime(ms: number): string {
+  const s = Math.max(0, Math.floor(ms / 1000));
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  return h > 0 ? `${h}h${String(m).padStart(2, "0")}m` : m > 0 ? `${m}m${String(s % 60).padStart(2, "0")}s` : `${s}s`;
+}
+
+async function stateOf(vm: RunningVm): Promise<string> {
+  try {
+    const r = await apiRequest(vm.socket, "GET", "/", undefined, { timeoutMs: 2000 });
+    const body = r.body as { state?: unknown } | undefined;
+    return r.status === 200 && typeof body?.state === "string" ? body.state : `api error ${r.status}`;
+  } catch {
+    return "unreachable";
+  }
+}
+
+export async function psCommand(argv: string[], io: Io, now = Date.now()): Promise<number> {
+  const { values } = parse(argv, 0);
+  const vms = listRunningVms(runtimeDir(values["runtime-dir"]));
+  const rows = await Promise.all(vms.map(async (vm) => ({ ...vm, state: await stateOf(vm), uptimeMs: now - vm.startedAt })));
+  if (values["json"] === true) {
+    io.stdout.write(JSON.stringify(rows) + "\n");
+    return EXIT_OK;
+  }
+  const table = [["ID", "PID", "STATE", "VCPUS", "MEM", "UPTIME", "SOCKET"]];
+  for (const r of rows) table.push([r.id, String(r.pid), r.state, String(r.vcpus), `${r.memMiB}M`, formatUptime(r.uptimeMs), r.socket]);
+  const widths = table[0]!.map((_, c) => Math.max(...table.map((row) => row[c]!.length)));
+  io.stdout.write(table.map((row) => row.map((cell, c) => (c === row.length - 1 ? cell : cell.padEnd(widths[c]!))).join("  ")).join("\n") + "\n");
+  return EXIT_OK;
+}
+
+/** `pause <id>`, `resume <id>`: PATCH /vm through the VM's API socket. */
+export async function vmStateCommand(verb: "pause" | "resume", argv: string[], io: Io): Promise<number> {
+  const { vm, json } = target(argv);
+  const r = await apiRequest(vm.socket, "PATCH", "/vm", { state: verb === "pause" ? "Paused" : "Resumed" });
+  if (r.status !== 204) {
+    io.stderr.write(`typervisor ${verb}: ${vm.id}: ${faultOf(r)}\n`);
+    return EXIT_FAILED;
+  }
+  io.stdout.write(json ? JSON.stringify({ id: vm.id, state: verb === "pause" ? "Paused" : "Running" }) + "\n" : `${verb === "pause" ? "paused" : "resumed"} ${vm.id}\n`);
+  return EXIT_OK;
+}
+
+/** `stop <id>`: SIGTERM to the VMM process, which stops its vCPUs and exits; waits for it to be gone. */
+export async function stopCommand(argv: string[], io: Io, timeoutMs = 10_000): Promise<number> {
+  const { vm, json } = target(argv);
+  try {
+    process.kill(vm.pid, "SIGTERM");
+  } catch (e) {
+    io.stderr.write(`typervisor stop: ${vm.id}: cannot signal process ${vm.pid}: ${(e as NodeJS.ErrnoException).code}\n`);
+    return EXIT_FAILED;
+  }
+  const until = Date.now() + timeoutMs;
+  while (alive(vm.pid)) {
+    if (Date.now() > until) {
+      io.stderr.write(`typervisor stop: ${vm.id}: process ${vm.pid} still running after ${timeoutMs} ms\n`);
+      return EXIT_FAILED;
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  io.stdout.write(json ? JSON.stringify({ id: vm.id, state: "Stopped" }) + "\n" : `stopped ${vm.id}\n`);
+  return EXIT_OK;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+function parse(argv: string[], positionals: number): { values: { json?: boolean; "runtime-dir"?: string }; positionals: string[] } {
+  try {
+    const r = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: true,
+      options: { "runtime-dir": { type: "string" }, json: { type: "boolean" } },
+    });
+    if (r.positionals.length !== positionals) {
+      throw new UsageError(positionals === 0 ? `unexpected argument "${r.positionals[0]}"` : "say which VM: give its id (see typervisor ps)");
+    }
+    return r;
+  } catch (e) {
+    if (e instanceof UsageError) throw e;
+    throw new UsageError(e instanceof Error ? e.message.replace(/\. To specify a positional argument.*$/s, "") : String(e));
+  }
+}
+
+function target(argv: string[]): { vm: RunningVm; json: boolean } {
+  const { values, positionals } = parse(argv, 1);
+  const id = positionals[0]!;
+  const dir = runtimeDir(values["runtime-dir"]);
+  let vm: RunningVm | undefined;
+  try {
+    vm = findRunningVm(dir, id);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  if (vm === undefined) throw new UsageError(`no running VM "${id}" in ${dir} (see typervisor ps)`);
+  return { vm, json: values["json"] === true };
+}
+
+export const CONTROL_EXIT = { EXIT_OK, EXIT_FAILED, EXIT_USAGE };
