@@ -1,6 +1,7 @@
 /* main.c — ring-3 entry: parse the command line, run the tests, report. */
 #include "probe.h"
 #include "virtio.h"
+#include "ata.h"
 
 #define DEBUG_EXIT_PORT  0xf4   /* QEMU isa-debug-exit: exit status (v << 1) | 1 */
 #define I8042_CMD_PORT   0x64   /* 8042 command register */
@@ -87,6 +88,10 @@ static int run_test(const char *name, usize len, const struct options *o) {
     if (str_eq_n(name, len, "blk-bench")) return test_blk_bench(&facts);
     if (str_eq_n(name, len, "rng")) return test_rng(&facts);
     if (str_eq_n(name, len, "nsm")) return test_nsm(&facts);
+    if (str_eq_n(name, len, "ata-verify")) return test_ata_verify(&facts);
+    if (str_eq_n(name, len, "ata-bench")) return test_ata_bench(&facts);
+    if (str_eq_n(name, len, "xenblk-verify")) return test_xenblk_verify(&facts);
+    if (str_eq_n(name, len, "xenblk-bench")) return test_xenblk_bench(&facts);
     if (str_eq_n(name, len, "fault")) test_fault();
     line_begin("error");
     kv_strn("unknown_test", name, len);

@@ -1,0 +1,295 @@
+// `typervisor compare`: the same block workload through three I/O paths, measured in one run
+// (DESIGN.md §4: ratios measured together, not absolute figures from elsewhere).
+//
+//   emulated  ATA PIO disk on the vCPU thread (src/devices/ata)      probe test ata-bench
+//   dom0      Xen split driver, back end in a Dom0 process (src/dom0) probe test xenblk-bench
+//   card      virtio-blk card (src/cards)                             probe test blk-bench
+//
+// The caller (the CLI) injects bootProbe: boot the probe guest with `cmdline` and the drive
+// `image` attached on `path`, and return the serial lines, the host CPU seconds of each process
+// involved, and the VM's exit count. This module owns the workload, the image, and the numbers.
+
+import { existsSync, mkdtempSync, rmSync, closeSync, openSync, ftruncateSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseProbeLines, type ProbeLine } from "../probe/report.js";
+import { PATH_ANATOMY, countPathLines } from "./loc.js";
+
+export type IoPath = "emulated" | "dom0" | "card";
+export const IO_PATHS: readonly IoPath[] = ["emulated", "dom0", "card"];
+
+export interface HostCpuSeconds {
+  vmm: number;
+  card?: number;
+  dom0?: number;
+}
+
+export interface BootResult {
+  /** Serial output (raw text) or parsed PROBE lines. */
+  lines: string | ProbeLine[];
+  hostCpuSeconds: HostCpuSeconds;
+  /** Guest exits of the whole run (every vCPU, every kind). */
+  exits: number;
+  /** Guest TSC frequency, when the VMM knows it (KVM_GET_TSC_KHZ). */
+  tscHz?: number;
+  /** Payload copies per request when the VMM measured them (device metrics); else the path's constant. */
+  copiesPerRequest?: number;
+}
+
+export type BootProbe = (path: IoPath, cmdline: string, image: string) => Promise<BootResult>;
+
+export interface CompareOptions {
+  bootProbe: BootProbe;
+  /** Image size in bytes (default 256 MiB). */
+  sizeBytes?: number;
+  /** Runs per path (default 3); the report gives the median and min-max. */
+  runs?: number;
+  paths?: readonly IoPath[];
+  /** Where the image goes; default /dev/shm (tmpfs) when present. */
+  imageDir?: string;
+  /** 4 KiB random ops per bench run, per path (the emulated disk costs ~2k exits per op). */
+  randOps?: Partial<Record<IoPath, number>>;
+  /** Sequential ops per bench run, per path. */
+  seqOps?: Partial<Record<IoPath, number>>;
+  /** Host TSC rate when bootProbe gives none (default: read from the host, see hostTscHz). */
+  tscHz?: number;
+  /** Package root for counting source lines (default: this package). */
+  root?: string;
+  log?: (line: string) => void;
+}
+
+/** The probe test each path runs. */
+export const BENCH_TEST: Record<IoPath, string> = { emulated: "ata-bench", dom0: "xenblk-bench", card: "blk-bench" };
+const DEFAULT_RAND: Record<IoPath, number> = { emulated: 64, dom0: 1024, card: 1024 };
+const DEFAULT_SEQ: Record<IoPath, number> = { emulated: 2, dom0: 16, card: 16 };
+
+export interface Spread {
+  median: number;
+  min: number;
+  max: number;
+  n: number;
+}
+
+export interface ModeFigures {
+  mode: string;
+  qd: number;
+  bs: number;
+  iops: Spread;
+  mbps: Spread;
+  /** Per-op latency in µs: from the guest's per-op TSC samples (p50/p99), or the QD1 mean when the test has none. */
+  p50us: Spread | null;
+  p99us: Spread | null;
+  latencySource: "samples" | "mean" | "none";
+}
+
+export interface PathFigures {
+  path: IoPath;
+  test: string;
+  modes: ModeFigures[];
+  exitsPerIo: Spread;
+  cpuSecondsPerGiB: { vmm: Spread; card: Spread | null; dom0: Spread | null; total: Spread };
+  copiesPerRequest: number;
+  copiesHow: string;
+  privileged: {
+    model: string;
+    processes: Array<{ process: string; privileges: string; files: Array<{ file: string; lines: number | null }>; lines: number }>;
+    totalLines: number;
+    notes: string;
+  };
+  errors: string[];
+}
+
+export interface CompareReport {
+  /** Set for reports made from recorded or invented results, never for a measured one. */
+  synthetic?: string;
+  createdAt: string;
+  host: { tscHz: number; tscSource: string; imageDir: string; sizeBytes: number; runs: number };
+  paths: PathFigures[];
+}
+
+// ---------------------------------------------------------------------------------------------
+
+export function spread(values: number[]): Spread {
+  const v = values.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  if (v.length === 0) return { median: NaN, min: NaN, max: NaN, n: 0 };
+  const mid = Math.floor(v.length / 2);
+  const median = v.length % 2 ? v[mid]! : (v[mid - 1]! + v[mid]!) / 2;
+  return { median, min: v[0]!, max: v[v.length - 1]!, n: v.length };
+}
+
+/** The host's TSC rate: tsc_freq_khz where the kernel exports it, else cpuinfo's "cpu MHz" (constant TSC assumed). */
+export function hostTscHz(): { hz: number; source: string } {
+  const sysfs = "/sys/devices/system/cpu/cpu0/tsc_freq_khz";
+  if (existsSync(sysfs)) {
+    const khz = Number(readFileSync(sysfs, "utf8").trim());
+    if (khz > 0) return { hz: khz * 1000, source: sysfs };
+  }
+  try {
+    const m = /cpu MHz\s*:\s*([\d.]+)/.exec(readFileSync("/proc/cpuinfo", "utf8"));
+    if (m) return { hz: Number(m[1]) * 1e6, source: "/proc/cpuinfo cpu MHz (assumes a constant TSC at that rate)" };
+  } catch {
+    // no /proc
+  }
+  return { hz: NaN, source: "unknown" };
+}
+
+/** A sparse image of `size` bytes on tmpfs (or `dir`). */
+export function makeImage(dir: string | undefined, size: number): { path: string; dir: string; remove(): void } {
+  const base = dir ?? (existsSync("/dev/shm") ? "/dev/shm" : tmpdir());
+  const d = mkdtempSync(join(base, "typervisor-compare-"));
+  const path = join(d, "disk.img");
+  const fd = openSync(path, "w");
+  ftruncateSync(fd, size);
+  closeSync(fd);
+  return { path, dir: d, remove: () => rmSync(d, { recursive: true, force: true }) };
+}
+
+export function benchCmdline(path: IoPath, sizeBytes: number, rand: number, seq: number): string {
+  return `probe.run=${BENCH_TEST[path]} probe.blk.bytes=${sizeBytes} probe.blk.bench.n=${rand} probe.blk.seq.n=${seq}`;
+}
+
+interface RunSample {
+  modes: Map<string, { mode: string; qd: number; bs: number; iops: number; mbps: number; p50: number | null; p99: number | null; mean: number }>;
+  ops: number;
+  bytes: number;
+  exits: number;
+  cpu: HostCpuSeconds;
+  errors: string[];
+}
+
+function sample(path: IoPath, r: BootResult, baselineExits: number, tscHz: number): RunSample {
+  const lines = typeof r.lines === "string" ? parseProbeLines(r.lines) : r.lines;
+  const test = BENCH_TEST[path];
+  const out: RunSample = { modes: new Map(), ops: 0, bytes: 0, exits: r.exits - baselineExits, cpu: r.hostCpuSeconds, errors: [] };
+  for (const l of lines) {
+    if (l.name !== test) continue;
+    const f = l.fields;
+    if (f["error"] !== undefined || f["ok"] !== "1") {
+      out.errors.push(l.raw);
+      continue;
+    }
+    const ops = Number(f["ops"]);
+    const bytes = Number(f["bytes"]);
+    const tsc = Number(f["tsc"]);
+    const secs = tsc / tscHz;
+    const key = `${f["mode"]}/qd${f["qd"]}/${f["bs"]}`;
+    const toUs = (cycles: string | undefined) => (cycles === undefined ? null : (Number(cycles) / tscHz) * 1e6);
+    out.modes.set(key, {
+      mode: f["mode"]!,
+      qd: Number(f["qd"]),
+      bs: Number(f["bs"]),
+      iops: ops / secs,
+      mbps: bytes / secs / 1e6,
+      p50: toUs(f["lat_p50"]),
+      p99: toUs(f["lat_p99"]),
+      mean: (secs / ops) * 1e6,
+    });
+    out.ops += ops;
+    out.bytes += bytes;
+  }
+  if (!lines.some((l) => l.name === test)) out.errors.push(`no "PROBE ${test}" line in the guest output`);
+  return out;
+}
+
+/** Runs the comparison; never throws for one path's failure (it is reported in `errors`). */
+export async function runCompare(opts: CompareOptions): Promise<CompareReport> {
+  const size = opts.sizeBytes ?? 256 * 1024 * 1024;
+  const runs = opts.runs ?? 3;
+  const paths = opts.paths ?? IO_PATHS;
+  const log = opts.log ?? (() => {});
+  const host = opts.tscHz !== undefined ? { hz: opts.tscHz, source: "given" } : hostTscHz();
+  const image = makeImage(opts.imageDir, size);
+  const root = opts.root ?? new URL("../../", import.meta.url).pathname;
+  const figures: PathFigures[] = [];
+  let tscSource = host.source;
+  try {
+    for (const path of paths) {
+      const rand = opts.randOps?.[path] ?? DEFAULT_RAND[path];
+      const seq = opts.seqOps?.[path] ?? DEFAULT_SEQ[path];
+      const errors: string[] = [];
+      // Baseline: the same boot with the drive attached but no I/O, so exits per I/O count only the workload.
+      let baseline = 0;
+      try {
+        baseline = (await opts.bootProbe(path, "probe.run=boot", image.path)).exits;
+      } catch (e) {
+        errors.push(`baseline boot: ${(e as Error).message}`);
+      }
+      const samples: RunSample[] = [];
+      let copies: number | undefined;
+      for (let i = 0; i < runs; i++) {
+        log(`${path}: run ${i + 1}/${runs}`);
+        try {
+          const r = await opts.bootProbe(path, benchCmdline(path, size, rand, seq), image.path);
+          if (r.tscHz !== undefined) tscSource = "VMM (KVM_GET_TSC_KHZ)";
+          const s = sample(path, r, baseline, r.tscHz ?? host.hz);
+          errors.push(...s.errors);
+          samples.push(s);
+          copies ??= r.copiesPerRequest;
+        } catch (e) {
+          errors.push(`run ${i + 1}: ${(e as Error).message}`);
+        }
+      }
+      figures.push(summarize(path, samples, copies, errors, root));
+    }
+  } finally {
+    image.remove();
+  }
+  return {
+    createdAt: new Date().toISOString(),
+    host: { tscHz: host.hz, tscSource, imageDir: image.dir.replace(/\/typervisor-compare-.*/, ""), sizeBytes: size, runs },
+    paths: figures,
+  };
+}
+
+/** Turns per-run samples into the report's figures for one path (exported for recorded results). */
+export function summarize(path: IoPath, samples: RunSample[], copies: number | undefined, errors: string[], root: string): PathFigures {
+  const keys = [...new Set(samples.flatMap((s) => [...s.modes.keys()]))];
+  const modes: ModeFigures[] = keys.map((k) => {
+    const ms = samples.map((s) => s.modes.get(k)).filter((m) => m !== undefined);
+    const first = ms[0]!;
+    const hasSamples = ms.every((m) => m.p50 !== null);
+    const qd1 = first.qd === 1;
+    return {
+      mode: first.mode,
+      qd: first.qd,
+      bs: first.bs,
+      iops: spread(ms.map((m) => m.iops)),
+      mbps: spread(ms.map((m) => m.mbps)),
+      p50us: hasSamples ? spread(ms.map((m) => m.p50!)) : qd1 ? spread(ms.map((m) => m.mean)) : null,
+      p99us: hasSamples ? spread(ms.map((m) => m.p99!)) : null,
+      latencySource: hasSamples ? "samples" : qd1 ? "mean" : "none",
+    };
+  });
+  const perGiB = (f: (s: RunSample) => number | undefined) => {
+    const v = samples.map((s) => {
+      const x = f(s);
+      return x === undefined ? NaN : x / (s.bytes / 2 ** 30);
+    });
+    return v.some((x) => Number.isFinite(x)) ? spread(v) : null;
+  };
+  const a = PATH_ANATOMY[path];
+  const loc = countPathLines(root, a);
+  return {
+    path,
+    test: BENCH_TEST[path],
+    modes,
+    exitsPerIo: spread(samples.map((s) => s.exits / s.ops)),
+    cpuSecondsPerGiB: {
+      vmm: perGiB((s) => s.cpu.vmm) ?? spread([]),
+      card: perGiB((s) => s.cpu.card),
+      dom0: perGiB((s) => s.cpu.dom0),
+      total: perGiB((s) => s.cpu.vmm + (s.cpu.card ?? 0) + (s.cpu.dom0 ?? 0)) ?? spread([]),
+    },
+    copiesPerRequest: copies ?? a.copiesPerRequest,
+    copiesHow: copies !== undefined ? "measured by the VMM (device metrics)" : a.copiesHow,
+    privileged: {
+      model: a.model,
+      processes: a.processes.map((p, i) => ({ process: p.process, privileges: p.privileges, files: loc.perProcess[i]!.files, lines: loc.perProcess[i]!.lines })),
+      totalLines: loc.total,
+      notes: a.notes,
+    },
+    errors,
+  };
+}
+
+export type { RunSample };
