@@ -2,19 +2,33 @@
 // /vm/config can answer with them), the checks of what this Typervisor build can actually do,
 // and the Firecracker `--config-file` format mapped onto the same resources.
 //
+// Drives (virtio-blk, one card each) follow Firecracker's BlockBuilder: a PUT of an existing
+// drive_id replaces it in place, at most one root device, and the root device is always first,
+// so it is /dev/vda. Each image is checked at the edge (it exists, is a regular file or block
+// device of at least one sector, and opens read-write unless the drive is read-only). A root
+// device adds `root=/dev/vda` (or `root=PARTUUID=<partuuid>`) and `ro`/`rw` to the kernel command
+// line, as Firecracker's builder does; these are part of the command line the guest gets, so they
+// are measured into PCR0/PCR1 with it.
+//
 // What this build refuses, and why (each refusal is a 400 naming the field, never a fake 204):
-// - drives: the virtio-blk card exists but is not wired into the VM. PUT /drives is validated
-//   against the spec, then refused, so a client learns at the step that cannot work.
-// - entropy: there is no virtio-rng device yet. Same rule.
+// - drives[].socket: no vhost-user-block backend; drives[].io_engine "Async": no io_uring engine
+//   (every request is served by a synchronous pread/pwrite card).
+// - drives[].cache_type: both values are accepted. "Writeback" is exactly what the card does
+//   (VIRTIO_BLK_F_FLUSH offered, FLUSH = fdatasync). "Unsafe" (Firecracker's default, which
+//   ignores flushes) is served the same way: flushes are still honoured, never weaker than asked.
+// - entropy: there is no virtio-rng device yet. It is validated, then refused.
 // - machine-config: smt, track_dirty_pages (no snapshots), CPU templates and huge pages; more
 //   than MAX_VCPUS vCPUs (the spec allows 32), less than MIN_MEM_MIB of memory.
 // - serial.rate_limiter: the UART has no rate limiter.
 
 import { MAX_VCPUS, MIN_MEM_MIB, MAX_MEM_MIB } from "../vmm/vm.js";
+import { assignDriveSlots, DriveConfigError, type DriveConfig } from "../vmm/drives.js";
+import { openImage, type RateLimiterConfig, type TokenBucketConfig } from "../cards/index.js";
 import type { MicroVMConfig } from "../sdk/microvm.js";
 import {
-  FaultError, bootSource, drive, entropy, logger, machineConfig, metrics, serial,
+  FaultError, bootSource, checkResourceId, drive, entropy, logger, machineConfig, metrics, serial,
   type BootSource, type Drive, type LoggerConfig, type MachineConfiguration, type MetricsConfig, type SerialConfig,
+  type RateLimiter, type TokenBucket,
 } from "./schema.js";
 
 /** Firecracker's defaults: 1 vCPU, 128 MiB, no SMT, no template. */
@@ -33,10 +47,10 @@ export interface VmResources {
   logger?: LoggerConfig;
   metrics?: MetricsConfig;
   serial?: SerialConfig;
+  /** Block drives in guest order: the root device (if any) first. */
+  drives?: Drive[];
 }
 
-export const DRIVES_REFUSED =
-  "drives are not supported yet by this Typervisor build: the virtio-blk card is not wired into the VM";
 export const ENTROPY_REFUSED =
   "entropy devices are not supported yet by this Typervisor build: there is no virtio-rng device";
 
@@ -68,23 +82,151 @@ export function checkSerialSupported(s: SerialConfig, where = "serial"): SerialC
   return s;
 }
 
-/** Validates a drive against the spec, then refuses it (see the file comment). */
-export function refuseDrive(body: unknown, where: string): never {
-  const d: Drive = drive(body, where);
-  throw new FaultError(`${where} "${d.drive_id}": ${DRIVES_REFUSED}`);
+/** The kernel's PARTUUID forms: a GPT UUID or an MBR "SSSSSSSS-PP", optionally `/PARTNROFF=N`. No spaces: it goes on the command line. */
+const PARTUUID_RE = /^[0-9A-Fa-f]{8}-(?:[0-9A-Fa-f]{2}|[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12})(?:\/PARTNROFF=-?[0-9]{1,3})?$/;
+/** The drive id is also the virtio-blk serial (GET_ID), which holds at most 20 bytes (virtio 1.2 §5.2.6). */
+export const MAX_DRIVE_ID_BYTES = 20;
+
+/**
+ * Checks a spec-valid drive against what this build can serve and fills Firecracker's defaults
+ * (`is_read_only` false, `cache_type` "Unsafe", `io_engine` "Sync"). Does not touch the image.
+ */
+export function checkDriveSupported(d: Drive, where = "drive"): Drive {
+  const at = `${where} "${d.drive_id}"`;
+  checkResourceId(d.drive_id, `${at}: drive_id`);
+  if (Buffer.byteLength(d.drive_id) > MAX_DRIVE_ID_BYTES) {
+    throw new FaultError(`${at}: drive_id must be at most ${MAX_DRIVE_ID_BYTES} bytes in this Typervisor build (it is the virtio-blk serial the guest reads), got ${Buffer.byteLength(d.drive_id)}`);
+  }
+  if (d.socket !== undefined) {
+    throw new FaultError(`${at}: socket: vhost-user-block drives are not supported by this Typervisor build; give path_on_host for a virtio-blk drive`);
+  }
+  if (d.path_on_host === undefined) throw new FaultError(`${at}: missing field "path_on_host" (a virtio-blk drive needs a backing file)`);
+  if (d.path_on_host === "") throw new FaultError(`${at}: path_on_host must not be empty`);
+  if (d.io_engine === "Async") {
+    throw new FaultError(`${at}: io_engine "Async" (io_uring) is not supported by this Typervisor build; use "Sync"`);
+  }
+  if (d.partuuid !== undefined && !PARTUUID_RE.test(d.partuuid)) {
+    throw new FaultError(
+      `${at}: partuuid must be a partition UUID (e.g. 6c7bc2a0-4e6f-4a08-9d1d-9b0d1f2d6e01, or an MBR id such as 1a2b3c4d-01), got ${JSON.stringify(d.partuuid.slice(0, 60))}`,
+    );
+  }
+  return {
+    drive_id: d.drive_id,
+    ...(d.partuuid !== undefined ? { partuuid: d.partuuid } : {}),
+    is_root_device: d.is_root_device,
+    cache_type: d.cache_type ?? "Unsafe",
+    is_read_only: d.is_read_only ?? false,
+    path_on_host: d.path_on_host,
+    ...(d.rate_limiter !== undefined ? { rate_limiter: d.rate_limiter } : {}),
+    io_engine: "Sync",
+  };
 }
+
+/** Opens the image the way the card will (same checks) and closes it; the message names the field. */
+export function checkDriveImage(d: Drive, where = "drive"): void {
+  try {
+    openImage(d.path_on_host!, d.is_read_only === true).close();
+  } catch (e) {
+    if (e instanceof DriveConfigError) throw new FaultError(`${where} "${d.drive_id}": path_on_host: ${e.message}`);
+    throw e;
+  }
+}
+
+/**
+ * Firecracker's BlockBuilder.insert: a drive with a known id replaces it in place, a second root
+ * device is refused, the root device moves to the front. The image is checked at the edge, then
+ * the whole list is given slots as the VM will (so a list that cannot boot is refused now).
+ * Returns the new list; `list` is not changed.
+ */
+export function insertDrive(list: readonly Drive[], d: Drive, where = "drive"): Drive[] {
+  const next = [...list];
+  const at = next.findIndex((x) => x.drive_id === d.drive_id);
+  const root = next.findIndex((x) => x.is_root_device);
+  if (d.is_root_device && root !== -1 && root !== at) {
+    throw new FaultError(`${where} "${d.drive_id}": is_root_device: a root block device already exists ("${next[root]!.drive_id}"); only one drive may be the root device`);
+  }
+  checkDriveImage(d, where);
+  if (at === -1) {
+    if (d.is_root_device) next.unshift(d);
+    else next.push(d);
+  } else {
+    next[at] = d;
+    if (d.is_root_device && at !== 0) {
+      next.splice(at, 1);
+      next.unshift(d);
+    }
+  }
+  try {
+    assignDriveSlots(driveConfigsFrom(next));
+  } catch (e) {
+    if (e instanceof DriveConfigError) throw new FaultError(`${where} "${d.drive_id}": ${e.message}`);
+    throw e;
+  }
+  return next;
+}
+
+/** Firecracker's TokenBucket → ours. A size or refill_time of 0 means "no limit" there (TokenBucket::new gives None). */
+export function tokenBucketFrom(b: TokenBucket): TokenBucketConfig | null {
+  if (b.size === 0 || b.refill_time === 0) return null;
+  return { size: b.size, refillTime: b.refill_time, ...(b.one_time_burst ? { oneTimeBurst: b.one_time_burst } : {}) };
+}
+
+/** Firecracker's RateLimiter → ours: an absent or disabled bucket is unlimited. */
+export function rateLimiterFrom(r: RateLimiter): RateLimiterConfig {
+  return {
+    bandwidth: r.bandwidth === undefined ? null : tokenBucketFrom(r.bandwidth),
+    ops: r.ops === undefined ? null : tokenBucketFrom(r.ops),
+  };
+}
+
+/**
+ * PATCH /drives semantics (Firecracker's BucketUpdate): a bucket absent from the patch is kept, a
+ * bucket with size or refill_time 0 is removed, any other replaces the old one (full budget).
+ */
+export function mergeRateLimiter(current: RateLimiter | undefined, patch: RateLimiter): RateLimiter {
+  const out: RateLimiter = {};
+  for (const k of ["bandwidth", "ops"] as const) {
+    const b = patch[k] !== undefined ? patch[k] : current?.[k];
+    if (b !== undefined && tokenBucketFrom(b) !== null) out[k] = b;
+  }
+  return out;
+}
+
+/** The VM layer's drive configs, in guest order. */
+export function driveConfigsFrom(list: readonly Drive[]): DriveConfig[] {
+  return list.map((d) => ({
+    id: d.drive_id,
+    path: d.path_on_host!,
+    readOnly: d.is_read_only === true,
+    ...(d.rate_limiter !== undefined ? { rateLimiter: rateLimiterFrom(d.rate_limiter) } : {}),
+  }));
+}
+
+/** What Firecracker's builder appends for the root device: `root=/dev/vda` or `root=PARTUUID=...`, then `ro`/`rw`. */
+export function rootDeviceArgs(list: readonly Drive[]): string {
+  const root = list.find((d) => d.is_root_device);
+  if (root === undefined) return "";
+  return `${root.partuuid !== undefined ? `root=PARTUUID=${root.partuuid}` : "root=/dev/vda"} ${root.is_read_only ? "ro" : "rw"}`;
+}
+
+/** Firecracker's default boot_args when PUT /boot-source gave none. */
+export const DEFAULT_BOOT_ARGS = "console=ttyS0 reboot=k panic=1";
 
 /** What a MicroVM needs from the resources; the kernel must be configured. */
 export function microVmConfigFrom(r: VmResources): Omit<MicroVMConfig, "vmFactory" | "consoleFd"> {
   if (r.bootSource === undefined) {
     throw new FaultError("InstanceStart: cannot start the microVM without a boot source: PUT /boot-source first");
   }
+  const drives = r.drives ?? [];
+  const root = rootDeviceArgs(drives);
+  const args = r.bootSource.boot_args ?? DEFAULT_BOOT_ARGS;
   return {
     kernel: r.bootSource.kernel_image_path,
     ...(r.bootSource.initrd_path !== undefined ? { initrd: r.bootSource.initrd_path } : {}),
-    cmdline: r.bootSource.boot_args ?? "console=ttyS0 reboot=k panic=1",
+    cmdline: root === "" ? args : `${args} ${root}`.trim(),
     vcpus: r.machine.vcpu_count,
     memMiB: r.machine.mem_size_mib,
+    ...(drives.length > 0 ? { drives: driveConfigsFrom(drives) } : {}),
   };
 }
 
@@ -125,7 +267,11 @@ export function configFromFirecrackerJson(obj: unknown): VmResources {
   }
   if (o["drives"] !== undefined && !isEmptySection(o["drives"])) {
     if (!Array.isArray(o["drives"])) throw new FaultError("config file: \"drives\" must be an array");
-    o["drives"].forEach((d, i) => refuseDrive(d, `drives[${i}]`));
+    let list: Drive[] = [];
+    o["drives"].forEach((d, i) => {
+      list = insertDrive(list, checkDriveSupported(drive(d, `drives[${i}]`), `drives[${i}]`), `drives[${i}]`);
+    });
+    if (list.length > 0) r.drives = list;
   }
   if (o["entropy"] !== undefined && o["entropy"] !== null) {
     entropy(o["entropy"], "entropy");

@@ -12,7 +12,7 @@ import fc from "fast-check";
 import { SpecValidator, specPath } from "./spec-validator.js";
 import { startApiServer, type ApiServerHandle } from "./server.js";
 import { apiRequest, type ApiResponse } from "./client.js";
-import { fakeFactory, fakeKernel, tempDir } from "./testing.js";
+import { fakeFactory, fakeImage, fakeKernel, tempDir } from "./testing.js";
 import * as schema from "./schema.js";
 
 const SPEC = specPath();
@@ -82,10 +82,27 @@ test("pre-boot: each configuration endpoint's bodies and answers match the spec"
   assert.equal((await call("PUT", "/metrics", "/metrics", { metrics_path: join(dir, "metrics"), emit_id: true, properties: { team: "vmm" } })).status, 204);
   assert.equal((await call("PUT", "/serial", "/serial", { serial_out_path: join(dir, "serial") })).status, 204);
 
-  // Spec-valid but not wired in this build: an honest 400 naming why.
-  r = await call("PUT", "/drives/{drive_id}", "/drives/rootfs", { drive_id: "rootfs", path_on_host: "/tmp/x.ext4", is_root_device: true, is_read_only: false });
+  // Drives: stored after the spec check and an edge check of the image.
+  const rootImg = fakeImage(dir, "rootfs.ext4");
+  const dataImg = fakeImage(dir, "data.img");
+  r = await call("PUT", "/drives/{drive_id}", "/drives/data", { drive_id: "data", path_on_host: dataImg, is_root_device: false, is_read_only: true, cache_type: "Writeback" });
+  assert.equal(r.status, 204, r.text);
+  r = await call("PUT", "/drives/{drive_id}", "/drives/rootfs", {
+    drive_id: "rootfs", path_on_host: rootImg, is_root_device: true, is_read_only: false, io_engine: "Sync",
+    rate_limiter: { bandwidth: { size: 1 << 20, refill_time: 100 }, ops: { size: 1000, one_time_burst: 100, refill_time: 1000 } },
+  });
+  assert.equal(r.status, 204, r.text);
+  r = await call("PUT", "/drives/{drive_id}", "/drives/rootfs", { drive_id: "rootfs", path_on_host: join(dir, "missing.ext4"), is_root_device: true });
   assert.equal(r.status, 400);
-  assert.match(fault(r), /virtio-blk card is not wired/);
+  assert.match(fault(r), /drive "rootfs": path_on_host: virtio-blk image .*missing\.ext4 does not exist/);
+  r = await call("PUT", "/drives/{drive_id}", "/drives/other", { drive_id: "other", path_on_host: dataImg, is_root_device: true, is_read_only: true });
+  assert.match(fault(r), /is_root_device: a root block device already exists \("rootfs"\)/);
+  r = await call("PUT", "/drives/{drive_id}", "/drives/vhost", { drive_id: "vhost", socket: "/tmp/vhost.sock", is_root_device: false });
+  assert.match(fault(r), /socket: vhost-user-block drives are not supported/);
+  r = await call("PUT", "/drives/{drive_id}", "/drives/aio", { drive_id: "aio", path_on_host: dataImg, is_root_device: false, is_read_only: true, io_engine: "Async" });
+  assert.match(fault(r), /io_engine "Async" \(io_uring\) is not supported/);
+
+  // Spec-valid but not wired in this build: an honest 400 naming why.
   r = await call("PUT", "/entropy", "/entropy", { rate_limiter: { bandwidth: { size: 1000, refill_time: 100 } } });
   assert.equal(r.status, 400);
   assert.match(fault(r), /virtio-rng/);
@@ -93,6 +110,11 @@ test("pre-boot: each configuration endpoint's bodies and answers match the spec"
   r = await call("GET", "/vm/config", "/vm/config");
   assert.equal(r.status, 200);
   assert.equal((r.body as Record<string, { kernel_image_path: string }>)["boot-source"]!.kernel_image_path, join(dir, "vmlinux"));
+  // The root device comes first (it will be /dev/vda), defaults filled as Firecracker's GET /vm/config.
+  const drives = (r.body as { drives: Array<Record<string, unknown>> }).drives;
+  assert.deepEqual(drives.map((d) => d["drive_id"]), ["rootfs", "data"]);
+  assert.deepEqual(drives[1], { drive_id: "data", is_root_device: false, cache_type: "Writeback", is_read_only: true, path_on_host: dataImg, io_engine: "Sync" });
+  assert.equal(drives[0]!["cache_type"], "Unsafe");
 
   // Post-boot-only operations before boot.
   r = await call("PATCH", "/vm", "/vm", { state: "Paused" });
@@ -130,8 +152,20 @@ test("boot and after: actions, pause/resume, pre-boot-only refusals; answers mat
   r = await call("PUT", "/actions", "/actions", { action_type: "SendCtrlAltDel" });
   assert.equal(r.status, 400);
   assert.match(fault(r), /i8042 model has no keyboard input path/);
+  // PATCH /drives: rate limiters change on the running card; the backing file cannot.
+  assert.equal((await call("PATCH", "/drives/{drive_id}", "/drives/rootfs", { drive_id: "rootfs", rate_limiter: { ops: { size: 10, refill_time: 1000 } } })).status, 204);
+  assert.equal((await call("PATCH", "/drives/{drive_id}", "/drives/data", { drive_id: "data", rate_limiter: { bandwidth: { size: 0, refill_time: 0 } } })).status, 204);
+  r = await call("GET", "/vm/config", "/vm/config");
+  const after = (r.body as { drives: Array<{ drive_id: string; rate_limiter?: unknown }> }).drives;
+  assert.deepEqual(after[0]!.rate_limiter, { bandwidth: { size: 1 << 20, refill_time: 100 }, ops: { size: 10, refill_time: 1000 } });
+  assert.equal(after[1]!.rate_limiter, undefined);
   r = await call("PATCH", "/drives/{drive_id}", "/drives/rootfs", { drive_id: "rootfs", path_on_host: "/tmp/y" });
-  assert.match(fault(r), /not found: drives are not supported yet/);
+  assert.equal(r.status, 400);
+  assert.match(fault(r), /path_on_host: replacing the backing file of a running drive is not supported yet/);
+  r = await call("PATCH", "/drives/{drive_id}", "/drives/nope", { drive_id: "nope", rate_limiter: {} });
+  assert.match(fault(r), /drive "nope" not found: its drives are "rootfs", "data"/);
+  r = await call("PUT", "/drives/{drive_id}", "/drives/late", { drive_id: "late", path_on_host: "/tmp/x", is_root_device: false });
+  assert.match(fault(r), /not supported after starting/);
   assert.equal((await call("PUT", "/actions", "/actions", { action_type: "FlushMetrics" })).status, 204);
   r = await call("PUT", "/metrics", "/metrics", { metrics_path: join(dir, "metrics2") });
   assert.match(fault(r), /already initialized/);

@@ -2,14 +2,15 @@
 // runtime registry and a small client. The CLI (src/cli) wires these; see README.md here.
 
 export {
-  startApiServer, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_INSTANCE_ID, APP_NAME,
+  startApiServer, attestationQuery, ATTESTATION_PATH, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_INSTANCE_ID, APP_NAME,
   type ApiServerOptions, type ApiServerHandle, type InstanceState,
 } from "./server.js";
 export {
-  configFromFirecrackerJson, parseFirecrackerConfigFile, microVmConfigFrom, DEFAULT_MACHINE, type VmResources,
+  configFromFirecrackerJson, parseFirecrackerConfigFile, microVmConfigFrom, DEFAULT_MACHINE, DEFAULT_BOOT_ARGS, rootDeviceArgs,
+  type VmResources,
 } from "./config.js";
 export { FaultError } from "./schema.js";
-export { apiRequest, faultOf, type ApiResponse } from "./client.js";
+export { apiRequest, faultOf, fetchAttestation, type ApiResponse, type FetchAttestationOptions } from "./client.js";
 export { registerRunningVm, listRunningVms, findRunningVm, defaultRuntimeDir, type RunningVm } from "./registry.js";
 export {
   startPrometheusServer, prometheusText, metricsLine, parseHostPort, type MetricsSnapshot, type PrometheusServerHandle,

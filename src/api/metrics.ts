@@ -6,6 +6,11 @@
 // cumulative since the process started: a lost or unread line loses nothing, and the same
 // numbers serve Prometheus, whose counters are cumulative by definition.
 //
+// Drives: Firecracker's `block` group (summed over drives) and one `block_<drive_id>` group per
+// drive, with Firecracker's key names where the meaning is the same (queue_event_count,
+// rate_limiter_throttled_events, execute_fails) and our own where the card counts differently
+// (requests and bytes are not split into reads and writes).
+//
 // Routes are counted by their template ("PUT /drives/{drive_id}"); everything unknown counts as
 // "other", so hostile paths cannot grow the table.
 
@@ -31,6 +36,8 @@ export interface MetricsSnapshot {
   /** Exits by reason per vCPU; empty before start. */
   vcpus: MicroVMMetrics["vcpus"];
   console: MicroVMMetrics["console"];
+  /** Per drive id: the card's counters; empty before start or without drives. */
+  drives: MicroVMMetrics["drives"];
 }
 
 /** Firecracker's metric group names for the routes it also has. */
@@ -110,6 +117,20 @@ export function metricsLine(s: MetricsSnapshot, extra: { id?: string; properties
   };
   line["vcpus"] = s.vcpus.map((v, i) => ({ vcpu: i, ...v }));
   line["uart"] = { write_count: s.console.bytes, dropped_bytes: s.console.droppedBytes };
+  const drives = Object.entries(s.drives ?? {});
+  const blockGroup = (m: MetricsSnapshot["drives"][string]) => ({
+    request_count: m.requests,
+    bytes: m.bytes,
+    execute_fails: m.errors,
+    rate_limiter_throttled_events: m.throttled,
+    queue_event_count: m.kicks,
+    interrupt_count: m.interrupts,
+    needs_reset: m.needsReset,
+  });
+  const total = { requests: 0, bytes: 0, errors: 0, throttled: 0, kicks: 0, interrupts: 0, needsReset: 0 };
+  for (const [, m] of drives) for (const k of Object.keys(total) as Array<keyof typeof total>) total[k] += m[k];
+  line["block"] = blockGroup(total);
+  for (const [id, m] of drives) line[`block_${id}`] = blockGroup(m);
   return JSON.stringify(line);
 }
 
@@ -176,6 +197,19 @@ export function prometheusText(s: MetricsSnapshot): string {
   for (const [route, st] of Object.entries(s.api)) {
     out.push(`typervisor_api_request_duration_seconds_sum{route="${esc(route)}"} ${st.latency_us.sum / 1e6}`);
     out.push(`typervisor_api_request_duration_seconds_count{route="${esc(route)}"} ${st.count}`);
+  }
+  const drives = Object.entries(s.drives ?? {});
+  const driveFamilies: Array<[string, keyof MetricsSnapshot["drives"][string], string]> = [
+    ["typervisor_drive_requests_total", "requests", "virtio-blk requests completed, by drive."],
+    ["typervisor_drive_bytes_total", "bytes", "Bytes read and written by virtio-blk requests, by drive."],
+    ["typervisor_drive_errors_total", "errors", "virtio-blk requests that failed (answered with an error status), by drive."],
+    ["typervisor_drive_throttled_total", "throttled", "Times a drive's rate limiter held requests back, by drive."],
+    ["typervisor_drive_queue_notifications_total", "kicks", "Guest queue notifications (kicks) seen by a drive's card, by drive."],
+    ["typervisor_drive_interrupts_total", "interrupts", "Interrupts a drive's card raised in the guest, by drive."],
+  ];
+  for (const [name, key, help] of driveFamilies) {
+    family(name, "counter", help);
+    for (const [id, m] of drives) out.push(`${name}{drive="${esc(id)}"} ${m[key]}`);
   }
   family("typervisor_console_bytes_total", "counter", "Guest serial output bytes read by the VMM.");
   out.push(`typervisor_console_bytes_total ${s.console.bytes}`);

@@ -104,6 +104,8 @@ export function object<F extends Fields, R extends keyof F & string = never>(fie
 export const tokenBucket = object({ size: int(0), refill_time: int(0), one_time_burst: int(0) }, ["size", "refill_time"]);
 /** #/definitions/RateLimiter */
 export const rateLimiter = object({ bandwidth: tokenBucket, ops: tokenBucket });
+export type TokenBucket = ReturnType<typeof tokenBucket>;
+export type RateLimiter = ReturnType<typeof rateLimiter>;
 
 /** #/definitions/BootSource */
 export const bootSource = object({ kernel_image_path: str(), boot_args: str(), initrd_path: str() }, ["kernel_image_path"]);
@@ -143,6 +145,7 @@ export const drive = object(
 export type Drive = ReturnType<typeof drive>;
 /** #/definitions/PartialDrive */
 export const partialDrive = object({ drive_id: str(), path_on_host: str(), rate_limiter: rateLimiter }, ["drive_id"]);
+export type PartialDrive = ReturnType<typeof partialDrive>;
 
 export const LOG_LEVELS = ["Error", "Warning", "Info", "Debug", "Trace", "Off"] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];

@@ -133,7 +133,7 @@ test("--config-file: Firecracker's format maps to our resources with field-level
     [{ "boot-source": { kernel_image_path: kernel }, bogus: 1 }, /unknown section "bogus"/],
     [{ "boot-source": { kernel_image_path: kernel, kernel_args: "" } }, /boot-source: unknown field "kernel_args"/],
     [{ "boot-source": { kernel_image_path: kernel }, "machine-config": { vcpu_count: 0, mem_size_mib: 128 } }, /machine-config\.vcpu_count must be from 1 to 32, got 0/],
-    [{ "boot-source": { kernel_image_path: kernel }, drives: [{ drive_id: "rootfs", is_root_device: true, path_on_host: "/r" }] }, /drives\[0\] "rootfs": drives are not supported yet/],
+    [{ "boot-source": { kernel_image_path: kernel }, drives: [{ drive_id: "rootfs", is_root_device: true, path_on_host: "/r" }] }, /drives\[0\] "rootfs": path_on_host: virtio-blk image \/r does not exist/],
     [{ "boot-source": { kernel_image_path: kernel }, drives: [{ drive_id: "rootfs" }] }, /drives\[0\]: missing required field "is_root_device"/],
     [{ "boot-source": { kernel_image_path: kernel }, "network-interfaces": [{ iface_id: "eth0" }] }, /no virtio-net device/],
     [{ "boot-source": { kernel_image_path: kernel }, entropy: {} }, /virtio-rng/],

@@ -4,6 +4,8 @@
 // the spec's definitions (schema.ts) before any state changes. Every error is a 400 with
 // {"fault_message"}: unknown paths and methods too, as Firecracker answers them
 // ("Invalid request method and/or path: ..."). See README.md beside this file for every endpoint.
+// One extension outside the spec: GET /typervisor/attestation (a Nitro-format attestation
+// document for the running VM, signed by the host's security chip), for `typervisor attest --vm`.
 
 import { EventEmitter } from "node:events";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
@@ -13,14 +15,15 @@ import { join } from "node:path";
 import type { Socket } from "node:net";
 import type { Vm, VmExit } from "../vmm/vm.js";
 import { packageRoot } from "../probe/path.js";
-import { MicroVM, defaultVmFactory, type VmFactory } from "../sdk/microvm.js";
+import { MicroVM, AttestationUnavailableError, defaultVmFactory, type VmFactory } from "../sdk/microvm.js";
+import { AttestationInputError } from "../security/attestation.js";
 import {
   FaultError, bootSource, checkResourceId, drive, entropy, instanceAction, logger as loggerSchema, machineConfig,
-  machineConfigPatch, metrics as metricsSchema, partialDrive, serial as serialSchema, vmState,
+  machineConfigPatch, metrics as metricsSchema, partialDrive, serial as serialSchema, vmState, type PartialDrive,
 } from "./schema.js";
 import {
-  DEFAULT_MACHINE, DRIVES_REFUSED, ENTROPY_REFUSED, checkMachineSupported, checkSerialSupported, microVmConfigFrom,
-  refuseDrive, type VmResources,
+  DEFAULT_MACHINE, ENTROPY_REFUSED, checkDriveSupported, checkMachineSupported, checkSerialSupported, insertDrive,
+  mergeRateLimiter, microVmConfigFrom, rateLimiterFrom, type VmResources,
 } from "./config.js";
 import { JsonLogger, type LogSink } from "./logger.js";
 import { ApiMetrics, MetricsWriter, metricsLine, type MetricsSnapshot } from "./metrics.js";
@@ -35,7 +38,11 @@ export interface ApiServerOptions {
   socketPath: string;
   /** Builds the VM at InstanceStart. Default: KVM (`Vm.create`). */
   vmFactory?: VmFactory;
-  /** The instance id of GET / and of metrics lines with `emit_id`. */
+  /**
+   * The instance id of GET / and of metrics lines with `emit_id`. When given, it is also the VM's
+   * identity (measured into PCR4, the attestation document's module_id); when not, GET / says
+   * "anonymous-instance" and the VM gets a random UUID as its identity.
+   */
   id?: string;
   /** Guest serial output when PUT /serial gave no path: a file descriptor (default 1, stdout, as Firecracker). */
   consoleFd?: number;
@@ -54,6 +61,11 @@ export interface ApiServerOptions {
   startOnConfig?: boolean;
   /** Where log lines go before PUT /logger names a file (the CLI passes stderr). */
   logSink?: LogSink;
+  /**
+   * The security chip identity GET /typervisor/attestation signs with. Default: the SDK's
+   * (`$TYPERVISOR_CHIP_DIR`, else `~/.typervisor/chip`).
+   */
+  chipDir?: string;
 }
 
 export type InstanceState = "Not started" | "Running" | "Paused";
@@ -102,11 +114,18 @@ function decodeURIComponentSafe(s: string): string {
   }
 }
 
+/** Typervisor's extension (not in Firecracker's spec): the VM's attestation document. */
+export const ATTESTATION_PATH = "/typervisor/attestation";
+const ATTESTATION_ROUTE = `GET ${ATTESTATION_PATH}`;
+/** Query parameters of the attestation route and their byte limits (Nitro's: docs/attestation_process.md §3.2.2.2). */
+const ATTESTATION_PARAMS: Record<string, number> = { nonce: 512, user_data: 512, public_key: 1024 };
+
 const KNOWN_ROUTES = new Set([
   "GET /", "GET /version", "GET /vm/config", "GET /machine-config",
   "PUT /machine-config", "PATCH /machine-config", "PUT /boot-source",
   "PUT /drives/{drive_id}", "PATCH /drives/{drive_id}",
   "PUT /logger", "PUT /metrics", "PUT /entropy", "PUT /serial", "PUT /actions", "PATCH /vm",
+  ATTESTATION_ROUTE,
 ]);
 
 /** Paths of the spec this build does not serve; they answer with a reason rather than "invalid path". */
@@ -127,6 +146,8 @@ const NOT_BEFORE_START = "the requested operation is not supported before starti
 class ApiServer extends EventEmitter implements ApiServerHandle {
   readonly socketPath: string;
   readonly id: string;
+  private readonly vmId: string | undefined;
+  private readonly chipDir: string | undefined;
   private readonly server: Server;
   private readonly vmFactory: VmFactory;
   private readonly consoleFd: number;
@@ -149,6 +170,8 @@ class ApiServer extends EventEmitter implements ApiServerHandle {
     super();
     this.socketPath = opts.socketPath;
     this.id = opts.id ?? DEFAULT_INSTANCE_ID;
+    this.vmId = opts.id;
+    this.chipDir = opts.chipDir;
     this.vmFactory = opts.vmFactory ?? defaultVmFactory;
     this.consoleFd = opts.consoleFd ?? 1;
     this.maxPayload = opts.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES;
@@ -213,6 +236,7 @@ class ApiServer extends EventEmitter implements ApiServerHandle {
       api: this.apiMetrics.snapshot(),
       vcpus: m?.vcpus ?? [],
       console: m?.console ?? { bytes: 0, droppedBytes: 0 },
+      drives: m?.drives ?? {},
     };
   }
 
@@ -245,7 +269,10 @@ class ApiServer extends EventEmitter implements ApiServerHandle {
   private onRequest(req: IncomingMessage, res: ServerResponse): void {
     const t0 = process.hrtime.bigint();
     const method = req.method ?? "";
-    const path = (req.url ?? "").split("?")[0]!;
+    const url = req.url ?? "";
+    const q = url.indexOf("?");
+    const path = q === -1 ? url : url.slice(0, q);
+    const query = q === -1 ? "" : url.slice(q + 1);
     const { route, param } = routeOf(method, path);
     const countedRoute = KNOWN_ROUTES.has(route) ? route : "other";
     res.on("finish", () => {
@@ -277,8 +304,8 @@ class ApiServer extends EventEmitter implements ApiServerHandle {
     req.on("end", () => {
       if (refused) return;
       const body = Buffer.concat(chunks);
-      void this.serialized(() => this.dispatch(method, path, route, param, body)).then(
-        (answer) => send(res, answer.status, answer.body),
+      void this.serialized(() => this.dispatch(method, path, route, param, body, query)).then(
+        (answer) => (answer.bytes !== undefined ? sendBytes(res, answer.status, answer.contentType!, answer.bytes) : send(res, answer.status, answer.body)),
         (e: unknown) => {
           const status = e instanceof FaultError ? e.status : 500;
           const message = e instanceof Error ? e.message : String(e);
@@ -307,7 +334,7 @@ class ApiServer extends EventEmitter implements ApiServerHandle {
 
   // ---- the API ----
 
-  private async dispatch(method: string, path: string, route: string, param: string | undefined, raw: Buffer): Promise<{ status: number; body?: unknown }> {
+  private async dispatch(method: string, path: string, route: string, param: string | undefined, raw: Buffer, query = ""): Promise<Answer> {
     const json = () => parseBody(method, path, raw);
     switch (route) {
       case "GET /":
@@ -339,19 +366,21 @@ class ApiServer extends EventEmitter implements ApiServerHandle {
       case "PUT /drives/{drive_id}": {
         const id = checkResourceId(param!, "drive_id");
         const body = json();
-        const bodyId = (body as { drive_id?: unknown } | null)?.drive_id;
-        if (typeof bodyId === "string" && bodyId !== id) {
-          throw new FaultError(`drive: the drive_id in the path ("${id}") does not match the one in the body ("${bodyId}")`);
-        }
-        drive(body, "drive");
+        checkBodyId(id, body);
+        const d = checkDriveSupported(drive(body, "drive"), "drive");
         this.preBoot();
-        return refuseDrive(body, "drive");
+        // The image is checked now (the edge), not at InstanceStart.
+        this.resources.drives = insertDrive(this.resources.drives ?? [], d, "drive");
+        return noContent();
       }
       case "PATCH /drives/{drive_id}": {
         const id = checkResourceId(param!, "drive_id");
-        partialDrive(json(), "drive");
+        const body = json();
+        checkBodyId(id, body);
+        const patch = partialDrive(body, "drive");
         this.postBoot();
-        throw new FaultError(`drive "${id}" not found: ${DRIVES_REFUSED}`);
+        this.patchDrive(id, patch);
+        return noContent();
       }
       case "PUT /entropy": {
         entropy(json(), "entropy");
@@ -387,6 +416,11 @@ class ApiServer extends EventEmitter implements ApiServerHandle {
         await this.setVmState(state);
         return noContent();
       }
+      case ATTESTATION_ROUTE: {
+        const req = attestationQuery(query);
+        this.postBoot();
+        return { status: 200, contentType: "application/cbor", bytes: this.attest(req) };
+      }
     }
     for (const [re, why] of NOT_SUPPORTED) {
       if (re.test(path)) throw new FaultError(`${method} ${path}: ${why}`);
@@ -402,7 +436,7 @@ class ApiServer extends EventEmitter implements ApiServerHandle {
   }
 
   private fullConfig(): Record<string, unknown> {
-    const out: Record<string, unknown> = { "machine-config": this.resources.machine, drives: [] };
+    const out: Record<string, unknown> = { "machine-config": this.resources.machine, drives: this.resources.drives ?? [] };
     if (this.resources.bootSource) out["boot-source"] = this.resources.bootSource;
     if (this.resources.logger) out["logger"] = this.resources.logger;
     if (this.resources.metrics) out["metrics"] = this.resources.metrics;
@@ -413,6 +447,7 @@ class ApiServer extends EventEmitter implements ApiServerHandle {
     this.resources.machine = { ...r.machine };
     if (r.bootSource) this.resources.bootSource = { ...r.bootSource };
     if (r.serial) this.resources.serial = { ...r.serial };
+    if (r.drives) this.resources.drives = r.drives.map((d) => ({ ...d }));
     if (r.logger) {
       this.log.configure(r.logger);
       this.resources.logger = this.log.current;
@@ -453,7 +488,13 @@ class ApiServer extends EventEmitter implements ApiServerHandle {
     this.starting = true;
     try {
       try {
-        mv = MicroVM.create({ ...cfg, consoleFd, vmFactory: this.vmFactory });
+        mv = MicroVM.create({
+          ...cfg,
+          consoleFd,
+          vmFactory: this.vmFactory,
+          ...(this.vmId !== undefined ? { id: this.vmId } : {}),
+          ...(this.chipDir !== undefined ? { chipDir: this.chipDir } : {}),
+        });
       } catch (e) {
         throw new FaultError(`InstanceStart: ${(e as Error).message}`);
       }
@@ -475,7 +516,7 @@ class ApiServer extends EventEmitter implements ApiServerHandle {
       this.starting = false;
     }
     this.microvmValue = mv;
-    this.log.info("vmm", "microVM started", { vcpus: cfg.vcpus, mem_mib: cfg.memMiB, kernel: cfg.kernel });
+    this.log.info("vmm", "microVM started", { vcpus: cfg.vcpus, mem_mib: cfg.memMiB, kernel: cfg.kernel, vm_id: mv.id, drives: (cfg.drives ?? []).map((d) => d.id) });
     this.emit("start", mv);
   }
 
@@ -493,6 +534,48 @@ class ApiServer extends EventEmitter implements ApiServerHandle {
       return fd;
     } catch (e) {
       throw new FaultError(`serial.serial_out_path "${path}" cannot be opened for writing: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+  }
+
+  /**
+   * PATCH /drives: rate_limiter updates reach the drive's card at once (a bucket left out is kept,
+   * one with size or refill_time 0 is removed, as Firecracker); path_on_host cannot change yet.
+   */
+  private patchDrive(id: string, patch: PartialDrive): void {
+    const list = this.resources.drives ?? [];
+    const i = list.findIndex((d) => d.drive_id === id);
+    if (i === -1) {
+      const known = list.map((d) => `"${d.drive_id}"`).join(", ");
+      throw new FaultError(`drive "${id}" not found: ${known === "" ? "this microVM has no drives" : `its drives are ${known}`}`);
+    }
+    const current = list[i]!;
+    if (patch.path_on_host !== undefined) {
+      throw new FaultError(
+        `drive "${id}": path_on_host: replacing the backing file of a running drive is not supported yet by this Typervisor build (the card keeps the image it opened at start); only rate_limiter can be updated`,
+      );
+    }
+    if (patch.rate_limiter === undefined) return;
+    const merged = mergeRateLimiter(current.rate_limiter, patch.rate_limiter);
+    try {
+      this.vm!.updateDriveRateLimiter(id, rateLimiterFrom(merged));
+    } catch (e) {
+      throw new FaultError(`drive "${id}": rate_limiter: the update failed: ${(e as Error).message}`);
+    }
+    const next = { ...current };
+    if (merged.bandwidth !== undefined || merged.ops !== undefined) next.rate_limiter = merged;
+    else delete next.rate_limiter;
+    list[i] = next;
+    this.log.info("vmm", "drive rate limiter updated", { drive: id, rate_limiter: { ...merged } });
+  }
+
+  private attest(req: { nonce?: Uint8Array; userData?: Uint8Array; publicKey?: Uint8Array }): Uint8Array {
+    try {
+      return this.microvmValue!.attest(req);
+    } catch (e) {
+      if (e instanceof AttestationUnavailableError || e instanceof AttestationInputError) {
+        throw new FaultError(`GET ${ATTESTATION_PATH}: ${e.message}`);
+      }
+      throw e;
     }
   }
 
@@ -546,6 +629,48 @@ function parseBody(method: string, path: string, raw: Buffer): unknown {
   }
 }
 
+/** One answer: JSON (`body`) or raw bytes with their content type. */
+interface Answer {
+  status: number;
+  body?: unknown;
+  bytes?: Uint8Array;
+  contentType?: string;
+}
+
+/** The drive_id in a drive body must be the one in the path. */
+function checkBodyId(id: string, body: unknown): void {
+  const bodyId = (body as { drive_id?: unknown } | null)?.drive_id;
+  if (typeof bodyId === "string" && bodyId !== id) {
+    throw new FaultError(`drive: the drive_id in the path ("${id}") does not match the one in the body ("${bodyId}")`);
+  }
+}
+
+/** `nonce=<hex>&user_data=<hex>&public_key=<hex>`, each optional, at most once, hex in pairs, within Nitro's limits. */
+export function attestationQuery(query: string): { nonce?: Uint8Array; userData?: Uint8Array; publicKey?: Uint8Array } {
+  const where = `GET ${ATTESTATION_PATH}`;
+  const seen = new Map<string, Uint8Array>();
+  for (const part of query.split("&")) {
+    if (part === "") continue;
+    const eq = part.indexOf("=");
+    const key = decodeURIComponentSafe(eq === -1 ? part : part.slice(0, eq));
+    const value = eq === -1 ? "" : part.slice(eq + 1);
+    const max = Object.prototype.hasOwnProperty.call(ATTESTATION_PARAMS, key) ? ATTESTATION_PARAMS[key] : undefined;
+    if (max === undefined) {
+      throw new FaultError(`${where}: unknown query parameter "${key.slice(0, 40)}", expected one of: ${Object.keys(ATTESTATION_PARAMS).join(", ")}`);
+    }
+    if (seen.has(key)) throw new FaultError(`${where}: query parameter "${key}" given more than once`);
+    if (!/^(?:[0-9A-Fa-f]{2})*$/.test(value)) throw new FaultError(`${where}: ${key} must be hex digits in pairs`);
+    if (value.length / 2 > max) throw new FaultError(`${where}: ${key} is ${value.length / 2} bytes; at most ${max}`);
+    if (key === "public_key" && value.length === 0) throw new FaultError(`${where}: public_key must not be empty`);
+    seen.set(key, new Uint8Array(Buffer.from(value, "hex")));
+  }
+  return {
+    ...(seen.has("nonce") ? { nonce: seen.get("nonce")! } : {}),
+    ...(seen.has("user_data") ? { userData: seen.get("user_data")! } : {}),
+    ...(seen.has("public_key") ? { publicKey: seen.get("public_key")! } : {}),
+  };
+}
+
 const ok = (body: unknown) => ({ status: 200, body });
 const noContent = () => ({ status: 204 });
 
@@ -557,6 +682,11 @@ function send(res: ServerResponse, status: number, body?: unknown): void {
   }
   const text = JSON.stringify(body);
   res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) }).end(text);
+}
+
+function sendBytes(res: ServerResponse, status: number, contentType: string, bytes: Uint8Array): void {
+  if (res.headersSent || res.destroyed) return;
+  res.writeHead(status, { "content-type": contentType, "content-length": bytes.byteLength }).end(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
 }
 
 /** Removes a socket file nobody listens on; refuses one that answers. */

@@ -4,7 +4,9 @@
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { randomUUID } from "node:crypto";
 import { Vm } from "../vmm/vm.js";
+import { measureBoot } from "../security/pcr.js";
 import { fakeMachine, type FakeStep } from "../vmm/testing/fake-machine.js";
 import type { VmFactory } from "../sdk/microvm.js";
 
@@ -13,11 +15,17 @@ export const RESET: FakeStep = { out: 0x64, bytes: [0xfe] };
 /** Serial output of `s`, one port write per byte. */
 export const text = (s: string): FakeStep[] => [...Buffer.from(s)].map((b) => ({ out: 0x3f8, bytes: [b] }));
 
-/** Each VM built gets a fake machine whose vCPU i replays `scripts[i]` (vCPUs beyond run until stopped). */
+/**
+ * Each VM built gets a fake machine whose vCPU i replays `scripts[i]` (vCPUs beyond run until
+ * stopped), with real cards for `config.drives`, and the boot measurements `Vm.create` makes
+ * (PCR0/1/2 over the given kernel, initrd and command line; PCR4 over `config.id` or a UUID).
+ */
 export function fakeFactory(scripts: FakeStep[][] = [[BLOCK]], built: Vm[] = []): VmFactory {
   return (config) => {
     const perVcpu = Array.from({ length: config.vcpus }, (_, i) => scripts[i] ?? [BLOCK]);
-    const vm = new Vm(fakeMachine(perVcpu), config.consoleFd);
+    const id = config.id ?? randomUUID();
+    const pcrs = measureBoot({ kernel: config.kernel.bytes, initrd: config.initrd?.bytes, cmdline: config.cmdline, vmId: id });
+    const vm = new Vm(fakeMachine(perVcpu, { drives: config.drives ?? [] }), config.consoleFd, { id, pcrs });
     built.push(vm);
     return vm;
   };
@@ -25,6 +33,13 @@ export function fakeFactory(scripts: FakeStep[][] = [[BLOCK]], built: Vm[] = [])
 
 export function tempDir(prefix = "typervisor-api-"): string {
   return mkdtempSync(join(tmpdir(), prefix));
+}
+
+/** A raw image of `bytes` bytes (zeros) for a drive. */
+export function fakeImage(dir: string, name = "disk.img", bytes = 64 * 1024): string {
+  const p = join(dir, name);
+  writeFileSync(p, Buffer.alloc(bytes));
+  return p;
 }
 
 /** A file that stands for a kernel image (the fake machine does not load it). */

@@ -1,11 +1,16 @@
 // The SDK over the fake machine: console as a stream, pause/resume, metrics, exit and crash
-// events, stop; the console never stalls the guest when nobody reads it.
+// events, stop; the console never stalls the guest when nobody reads it; drives and their
+// metrics; attest() against the security chip.
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { MicroVM } from "./microvm.js";
-import { BLOCK, RESET, fakeFactory, fakeKernel, tempDir, text } from "../api/testing.js";
+import { createHash } from "node:crypto";
+import { mkdirSync, unlinkSync } from "node:fs";
+import { MicroVM, AttestationUnavailableError } from "./microvm.js";
+import { BLOCK, RESET, fakeFactory, fakeImage, fakeKernel, tempDir, text } from "../api/testing.js";
+import { CHIP_FILES, chipInit } from "../security/chip.js";
+import { verifyAttestation } from "../security/attestation.js";
 import type { VmExit } from "../vmm/vm.js";
 
 const kernel = () => fakeKernel(tempDir("typervisor-sdk-"));
@@ -83,4 +88,80 @@ test("consoleFd sends output to a descriptor; console is then empty; bad config 
   assert.equal(await readAll(vm.console), "");
   assert.throws(() => MicroVM.create({ kernel: join(tempDir(), "nope") }), /cannot read the kernel image ".*nope": ENOENT/);
   assert.throws(() => MicroVM.create({ kernel: kernel(), vcpus: 99 }), /vcpus must be an integer from 1 to 8, got 99/);
+});
+
+test("drives: the VM gets them in order with real cards; metrics() has one entry per drive", async () => {
+  const dir = tempDir("typervisor-sdk-");
+  const vm = MicroVM.create({
+    kernel: fakeKernel(dir),
+    drives: [{ id: "rootfs", path: fakeImage(dir, "root.img") }, { id: "data", path: fakeImage(dir, "data.img"), readOnly: true }],
+    vmFactory: fakeFactory([[BLOCK]]),
+  });
+  assert.deepEqual(vm.config.drives.map((d) => d.id), ["rootfs", "data"]);
+  await vm.start();
+  const m = vm.metrics();
+  assert.deepEqual(Object.keys(m.drives), ["rootfs", "data"]);
+  assert.equal(m.drives["rootfs"]!.requests, 0);
+  await vm.stop("test");
+  assert.throws(
+    () => MicroVM.create({ kernel: fakeKernel(dir), drives: [{ id: "gone", path: join(dir, "gone.img") }], vmFactory: fakeFactory() }),
+    /drive gone: virtio-blk image .*gone\.img does not exist/,
+  );
+});
+
+test("attest(): a Nitro document over the fake machine verifies against the chip root; PCR4 = SHA384(0^48 || SHA384(vm id))", async () => {
+  const dir = tempDir("typervisor-sdk-");
+  const chipDir = join(dir, "chip");
+  const { chip } = chipInit(chipDir);
+  const vm = MicroVM.create({ kernel: fakeKernel(dir), id: "sdk-vm-7", chipDir, vmFactory: fakeFactory([[BLOCK]]) });
+  assert.equal(vm.id, "sdk-vm-7");
+  assert.equal(vm.config.id, "sdk-vm-7");
+  await vm.start();
+  const nonce = new Uint8Array([1, 2, 3, 4]);
+  const doc = vm.attest({ nonce, userData: new Uint8Array(Buffer.from("ud")), publicKey: new Uint8Array([9]) });
+  const v = verifyAttestation(doc, { root: chip.root.der, nonce, maxAgeSeconds: 60 });
+  assert.ok(v.ok, JSON.stringify(v));
+  assert.equal(v.document.module_id, "sdk-vm-7");
+  const sha384 = (b: Uint8Array) => new Uint8Array(createHash("sha384").update(b).digest());
+  const pcr4 = sha384(Buffer.concat([new Uint8Array(48), sha384(Buffer.from("sdk-vm-7", "utf8"))]));
+  assert.deepEqual(v.document.pcrs.get(4), pcr4);
+  assert.deepEqual(v.document.pcrs.get(4), vm.vm.pcrs.get(4));
+  assert.deepEqual(v.document.public_key, new Uint8Array([9]));
+  // A verifier that expects another VM's identity rejects it.
+  const other = verifyAttestation(doc, { root: chip.root.der, expectedPcrs: new Map([[4, Buffer.from(sha384(Buffer.from("x"))).toString("hex")]]) });
+  assert.equal(other.ok, false);
+  assert.throws(() => vm.attest({ nonce: new Uint8Array(513) }), /nonce is 513 bytes; at most 512/);
+  await vm.stop("test");
+  assert.throws(() => vm.attest(), /cannot attest a microVM that is stopped/);
+});
+
+test("attest() without a chip identity throws AttestationUnavailableError telling to run typervisor chip init", async () => {
+  const dir = tempDir("typervisor-sdk-");
+  const vm = MicroVM.create({ kernel: fakeKernel(dir), chipDir: join(dir, "nowhere"), vmFactory: fakeFactory([[BLOCK]]) });
+  await vm.start();
+  assert.throws(() => vm.attest(), (e: unknown) => e instanceof AttestationUnavailableError && /no security chip identity at .*nowhere: run "typervisor chip init"/.test(e.message));
+  // An empty directory is no identity either; a partial one is reported as unusable, naming the file.
+  const empty = join(dir, "empty");
+  mkdirSync(empty, { mode: 0o700 });
+  const vm2 = MicroVM.create({ kernel: fakeKernel(dir), chipDir: empty, vmFactory: fakeFactory([[BLOCK]]) });
+  assert.throws(() => vm2.attest(), /no security chip identity at .*empty: run "typervisor chip init"/);
+  const partial = join(dir, "partial");
+  chipInit(partial);
+  unlinkSync(join(partial, CHIP_FILES.leafKey));
+  const vm3 = MicroVM.create({ kernel: fakeKernel(dir), chipDir: partial, vmFactory: fakeFactory([[BLOCK]]) });
+  assert.throws(() => vm3.attest(), (e: unknown) => e instanceof AttestationUnavailableError && /is unusable: .*is missing/.test(e.message));
+  await vm.stop("test");
+  await vm2.stop("test");
+  await vm3.stop("test");
+  // The default chip directory follows $TYPERVISOR_CHIP_DIR, as `typervisor chip`.
+  const saved = process.env["TYPERVISOR_CHIP_DIR"];
+  process.env["TYPERVISOR_CHIP_DIR"] = join(dir, "from-env");
+  try {
+    const vm4 = MicroVM.create({ kernel: fakeKernel(dir), vmFactory: fakeFactory([[BLOCK]]) });
+    assert.equal(vm4.config.chipDir, join(dir, "from-env"));
+    await vm4.stop("test");
+  } finally {
+    if (saved === undefined) delete process.env["TYPERVISOR_CHIP_DIR"];
+    else process.env["TYPERVISOR_CHIP_DIR"] = saved;
+  }
 });

@@ -1,12 +1,19 @@
 // The embeddable microVM: one object that builds a VM from plain config, runs it, and hands back
 // its console as a stream, its counters and how it ended. The REST server (src/api) is a façade
-// over this class, so the lifecycle rules live in one place.
+// over this class, so the lifecycle rules live in one place. `attest()` signs a Nitro-format
+// attestation document over the VM's locked PCRs with the host's security chip (src/security).
 
 import { EventEmitter } from "node:events";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
 import { PassThrough, type Readable } from "node:stream";
 import { Vm, type VmConfig, type VmExit } from "../vmm/vm.js";
 import type { KernelSource } from "../vmm/builder.js";
+import type { DriveConfig } from "../vmm/drives.js";
+import type { CardMetricsSnapshot } from "../cards/index.js";
+import { CHIP_FILES, ChipError, chipLoad, type Chip } from "../security/chip.js";
+import { createAttestationDocument, chipDocumentSource } from "../security/attestation.js";
+import { defaultChipDir } from "../security/cli.js";
 import { probePath } from "../probe/path.js";
 import { openConsolePipe, type ConsolePipe, DEFAULT_CONSOLE_BUFFER } from "./console-pipe.js";
 
@@ -42,6 +49,33 @@ export interface MicroVMConfig {
   consoleBufferBytes?: number;
   /** Builds the VM (default: KVM). Inject a fake-machine factory to test without /dev/kvm. */
   vmFactory?: VmFactory;
+  /**
+   * virtio-blk drives, in guest order (the first is /dev/vda). Each image is checked when the VM
+   * is built (it exists, is at least one sector, opens read-write unless `readOnly`).
+   */
+  drives?: DriveConfig[];
+  /** The VM's identity, measured into PCR4. Default: a random UUID. */
+  id?: string;
+  /**
+   * The security chip identity `attest()` signs with (`typervisor chip init --dir D`). Default:
+   * `$TYPERVISOR_CHIP_DIR`, else `~/.typervisor/chip` (as the `typervisor chip` command).
+   */
+  chipDir?: string;
+}
+
+/** What `attest()` puts in the document besides the PCRs (Nitro bounds: ≤ 512 B each, public key 1..1024 B). */
+export interface AttestOptions {
+  nonce?: Uint8Array;
+  userData?: Uint8Array;
+  publicKey?: Uint8Array;
+}
+
+/** `attest()` cannot sign: there is no usable security chip identity. */
+export class AttestationUnavailableError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "AttestationUnavailableError";
+  }
 }
 
 /** Where the VM is in its life. */
@@ -55,6 +89,8 @@ export interface MicroVMMetrics {
   vcpus: ReturnType<Vm["exitCounters"]>;
   /** Console bytes read from the guest and bytes dropped because `console` was not read (stream mode only). */
   console: { bytes: number; droppedBytes: number };
+  /** Per drive id: requests, bytes, errors, throttled (requests held back by the rate limiter), kicks, interrupts, needsReset. */
+  drives: Record<string, CardMetricsSnapshot>;
 }
 
 /**
@@ -67,6 +103,22 @@ export interface MicroVMEvents {
   crash: [VmExit];
   pause: [];
   resume: [];
+}
+
+/** Loads the chip identity for one document (so a re-initialised chip is picked up at once). */
+function loadChip(dir: string): Chip {
+  // No identity at all is what `chip init` fixes; a partial or corrupt one needs a person.
+  if (!existsSync(dir) || !Object.values(CHIP_FILES).some((f) => existsSync(join(dir, f)))) {
+    throw new AttestationUnavailableError(
+      `no security chip identity at ${dir}: run "typervisor chip init" (or set chipDir / $TYPERVISOR_CHIP_DIR to where one is)`,
+    );
+  }
+  try {
+    return chipLoad(dir);
+  } catch (e) {
+    if (e instanceof ChipError) throw new AttestationUnavailableError(`the security chip identity at ${dir} is unusable: ${e.message}`);
+    throw e;
+  }
 }
 
 /** Reads a kernel/initrd choice into bytes, with a message naming the path on failure. */
@@ -95,7 +147,11 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
   /** The VM underneath (for the API server and tests). */
   readonly vm: Vm;
   /** The resolved configuration. */
-  readonly config: Readonly<Required<Omit<MicroVMConfig, "initrd" | "consoleFd" | "vmFactory" | "kernel">>> & { kernel: string; initrd?: string };
+  readonly config: Readonly<Required<Omit<MicroVMConfig, "initrd" | "consoleFd" | "vmFactory" | "kernel" | "drives">>> & {
+    kernel: string;
+    initrd?: string;
+    drives: readonly DriveConfig[];
+  };
   /** Resolves with how the VM ended (after `stop()`, a guest exit or a crash). */
   readonly exited: Promise<VmExit>;
   private readonly pipe: ConsolePipe | undefined;
@@ -133,6 +189,7 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
     const isProbe = config.kernel === PROBE_KERNEL;
     const kernel = loadSource(config.kernel, "kernel");
     const initrd = config.initrd === undefined ? undefined : loadSource(config.initrd, "initrd");
+    const drives = (config.drives ?? []).map((d) => ({ ...d }));
     const resolved = {
       kernel: kernel.name,
       initrd: initrd?.name,
@@ -141,6 +198,8 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
       memMiB: config.memMiB ?? 128,
       bootProtocol: config.bootProtocol ?? "linux64",
       consoleBufferBytes: config.consoleBufferBytes ?? DEFAULT_CONSOLE_BUFFER,
+      drives,
+      chipDir: config.chipDir ?? defaultChipDir(),
     };
     const pipe = config.consoleFd === undefined ? openConsolePipe(resolved.consoleBufferBytes) : undefined;
     try {
@@ -152,13 +211,15 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
         memMiB: resolved.memMiB,
         bootProtocol: resolved.bootProtocol,
         consoleFd: pipe?.writeFd ?? config.consoleFd!,
+        ...(drives.length > 0 ? { drives } : {}),
+        ...(config.id !== undefined ? { id: config.id } : {}),
       });
       let empty: Readable | undefined;
       if (pipe === undefined) {
         empty = new PassThrough();
         empty.push(null);
       }
-      return new MicroVM(vm, resolved, pipe, empty);
+      return new MicroVM(vm, { ...resolved, id: vm.id }, pipe, empty);
     } catch (e) {
       pipe?.destroy();
       throw e;
@@ -221,7 +282,29 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
       uptimeMs: startedAt === undefined ? 0 : Date.now() - startedAt,
       vcpus: this.vm.exitCounters(),
       console: this.pipe?.counters() ?? { bytes: 0, droppedBytes: 0 },
+      drives: this.vm.driveMetrics(),
     };
+  }
+
+  /** The VM's identity (PCR4). */
+  get id(): string {
+    return this.vm.id;
+  }
+
+  /**
+   * A Nitro-format attestation document (COSE_Sign1 bytes) for this VM: every locked PCR (the
+   * boot measurements PCR0/1/2/4, and any PCR the guest has locked since), signed by the
+   * security chip in `config.chipDir`; `module_id` is the VM's id. Verify it with
+   * `verifyAttestation(doc, { root })` against the chip's root certificate.
+   *
+   * Throws {@link AttestationUnavailableError} when there is no chip identity ("run typervisor
+   * chip init"), `AttestationInputError` for oversized fields, and refuses a stopped VM.
+   */
+  attest(opts: AttestOptions = {}): Uint8Array {
+    if (this.stateValue === "stopped") throw new Error("cannot attest a microVM that is stopped");
+    const chip = loadChip(this.config.chipDir);
+    const src = chipDocumentSource(chip, this.vm.id, this.vm.pcrs.lockedValues());
+    return createAttestationDocument(src, { nonce: opts.nonce, userData: opts.userData, publicKey: opts.publicKey });
   }
 
   /** Console input for the guest's UART; returns the bytes accepted. */
