@@ -9,8 +9,10 @@ export class FaultError extends Error {
   constructor(
     message: string,
     readonly status = 400,
+    /** The error underneath (the CLI tells a bad configuration from a host that cannot run VMs). */
+    cause?: unknown,
   ) {
-    super(message);
+    super(message, cause === undefined ? undefined : { cause });
     this.name = "FaultError";
   }
 }

@@ -496,7 +496,7 @@ class ApiServer extends EventEmitter implements ApiServerHandle {
           ...(this.chipDir !== undefined ? { chipDir: this.chipDir } : {}),
         });
       } catch (e) {
-        throw new FaultError(`InstanceStart: ${(e as Error).message}`);
+        throw new FaultError(`InstanceStart: ${(e as Error).message}`, 400, e);
       }
       mv.on("exit", (exit) => {
         this.exitValue = exit;

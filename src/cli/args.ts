@@ -44,8 +44,39 @@ export type Command =
   | { cmd: "probe-path" }
   /** Security-chip commands: their handlers parse their own arguments (src/security/cli.ts). */
   | { cmd: "chip" | "measure" | "attest" | "sign"; argv: string[] }
+  /** The VMM behind the Firecracker-compatible API (serve.ts); `run` holds the VM to boot at once. */
+  | { cmd: "serve"; serve: ServeFlags; run?: RunOptions }
   /** Running-VM commands (control.ts parses their arguments). */
   | { cmd: "ps" | "pause" | "resume" | "stop"; argv: string[] };
+
+export interface ServeFlags {
+  apiSock?: string;
+  configFile?: string;
+  noApi: boolean;
+  id?: string;
+  metricsHttp?: string;
+  runtimeDir?: string;
+}
+
+const SERVE_OPTIONS = {
+  "api-sock": { type: "string" },
+  "config-file": { type: "string" },
+  "no-api": { type: "boolean" },
+  id: { type: "string" },
+  "metrics-http": { type: "string" },
+  "runtime-dir": { type: "string" },
+} as const;
+
+function serveFlags(v: { [K in keyof typeof SERVE_OPTIONS]?: (typeof SERVE_OPTIONS)[K]["type"] extends "boolean" ? boolean : string }): ServeFlags {
+  return {
+    noApi: v["no-api"] === true,
+    ...(v["api-sock"] !== undefined ? { apiSock: v["api-sock"] } : {}),
+    ...(v["config-file"] !== undefined ? { configFile: v["config-file"] } : {}),
+    ...(v.id !== undefined ? { id: v.id } : {}),
+    ...(v["metrics-http"] !== undefined ? { metricsHttp: v["metrics-http"] } : {}),
+    ...(v["runtime-dir"] !== undefined ? { runtimeDir: v["runtime-dir"] } : {}),
+  };
+}
 
 export const DEFAULT_VCPUS = 1;
 export const DEFAULT_MEM_MIB = 256;
@@ -113,6 +144,15 @@ export function parseCommand(argv: string[], limits: { maxVcpus: number; minMem:
     return { cmd: "help", topic: first === "help" ? argv[1] : undefined };
   }
   if (first === "--version" || first === "-V" || first === "version") return { cmd: "version" };
+  if (first.startsWith("--") && first.slice(2).split("=")[0]! in SERVE_OPTIONS) {
+    // Firecracker's form: `typervisor --api-sock PATH [--config-file F] [--no-api]`.
+    try {
+      const { values } = parseArgs({ args: argv, strict: true, allowPositionals: false, options: SERVE_OPTIONS });
+      return { cmd: "serve", serve: serveFlags(values) };
+    } catch (e) {
+      throw new UsageError(e instanceof Error ? e.message.replace(/\. To specify a positional argument.*$/s, "") : String(e));
+    }
+  }
   const rest = argv.slice(1);
   if (rest.includes("--help") || rest.includes("-h")) return { cmd: "help", topic: first };
   if (first === "chip" || first === "measure" || first === "attest" || first === "sign") return { cmd: first, argv: rest };
@@ -136,6 +176,7 @@ export function parseCommand(argv: string[], limits: { maxVcpus: number; minMem:
             entropy: { type: "boolean" },
             nsm: { type: "boolean" },
             "chip-dir": { type: "string" },
+            ...SERVE_OPTIONS,
           },
         });
         if (values["chip-dir"] !== undefined && values.nsm !== true) throw new UsageError("--chip-dir goes with --nsm");
@@ -144,9 +185,7 @@ export function parseCommand(argv: string[], limits: { maxVcpus: number; minMem:
         }
         const boot = values.boot ?? "linux64";
         if (boot !== "linux64" && boot !== "pvh") throw new UsageError(`--boot must be linux64 or pvh, got "${boot}"`);
-        return {
-          cmd: "run",
-          options: {
+        const options: RunOptions = {
             kernel: values.kernel,
             initrd: values.initrd,
             cmdline: values.cmdline,
@@ -157,8 +196,15 @@ export function parseCommand(argv: string[], limits: { maxVcpus: number; minMem:
             drives: (values.drive ?? []).map((d, i) => parseDrive(d, i)),
             entropy: values.entropy === true,
             ...(values.nsm === true ? { nsmChipDir: values["chip-dir"] ?? defaultChipDir() } : {}),
-          },
         };
+        const serve = serveFlags(values);
+        if (serve.configFile !== undefined) throw new UsageError("run takes its VM from its own options; give --config-file without run");
+        if (serve.noApi) throw new UsageError("run needs no --no-api: without --api-sock it serves no API");
+        if (serve.apiSock !== undefined) return { cmd: "serve", serve, run: options };
+        if (serve.id !== undefined || serve.metricsHttp !== undefined || serve.runtimeDir !== undefined) {
+          throw new UsageError("--id, --metrics-http and --runtime-dir go with --api-sock");
+        }
+        return { cmd: "run", options };
       }
       case "probe": {
         const { values } = parseArgs({ args: rest, strict: true, allowPositionals: false, options: { path: { type: "boolean" } } });
@@ -180,6 +226,10 @@ export const HELP = `typervisor — KVM microVMs from TypeScript
 
 Usage:
   typervisor run [options]      boot a guest (the built-in probe demo when no --kernel is given)
+  typervisor --api-sock PATH [--config-file F] [--id ID] [--metrics-http HOST:PORT]
+                                serve the Firecracker-compatible API on a Unix socket (one VM per process)
+  typervisor --config-file F --no-api
+                                boot the VM a Firecracker config file describes, without an API
   typervisor probe --path       print the absolute path of the built probe guest (ELF, Linux 64-bit and PVH entries)
   typervisor ps [--json]        list the running microVMs (those serving an API socket) with state, vCPUs, memory, uptime
   typervisor pause|resume|stop ID [--json]
@@ -206,6 +256,8 @@ Options of run:
   --drive SPEC         a virtio-blk drive, repeatable: path=disk.img[,ro][,id=rootfs][,bw=RATE][,ops=RATE]
                        RATE is per second with an optional one-time burst: bw=10M:50M, ops=1000:200
   --entropy            a virtio-rng device fed from the host CSPRNG
+  --api-sock PATH      also serve the Firecracker-compatible API there (then: ps, pause, resume, stop;
+                       --id ID, --metrics-http HOST:PORT for Prometheus text, --runtime-dir D)
   --nsm [--chip-dir D] the Nitro Secure Module device: the guest asks the security chip for attestation
                        documents (chip from typervisor chip init; default $TYPERVISOR_CHIP_DIR or ~/.typervisor/chip)
 

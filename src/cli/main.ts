@@ -13,6 +13,7 @@ import { KvmError } from "../kvm/index.js";
 import { formatCrash } from "../vmm/report.js";
 import { chipCommand, measureCommand, attestCommand, signCommand } from "../security/cli.js";
 import { psCommand, stopCommand, vmStateCommand } from "./control.js";
+import { serve, runOptionsToResources } from "./serve.js";
 
 export const EXIT_OK = 0;
 export const EXIT_GUEST_FAILURE = 1;
@@ -75,6 +76,16 @@ export async function main(argv: string[]): Promise<number> {
       }
     case "run":
       return run(command.options);
+    case "serve": {
+      let resources;
+      try {
+        resources = command.run !== undefined ? runOptionsToResources(command.run) : undefined;
+      } catch (e) {
+        if (e instanceof UsageError || (e as Error).name === "FaultError") return fail(EXIT_USAGE, (e as Error).message);
+        throw e;
+      }
+      return serve({ ...command.serve, ...(resources !== undefined ? { resources } : {}) }, { stderr: process.stderr, exitStatus });
+    }
     case "ps":
     case "pause":
     case "resume":

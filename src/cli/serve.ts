@@ -1,0 +1,172 @@
+// `typervisor --api-sock PATH [--config-file F]`, `typervisor --config-file F --no-api`, and
+// `typervisor run … --api-sock PATH`: the VMM driven through the Firecracker-compatible API (one
+// VM per process, as Firecracker), registered in the runtime directory for `ps`/`pause`/`stop`.
+
+import { readFileSync } from "node:fs";
+import { randomUUID } from "node:crypto";
+import {
+  startApiServer, parseFirecrackerConfigFile, configFromFirecrackerJson, microVmConfigFrom, registerRunningVm,
+  startPrometheusServer, parseHostPort, FaultError, type VmResources, type ApiServerHandle, type PrometheusServerHandle,
+} from "../api/index.js";
+import { MicroVM } from "../sdk/index.js";
+import type { VmExit } from "../vmm/vm.js";
+import { UsageError, type RunOptions } from "./args.js";
+import { runtimeDir } from "./control.js";
+import { probePath } from "../probe/path.js";
+
+export interface ServeOptions {
+  apiSock?: string;
+  configFile?: string;
+  noApi: boolean;
+  id?: string;
+  metricsHttp?: string;
+  runtimeDir?: string;
+  /** From `run`: the VM to boot at once (instead of a config file). */
+  resources?: VmResources;
+}
+
+export interface ServeIo {
+  stderr: { write(s: string): unknown };
+  exitStatus: (exit: VmExit) => number;
+}
+
+const EXIT_USAGE = 2;
+/** Errors that mean the configuration is wrong (exit 2), as opposed to the host (exit 4). */
+const USAGE_ERRORS = new Set(["FaultError", "DriveConfigError", "KernelFormatError", "VmConfigError", "BootSetupError"]);
+const EXIT_HOST = 4;
+
+/** `run` options as a Firecracker config object, so they pass the same checks as a config file. */
+export function runOptionsToResources(o: RunOptions): VmResources {
+  if (o.entropy || o.nsmChipDir !== undefined) {
+    throw new UsageError("--entropy and --nsm are not available through the API yet: run without --api-sock");
+  }
+  if (o.console.kind !== "stdio") throw new UsageError("with --api-sock the console is stdout (or PUT /serial)");
+  if (o.bootProtocol !== "linux64") throw new UsageError("--boot pvh is not available through the API");
+  const bucket = (r: { perSecond: number; burst?: number } | undefined) =>
+    r === undefined ? undefined : { size: r.perSecond, refill_time: 1000, ...(r.burst !== undefined ? { one_time_burst: r.burst } : {}) };
+  const config: Record<string, unknown> = {
+    "boot-source": {
+      kernel_image_path: o.kernel ?? probePath(),
+      ...(o.initrd !== undefined ? { initrd_path: o.initrd } : {}),
+      boot_args: o.cmdline ?? (o.kernel === undefined ? "probe.run=demo" : "console=ttyS0 reboot=k panic=1 pci=off"),
+    },
+    "machine-config": { vcpu_count: o.vcpus, mem_size_mib: o.memMiB },
+    drives: o.drives.map((d) => {
+      const bandwidth = bucket(d.bandwidth);
+      const ops = bucket(d.ops);
+      return {
+        drive_id: d.id,
+        path_on_host: d.path,
+        is_root_device: false,
+        is_read_only: d.readOnly,
+        ...(bandwidth || ops ? { rate_limiter: { ...(bandwidth ? { bandwidth } : {}), ...(ops ? { ops } : {}) } } : {}),
+      };
+    }),
+  };
+  return configFromFirecrackerJson(config);
+}
+
+export async function serve(opts: ServeOptions, io: ServeIo): Promise<number> {
+  let resources = opts.resources;
+  if (opts.configFile !== undefined) {
+    let text: string;
+    try {
+      text = readFileSync(opts.configFile, "utf8");
+    } catch (e) {
+      return fail(io, EXIT_USAGE, `cannot read config file ${opts.configFile}: ${(e as NodeJS.ErrnoException).code}`);
+    }
+    try {
+      resources = parseFirecrackerConfigFile(text, opts.configFile);
+    } catch (e) {
+      if (e instanceof FaultError) return fail(io, EXIT_USAGE, e.message);
+      throw e;
+    }
+  }
+  if (opts.noApi) {
+    if (resources === undefined) return fail(io, EXIT_USAGE, "--no-api needs --config-file: without an API nothing could configure the VM");
+    return runWithoutApi(resources, opts, io);
+  }
+  if (opts.apiSock === undefined) return fail(io, EXIT_USAGE, "--api-sock PATH is required (or --no-api with --config-file)");
+  const id = opts.id ?? randomUUID();
+  let handle: ApiServerHandle;
+  try {
+    handle = await startApiServer({
+      socketPath: opts.apiSock,
+      id,
+      consoleFd: 1,
+      logSink: (line: string) => void io.stderr.write(line.endsWith("\n") ? line : `${line}\n`),
+      ...(resources !== undefined ? { resources, startOnConfig: true } : {}),
+    });
+  } catch (e) {
+    return fail(io, exitCodeOf(e), (e as Error).message);
+  }
+  let prometheus: PrometheusServerHandle | undefined;
+  if (opts.metricsHttp !== undefined) {
+    try {
+      const { host, port } = parseHostPort(opts.metricsHttp);
+      prometheus = await startPrometheusServer(host, port, () => handle.metrics());
+    } catch (e) {
+      await handle.close();
+      return fail(io, EXIT_USAGE, (e as Error).message);
+    }
+  }
+  const unregister = registerRunningVm(runtimeDir(opts.runtimeDir), {
+    id,
+    pid: process.pid,
+    socket: opts.apiSock,
+    vcpus: resources?.machine.vcpu_count ?? 1,
+    memMiB: resources?.machine.mem_size_mib ?? 128,
+    startedAt: Date.now(),
+  });
+  const status = await new Promise<number>((resolve) => {
+    const onSignal = (sig: NodeJS.Signals) => {
+      // Firecracker's model: a signal ends the VMM, and with it the VM.
+      const code = sig === "SIGINT" ? 130 : 143;
+      if (handle.vm !== undefined && handle.exit === undefined) handle.vm.stop(`signal ${sig}`);
+      else resolve(code);
+    };
+    process.on("SIGINT", onSignal);
+    process.on("SIGTERM", onSignal);
+    handle.once("exit", (exit: VmExit) => {
+      process.off("SIGINT", onSignal);
+      process.off("SIGTERM", onSignal);
+      resolve(io.exitStatus(exit));
+    });
+  });
+  unregister();
+  await prometheus?.close();
+  await handle.close();
+  return status;
+}
+
+async function runWithoutApi(resources: VmResources, opts: ServeOptions, io: ServeIo): Promise<number> {
+  let vm: MicroVM;
+  try {
+    vm = MicroVM.create({ ...microVmConfigFrom(resources), consoleFd: 1, ...(opts.id !== undefined ? { id: opts.id } : {}) });
+  } catch (e) {
+    return fail(io, exitCodeOf(e), (e as Error).message);
+  }
+  const onSignal = (sig: NodeJS.Signals) => void vm.stop(`signal ${sig}`);
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  try {
+    await vm.start();
+    return io.exitStatus(await vm.exited);
+  } catch (e) {
+    return fail(io, EXIT_HOST, `cannot start the VM: ${(e as Error).message}`);
+  } finally {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+  }
+}
+
+/** 2 when the configuration is wrong, 4 when the host cannot run the VM (no KVM, a failed call). */
+function exitCodeOf(e: unknown): number {
+  const inner = e instanceof FaultError && e.cause !== undefined ? e.cause : e;
+  return USAGE_ERRORS.has((inner as Error).name) ? EXIT_USAGE : EXIT_HOST;
+}
+
+function fail(io: ServeIo, code: number, message: string): number {
+  io.stderr.write(`typervisor: ${message}\n`);
+  return code;
+}
