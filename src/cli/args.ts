@@ -238,6 +238,8 @@ Usage:
                                 create (or reuse) / show the security chip's identity (P-384 root and signing certificates)
   typervisor measure --kernel F [--initrd F] [--cmdline S] [--vm-id ID] [--signing-cert C] [--json]
                                 print the PCRs a boot would produce, without booting
+  typervisor attest --vm ID [--nonce HEX] [--user-data HEX] [--out FILE]
+                                an attestation document from a running VM (its chip, its PCRs)
   typervisor attest verify DOC --root ROOT.pem [--pcr N=HEX]... [--nonce HEX] [--max-age S] [--json]
                                 check an attestation document and say which check failed
   typervisor sign --kernel F [--initrd F] [--cmdline S] --key K.pem --cert C.pem --out SIG

@@ -7,7 +7,10 @@ import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { startApiServer, registerRunningVm, apiRequest } from "../api/index.js";
 import { fakeFactory, fakeKernel, tempDir } from "../api/testing.js";
-import { psCommand, vmStateCommand, stopCommand } from "./control.js";
+import { psCommand, vmStateCommand, stopCommand, attestVmCommand } from "./control.js";
+import { readFileSync } from "node:fs";
+import { chipInit, chipLoad } from "../security/chip.js";
+import { verifyAttestation } from "../security/attestation.js";
 import { UsageError } from "./args.js";
 
 function io() {
@@ -77,4 +80,30 @@ test("an unknown VM id or a missing id is a usage error", async () => {
   await assert.rejects(vmStateCommand("pause", ["nope", "--runtime-dir", runtime], io().io), (e: unknown) => e instanceof UsageError && /no running VM "nope"/.test(e.message));
   await assert.rejects(stopCommand(["--runtime-dir", runtime], io().io), /say which VM/);
   await assert.rejects(psCommand(["extra"], io().io), /unexpected argument "extra"/);
+});
+
+test("attest --vm fetches a document from the running VM that verifies against the chip root with the nonce", { timeout: 30_000 }, async (t) => {
+  const dir = tempDir();
+  const runtime = join(dir, "run");
+  const chipDir = join(dir, "chip");
+  chipInit(chipDir);
+  const socketPath = join(dir, "vm4.sock");
+  const server = await startApiServer({ socketPath, vmFactory: fakeFactory(), id: "vm4", consoleFd: -1, chipDir });
+  t.after(() => server.close());
+  t.after(registerRunningVm(runtime, { id: "vm4", pid: process.pid, socket: socketPath, vcpus: 1, memMiB: 64, startedAt: Date.now() }));
+  await apiRequest(socketPath, "PUT", "/boot-source", { kernel_image_path: fakeKernel(dir) });
+  assert.equal((await apiRequest(socketPath, "PUT", "/actions", { action_type: "InstanceStart" })).status, 204);
+
+  const out = join(dir, "doc.cbor");
+  const a = io();
+  assert.equal(await attestVmCommand(["--vm", "vm4", "--nonce", "00c0ffee", "--out", out, "--runtime-dir", runtime], a.io), 0, a.err.join(""));
+  const doc = new Uint8Array(readFileSync(out));
+  const chip = chipLoad(chipDir);
+  const r = verifyAttestation(doc, { root: chip.root.der, nonce: Uint8Array.from([0x00, 0xc0, 0xff, 0xee]) });
+  assert.equal(r.ok, true, JSON.stringify(r));
+  const wrong = verifyAttestation(doc, { root: chip.root.der, nonce: Uint8Array.from([1]) });
+  assert.equal(wrong.ok, false);
+
+  await assert.rejects(attestVmCommand(["--vm", "vm4", "--nonce", "xyz", "--runtime-dir", runtime], io().io), /--nonce must be hex/);
+  await assert.rejects(attestVmCommand(["--nonce", "00"], io().io), /needs --vm ID/);
 });

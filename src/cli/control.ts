@@ -3,7 +3,9 @@
 // their API sockets — never through a shell or a control VM.
 
 import { parseArgs } from "node:util";
+import { writeFileSync } from "node:fs";
 import { apiRequest, faultOf, listRunningVms, findRunningVm, defaultRuntimeDir, type RunningVm } from "../api/index.js";
+import { fetchAttestation } from "../sdk/index.js";
 import { UsageError } from "./args.js";
 
 export interface Io {
@@ -126,3 +128,41 @@ function target(argv: string[]): { vm: RunningVm; json: boolean } {
 }
 
 export const CONTROL_EXIT = { EXIT_OK, EXIT_FAILED, EXIT_USAGE };
+
+/** `attest --vm ID [--nonce HEX] [--user-data HEX] [--out FILE]`: a document from a running VM's chip. */
+export async function attestVmCommand(argv: string[], io: Io, fetch = fetchAttestation): Promise<number> {
+  let values: { vm?: string; nonce?: string; "user-data"?: string; out?: string; "runtime-dir"?: string };
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: { vm: { type: "string" }, nonce: { type: "string" }, "user-data": { type: "string" }, out: { type: "string" }, "runtime-dir": { type: "string" } },
+    }));
+  } catch (e) {
+    throw new UsageError(e instanceof Error ? e.message.replace(/\. To specify a positional argument.*$/s, "") : String(e));
+  }
+  if (values.vm === undefined) throw new UsageError("attest needs --vm ID (or: attest verify DOC --root ROOT.pem)");
+  const hex = (name: string, v: string | undefined): Uint8Array | undefined => {
+    if (v === undefined) return undefined;
+    if (!/^([0-9a-fA-F]{2})*$/.test(v)) throw new UsageError(`--${name} must be hex (pairs of 0-9a-f), got "${v.slice(0, 40)}"`);
+    return new Uint8Array(Buffer.from(v, "hex"));
+  };
+  const nonce = hex("nonce", values.nonce);
+  const userData = hex("user-data", values["user-data"]);
+  const { vm } = target([values.vm, ...(values["runtime-dir"] !== undefined ? ["--runtime-dir", values["runtime-dir"]] : [])]);
+  let doc: Uint8Array;
+  try {
+    doc = await fetch(vm.socket, { ...(nonce ? { nonce } : {}), ...(userData ? { userData } : {}) });
+  } catch (e) {
+    io.stderr.write(`typervisor attest: ${vm.id}: ${(e as Error).message}\n`);
+    return EXIT_FAILED;
+  }
+  if (values.out !== undefined) {
+    writeFileSync(values.out, doc);
+    io.stdout.write(`wrote ${doc.length}-byte attestation document of ${vm.id} to ${values.out}\n`);
+  } else {
+    io.stdout.write(Buffer.from(doc).toString("hex") + "\n");
+  }
+  return EXIT_OK;
+}

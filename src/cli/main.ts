@@ -12,7 +12,7 @@ import { SysError } from "../sys/index.js";
 import { KvmError } from "../kvm/index.js";
 import { formatCrash } from "../vmm/report.js";
 import { chipCommand, measureCommand, attestCommand, signCommand } from "../security/cli.js";
-import { psCommand, stopCommand, vmStateCommand } from "./control.js";
+import { psCommand, stopCommand, vmStateCommand, attestVmCommand } from "./control.js";
 import { serve, runOptionsToResources } from "./serve.js";
 
 export const EXIT_OK = 0;
@@ -96,7 +96,13 @@ export async function main(argv: string[]): Promise<number> {
     case "measure":
       return measureCommand(command.argv, process);
     case "attest":
-      return attestCommand(command.argv, process);
+      if (command.argv[0] === "verify") return attestCommand(command.argv, process);
+      try {
+        return await attestVmCommand(command.argv, process);
+      } catch (e) {
+        if (e instanceof UsageError) return fail(EXIT_USAGE, `attest: ${e.message}`);
+        throw e;
+      }
     case "sign":
       return signCommand(command.argv, process);
   }
