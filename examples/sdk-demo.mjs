@@ -1,6 +1,6 @@
 // Boots the built-in probe guest with the SDK, prints its serial output and its exit counters.
 // Needs /dev/kvm and a build (`npm run build`). Run: node examples/sdk-demo.mjs
-import { MicroVM } from "../dist/sdk/index.js";
+import { MicroVM } from "../dist/index.js";
 
 const vm = MicroVM.create({ kernel: "probe", cmdline: "probe.run=demo", vcpus: 1, memMiB: 128 });
 vm.console.pipe(process.stdout);

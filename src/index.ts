@@ -1,5 +1,6 @@
-// The package entry (`import { Vm } from "typervisor"`). The SDK's MicroVM class will live here;
-// for now the VM lifecycle itself is exported.
+// The package entry (`import { MicroVM } from "typervisor"`): the embeddable SDK, and below it the
+// VM lifecycle for programs that want the lower layer.
+export * from "./sdk/index.js";
 export { Vm, VmConfigError, MAX_VCPUS, type VmConfig, type VmExit } from "./vmm/vm.js";
 export type { BootSummary, KernelSource } from "./vmm/builder.js";
 export { probePath } from "./probe/path.js";
