@@ -2,32 +2,21 @@
 // on microvm (TCG without /dev/kvm). This verifies the guest side; our device model is verified
 // by src/devices/virtio and src/cards tests, and against this guest only once a VMM with KVM runs it.
 //
-// runProbeInQemu (qemu.ts) takes no extra arguments, so this file spawns QEMU itself with
-// qemuArgs() plus the -device/-drive pairs. QEMU microvm's virtio-mmio is legacy (version 1)
+// The -device/-drive pairs go to runProbeInQemu as extra arguments. QEMU microvm's virtio-mmio is legacy (version 1)
 // unless `-global virtio-mmio.force-legacy=false`; the driver refuses legacy devices.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { probePath } from './path.js';
-import { findQemu, kvmUsable, qemuArgs } from './qemu.js';
-import { findLine, parseProbeLines, type ProbeLine } from './report.js';
+import { qemuProbeSkipReason, runProbeInQemu, type QemuProbeResult } from './qemu.js';
+import { findLine, type ProbeLine } from './report.js';
 
 const TIMEOUT_MS = 60_000;
 const MODERN = ['-global', 'virtio-mmio.force-legacy=false'];
 
-function skipReason(): string | null {
-  if (findQemu() === null) return 'qemu-system-x86_64 not installed: apt-get install qemu-system-x86';
-  try {
-    probePath();
-  } catch (e) {
-    return (e as Error).message;
-  }
-  return null;
-}
+const skipReason = qemuProbeSkipReason;
 
 function ready(t: TestContext): boolean {
   const reason = skipReason();
@@ -35,33 +24,8 @@ function ready(t: TestContext): boolean {
   return reason === null;
 }
 
-interface Run {
-  stdout: string;
-  stderr: string;
-  exitCode: number | null;
-  lines: ProbeLine[];
-}
-
-function runQemu(cmdline: string, extra: string[]): Promise<Run> {
-  const args = [...qemuArgs({ kernel: probePath(), accel: kvmUsable() ? 'kvm' : 'tcg', cmdline }), ...extra];
-  return new Promise((resolve, reject) => {
-    const child = spawn(findQemu()!, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    child.stdout.on('data', (b: Buffer) => out.push(b));
-    child.stderr.on('data', (b: Buffer) => err.push(b));
-    const timer = setTimeout(() => child.kill('SIGKILL'), TIMEOUT_MS - 5_000);
-    child.on('error', (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      const stdout = Buffer.concat(out).toString('utf8');
-      resolve({ stdout, stderr: Buffer.concat(err).toString('utf8'), exitCode: code, lines: parseProbeLines(stdout) });
-    });
-  });
-}
+/** The probe under QEMU with extra devices; killed a little before the test's own timeout. */
+const runQemu = (cmdline: string, extra: string[]) => runProbeInQemu({ cmdline, extraArgs: extra, timeoutMs: TIMEOUT_MS - 5_000 });
 
 const drive = (id: string, file: string, ro = false, serial?: string): string[] => [
   '-device', `virtio-blk-device,drive=${id}${serial ? `,serial=${serial}` : ''}`,
@@ -70,9 +34,9 @@ const drive = (id: string, file: string, ro = false, serial?: string): string[] 
 
 const exitFor = (status: number) => (status << 1) | 1;
 const sha = (p: string) => createHash('sha256').update(readFileSync(p)).digest('hex');
-const describe = (r: Run) => `exit=${r.exitCode}\n${r.stdout}\n${r.stderr}`;
+const describe = (r: QemuProbeResult) => `exit=${r.exitCode}\n${r.stdout}\n${r.stderr}`;
 
-function must(r: Run, name: string): ProbeLine {
+function must(r: QemuProbeResult, name: string): ProbeLine {
   const l = findLine(r.lines, name);
   assert.ok(l, `no "PROBE ${name}" line\n${describe(r)}`);
   return l;

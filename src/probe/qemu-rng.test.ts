@@ -5,11 +5,10 @@
 // and src/cards/{rng,nsm}-card tests, and against this guest only once a VMM with KVM runs it.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { probePath } from './path.js';
-import { findQemu, kvmUsable, qemuArgs } from './qemu.js';
-import { findLine, parseProbeLines, type ProbeLine } from './report.js';
+import { findQemu, qemuProbeSkipReason, runProbeInQemu, type QemuProbeResult } from './qemu.js';
+import { findLine, type ProbeLine } from './report.js';
 import { parseSign1 } from '../security/cose.js';
 import { parseAttestationPayload } from '../security/attestation.js';
 
@@ -17,15 +16,7 @@ const TIMEOUT_MS = 60_000;
 // QEMU microvm's virtio-mmio is legacy (version 1) unless told otherwise; the driver refuses legacy devices.
 const MODERN = ['-global', 'virtio-mmio.force-legacy=false'];
 
-function skipReason(): string | null {
-  if (findQemu() === null) return 'qemu-system-x86_64 not installed: apt-get install qemu-system-x86';
-  try {
-    probePath();
-  } catch (e) {
-    return (e as Error).message;
-  }
-  return null;
-}
+const skipReason = qemuProbeSkipReason;
 
 function ready(t: TestContext): boolean {
   const reason = skipReason();
@@ -40,38 +31,13 @@ function qemuNsmDevice(): string | null {
   return /name "virtio-nsm-device"/.test(names) ? 'virtio-nsm-device' : null;
 }
 
-interface Run {
-  stdout: string;
-  stderr: string;
-  exitCode: number | null;
-  lines: ProbeLine[];
-}
-
-function runQemu(cmdline: string, extra: string[]): Promise<Run> {
-  const args = [...qemuArgs({ kernel: probePath(), accel: kvmUsable() ? 'kvm' : 'tcg', cmdline }), ...extra];
-  return new Promise((resolve, reject) => {
-    const child = spawn(findQemu()!, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    child.stdout.on('data', (b: Buffer) => out.push(b));
-    child.stderr.on('data', (b: Buffer) => err.push(b));
-    const timer = setTimeout(() => child.kill('SIGKILL'), TIMEOUT_MS - 5_000);
-    child.on('error', (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      const stdout = Buffer.concat(out).toString('utf8');
-      resolve({ stdout, stderr: Buffer.concat(err).toString('utf8'), exitCode: code, lines: parseProbeLines(stdout) });
-    });
-  });
-}
+/** The probe under QEMU with extra devices; killed a little before the test's own timeout. */
+const runQemu = (cmdline: string, extra: string[]) => runProbeInQemu({ cmdline, extraArgs: extra, timeoutMs: TIMEOUT_MS - 5_000 });
 
 const exitFor = (status: number) => (status << 1) | 1;
-const describe = (r: Run) => `exit=${r.exitCode}\n${r.stdout}\n${r.stderr}`;
+const describe = (r: QemuProbeResult) => `exit=${r.exitCode}\n${r.stdout}\n${r.stderr}`;
 
-function must(r: Run, name: string): ProbeLine {
+function must(r: QemuProbeResult, name: string): ProbeLine {
   const l = findLine(r.lines, name);
   assert.ok(l, `no "PROBE ${name}" line\n${describe(r)}`);
   return l;

@@ -7,21 +7,13 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { probePath, probeShimPath } from './path.js';
-import { findQemu, kvmUsable, runProbeInQemu, type QemuProbeResult } from './qemu.js';
+import { kvmUsable, qemuProbeSkipReason, runProbeInQemu, type QemuProbeResult } from './qemu.js';
 import { findLine, fnv1a64, hex64, hexToString, type ProbeLine } from './report.js';
 
 const TIMEOUT_MS = 60_000;
 
 /** Skips (with the reason) when QEMU or the built guest is missing; never passes silently. */
-function skipReason(): string | null {
-  if (findQemu() === null) return 'qemu-system-x86_64 not installed: apt-get install qemu-system-x86';
-  try {
-    probePath();
-  } catch (e) {
-    return (e as Error).message;
-  }
-  return null;
-}
+const skipReason = qemuProbeSkipReason;
 
 function ready(t: TestContext): boolean {
   const reason = skipReason();

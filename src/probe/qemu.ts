@@ -23,6 +23,8 @@ export interface QemuProbeOptions {
   timeoutMs?: number;
   /** Default: kvm when /dev/kvm is usable, else tcg. */
   accel?: 'kvm' | 'tcg';
+  /** Arguments appended after the kernel's (devices, drives, -global). */
+  extraArgs?: string[];
   /** The ELF to boot; default probePath(). */
   kernel?: string;
 }
@@ -77,7 +79,19 @@ export function qemuArgs(opts: QemuProbeOptions & { kernel: string; accel: 'kvm'
   ];
   if (opts.cmdline !== undefined) args.push('-append', opts.cmdline);
   if (opts.initrd !== undefined) args.push('-initrd', opts.initrd);
+  if (opts.extraArgs !== undefined) args.push(...opts.extraArgs);
   return args;
+}
+
+/** Why a probe-under-QEMU test cannot run here (QEMU or the built guest missing), or null. Tests skip with it. */
+export function qemuProbeSkipReason(): string | null {
+  if (findQemu() === null) return 'qemu-system-x86_64 not installed: apt-get install qemu-system-x86';
+  try {
+    probePath();
+  } catch (e) {
+    return (e as Error).message;
+  }
+  return null;
 }
 
 /** Boots the probe under QEMU and collects its serial output; kills QEMU on timeout. */

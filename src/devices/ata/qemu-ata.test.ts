@@ -5,41 +5,19 @@
 // guest only once a VMM with KVM runs it.
 import { test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { probePath } from "../../probe/path.js";
-import { findQemu, kvmUsable, qemuArgs } from "../../probe/qemu.js";
-import { parseProbeLines, hexToString, type ProbeLine } from "../../probe/report.js";
+import { qemuProbeSkipReason, runProbeInQemu } from "../../probe/qemu.js";
+import { hexToString, type ProbeLine } from "../../probe/report.js";
 
 const TIMEOUT_MS = 90_000;
 
-function skipReason(): string | null {
-  if (findQemu() === null) return "qemu-system-x86_64 not installed: apt-get install qemu-system-x86";
-  try {
-    probePath();
-  } catch (e) {
-    return (e as Error).message;
-  }
-  return null;
-}
+const skipReason = qemuProbeSkipReason;
 
-function runQemu(cmdline: string, extra: string[]): Promise<{ out: string; code: number | null; lines: ProbeLine[] }> {
-  const args = [...qemuArgs({ kernel: probePath(), accel: kvmUsable() ? "kvm" : "tcg", cmdline }), ...extra];
-  return new Promise((resolve, reject) => {
-    const child = spawn(findQemu()!, args, { stdio: ["ignore", "pipe", "pipe"] });
-    const out: Buffer[] = [];
-    child.stdout.on("data", (b: Buffer) => out.push(b));
-    child.stderr.on("data", (b: Buffer) => out.push(b));
-    const timer = setTimeout(() => child.kill("SIGKILL"), TIMEOUT_MS - 5_000);
-    child.on("error", reject);
-    child.on("close", (code) => {
-      clearTimeout(timer);
-      const text = Buffer.concat(out).toString("utf8");
-      resolve({ out: text, code, lines: parseProbeLines(text) });
-    });
-  });
+async function runQemu(cmdline: string, extra: string[]): Promise<{ out: string; code: number | null; lines: ProbeLine[] }> {
+  const r = await runProbeInQemu({ cmdline, extraArgs: extra, timeoutMs: TIMEOUT_MS - 5_000 });
+  return { out: r.stdout + r.stderr, code: r.exitCode, lines: r.lines };
 }
 
 const ide = (file: string) => ["-device", "isa-ide", "-drive", `if=none,id=d0,file=${file},format=raw`, "-device", "ide-hd,drive=d0,bus=ide.0,model=ProbeDisk"];
