@@ -24,27 +24,13 @@ import {
   MMIO_STATUS,
   STATUS_DEVICE_NEEDS_RESET,
 } from "../devices/virtio/spec.js";
+import { waitIrq } from "./testing.js";
 import { DriveConfigError, createTransportState, createVirtioMmioDevice, signalEventfd, startCard, type CardHandle, type RateLimiterConfig } from "./index.js";
 
 const MiB = 1 << 20;
 const IMG = 256 * 1024;
 const sha = (p: string) => createHash("sha256").update(readFileSync(p)).digest("hex");
 
-/** Reads the (non-blocking) irq eventfd until it fires or `ms` pass. */
-async function waitIrq(fd: number, ms = 5000): Promise<number> {
-  const buf = new Uint8Array(8);
-  const until = Date.now() + ms;
-  for (;;) {
-    try {
-      sys.read(fd, buf);
-      return Number(Buffer.from(buf).readBigUInt64LE(0));
-    } catch (e) {
-      if ((e as sys.SysError).code !== "EAGAIN") throw e;
-    }
-    if (Date.now() > until) throw new Error(`no interrupt within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 2));
-  }
-}
 
 interface Rig {
   card: CardHandle;
