@@ -20,6 +20,18 @@ export interface DriveOption {
   bandwidth?: { perSecond: number; burst?: number };
   /** Requests per second, and an optional one-time burst of requests. */
   ops?: { perSecond: number; burst?: number };
+  /** `io=`: the drive's I/O path (absent: a virtio-blk card). */
+  ioPath?: "card" | "emulated" | "dom0";
+}
+
+/** `typervisor compare`: the Xen-vs-Nitro comparison (docs/xen-vs-nitro.md). */
+export interface CompareCliOptions {
+  /** Image size in bytes. */
+  sizeBytes: number;
+  runs: number;
+  /** Where report.json and report.html go. */
+  outDir: string;
+  paths: Array<"emulated" | "dom0" | "card">;
 }
 
 export interface RunOptions {
@@ -41,6 +53,7 @@ export type Command =
   | { cmd: "help"; topic?: string }
   | { cmd: "version" }
   | { cmd: "run"; options: RunOptions }
+  | { cmd: "compare"; options: CompareCliOptions }
   | { cmd: "probe-path" }
   /** Security-chip commands: their handlers parse their own arguments (src/security/cli.ts). */
   | { cmd: "chip" | "measure" | "attest" | "sign"; argv: string[] }
@@ -79,6 +92,18 @@ function serveFlags(v: { [K in keyof typeof SERVE_OPTIONS]?: (typeof SERVE_OPTIO
 }
 
 export const DEFAULT_VCPUS = 1;
+/** docs/xen-vs-nitro.md: 256 MiB images, 3 runs per path (runCompare's defaults). */
+export const DEFAULT_COMPARE_SIZE = 256 * 1024 * 1024;
+export const DEFAULT_COMPARE_RUNS = 3;
+export const MAX_COMPARE_RUNS = 100;
+export const DEFAULT_COMPARE_OUT = "typervisor-compare";
+/**
+ * The smallest image the probe's bench tests can use: its 4 KiB random ops and 1 MiB sequential
+ * ops (128 KiB for ATA PIO) need room for at least one sequential op; 1 MiB is a floor, not a tuning.
+ */
+export const MIN_COMPARE_SIZE = 1024 * 1024;
+/** LBA28 (the ATA path) addresses at most 2^28 sectors of 512 bytes: 128 GiB (ATA/ATAPI-6 §6.2.1). */
+export const MAX_COMPARE_SIZE = 2 ** 28 * 512;
 export const DEFAULT_MEM_MIB = 256;
 
 function integer(name: string, value: string | undefined, fallback: number, min: number, max: number): number {
@@ -86,6 +111,17 @@ function integer(name: string, value: string | undefined, fallback: number, min:
   if (!/^\d+$/.test(value)) throw new UsageError(`--${name} must be a whole number, got "${value}"`);
   const n = Number(value);
   if (n < min || n > max) throw new UsageError(`--${name} must be from ${min} to ${max}, got ${n}`);
+  return n;
+}
+
+/** A size: a whole number with an optional K/M/G (powers of 1024) suffix, in whole 512-byte sectors. */
+export function parseSize(name: string, value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  const m = /^(\d+)([KMG]?)$/i.exec(value);
+  if (m === null) throw new UsageError(`--${name} must be a whole number with an optional K, M or G suffix, e.g. 256M, got "${value}"`);
+  const n = Number(m[1]) * ({ "": 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3 }[m[2]!.toUpperCase()] ?? 1);
+  if (n < MIN_COMPARE_SIZE || n > MAX_COMPARE_SIZE) throw new UsageError(`--${name} must be from 1M to 128G, got "${value}"`);
+  if (n % 512 !== 0) throw new UsageError(`--${name} must be whole 512-byte sectors, got ${n} bytes`);
   return n;
 }
 
@@ -107,7 +143,12 @@ function parseRate(option: string, value: string): { perSecond: number; burst?: 
   return m[3] === undefined ? { perSecond } : { perSecond, burst: Number(m[3]) * scale(m[4]) };
 }
 
-/** `path=disk.img[,ro][,id=rootfs][,bw=RATE][,ops=RATE]` */
+const IO_VALUES = ["card", "emulated", "dom0"] as const;
+
+/**
+ * `path=disk.img[,ro][,id=rootfs][,bw=RATE][,ops=RATE][,io=card|emulated|dom0]`. The issue's
+ * "path=emulated|dom0|card" is `io=` here: `path=` already names the image file.
+ */
 export function parseDrive(spec: string, index: number): DriveOption {
   const out: Partial<DriveOption> & { readOnly: boolean } = { readOnly: false };
   for (const part of spec.split(",")) {
@@ -130,8 +171,14 @@ export function parseDrive(spec: string, index: number): DriveOption {
       case "ops":
         out.ops = parseRate("ops", value ?? "");
         break;
+      case "io":
+        if (!(IO_VALUES as readonly string[]).includes(value ?? "")) {
+          throw new UsageError(`--drive io= must be ${IO_VALUES.join(", ")}, got "${value ?? ""}"`);
+        }
+        out.ioPath = value as (typeof IO_VALUES)[number];
+        break;
       default:
-        throw new UsageError(`--drive: unknown key "${key}" (use path=, ro, id=, bw=, ops=)`);
+        throw new UsageError(`--drive: unknown key "${key}" (use path=, ro, id=, bw=, ops=, io=)`);
     }
   }
   if (out.path === undefined) throw new UsageError(`--drive needs path=FILE, got "${spec}"`);
@@ -200,11 +247,38 @@ export function parseCommand(argv: string[], limits: { maxVcpus: number; minMem:
         const serve = serveFlags(values);
         if (serve.configFile !== undefined) throw new UsageError("run takes its VM from its own options; give --config-file without run");
         if (serve.noApi) throw new UsageError("run needs no --no-api: without --api-sock it serves no API");
-        if (serve.apiSock !== undefined) return { cmd: "serve", serve, run: options };
+        if (serve.apiSock !== undefined) {
+          // The API's drive resource is Firecracker's: it has no I/O path to carry io= through.
+          const other = options.drives.find((d) => d.ioPath !== undefined && d.ioPath !== "card");
+          if (other !== undefined) throw new UsageError(`--drive io=${other.ioPath} is not served through --api-sock (Firecracker's drives are virtio-blk); run without --api-sock`);
+          return { cmd: "serve", serve, run: options };
+        }
         if (serve.id !== undefined || serve.metricsHttp !== undefined || serve.runtimeDir !== undefined) {
           throw new UsageError("--id, --metrics-http and --runtime-dir go with --api-sock");
         }
         return { cmd: "run", options };
+      }
+      case "compare": {
+        const { values } = parseArgs({
+          args: rest,
+          strict: true,
+          allowPositionals: false,
+          options: { size: { type: "string" }, runs: { type: "string" }, out: { type: "string" }, paths: { type: "string" } },
+        });
+        const paths = (values.paths ?? "emulated,dom0,card").split(",");
+        for (const p of paths) {
+          if (!(IO_VALUES as readonly string[]).includes(p)) throw new UsageError(`--paths takes ${IO_VALUES.join(", ")} separated by commas, got "${p}"`);
+        }
+        if (new Set(paths).size !== paths.length) throw new UsageError(`--paths names a path twice: "${values.paths}"`);
+        return {
+          cmd: "compare",
+          options: {
+            sizeBytes: parseSize("size", values.size, DEFAULT_COMPARE_SIZE),
+            runs: integer("runs", values.runs, DEFAULT_COMPARE_RUNS, 1, MAX_COMPARE_RUNS),
+            outDir: values.out ?? DEFAULT_COMPARE_OUT,
+            paths: paths as CompareCliOptions["paths"],
+          },
+        };
       }
       case "probe": {
         const { values } = parseArgs({ args: rest, strict: true, allowPositionals: false, options: { path: { type: "boolean" } } });
@@ -230,6 +304,10 @@ Usage:
                                 serve the Firecracker-compatible API on a Unix socket (one VM per process)
   typervisor --config-file F --no-api
                                 boot the VM a Firecracker config file describes, without an API
+  typervisor compare [--size 256M] [--runs N] [--out DIR] [--paths emulated,dom0,card]
+                                the same block workload on the probe guest through the emulated ATA disk, a Dom0
+                                back end and a card; a table, then DIR/report.json and report.html
+                                (default DIR ${DEFAULT_COMPARE_OUT}; images on /dev/shm; needs /dev/kvm)
   typervisor probe --path       print the absolute path of the built probe guest (ELF, Linux 64-bit and PVH entries)
   typervisor ps [--json]        list the running microVMs (those serving an API socket) with state, vCPUs, memory, uptime
   typervisor pause|resume|stop ID [--json]
@@ -255,8 +333,11 @@ Options of run:
   --mem MIB            guest memory in MiB (default ${DEFAULT_MEM_MIB}); 3 GiB or more gets the 32-bit MMIO gap
   --console TARGET     stdio (default), none, or file:PATH (guest serial output)
   --boot PROTOCOL      linux64 (default) or pvh (32-bit PVH entry of an ELF with a PVH note)
-  --drive SPEC         a virtio-blk drive, repeatable: path=disk.img[,ro][,id=rootfs][,bw=RATE][,ops=RATE]
+  --drive SPEC         a drive, repeatable: path=disk.img[,ro][,id=rootfs][,bw=RATE][,ops=RATE][,io=PATH]
                        RATE is per second with an optional one-time burst: bw=10M:50M, ops=1000:200
+                       io=card (default): virtio-blk served by a card; io=emulated: an ATA disk emulated
+                       on the vCPU thread (at most one); io=dom0: a Xen-style blkif ring served by a
+                       separate Dom0 process (at most one); rates apply to card drives only
   --entropy            a virtio-rng device fed from the host CSPRNG
   --api-sock PATH      also serve the Firecracker-compatible API there (then: ps, pause, resume, stop;
                        --id ID, --metrics-http HOST:PORT for Prometheus text, --runtime-dir D)

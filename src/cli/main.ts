@@ -15,11 +15,10 @@ import { chipCommand, measureCommand, attestCommand, signCommand } from "../secu
 import { psCommand, stopCommand, vmStateCommand, attestVmCommand } from "./control.js";
 import { serve, runOptionsToResources } from "./serve.js";
 
-export const EXIT_OK = 0;
-export const EXIT_GUEST_FAILURE = 1;
-export const EXIT_USAGE = 2;
-export const EXIT_CRASH = 3;
-export const EXIT_HOST = 4;
+import { EXIT_OK, EXIT_GUEST_FAILURE, EXIT_USAGE, EXIT_CRASH, EXIT_HOST } from "./exit-codes.js";
+import { compareCommand } from "./compare.js";
+
+export { EXIT_OK, EXIT_GUEST_FAILURE, EXIT_USAGE, EXIT_CRASH, EXIT_HOST };
 
 export const DEFAULT_PROBE_CMDLINE = "probe.run=demo";
 export const DEFAULT_LINUX_CMDLINE = "console=ttyS0 reboot=k panic=1 pci=off";
@@ -76,6 +75,8 @@ export async function main(argv: string[]): Promise<number> {
       }
     case "run":
       return run(command.options);
+    case "compare":
+      return compareCommand(command.options, process);
     case "serve": {
       let resources;
       try {
@@ -205,6 +206,7 @@ export function toDriveConfig(d: DriveOption): DriveConfig {
     id: d.id,
     path: d.path,
     readOnly: d.readOnly,
+    ...(d.ioPath !== undefined ? { ioPath: d.ioPath } : {}),
     ...(bandwidth !== undefined || ops !== undefined ? { rateLimiter: { ...(bandwidth ? { bandwidth } : {}), ...(ops ? { ops } : {}) } } : {}),
   };
 }

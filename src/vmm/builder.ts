@@ -10,8 +10,10 @@ import {
 } from "../sys/index.js";
 import type { GuestMemory } from "../memory/guest-memory.js";
 import { createMemfdGuestMemory, type MemfdGuestMemory } from "../memory/create.js";
-import type { Machine, VirtioSlot } from "./machine.js";
-import type { DeviceSlot } from "./drives.js";
+import type { AtaSlot, Dom0Slot, Machine, VirtioSlot } from "./machine.js";
+import type { DevicePlan, DeviceSlot } from "./drives.js";
+import { openAtaSlot, closeAtaSlot, openDom0Slot, closeDom0Slot } from "./legacy-drives.js";
+import { DOORBELL_NOTIFY } from "../dom0/blkif.js";
 import * as sys from "../sys/index.js";
 import { createTransportState } from "../cards/index.js";
 import { MMIO_QUEUE_NOTIFY } from "../devices/virtio/spec.js";
@@ -143,6 +145,8 @@ export interface KvmMachineConfig extends BootInputs {
   kvmPath?: string;
   /** Virtio devices with their slots (drives.ts); their descriptions must already be on `cmdline`. */
   deviceSlots?: readonly DeviceSlot[];
+  /** The emulated and dom0 drives (drives.ts planDevices); described on `cmdline` too. */
+  legacyDrives?: Pick<DevicePlan, "ata" | "dom0">;
 }
 
 /**
@@ -168,6 +172,17 @@ function wireVirtioSlots(vm: VmFd, slots: readonly DeviceSlot[], opened: VirtioS
 }
 
 /**
+ * The dom0 drive: a PIO ioeventfd on the doorbell's event-channel port, so a guest notification
+ * (the probe's `outl(port + 0, 0)`, guest/src/xenblk.c) wakes the back end without a userspace
+ * exit; any value, 4 bytes wide (KVM matches the access length, api.rst KVM_IOEVENTFD). The xenbus
+ * port (+4) still exits to the doorbell device on the vCPU thread. And the irqfd on its GSI.
+ */
+function wireDom0Slot(vm: VmFd, slot: Dom0Slot): void {
+  vm.ioeventfd({ addr: BigInt(slot.port + DOORBELL_NOTIFY), len: 4, fd: slot.notifyFd, pio: true });
+  vm.irqfd({ fd: slot.irqFd, gsi: slot.gsi });
+}
+
+/**
  * Builds a KVM machine ready to run: KVM objects, memfd guest memory, the loaded kernel,
  * configured vCPUs. A file that is not a kernel is refused before any KVM object exists.
  */
@@ -178,17 +193,28 @@ export function buildKvmMachine(config: KvmMachineConfig): Machine {
   let mem: MemfdGuestMemory | undefined;
   const vcpus: VcpuFd[] = [];
   const virtio: VirtioSlot[] = [];
+  let ata: AtaSlot | undefined;
+  let dom0: Dom0Slot | undefined;
   const closeVirtio = () => {
     for (const v of virtio) {
       sys.close(v.notifyFd);
       sys.close(v.irqFd);
     }
+    if (ata !== undefined) closeAtaSlot(ata);
+    if (dom0 !== undefined) closeDom0Slot(dom0);
   };
   try {
     vm = kvm.createVm();
     mem = createMemfdGuestMemory(memoryLayout(config.memMiB * 1024 * 1024));
     configureVm(kvm, vm, mem.memory);
     wireVirtioSlots(vm, config.deviceSlots ?? [], virtio);
+    // The emulated drive needs nothing from KVM: its exits reach the vCPU threads, and IRQ 14 is
+    // raised with KVM_IRQ_LINE on the in-kernel PIC/IOAPIC like the UART's.
+    if (config.legacyDrives?.ata !== undefined) ata = openAtaSlot(config.legacyDrives.ata);
+    if (config.legacyDrives?.dom0 !== undefined) {
+      dom0 = openDom0Slot(config.legacyDrives.dom0);
+      wireDom0Slot(vm, dom0);
+    }
     for (let i = 0; i < config.vcpus; i++) vcpus.push(vm.createVcpu(i));
     const boot = configureVcpus(kvm, vcpus, mem.memory, config);
     const vmFd = vm;
@@ -206,6 +232,8 @@ export function buildKvmMachine(config: KvmMachineConfig): Machine {
       boot,
       memory: memory.memory,
       virtio,
+      ...(ata !== undefined ? { ata } : {}),
+      ...(dom0 !== undefined ? { dom0 } : {}),
       guestMemfd: {
         fd: memory.fd,
         regions: memory.memory.regions.map((r) => ({ gpa: r.gpa, size: r.size, fdOffset: r.fdOffset })),

@@ -6,7 +6,7 @@
 import type { GuestMemory } from "../memory/guest-memory.js";
 import type { CardRegion } from "../cards/index.js";
 import type { BootSummary } from "./builder.js";
-import type { DeviceSpec } from "./drives.js";
+import type { DeviceSpec, DriveConfig } from "./drives.js";
 
 /** A virtio-mmio device slot whose backend is a card (DESIGN.md §1: off the vCPU threads). */
 export interface VirtioSlot {
@@ -20,6 +20,33 @@ export interface VirtioSlot {
   /** Written by the card to raise the device interrupt (KVM_IRQFD). */
   irqFd: number;
   device: DeviceSpec;
+}
+
+/** The emulated ATA drive (drives.ts AtaDriveSlot), opened: every vCPU worker puts it on its PIO bus. */
+export interface AtaSlot {
+  drive: DriveConfig;
+  /** Command block base (0x1f0); the control block is at ATA_PRIMARY_CONTROL_BASE. */
+  port: number;
+  irq: number;
+  /** The device state every worker's AtaDevice shares (devices/ata createAtaState). */
+  state: SharedArrayBuffer;
+  /** The image, opened once by the VMM; descriptors are process-wide, so every worker uses this one. */
+  imageFd: number;
+  sizeBytes: number;
+  readOnly: boolean;
+}
+
+/** The dom0 drive (drives.ts Dom0DriveSlot) with its eventfds; the back-end process starts with the VM. */
+export interface Dom0Slot {
+  drive: DriveConfig;
+  ringGpa: number;
+  port: number;
+  gsi: number;
+  sectors: number;
+  /** Signalled by a doorbell write (a PIO ioeventfd on KVM, else the doorbell device); read by Dom0. */
+  notifyFd: number;
+  /** Written by Dom0 to raise the interrupt (an irqfd on `gsi` on KVM). */
+  irqFd: number;
 }
 
 export interface MachineVcpu {
@@ -40,6 +67,10 @@ export interface Machine {
   readonly memory: GuestMemory;
   /** Virtio devices served by cards. */
   readonly virtio: readonly VirtioSlot[];
+  /** The emulated ATA drive, if the VM has one. */
+  readonly ata?: AtaSlot;
+  /** The dom0 drive, if the VM has one. */
+  readonly dom0?: Dom0Slot;
   /** The memfd behind guest RAM and where each region lies in it, so a card can map RAM itself. */
   readonly guestMemfd?: { fd: number; regions: CardRegion[] };
   /** Releases every host resource. Only once no vCPU thread runs. */

@@ -12,6 +12,12 @@ import { attachLegacyDevices, type LegacyStates } from "./legacy.js";
 import { runVcpuLoop, type VcpuStop } from "./exit-loop.js";
 import { createVirtioMmioDevice } from "../cards/index.js";
 import { VIRTIO_MMIO_SLOT_SIZE } from "../arch/x86_64/layout.js";
+import {
+  ATA_COMMAND_BLOCK_LEN, ATA_CONTROL_BLOCK_LEN, ATA_PRIMARY_CONTROL_BASE, FileAtaBackend, createAtaBusDevices,
+} from "../devices/ata/index.js";
+import { mapControl, type MappedControl } from "../dom0/control.js";
+import { createXenblkDoorbell } from "../dom0/doorbell.js";
+import { XENBLK_DOORBELL_LEN } from "../dom0/blkif.js";
 
 export interface VcpuWorkerData {
   vcpuId: number;
@@ -24,6 +30,10 @@ export interface VcpuWorkerData {
   backend: unknown;
   /** Virtio-mmio windows to put on this vCPU's MMIO bus (their cards run elsewhere). */
   virtio: Array<{ name: string; base: number; state: SharedArrayBuffer; notifyFd: number }>;
+  /** The emulated ATA drive: shared device state and the VMM's image descriptor (process-wide). */
+  ata?: { port: number; irq: number; state: SharedArrayBuffer; imageFd: number; sizeBytes: number; readOnly: boolean };
+  /** The dom0 drive's doorbell: the back end's control page (a memfd) and the notify eventfd. */
+  dom0?: { port: number; controlFd: number; notifyFd: number };
 }
 
 export type VcpuWorkerMessage =
@@ -80,8 +90,41 @@ export function runVcpuThread(open: (backend: unknown, vcpuId: number) => Opened
   // Only the register file is handled on this thread: queue work belongs to the device's card.
   for (const v of data.virtio) mmio.insert(v.base, VIRTIO_MMIO_SLOT_SIZE, v.name, createVirtioMmioDevice(v.state, v.notifyFd));
 
+  // The emulated disk is the opposite: the whole device runs here, every register access an exit,
+  // the image read and written on this thread while the vCPU waits (docs/xen-vs-nitro.md).
+  let dom0Control: MappedControl | undefined;
+  try {
+    if (data.ata !== undefined) {
+      const a = data.ata;
+      const irq = a.irq;
+      const ata = createAtaBusDevices(a.state, new FileAtaBackend(a.imageFd, a.sizeBytes, a.readOnly), {
+        trigger: () => {
+          // An ISA edge, as for the UART: INTRQ of the primary channel on IRQ 14.
+          opened.irqLine(irq, true);
+          opened.irqLine(irq, false);
+        },
+      });
+      pio.insert(a.port, ATA_COMMAND_BLOCK_LEN, "ata0", ata.commandBlock);
+      pio.insert(ATA_PRIMARY_CONTROL_BASE, ATA_CONTROL_BLOCK_LEN, "ata0-ctl", ata.controlBlock);
+    }
+    // The dom0 doorbell: on KVM the event-channel port is an ioeventfd and never reaches this bus;
+    // the xenbus state port does (connect, disconnect). Each worker maps the control page itself.
+    if (data.dom0 !== undefined) {
+      dom0Control = mapControl(data.dom0.controlFd);
+      pio.insert(data.dom0.port, XENBLK_DOORBELL_LEN, "xenblk", createXenblkDoorbell(dom0Control.page, data.dom0.notifyFd));
+    }
+  } catch (e) {
+    dom0Control?.unmap();
+    control.requestStop();
+    post({ type: "error", vcpuId: data.vcpuId, message: e instanceof Error ? e.message : String(e) });
+    return;
+  }
+  // The mapping outlives every doorbell write of this thread: unmapped once the loop is over.
+  const unmapControl = (): void => dom0Control?.unmap();
+
   post({ type: "ready", vcpuId: data.vcpuId, tid: gettid() });
   if (!control.waitForGo()) {
+    unmapControl();
     post({ type: "stopped", vcpuId: data.vcpuId, stop: { kind: "stopped" } });
     return;
   }
@@ -97,10 +140,12 @@ export function runVcpuThread(open: (backend: unknown, vcpuId: number) => Opened
       clearImmediateExit: () => opened.clearImmediateExit(),
     });
   } catch (e) {
+    unmapControl();
     control.requestStop();
     post({ type: "error", vcpuId: data.vcpuId, message: e instanceof Error ? e.message : String(e) });
     return;
   }
+  unmapControl();
   // Whatever stopped this vCPU stops the VM: the others leave at their next exit or kick.
   control.requestStop();
   post({ type: "stopped", vcpuId: data.vcpuId, stop });

@@ -17,8 +17,11 @@ import type { VcpuStop } from "./exit-loop.js";
 import type { VcpuWorkerData, VcpuWorkerMessage } from "./vcpu-thread.js";
 import { measureBoot, type PcrBank } from "../security/pcr.js";
 import { randomUUID } from "node:crypto";
-import { assignDeviceSlots, virtioMmioCmdline, type DriveConfig, type EntropyConfig, type NsmConfig } from "./drives.js";
+import { planDevices, devicesCmdline, type DriveConfig, type EntropyConfig, type IoPath, type NsmConfig } from "./drives.js";
 import { startCard, SharedPcrBank, type CardHandle, type CardMetricsSnapshot, type CardOptions, type RateLimiterConfig } from "../cards/index.js";
+import { AtaDevice, FileAtaBackend, ATA_SECTOR_SIZE, type AtaMetrics } from "../devices/ata/index.js";
+import { spawnDom0, type Dom0Handle } from "../dom0/spawn.js";
+import { mapControl, C_BROKEN, C_XENBUS_BACK, type Dom0Metrics, type MappedControl } from "../dom0/control.js";
 
 export const MAX_VCPUS = 8;
 export const MIN_MEM_MIB = 16;
@@ -38,7 +41,10 @@ export interface VmConfig {
   kvmPath?: string;
   /** The VM's identity (measured into PCR4); a random UUID when not given. */
   id?: string;
-  /** virtio-blk drives, each served by its own card. */
+  /**
+   * Block drives: virtio-blk served by a card each (the default), or one emulated ATA disk and one
+   * Dom0-served xenblk drive (DriveConfig.ioPath).
+   */
   drives?: DriveConfig[];
   /** A virtio-rng device fed from the host CSPRNG. */
   entropy?: EntropyConfig;
@@ -74,6 +80,30 @@ export function validateVmConfig(c: VmConfig): void {
 
 export type VmState = "created" | "running" | "paused" | "stopped";
 
+/**
+ * A drive's counters, whatever its I/O path. The card counters (requests, bytes, errors, ...) are
+ * filled for every path, so consumers that know only cards (the API's metrics) keep working:
+ * emulated: requests = ATA commands, bytes = sectors moved x 512, kicks and interrupts not counted;
+ * dom0: requests and bytes as Dom0 answered them, kicks = doorbell notifications it consumed,
+ * interrupts = irqfd notifications it sent, needsReset = 1 once its ring is given up or the
+ * process died on its own. The path's own counters come beside them.
+ */
+export interface DriveMetricsSnapshot extends CardMetricsSnapshot {
+  ioPath: IoPath;
+  ata?: AtaMetrics;
+  /** The back end's counters, its CPU seconds since it became ready, its pid and xenbus state (blkif.ts XenbusState*). */
+  dom0?: Dom0Metrics & { cpuSeconds: number; pid: number; xenbusState: number };
+}
+
+/** The running Dom0 back end of the dom0 drive, and the VM's own mapping of its control page. */
+interface RunningDom0 {
+  handle: Dom0Handle;
+  /** Mapped by the VM (not the handle's mapping): metrics stay readable after the process is gone. */
+  control: MappedControl;
+  cpuMicros0: number;
+  stopping: boolean;
+}
+
 /** How long pause() waits for every vCPU to park before it gives up. */
 const PAUSE_TIMEOUT_MS = 5000;
 
@@ -100,6 +130,10 @@ export class Vm extends EventEmitter {
   private paused = false;
   /** Running cards by slot name (virtio-blk-<drive id>, virtio-rng, virtio-nsm). */
   private readonly cards = new Map<string, CardHandle>();
+  /** The dom0 drive's back end, from start() until close(). */
+  private dom0: RunningDom0 | undefined;
+  /** The main thread's view of the emulated drive (metrics only; the vCPU workers do the I/O). */
+  private readonly ata: AtaDevice | undefined;
   /** The VM's identity (PCR4). */
   readonly id: string;
   /**
@@ -135,21 +169,25 @@ export class Vm extends EventEmitter {
       onDebugExit: () => {},
     });
     this.serial = serial;
+    const a = machine.ata;
+    this.ata = a === undefined ? undefined : new AtaDevice(a.state, new FileAtaBackend(a.imageFd, a.sizeBytes, a.readOnly), { trigger: () => {} });
     this.exited = new Promise((resolve) => (this.resolveExit = resolve));
   }
 
   /** Builds a KVM-backed VM ready to start: KVM objects, memory, the loaded kernel, vCPUs. */
   static create(config: VmConfig): Vm {
     validateVmConfig(config);
-    const deviceSlots = assignDeviceSlots({ drives: config.drives, entropy: config.entropy, nsm: config.nsm });
+    const plan = planDevices({ drives: config.drives, entropy: config.entropy, nsm: config.nsm });
     const id = config.id ?? randomUUID();
     // Measured boot, before any vCPU exists (DESIGN.md §5): the kernel and initrd bytes and the
     // command line as the user gave it. The device descriptions the VMM appends for its own
-    // virtio slots are not measured (they follow from the VM's configuration, not the image).
+    // devices (virtio slots, typervisor_ata, typervisor_xenblk) are not measured (they follow from
+    // the VM's configuration, not the image).
     const pcrs = measureBoot({ kernel: config.kernel.bytes, initrd: config.initrd?.bytes, cmdline: config.cmdline, vmId: id });
-    const devices = virtioMmioCmdline(deviceSlots);
+    const devices = devicesCmdline(plan);
     const cmdline = devices === "" ? config.cmdline : `${config.cmdline} ${devices}`.trim();
-    return new Vm(buildKvmMachine({ ...config, cmdline, deviceSlots }), config.consoleFd, { id, pcrs });
+    const machine = buildKvmMachine({ ...config, cmdline, deviceSlots: plan.virtio, legacyDrives: { ata: plan.ata, dom0: plan.dom0 } });
+    return new Vm(machine, config.consoleFd, { id, pcrs });
   }
 
   get state(): VmState {
@@ -204,15 +242,19 @@ export class Vm extends EventEmitter {
     // would end the process).
     sys.installSignalHandler("SIGUSR2");
     // Cards first: each writes its device's identity and config space into the transport
-    // state, which the guest may read from its first instruction on.
+    // state, which the guest may read from its first instruction on. The Dom0 back end too: it
+    // must be waiting on its doorbell before the guest's front end connects.
     try {
       await this.startCards();
+      await this.startDom0();
     } catch (e) {
-      await this.stopCards();
+      await this.stopBackends();
       this.cards.clear();
       this.started = false;
       throw e;
     }
+    const ata = this.machine.ata;
+    const dom0 = this.machine.dom0;
     const ready = this.slots.map((slot, i) => {
       const data: VcpuWorkerData = {
         vcpuId: slot.id,
@@ -222,6 +264,12 @@ export class Vm extends EventEmitter {
         consoleFd: this.consoleFd,
         backend: this.machine.vcpus[i]!.backend,
         virtio: this.machine.virtio.map((v) => ({ name: v.name, base: v.base, state: v.state, notifyFd: v.notifyFd })),
+        ...(ata !== undefined
+          ? { ata: { port: ata.port, irq: ata.irq, state: ata.state, imageFd: ata.imageFd, sizeBytes: ata.sizeBytes, readOnly: ata.readOnly } }
+          : {}),
+        ...(dom0 !== undefined && this.dom0 !== undefined
+          ? { dom0: { port: dom0.port, controlFd: this.dom0.handle.controlFd, notifyFd: dom0.notifyFd } }
+          : {}),
       };
       const worker = new Worker(this.machine.workerUrl, { workerData: data });
       slot.worker = worker;
@@ -274,13 +322,48 @@ export class Vm extends EventEmitter {
     return this.exited;
   }
 
-  /** Counters of every drive's card, by drive id. */
-  driveMetrics(): Record<string, CardMetricsSnapshot> {
-    const out: Record<string, CardMetricsSnapshot> = {};
+  /**
+   * Counters of every drive, by drive id: each card drive once its card runs, the emulated drive
+   * always, the dom0 drive once its back end has started (and after it stopped: the last values).
+   */
+  driveMetrics(): Record<string, DriveMetricsSnapshot> {
+    const out: Record<string, DriveMetricsSnapshot> = {};
     for (const slot of this.machine.virtio) {
       if (slot.device.kind !== "blk") continue;
       const card = this.cards.get(slot.name);
-      if (card !== undefined) out[slot.device.drive.id] = card.metrics();
+      if (card !== undefined) out[slot.device.drive.id] = { ...card.metrics(), ioPath: "card" };
+    }
+    if (this.ata !== undefined && this.machine.ata !== undefined) {
+      const m = this.ata.metrics();
+      out[this.machine.ata.drive.id] = {
+        ioPath: "emulated",
+        requests: m.commands,
+        bytes: (m.sectorsRead + m.sectorsWritten) * ATA_SECTOR_SIZE,
+        errors: m.errors,
+        throttled: 0,
+        kicks: 0,
+        interrupts: 0,
+        needsReset: 0,
+        ata: m,
+      };
+    }
+    const d = this.dom0;
+    if (d !== undefined && this.machine.dom0 !== undefined) {
+      // Read through the VM's own mapping only: the handle unmaps its page when the process stops.
+      const m = d.control.page.metrics();
+      const died = !d.stopping && !d.handle.alive();
+      const broken = Atomics.load(d.control.page.ints, C_BROKEN) !== 0;
+      out[this.machine.dom0.drive.id] = {
+        ioPath: "dom0",
+        requests: m.requests,
+        bytes: m.bytes,
+        errors: m.errors,
+        throttled: 0,
+        kicks: m.notifyIn,
+        interrupts: m.notifyOut,
+        needsReset: died || broken ? 1 : 0,
+        dom0: { ...m, cpuSeconds: (m.cpuMicros - d.cpuMicros0) / 1e6, pid: d.handle.pid, xenbusState: Atomics.load(d.control.page.ints, C_XENBUS_BACK) },
+      };
     }
     return out;
   }
@@ -296,7 +379,11 @@ export class Vm extends EventEmitter {
   updateDriveRateLimiter(driveId: string, config: RateLimiterConfig): void {
     const slot = this.machine.virtio.find((v) => v.device.kind === "blk" && v.device.drive.id === driveId);
     const card = slot === undefined ? undefined : this.cards.get(slot.name);
-    if (card === undefined) throw new Error(`no running drive "${driveId}"`);
+    if (card === undefined) {
+      const other = [this.machine.ata, this.machine.dom0].find((x) => x?.drive.id === driveId);
+      if (other !== undefined) throw new Error(`drive "${driveId}" uses the ${other.drive.ioPath} I/O path: rate limiters are a card feature`);
+      throw new Error(`no running drive "${driveId}"`);
+    }
     card.updateRateLimiter(config);
   }
 
@@ -329,8 +416,40 @@ export class Vm extends EventEmitter {
     }
   }
 
-  private async stopCards(): Promise<void> {
-    await Promise.allSettled([...this.cards.values()].map((c) => c.stop()));
+  /**
+   * Spawns the Dom0 back end of the dom0 drive: it maps guest RAM from the memfd, owns the image,
+   * and blocks on the doorbell eventfd (DESIGN.md §1's contrast, src/dom0).
+   */
+  private async startDom0(): Promise<void> {
+    const slot = this.machine.dom0;
+    if (slot === undefined) return;
+    const memfd = this.machine.guestMemfd;
+    if (memfd === undefined) throw new Error("this machine's guest memory cannot be mapped by a Dom0 process");
+    const handle = await spawnDom0({
+      memfd: memfd.fd,
+      regions: memfd.regions,
+      ringGpa: slot.ringGpa,
+      imagePath: slot.drive.path,
+      notifyFd: slot.notifyFd,
+      irqFd: slot.irqFd,
+      readOnly: slot.drive.readOnly === true,
+    });
+    let control: MappedControl;
+    try {
+      control = mapControl(handle.controlFd);
+    } catch (e) {
+      await handle.stop();
+      throw e;
+    }
+    // The same baseline as the handle's cpuSeconds(): the child's CPU time when it became ready.
+    this.dom0 = { handle, control, cpuMicros0: control.page.metrics().cpuMicros, stopping: false };
+  }
+
+  /** Stops every card and the Dom0 back end; resolves when they have exited. */
+  private async stopBackends(): Promise<void> {
+    const d = this.dom0;
+    if (d !== undefined) d.stopping = true;
+    await Promise.allSettled([...[...this.cards.values()].map((c) => c.stop()), ...(d !== undefined ? [d.handle.stop()] : [])]);
   }
 
   /** Exit counters of every vCPU. */
@@ -345,6 +464,7 @@ export class Vm extends EventEmitter {
       throw new Error("close() while vCPUs are running: stop() and await wait() first");
     }
     this.closed = true;
+    this.dom0?.control.unmap();
     this.machine.close();
   }
 
@@ -382,8 +502,8 @@ export class Vm extends EventEmitter {
     // One vCPU stopping stops the VM: wake the others out of KVM_RUN.
     this.control.requestStop();
     this.kickAll();
-    // The VM has ended once every vCPU thread has and the cards have finished their work.
-    if (this.slots.every((s) => s.done)) void this.stopCards().then(() => this.settle());
+    // The VM has ended once every vCPU thread has and the cards and Dom0 have finished their work.
+    if (this.slots.every((s) => s.done)) void this.stopBackends().then(() => this.settle());
   }
 
   private settle(): void {

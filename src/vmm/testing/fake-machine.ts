@@ -7,14 +7,16 @@ import { GuestMemory } from "../../memory/guest-memory.js";
 import { createMemfdGuestMemory } from "../../memory/create.js";
 import * as sys from "../../sys/index.js";
 import { createTransportState } from "../../cards/index.js";
-import { assignDeviceSlots, type DriveConfig, type EntropyConfig, type NsmConfig } from "../drives.js";
-import type { Machine, VirtioSlot } from "../machine.js";
+import { planDevices, type DriveConfig, type EntropyConfig, type NsmConfig } from "../drives.js";
+import type { AtaSlot, Dom0Slot, Machine, VirtioSlot } from "../machine.js";
+import { openAtaSlot, closeAtaSlot, openDom0Slot, closeDom0Slot } from "../legacy-drives.js";
 import type { BootSummary } from "../builder.js";
 
 export type FakeStep =
   | { out: number; bytes: number[] } // port write
   | { mmioWrite: number; bytes: number[] }
   | { inb: number } // port read; the byte read is stored in shared Int32[2]
+  | { inl: number } // 4-byte port read; the value read is stored in shared Int32[2]
   | { waitFor: number } // wait until the test raises shared Int32[4] to at least this
   | { shutdown: true } // triple fault
   | { block: true } // run until kicked
@@ -25,7 +27,8 @@ export interface FakeVcpuBackend {
   script: FakeStep[];
   /**
    * Int32[0] mirrors kvm_run.immediate_exit; Int32[1] counts irq-line pulses; Int32[2] is the last
-   * byte read; Int32[3] counts runs ended by a signal; Int32[4] is the test's go-ahead counter.
+   * byte read; Int32[3] counts runs ended by a signal; Int32[4] is the test's go-ahead counter;
+   * Int32[5] is the last irq line pulsed.
    */
   shared: SharedArrayBuffer;
 }
@@ -37,11 +40,17 @@ export interface FakeMachine extends Machine {
 
 /**
  * `drives`: virtio-blk slots wired as on KVM but with plain eventfds (the irq eventfd is
- * non-blocking, for the test to poll) and 2 MiB of memfd guest RAM a card can map.
+ * non-blocking, for the test to poll) and 2 MiB of memfd guest RAM a card or Dom0 can map. An
+ * emulated drive gets its image and ATA state, a dom0 drive its eventfds, as on KVM; what KVM
+ * would register on them (the doorbell's PIO ioeventfd, the irqfd) is left out, so a doorbell
+ * write reaches the vCPU thread's bus and the interrupt eventfd is for the test to read.
  */
 export function fakeMachine(scripts: FakeStep[][], opts: { drives?: DriveConfig[]; entropy?: EntropyConfig; nsm?: NsmConfig } = {}): FakeMachine {
-  const slots = assignDeviceSlots(opts);
-  const ram = slots.length > 0 ? createMemfdGuestMemory([[0, 2 * 1024 * 1024]]) : undefined;
+  const plan = planDevices(opts);
+  const slots = plan.virtio;
+  const ram = slots.length > 0 || plan.dom0 !== undefined ? createMemfdGuestMemory([[0, 2 * 1024 * 1024]]) : undefined;
+  const ata: AtaSlot | undefined = plan.ata !== undefined ? openAtaSlot(plan.ata) : undefined;
+  const dom0: Dom0Slot | undefined = plan.dom0 !== undefined ? openDom0Slot(plan.dom0, { irqNonBlocking: true }) : undefined;
   const virtio: VirtioSlot[] = slots.map((slot) => ({
     name: slot.name,
     base: slot.base,
@@ -51,7 +60,7 @@ export function fakeMachine(scripts: FakeStep[][], opts: { drives?: DriveConfig[
     irqFd: sys.eventfd(0, sys.EFD_CLOEXEC | sys.EFD_NONBLOCK),
     device: slot.device,
   }));
-  const shared = scripts.map(() => new SharedArrayBuffer(20));
+  const shared = scripts.map(() => new SharedArrayBuffer(24));
   const boot: BootSummary = {
     protocol: "linux64",
     kernelFormat: "elf",
@@ -72,6 +81,8 @@ export function fakeMachine(scripts: FakeStep[][], opts: { drives?: DriveConfig[
     boot,
     memory: ram?.memory ?? GuestMemory.anonymous([[0, 0x1000]]),
     virtio,
+    ...(ata !== undefined ? { ata } : {}),
+    ...(dom0 !== undefined ? { dom0 } : {}),
     ...(ram !== undefined
       ? { guestMemfd: { fd: ram.fd, regions: ram.memory.regions.map((r) => ({ gpa: r.gpa, size: r.size, fdOffset: r.fdOffset })) } }
       : {}),
@@ -83,6 +94,8 @@ export function fakeMachine(scripts: FakeStep[][], opts: { drives?: DriveConfig[
         sys.close(v.notifyFd);
         sys.close(v.irqFd);
       }
+      if (ata !== undefined) closeAtaSlot(ata);
+      if (dom0 !== undefined) closeDom0Slot(dom0);
       ram?.close();
     },
   };

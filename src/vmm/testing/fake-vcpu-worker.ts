@@ -21,8 +21,8 @@ runVcpuThread((backend, vcpuId) => {
       id: vcpuId,
       kvmRun,
       run() {
-        // The VMM answered the previous `in` in place, as it does in kvm_run.
-        if (lastIn !== undefined) Atomics.store(words, 2, lastIn[0]!);
+        // The VMM answered the previous `in` in place, as it does in kvm_run (little-endian).
+        if (lastIn !== undefined) Atomics.store(words, 2, lastIn.reduceRight((v, b) => v * 256 + b, 0) | 0);
         lastIn = undefined;
         // KVM_RUN checks immediate_exit first and returns EINTR without entering the guest.
         if (Atomics.load(words, 0) !== 0) throw new SysError("KVM_RUN", EINTR);
@@ -58,6 +58,9 @@ runVcpuThread((backend, vcpuId) => {
         else if ("inb" in step) {
           lastIn = new Uint8Array(1);
           current = { kind: "io", direction: "in", port: step.inb, size: 1, count: 1, data: lastIn };
+        } else if ("inl" in step) {
+          lastIn = new Uint8Array(4);
+          current = { kind: "io", direction: "in", port: step.inl, size: 4, count: 1, data: lastIn };
         } else if ("out" in step) {
           current = { kind: "io", direction: "out", port: step.out, size: step.bytes.length, count: 1, data: Uint8Array.from(step.bytes) };
         } else if ("mmioWrite" in step) {
@@ -67,7 +70,10 @@ runVcpuThread((backend, vcpuId) => {
         }
       },
     },
-    irqLine: () => void Atomics.add(words, 1, 1),
+    irqLine: (line: number) => {
+      Atomics.store(words, 5, line);
+      Atomics.add(words, 1, 1);
+    },
     dumpState: () => ({ regs: { rip: 0xdead0000n + BigInt(vcpuId) } }),
     clearImmediateExit: () => Atomics.store(words, 0, 0),
   };

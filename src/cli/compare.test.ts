@@ -1,0 +1,133 @@
+// `typervisor compare` and `--drive ...,io=`: argument parsing, the no-KVM refusal, and the command's
+// wiring (runner, table, report files) over an injected BootProbe. Booting the probe needs KVM and is
+// not exercised here.
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseCommand, parseDrive, UsageError, DEFAULT_COMPARE_OUT } from "./args.js";
+import { toDriveConfig } from "./main.js";
+import { compareCommand } from "./compare.js";
+import { EXIT_GUEST_FAILURE, EXIT_HOST, EXIT_OK } from "./exit-codes.js";
+import type { BootProbe } from "../compare/run.js";
+import { syntheticBootProbe } from "../compare/testing.js";
+
+const limits = { maxVcpus: 8, minMem: 16, maxMem: 65536 };
+const MiB = 1024 * 1024;
+
+function capture() {
+  const out: string[] = [];
+  const err: string[] = [];
+  return { io: { stdout: { write: (s: string) => out.push(s) }, stderr: { write: (s: string) => err.push(s) } }, out, err };
+}
+
+test("--drive io=card|emulated|dom0 selects the I/O path; absent means card", () => {
+  assert.equal(parseDrive("path=a.img", 0).ioPath, undefined);
+  for (const io of ["card", "emulated", "dom0"] as const) {
+    const d = parseDrive(`path=a.img,io=${io},ro`, 0);
+    assert.equal(d.ioPath, io);
+    assert.deepEqual(toDriveConfig(d), { id: "drive0", path: "a.img", readOnly: true, ioPath: io });
+  }
+  assert.throws(() => parseDrive("path=a.img,io=scsi", 0), (e: unknown) => e instanceof UsageError && /io= must be card, emulated, dom0, got "scsi"/.test(e.message));
+  assert.throws(() => parseDrive("path=a.img,io", 0), /io= must be/);
+  const c = parseCommand(["run", "--drive", "path=a.img,io=emulated", "--drive", "path=b.img,io=dom0,id=xen"], limits);
+  if (c.cmd !== "run") return assert.fail("run");
+  assert.deepEqual(c.options.drives.map((d) => [d.id, d.ioPath]), [["drive0", "emulated"], ["xen", "dom0"]]);
+  // The API's drive resource (Firecracker's) carries no I/O path: refused rather than dropped.
+  assert.throws(() => parseCommand(["run", "--api-sock", "/tmp/x.sock", "--drive", "path=a.img,io=dom0"], limits), /io=dom0 is not served through --api-sock/);
+  assert.equal(parseCommand(["run", "--api-sock", "/tmp/x.sock", "--drive", "path=a.img,io=card"], limits).cmd, "serve");
+});
+
+test("compare: defaults and options", () => {
+  assert.deepEqual(parseCommand(["compare"], limits), {
+    cmd: "compare",
+    options: { sizeBytes: 256 * MiB, runs: 3, outDir: DEFAULT_COMPARE_OUT, paths: ["emulated", "dom0", "card"] },
+  });
+  assert.deepEqual(parseCommand(["compare", "--size", "64M", "--runs", "5", "--out", "/tmp/r", "--paths", "card,dom0"], limits), {
+    cmd: "compare",
+    options: { sizeBytes: 64 * MiB, runs: 5, outDir: "/tmp/r", paths: ["card", "dom0"] },
+  });
+  const size = (s: string) => {
+    const c = parseCommand(["compare", "--size", s], limits);
+    return c.cmd === "compare" ? c.options.sizeBytes : NaN;
+  };
+  assert.equal(size("1g"), 1024 * MiB);
+  assert.equal(size("2048K"), 2 * MiB);
+  assert.equal(size(String(MiB)), MiB);
+  assert.equal(parseCommand(["compare", "--help"], limits).cmd, "help");
+});
+
+test("compare: bad options are one-line usage errors", () => {
+  const bad: Array<[string[], RegExp]> = [
+    [["--size", "1.5G"], /--size must be a whole number with an optional K, M or G suffix/],
+    [["--size", "512K"], /--size must be from 1M to 128G/],
+    [["--size", "256T"], /--size must be a whole number/],
+    [["--size", String(MiB + 1)], /whole 512-byte sectors/],
+    [["--runs", "0"], /--runs must be from 1 to 100/],
+    [["--runs", "x"], /--runs must be a whole number/],
+    [["--paths", "card,scsi"], /--paths takes card, emulated, dom0 separated by commas, got "scsi"/],
+    [["--paths", "card,card"], /names a path twice/],
+    [["--nope"], /Unknown option '--nope'/],
+  ];
+  for (const [args, re] of bad) {
+    assert.throws(() => parseCommand(["compare", ...args], limits), (e: unknown) => e instanceof UsageError && re.test(e.message), args.join(" "));
+  }
+});
+
+test("compare without KVM: one line naming the device node, exit 4, nothing written", async () => {
+  const out = join(mkdtempSync(join(tmpdir(), "typervisor-compare-")), "report");
+  const c = capture();
+  const status = await compareCommand({ sizeBytes: MiB, runs: 1, outDir: out, paths: ["card"] }, c.io, { kvmPath: "/nonexistent/kvm" });
+  assert.equal(status, EXIT_HOST);
+  assert.deepEqual(c.err, ["typervisor: compare needs /nonexistent/kvm, and this host has none: nothing was measured\n"]);
+  assert.deepEqual(c.out, []);
+  assert.ok(!existsSync(out));
+});
+
+test("typervisor compare as a user runs it, on a host without /dev/kvm: exit 4, one line", (t) => {
+  if (existsSync("/dev/kvm")) {
+    t.skip("/dev/kvm exists here: the command would run the comparison");
+    return;
+  }
+  const bin = join(fileURLToPath(new URL("../../", import.meta.url)), "bin", "typervisor.js");
+  const r = spawnSync(process.execPath, [bin, "compare", "--runs", "1"], { encoding: "utf8", timeout: 60_000 });
+  assert.equal(r.status, 4, r.stderr);
+  assert.equal(r.stderr, "typervisor: compare needs /dev/kvm, and this host has none: nothing was measured\n");
+});
+
+test("compare runs the runner over the boot probe, prints the table and writes report.json and report.html", async () => {
+  const out = join(mkdtempSync(join(tmpdir(), "typervisor-compare-")), "report");
+  const { bootProbe, calls } = syntheticBootProbe();
+  const c = capture();
+  // Any existing path stands in for /dev/kvm: the boot probe is injected, no VM runs.
+  const status = await compareCommand({ sizeBytes: 8 * MiB, runs: 2, outDir: out, paths: ["dom0", "card"] }, c.io, { kvmPath: tmpdir(), bootProbe });
+  assert.equal(status, EXIT_OK, c.err.join(""));
+  assert.deepEqual([...new Set(calls.map((x) => x.path))], ["dom0", "card"]);
+  assert.equal(calls.length, 2 * 3, "a baseline and 2 runs per path");
+  const text = c.out.join("");
+  assert.match(text, /4K rand read QD1, IOPS/);
+  assert.match(text, /not run/, "the emulated column");
+  assert.match(text, new RegExp(`report: ${join(out, "report.json")} ${join(out, "report.html")}`));
+  const report = JSON.parse(readFileSync(join(out, "report.json"), "utf8")) as { paths: Array<{ path: string }>; host: { runs: number } };
+  assert.deepEqual(report.paths.map((p) => p.path), ["dom0", "card"]);
+  assert.equal(report.host.runs, 2);
+  assert.match(readFileSync(join(out, "report.html"), "utf8"), /<html/);
+  assert.ok(c.err.some((l) => /dom0: run 1\/2/.test(l)), "progress goes to stderr");
+});
+
+test("compare exits 1 and names the path when its runs failed", async () => {
+  const out = join(mkdtempSync(join(tmpdir(), "typervisor-compare-")), "report");
+  const failing: BootProbe = async (path) => {
+    throw new Error(`cannot start the VM: no ${path}`);
+  };
+  const c = capture();
+  const status = await compareCommand({ sizeBytes: MiB, runs: 1, outDir: out, paths: ["emulated"] }, c.io, { kvmPath: tmpdir(), bootProbe: failing });
+  assert.equal(status, EXIT_GUEST_FAILURE);
+  assert.match(c.out.join(""), /emulated: run 1: cannot start the VM: no emulated/);
+  assert.match(c.err.at(-1)!, /^typervisor: compare: runs failed on emulated/);
+  assert.ok(existsSync(join(out, "report.json")), "the report says what failed");
+});
