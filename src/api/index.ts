@@ -11,7 +11,7 @@ export {
 } from "./config.js";
 export { FaultError } from "./schema.js";
 export { apiRequest, faultOf, fetchAttestation, type ApiResponse, type FetchAttestationOptions } from "./client.js";
-export { registerRunningVm, listRunningVms, findRunningVm, defaultRuntimeDir, type RunningVm } from "./registry.js";
+export { registerRunningVm, listRunningVms, findRunningVm, defaultRuntimeDir, processAlive, type RunningVm } from "./registry.js";
 export {
   startPrometheusServer, prometheusText, metricsLine, parseHostPort, type MetricsSnapshot, type PrometheusServerHandle,
 } from "./metrics.js";

@@ -53,7 +53,8 @@ export function registerRunningVm(dir: string, vm: RunningVm): () => void {
   };
 }
 
-function alive(pid: number): boolean {
+/** Whether process `pid` exists (kill(pid, 0)). */
+export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
@@ -89,7 +90,7 @@ export function listRunningVms(dir: string): RunningVm[] {
     } catch {
       rec = undefined;
     }
-    if (isRunningVm(rec) && alive(rec.pid)) out.push(rec);
+    if (isRunningVm(rec) && processAlive(rec.pid)) out.push(rec);
     else {
       try {
         unlinkSync(file);

@@ -9,7 +9,7 @@ test("run with no options boots the probe demo defaults", () => {
   const c = parseCommand(["run"], limits);
   assert.deepEqual(c, {
     cmd: "run",
-    options: { kernel: undefined, initrd: undefined, cmdline: undefined, vcpus: 1, memMiB: 256, console: { kind: "stdio" }, bootProtocol: "linux64", drives: [], entropy: false },
+    options: { kernel: undefined, initrd: undefined, cmdline: undefined, vcpus: 1, memMiB: 256, console: { kind: "stdio" }, bootProtocol: "linux64", drives: [], entropy: false, requireSigned: false },
   });
 });
 

@@ -47,6 +47,11 @@ export interface RunOptions {
   entropy: boolean;
   /** The NSM device, signing with the chip in this directory (undefined: no NSM). */
   nsmChipDir?: string;
+  /** A signature over PCR0 (typervisor sign) and the certificate trusted to have made it. */
+  signature?: string;
+  trust?: string;
+  /** Refuse to boot without a signature that verifies. */
+  requireSigned: boolean;
 }
 
 export type Command =
@@ -223,10 +228,19 @@ export function parseCommand(argv: string[], limits: { maxVcpus: number; minMem:
             entropy: { type: "boolean" },
             nsm: { type: "boolean" },
             "chip-dir": { type: "string" },
+            signature: { type: "string" },
+            trust: { type: "string" },
+            "require-signed": { type: "boolean" },
             ...SERVE_OPTIONS,
           },
         });
         if (values["chip-dir"] !== undefined && values.nsm !== true) throw new UsageError("--chip-dir goes with --nsm");
+        if (values["require-signed"] === true && (values.signature === undefined || values.trust === undefined)) {
+          throw new UsageError("--require-signed needs --signature SIG and --trust CERT");
+        }
+        if ((values.signature === undefined) !== (values.trust === undefined)) {
+          throw new UsageError("--signature and --trust go together");
+        }
         if (values.initrd !== undefined && values.kernel === undefined) {
           throw new UsageError("--initrd needs --kernel (the built-in probe demo takes no initrd)");
         }
@@ -243,6 +257,9 @@ export function parseCommand(argv: string[], limits: { maxVcpus: number; minMem:
             drives: (values.drive ?? []).map((d, i) => parseDrive(d, i)),
             entropy: values.entropy === true,
             ...(values.nsm === true ? { nsmChipDir: values["chip-dir"] ?? defaultChipDir() } : {}),
+            ...(values.signature !== undefined ? { signature: values.signature } : {}),
+            ...(values.trust !== undefined ? { trust: values.trust } : {}),
+            requireSigned: values["require-signed"] === true,
         };
         const serve = serveFlags(values);
         if (serve.configFile !== undefined) throw new UsageError("run takes its VM from its own options; give --config-file without run");
@@ -339,6 +356,9 @@ Options of run:
                        on the vCPU thread (at most one); io=dom0: a Xen-style blkif ring served by a
                        separate Dom0 process (at most one); rates apply to card drives only
   --entropy            a virtio-rng device fed from the host CSPRNG
+  --signature SIG --trust CERT [--require-signed]
+                       verify a signature over PCR0 (typervisor sign) before booting; a bad one refuses the
+                       boot, and the trusted certificate is measured into PCR8; --require-signed refuses unsigned
   --api-sock PATH      also serve the Firecracker-compatible API there (then: ps, pause, resume, stop;
                        --id ID, --metrics-http HOST:PORT for Prometheus text, --runtime-dir D)
   --nsm [--chip-dir D] the Nitro Secure Module device: the guest asks the security chip for attestation

@@ -106,3 +106,32 @@ test("measure --json predicts the PCRs from the files, computed independently he
   assert.equal(got["pcr2"], "0".repeat(96));
   assertOneLineError(cli(["measure", "--kernel", "/nonexistent/kernel"]), 2, /cannot read kernel/);
 });
+
+test("signed images: a signature over another PCR0 or a flipped byte refuses the boot (exit 2); a good one passes to KVM", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "typervisor-sign-"));
+  const chip = join(dir, "chip");
+  assert.equal(cli(["chip", "init", "--dir", chip]).status, 0);
+  const probe = cli(["probe", "--path"]).stdout.trim();
+  const key = join(chip, "leaf-key.pem");
+  const cert = join(chip, "leaf-cert.pem");
+  const sig = join(dir, "probe.sig");
+  const signed = cli(["sign", "--kernel", probe, "--cmdline", "probe.run=demo", "--key", key, "--cert", cert, "--out", sig]);
+  assert.equal(signed.status, 0, signed.stderr);
+
+  assertOneLineError(
+    cli(["run", "--cmdline", "probe.run=boot", "--signature", sig, "--trust", cert, "--require-signed"]),
+    2,
+    /refusing to boot: the image signature does not verify \(pcr0: /,
+  );
+  const flipped = readFileSync(sig);
+  flipped[flipped.length - 5] ^= 0x01;
+  const bad = join(dir, "flipped.sig");
+  writeFileSync(bad, flipped);
+  assertOneLineError(cli(["run", "--cmdline", "probe.run=demo", "--signature", bad, "--trust", cert]), 2, /refusing to boot: .*\(signature: /);
+  assertOneLineError(cli(["run", "--require-signed"]), 2, /--require-signed needs --signature SIG and --trust CERT/);
+
+  // The right image passes the check; what happens next depends on KVM.
+  const ok = cli(["run", "--console", "none", "--cmdline", "probe.run=demo", "--signature", sig, "--trust", cert, "--require-signed"]);
+  if (existsSync("/dev/kvm")) assert.equal(ok.status, 0, ok.stderr);
+  else assertOneLineError(ok, 4, /\/dev\/kvm/);
+});

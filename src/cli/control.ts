@@ -4,7 +4,7 @@
 
 import { parseArgs } from "node:util";
 import { writeFileSync } from "node:fs";
-import { apiRequest, faultOf, listRunningVms, findRunningVm, defaultRuntimeDir, type RunningVm } from "../api/index.js";
+import { apiRequest, faultOf, listRunningVms, findRunningVm, defaultRuntimeDir, processAlive, type RunningVm } from "../api/index.js";
 import { fetchAttestation } from "../sdk/index.js";
 import { UsageError } from "./args.js";
 
@@ -75,7 +75,7 @@ export async function stopCommand(argv: string[], io: Io, timeoutMs = 10_000): P
     return EXIT_FAILED;
   }
   const until = Date.now() + timeoutMs;
-  while (alive(vm.pid)) {
+  while (processAlive(vm.pid)) {
     if (Date.now() > until) {
       io.stderr.write(`typervisor stop: ${vm.id}: process ${vm.pid} still running after ${timeoutMs} ms\n`);
       return EXIT_FAILED;
@@ -84,15 +84,6 @@ export async function stopCommand(argv: string[], io: Io, timeoutMs = 10_000): P
   }
   io.stdout.write(json ? JSON.stringify({ id: vm.id, state: "Stopped" }) + "\n" : `stopped ${vm.id}\n`);
   return EXIT_OK;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === "EPERM";
-  }
 }
 
 function parse(argv: string[], positionals: number): { values: { json?: boolean; "runtime-dir"?: string }; positionals: string[] } {

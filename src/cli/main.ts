@@ -14,6 +14,9 @@ import { formatCrash } from "../vmm/report.js";
 import { chipCommand, measureCommand, attestCommand, signCommand } from "../security/cli.js";
 import { psCommand, stopCommand, vmStateCommand, attestVmCommand } from "./control.js";
 import { serve, runOptionsToResources } from "./serve.js";
+import { bootMeasurements, PCR_IMAGE } from "../security/pcr.js";
+import { verifyImageSignature } from "../security/image.js";
+import { certificateDer } from "../security/x509.js";
 
 import { EXIT_OK, EXIT_GUEST_FAILURE, EXIT_USAGE, EXIT_CRASH, EXIT_HOST } from "./exit-codes.js";
 import { compareCommand } from "./compare.js";
@@ -137,6 +140,15 @@ async function run(opts: RunOptions): Promise<number> {
     throw e;
   }
   const cmdline = opts.cmdline ?? (opts.kernel === undefined ? DEFAULT_PROBE_CMDLINE : DEFAULT_LINUX_CMDLINE);
+  let signingCert: Uint8Array | undefined;
+  if (opts.signature !== undefined && opts.trust !== undefined) {
+    try {
+      signingCert = checkImageSignature(opts.signature, opts.trust, kernel.bytes, initrd?.bytes, cmdline);
+    } catch (e) {
+      if (e instanceof UsageError) return fail(EXIT_USAGE, e.message);
+      throw e;
+    }
+  }
 
   let consoleFd = -1;
   let ownFd = false;
@@ -163,6 +175,7 @@ async function run(opts: RunOptions): Promise<number> {
       drives: opts.drives.map(toDriveConfig),
       ...(opts.entropy ? { entropy: {} } : {}),
       ...(opts.nsmChipDir !== undefined ? { nsm: { chipDir: opts.nsmChipDir } } : {}),
+      ...(signingCert !== undefined ? { signingCert } : {}),
     });
   } catch (e) {
     if (ownFd) closeSync(consoleFd);
@@ -194,6 +207,20 @@ async function run(opts: RunOptions): Promise<number> {
     if (ownFd) closeSync(consoleFd);
   }
   return exitStatus(exit);
+}
+
+/**
+ * Verifies a `typervisor sign` signature over the PCR0 this boot will have (kernel ‖ cmdline ‖
+ * initrd) against the trusted certificate. Returns the certificate's DER (measured into PCR8);
+ * throws a one-line UsageError naming the failed check.
+ */
+export function checkImageSignature(sigPath: string, certPath: string, kernel: Uint8Array, initrd: Uint8Array | undefined, cmdline: string): Uint8Array {
+  const sig = readInputFile("signature", sigPath).bytes;
+  const cert = readInputFile("trusted certificate", certPath).bytes;
+  const pcr0 = bootMeasurements({ kernel, initrd, cmdline, vmId: "" }).get(PCR_IMAGE)!;
+  const r = verifyImageSignature(sig, { pcr0, trustedCert: cert });
+  if (!r.ok) throw new UsageError(`refusing to boot: the image signature does not verify (${r.check}: ${r.message})`);
+  return certificateDer(cert);
 }
 
 /** A --drive option as the VM takes it: rates become token buckets that refill each second (Firecracker's semantics). */

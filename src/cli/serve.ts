@@ -40,6 +40,9 @@ export function runOptionsToResources(o: RunOptions): VmResources {
   if (o.entropy || o.nsmChipDir !== undefined) {
     throw new UsageError("--entropy and --nsm are not available through the API yet: run without --api-sock");
   }
+  if (o.signature !== undefined || o.requireSigned) {
+    throw new UsageError("--signature/--trust/--require-signed are not available with --api-sock yet: run without it");
+  }
   if (o.console.kind !== "stdio") throw new UsageError("with --api-sock the console is stdout (or PUT /serial)");
   if (o.bootProtocol !== "linux64") throw new UsageError("--boot pvh is not available through the API");
   const bucket = (r: { perSecond: number; burst?: number } | undefined) =>

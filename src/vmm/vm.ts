@@ -50,6 +50,8 @@ export interface VmConfig {
   entropy?: EntropyConfig;
   /** The guest's NSM device (attestation by the security chip). */
   nsm?: NsmConfig;
+  /** DER of the certificate whose signature over PCR0 was verified before boot: measured into PCR8. */
+  signingCert?: Uint8Array;
 }
 
 /** How the VM ended. */
@@ -183,7 +185,13 @@ export class Vm extends EventEmitter {
     // command line as the user gave it. The device descriptions the VMM appends for its own
     // devices (virtio slots, typervisor_ata, typervisor_xenblk) are not measured (they follow from
     // the VM's configuration, not the image).
-    const pcrs = measureBoot({ kernel: config.kernel.bytes, initrd: config.initrd?.bytes, cmdline: config.cmdline, vmId: id });
+    const pcrs = measureBoot({
+      kernel: config.kernel.bytes,
+      initrd: config.initrd?.bytes,
+      cmdline: config.cmdline,
+      vmId: id,
+      signingCert: config.signingCert,
+    });
     const devices = devicesCmdline(plan);
     const cmdline = devices === "" ? config.cmdline : `${config.cmdline} ${devices}`.trim();
     const machine = buildKvmMachine({ ...config, cmdline, deviceSlots: plan.virtio, legacyDrives: { ata: plan.ata, dom0: plan.dom0 } });
