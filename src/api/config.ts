@@ -16,18 +16,19 @@
 // - drives[].cache_type: both values are accepted. "Writeback" is exactly what the card does
 //   (VIRTIO_BLK_F_FLUSH offered, FLUSH = fdatasync). "Unsafe" (Firecracker's default, which
 //   ignores flushes) is served the same way: flushes are still honoured, never weaker than asked.
-// - entropy: there is no virtio-rng device yet. It is validated, then refused.
+// - entropy: served by a virtio-rng card fed from the host CSPRNG; its rate_limiter maps onto
+//   the card's (a bucket with size or refill_time 0 is no limit, as Firecracker).
 // - machine-config: smt, track_dirty_pages (no snapshots), CPU templates and huge pages; more
 //   than MAX_VCPUS vCPUs (the spec allows 32), less than MIN_MEM_MIB of memory.
 // - serial.rate_limiter: the UART has no rate limiter.
 
 import { MAX_VCPUS, MIN_MEM_MIB, MAX_MEM_MIB } from "../vmm/vm.js";
-import { assignDriveSlots, DriveConfigError, type DriveConfig } from "../vmm/drives.js";
+import { assignDriveSlots, DriveConfigError, type DriveConfig, type EntropyConfig } from "../vmm/drives.js";
 import { openImage, type RateLimiterConfig, type TokenBucketConfig } from "../cards/index.js";
 import type { MicroVMConfig } from "../sdk/microvm.js";
 import {
   FaultError, bootSource, checkResourceId, drive, entropy, logger, machineConfig, metrics, serial,
-  type BootSource, type Drive, type LoggerConfig, type MachineConfiguration, type MetricsConfig, type SerialConfig,
+  type BootSource, type Drive, type EntropyDevice, type LoggerConfig, type MachineConfiguration, type MetricsConfig, type SerialConfig,
   type RateLimiter, type TokenBucket,
 } from "./schema.js";
 
@@ -49,10 +50,14 @@ export interface VmResources {
   serial?: SerialConfig;
   /** Block drives in guest order: the root device (if any) first. */
   drives?: Drive[];
+  /** The entropy device (virtio-rng), as PUT /entropy gave it. */
+  entropy?: EntropyDevice;
 }
 
-export const ENTROPY_REFUSED =
-  "entropy devices are not supported yet by this Typervisor build: there is no virtio-rng device";
+/** Firecracker's EntropyDeviceConfig → the VM layer's: the rate limiter as for drives. */
+export function entropyConfigFrom(e: EntropyDevice): EntropyConfig {
+  return e.rate_limiter === undefined ? {} : { rateLimiter: rateLimiterFrom(e.rate_limiter) };
+}
 
 /** Checks a complete machine configuration against what this build runs; `where` names the resource. */
 export function checkMachineSupported(m: MachineConfiguration, where = "machine-config"): MachineConfiguration {
@@ -227,6 +232,7 @@ export function microVmConfigFrom(r: VmResources): Omit<MicroVMConfig, "vmFactor
     vcpus: r.machine.vcpu_count,
     memMiB: r.machine.mem_size_mib,
     ...(drives.length > 0 ? { drives: driveConfigsFrom(drives) } : {}),
+    ...(r.entropy !== undefined ? { entropy: entropyConfigFrom(r.entropy) } : {}),
   };
 }
 
@@ -273,10 +279,7 @@ export function configFromFirecrackerJson(obj: unknown): VmResources {
     });
     if (list.length > 0) r.drives = list;
   }
-  if (o["entropy"] !== undefined && o["entropy"] !== null) {
-    entropy(o["entropy"], "entropy");
-    throw new FaultError(`entropy: ${ENTROPY_REFUSED}`);
-  }
+  if (o["entropy"] !== undefined && o["entropy"] !== null) r.entropy = entropy(o["entropy"], "entropy");
   if (o["logger"] !== undefined && o["logger"] !== null) r.logger = logger(o["logger"], "logger");
   if (o["metrics"] !== undefined && o["metrics"] !== null) r.metrics = metrics(o["metrics"], "metrics");
   if (o["serial"] !== undefined && o["serial"] !== null) r.serial = checkSerialSupported(serial(o["serial"], "serial"));

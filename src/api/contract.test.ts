@@ -102,10 +102,10 @@ test("pre-boot: each configuration endpoint's bodies and answers match the spec"
   r = await call("PUT", "/drives/{drive_id}", "/drives/aio", { drive_id: "aio", path_on_host: dataImg, is_root_device: false, is_read_only: true, io_engine: "Async" });
   assert.match(fault(r), /io_engine "Async" \(io_uring\) is not supported/);
 
-  // Spec-valid but not wired in this build: an honest 400 naming why.
-  r = await call("PUT", "/entropy", "/entropy", { rate_limiter: { bandwidth: { size: 1000, refill_time: 100 } } });
-  assert.equal(r.status, 400);
-  assert.match(fault(r), /virtio-rng/);
+  // Entropy (virtio-rng): stored pre-boot; a second PUT replaces the first, as Firecracker's.
+  assert.equal((await call("PUT", "/entropy", "/entropy", {})).status, 204);
+  r = await call("PUT", "/entropy", "/entropy", { rate_limiter: { bandwidth: { size: 1000, refill_time: 100 }, ops: { size: 10, one_time_burst: 5, refill_time: 1000 } } });
+  assert.equal(r.status, 204, r.text);
 
   r = await call("GET", "/vm/config", "/vm/config");
   assert.equal(r.status, 200);
@@ -115,6 +115,7 @@ test("pre-boot: each configuration endpoint's bodies and answers match the spec"
   assert.deepEqual(drives.map((d) => d["drive_id"]), ["rootfs", "data"]);
   assert.deepEqual(drives[1], { drive_id: "data", is_root_device: false, cache_type: "Writeback", is_read_only: true, path_on_host: dataImg, io_engine: "Sync" });
   assert.equal(drives[0]!["cache_type"], "Unsafe");
+  assert.deepEqual((r.body as Record<string, unknown>)["entropy"], { rate_limiter: { bandwidth: { size: 1000, refill_time: 100 }, ops: { size: 10, one_time_burst: 5, refill_time: 1000 } } });
 
   // Post-boot-only operations before boot.
   r = await call("PATCH", "/vm", "/vm", { state: "Paused" });
@@ -136,6 +137,10 @@ test("boot and after: actions, pause/resume, pre-boot-only refusals; answers mat
   assert.equal((r.body as { state: string }).state, "Paused");
   assert.equal((await call("PATCH", "/vm", "/vm", { state: "Resumed" })).status, 204);
   assert.equal(((await call("GET", "/", "/")).body as { state: string }).state, "Running");
+  // InstanceStart built the entropy device: its card runs and is counted.
+  assert.ok("virtio-rng" in server.vm!.deviceMetrics(), JSON.stringify(Object.keys(server.vm!.deviceMetrics())));
+  assert.deepEqual(server.microvm!.config.entropy, { rateLimiter: { bandwidth: { size: 1000, refillTime: 100 }, ops: { size: 10, oneTimeBurst: 5, refillTime: 1000 } } });
+  assert.equal(server.metrics().devices?.["virtio-rng"]?.needsReset, 0);
 
   r = await call("PUT", "/boot-source", "/boot-source", { kernel_image_path: "/other" });
   assert.equal(r.status, 400);
@@ -143,6 +148,7 @@ test("boot and after: actions, pause/resume, pre-boot-only refusals; answers mat
   for (const [p, body] of [
     ["/machine-config", { vcpu_count: 1, mem_size_mib: 128 }],
     ["/serial", { serial_out_path: "/tmp/s" }],
+    ["/entropy", {}],
   ] as const) {
     r = await call("PUT", p, p, body);
     assert.match(fault(r), /not supported after starting/, p);
@@ -193,6 +199,14 @@ test("bad bodies: unknown fields, wrong types, missing fields, bad enums, malfor
     ["PUT", "/drives/{drive_id}", "/drives/root", { drive_id: "root", is_root_device: "yes" }, /is_root_device must be a boolean/],
     ["PUT", "/drives/{drive_id}", "/drives/root", { drive_id: "root", is_root_device: true, cache_type: "None" }, /cache_type must be one of/],
     ["PUT", "/entropy", "/entropy", { rate_limiter: { ops: { size: 1 } } }, /missing required field "refill_time"/],
+    ["PUT", "/entropy", "/entropy", { rate_limiter: { bandwidth: { size: -1, refill_time: 100 } } }, /entropy\.rate_limiter\.bandwidth\.size must be from 0/],
+    ["PUT", "/entropy", "/entropy", { rate_limiter: { ops: { size: 10, refill_time: 1.5 } } }, /entropy\.rate_limiter\.ops\.refill_time must be an integer/],
+    ["PUT", "/entropy", "/entropy", { rate_limiter: { ops: { size: 10, refill_time: 100, one_time_burst: "5" } } }, /one_time_burst must be an integer/],
+    ["PUT", "/entropy", "/entropy", { rate_limiter: { iops: { size: 10, refill_time: 100 } } }, /entropy\.rate_limiter: unknown field "iops"/],
+    ["PUT", "/entropy", "/entropy", { rate_limiter: { bandwidth: { size: 10, refill_time: 100, jitter: 1 } } }, /bandwidth: unknown field "jitter"/],
+    ["PUT", "/entropy", "/entropy", { rate_limiter: 5 }, /entropy\.rate_limiter must be a JSON object, got number 5/],
+    ["PUT", "/entropy", "/entropy", { rng: "/dev/urandom" }, /entropy: unknown field "rng", expected one of: rate_limiter/],
+    ["PUT", "/entropy", "/entropy", [], /entropy must be a JSON object, got an array/],
   ];
   for (const [method, specP, url, body, re] of cases) {
     const r = await call(method, specP, url, body, false);

@@ -11,6 +11,10 @@
 // rate_limiter_throttled_events, execute_fails) and our own where the card counts differently
 // (requests and bytes are not split into reads and writes).
 //
+// Other cards (virtio-rng, virtio-nsm): Firecracker's `entropy` group for the rng card, with its
+// key names where the meaning is the same (entropy_bytes, host_rng_fails,
+// entropy_rate_limiter_throttled), and an `nsm` group of our own (Firecracker has no NSM).
+//
 // Routes are counted by their template ("PUT /drives/{drive_id}"); everything unknown counts as
 // "other", so hostile paths cannot grow the table.
 
@@ -38,7 +42,13 @@ export interface MetricsSnapshot {
   console: MicroVMMetrics["console"];
   /** Per drive id: the card's counters; empty before start or without drives. */
   drives: MicroVMMetrics["drives"];
+  /** Per card name (virtio-blk-<id>, virtio-rng, virtio-nsm): the card's counters; empty before start. */
+  devices?: MicroVMMetrics["devices"];
 }
+
+/** Card names of the non-block devices. */
+export const RNG_CARD = "virtio-rng";
+export const NSM_CARD = "virtio-nsm";
 
 /** Firecracker's metric group names for the routes it also has. */
 const FC_KEYS: Record<string, [group: string, key: string]> = {
@@ -131,6 +141,29 @@ export function metricsLine(s: MetricsSnapshot, extra: { id?: string; properties
   for (const [, m] of drives) for (const k of Object.keys(total) as Array<keyof typeof total>) total[k] += m[k];
   line["block"] = blockGroup(total);
   for (const [id, m] of drives) line[`block_${id}`] = blockGroup(m);
+  const rng = s.devices?.[RNG_CARD];
+  if (rng !== undefined) {
+    line["entropy"] = {
+      entropy_event_count: rng.requests,
+      entropy_bytes: rng.bytes,
+      host_rng_fails: rng.errors,
+      entropy_rate_limiter_throttled: rng.throttled,
+      queue_event_count: rng.kicks,
+      interrupt_count: rng.interrupts,
+      needs_reset: rng.needsReset,
+    };
+  }
+  const nsm = s.devices?.[NSM_CARD];
+  if (nsm !== undefined) {
+    line["nsm"] = {
+      request_count: nsm.requests,
+      bytes: nsm.bytes,
+      execute_fails: nsm.errors,
+      queue_event_count: nsm.kicks,
+      interrupt_count: nsm.interrupts,
+      needs_reset: nsm.needsReset,
+    };
+  }
   return JSON.stringify(line);
 }
 
@@ -210,6 +243,19 @@ export function prometheusText(s: MetricsSnapshot): string {
   for (const [name, key, help] of driveFamilies) {
     family(name, "counter", help);
     for (const [id, m] of drives) out.push(`${name}{drive="${esc(id)}"} ${m[key]}`);
+  }
+  const devices = Object.entries(s.devices ?? {});
+  const deviceFamilies: Array<[string, keyof MetricsSnapshot["drives"][string], string]> = [
+    ["typervisor_device_requests_total", "requests", "Requests a virtio card completed, by card (virtio-blk-<id>, virtio-rng, virtio-nsm)."],
+    ["typervisor_device_bytes_total", "bytes", "Bytes a virtio card moved for the guest, by card."],
+    ["typervisor_device_errors_total", "errors", "Requests a virtio card failed, by card."],
+    ["typervisor_device_throttled_total", "throttled", "Times a card's rate limiter held requests back, by card."],
+    ["typervisor_device_queue_notifications_total", "kicks", "Guest queue notifications (kicks) seen by a card, by card."],
+    ["typervisor_device_interrupts_total", "interrupts", "Interrupts a card raised in the guest, by card."],
+  ];
+  for (const [name, key, help] of deviceFamilies) {
+    family(name, "counter", help);
+    for (const [card, m] of devices) out.push(`${name}{device="${esc(card)}"} ${m[key]}`);
   }
   family("typervisor_console_bytes_total", "counter", "Guest serial output bytes read by the VMM.");
   out.push(`typervisor_console_bytes_total ${s.console.bytes}`);

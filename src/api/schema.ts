@@ -167,6 +167,7 @@ export type MetricsConfig = ReturnType<typeof metrics>;
 
 /** #/definitions/EntropyDevice */
 export const entropy = object({ rate_limiter: rateLimiter });
+export type EntropyDevice = ReturnType<typeof entropy>;
 /** #/definitions/SerialDevice */
 export const serial = object({ serial_out_path: str(), rate_limiter: tokenBucket });
 export type SerialConfig = ReturnType<typeof serial>;

@@ -136,7 +136,8 @@ test("--config-file: Firecracker's format maps to our resources with field-level
     [{ "boot-source": { kernel_image_path: kernel }, drives: [{ drive_id: "rootfs", is_root_device: true, path_on_host: "/r" }] }, /drives\[0\] "rootfs": path_on_host: virtio-blk image \/r does not exist/],
     [{ "boot-source": { kernel_image_path: kernel }, drives: [{ drive_id: "rootfs" }] }, /drives\[0\]: missing required field "is_root_device"/],
     [{ "boot-source": { kernel_image_path: kernel }, "network-interfaces": [{ iface_id: "eth0" }] }, /no virtio-net device/],
-    [{ "boot-source": { kernel_image_path: kernel }, entropy: {} }, /virtio-rng/],
+    [{ "boot-source": { kernel_image_path: kernel }, entropy: { rate_limiter: { ops: { size: 1 } } } }, /entropy\.rate_limiter\.ops: missing required field "refill_time"/],
+    [{ "boot-source": { kernel_image_path: kernel }, entropy: { bogus: 1 } }, /entropy: unknown field "bogus"/],
     [[], /top level must be a JSON object/],
   ];
   for (const [obj, re] of bad) assert.throws(() => configFromFirecrackerJson(obj), (e: unknown) => e instanceof FaultError && re.test(e.message), JSON.stringify(obj));

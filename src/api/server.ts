@@ -6,6 +6,8 @@
 // ("Invalid request method and/or path: ..."). See README.md beside this file for every endpoint.
 // One extension outside the spec: GET /typervisor/attestation (a Nitro-format attestation
 // document for the running VM, signed by the host's security chip), for `typervisor attest --vm`.
+// The guest's NSM device has no resource in the spec: it is a server option (`nsm`, signing with
+// `chipDir`), for the CLI's `--nsm`.
 
 import { EventEmitter } from "node:events";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
@@ -22,7 +24,7 @@ import {
   machineConfigPatch, metrics as metricsSchema, partialDrive, serial as serialSchema, vmState, type PartialDrive,
 } from "./schema.js";
 import {
-  DEFAULT_MACHINE, ENTROPY_REFUSED, checkDriveSupported, checkMachineSupported, checkSerialSupported, insertDrive,
+  DEFAULT_MACHINE, checkDriveSupported, checkMachineSupported, checkSerialSupported, insertDrive,
   mergeRateLimiter, microVmConfigFrom, rateLimiterFrom, type VmResources,
 } from "./config.js";
 import { JsonLogger, type LogSink } from "./logger.js";
@@ -62,10 +64,17 @@ export interface ApiServerOptions {
   /** Where log lines go before PUT /logger names a file (the CLI passes stderr). */
   logSink?: LogSink;
   /**
-   * The security chip identity GET /typervisor/attestation signs with. Default: the SDK's
-   * (`$TYPERVISOR_CHIP_DIR`, else `~/.typervisor/chip`).
+   * The security chip identity GET /typervisor/attestation and the NSM device sign with.
+   * Default: the SDK's (`$TYPERVISOR_CHIP_DIR`, else `~/.typervisor/chip`).
    */
   chipDir?: string;
+  /**
+   * Gives the guest a Nitro Secure Module (virtio-nsm card) signing with `chipDir`: `true` or
+   * `{ moduleId }` (default module_id `typervisor-<VM id>`). Not in Firecracker's API, so an
+   * option of the server (the CLI's `--nsm`) rather than a resource. The chip identity is checked
+   * at InstanceStart: a missing or unusable one fails it with 400 "InstanceStart: nsm: ...".
+   */
+  nsm?: boolean | { moduleId?: string };
 }
 
 export type InstanceState = "Not started" | "Running" | "Paused";
@@ -148,6 +157,7 @@ class ApiServer extends EventEmitter implements ApiServerHandle {
   readonly id: string;
   private readonly vmId: string | undefined;
   private readonly chipDir: string | undefined;
+  private readonly nsm: ApiServerOptions["nsm"];
   private readonly server: Server;
   private readonly vmFactory: VmFactory;
   private readonly consoleFd: number;
@@ -172,6 +182,7 @@ class ApiServer extends EventEmitter implements ApiServerHandle {
     this.id = opts.id ?? DEFAULT_INSTANCE_ID;
     this.vmId = opts.id;
     this.chipDir = opts.chipDir;
+    this.nsm = opts.nsm;
     this.vmFactory = opts.vmFactory ?? defaultVmFactory;
     this.consoleFd = opts.consoleFd ?? 1;
     this.maxPayload = opts.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES;
@@ -237,6 +248,7 @@ class ApiServer extends EventEmitter implements ApiServerHandle {
       vcpus: m?.vcpus ?? [],
       console: m?.console ?? { bytes: 0, droppedBytes: 0 },
       drives: m?.drives ?? {},
+      devices: m?.devices ?? {},
     };
   }
 
@@ -383,9 +395,11 @@ class ApiServer extends EventEmitter implements ApiServerHandle {
         return noContent();
       }
       case "PUT /entropy": {
-        entropy(json(), "entropy");
+        // A second PUT replaces the device's configuration, as Firecracker's.
+        const e = entropy(json(), "entropy");
         this.preBoot();
-        throw new FaultError(`entropy: ${ENTROPY_REFUSED}`);
+        this.resources.entropy = e;
+        return noContent();
       }
       case "PUT /serial": {
         const s = checkSerialSupported(serialSchema(json(), "serial"));
@@ -438,6 +452,7 @@ class ApiServer extends EventEmitter implements ApiServerHandle {
   private fullConfig(): Record<string, unknown> {
     const out: Record<string, unknown> = { "machine-config": this.resources.machine, drives: this.resources.drives ?? [] };
     if (this.resources.bootSource) out["boot-source"] = this.resources.bootSource;
+    if (this.resources.entropy) out["entropy"] = this.resources.entropy;
     if (this.resources.logger) out["logger"] = this.resources.logger;
     if (this.resources.metrics) out["metrics"] = this.resources.metrics;
     return out;
@@ -448,6 +463,7 @@ class ApiServer extends EventEmitter implements ApiServerHandle {
     if (r.bootSource) this.resources.bootSource = { ...r.bootSource };
     if (r.serial) this.resources.serial = { ...r.serial };
     if (r.drives) this.resources.drives = r.drives.map((d) => ({ ...d }));
+    if (r.entropy) this.resources.entropy = { ...r.entropy };
     if (r.logger) {
       this.log.configure(r.logger);
       this.resources.logger = this.log.current;
@@ -494,6 +510,7 @@ class ApiServer extends EventEmitter implements ApiServerHandle {
           vmFactory: this.vmFactory,
           ...(this.vmId !== undefined ? { id: this.vmId } : {}),
           ...(this.chipDir !== undefined ? { chipDir: this.chipDir } : {}),
+          ...(this.nsm !== undefined && this.nsm !== false ? { nsm: this.nsm } : {}),
         });
       } catch (e) {
         throw new FaultError(`InstanceStart: ${(e as Error).message}`, 400, e);
@@ -516,7 +533,8 @@ class ApiServer extends EventEmitter implements ApiServerHandle {
       this.starting = false;
     }
     this.microvmValue = mv;
-    this.log.info("vmm", "microVM started", { vcpus: cfg.vcpus, mem_mib: cfg.memMiB, kernel: cfg.kernel, vm_id: mv.id, drives: (cfg.drives ?? []).map((d) => d.id) });
+    this.log.info("vmm", "microVM started", { vcpus: cfg.vcpus, mem_mib: cfg.memMiB, kernel: cfg.kernel, vm_id: mv.id, drives: (cfg.drives ?? []).map((d) => d.id),
+      entropy: cfg.entropy !== undefined, nsm: mv.config.nsm !== undefined });
     this.emit("start", mv);
   }
 

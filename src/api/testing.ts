@@ -17,7 +17,7 @@ export const text = (s: string): FakeStep[] => [...Buffer.from(s)].map((b) => ({
 
 /**
  * Each VM built gets a fake machine whose vCPU i replays `scripts[i]` (vCPUs beyond run until
- * stopped), with real cards for `config.drives`, and the boot measurements `Vm.create` makes
+ * stopped), with real cards for `config.drives`, `config.entropy` and `config.nsm`, and the boot measurements `Vm.create` makes
  * (PCR0/1/2 over the given kernel, initrd and command line; PCR4 over `config.id` or a UUID).
  */
 export function fakeFactory(scripts: FakeStep[][] = [[BLOCK]], built: Vm[] = []): VmFactory {
@@ -25,7 +25,7 @@ export function fakeFactory(scripts: FakeStep[][] = [[BLOCK]], built: Vm[] = [])
     const perVcpu = Array.from({ length: config.vcpus }, (_, i) => scripts[i] ?? [BLOCK]);
     const id = config.id ?? randomUUID();
     const pcrs = measureBoot({ kernel: config.kernel.bytes, initrd: config.initrd?.bytes, cmdline: config.cmdline, vmId: id });
-    const vm = new Vm(fakeMachine(perVcpu, { drives: config.drives ?? [] }), config.consoleFd, { id, pcrs });
+    const vm = new Vm(fakeMachine(perVcpu, { drives: config.drives ?? [], entropy: config.entropy, nsm: config.nsm }), config.consoleFd, { id, pcrs });
     built.push(vm);
     return vm;
   };

@@ -88,7 +88,11 @@ export async function main(argv: string[]): Promise<number> {
         if (e instanceof UsageError || (e as Error).name === "FaultError") return fail(EXIT_USAGE, (e as Error).message);
         throw e;
       }
-      return serve({ ...command.serve, ...(resources !== undefined ? { resources } : {}) }, { stderr: process.stderr, exitStatus });
+      const nsmChipDir = command.run?.nsmChipDir;
+      return serve(
+        { ...command.serve, ...(resources !== undefined ? { resources } : {}), ...(nsmChipDir !== undefined ? { nsmChipDir } : {}) },
+        { stderr: process.stderr, exitStatus },
+      );
     }
     case "ps":
     case "pause":

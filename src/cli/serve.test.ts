@@ -65,7 +65,8 @@ test("serve forms: bad combinations and bad config files are one-line errors, ex
     [["--api-sock"], /argument missing|--api-sock/],
     [["run", "--config-file", bad], /give --config-file without run/],
     [["run", "--id", "x"], /go with --api-sock/],
-    [["run", "--api-sock", join(dir, "s.sock"), "--entropy"], /not available through the API yet/],
+    [["run", "--api-sock", join(dir, "s.sock"), "--signature", "x", "--trust", "y"], /not available with --api-sock yet/],
+    [["run", "--api-sock", join(dir, "n.sock"), "--nsm", "--chip-dir", join(dir, "no-chip")], /nsm: no chip identity at .*no-chip/],
   ];
   for (const [args, re] of cases) {
     const r = cli(args);

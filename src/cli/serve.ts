@@ -13,6 +13,7 @@ import type { VmExit } from "../vmm/vm.js";
 import { UsageError, type RunOptions } from "./args.js";
 import { runtimeDir } from "./control.js";
 import { probePath } from "../probe/path.js";
+import { chipLoad } from "../security/chip.js";
 
 export interface ServeOptions {
   apiSock?: string;
@@ -23,6 +24,8 @@ export interface ServeOptions {
   runtimeDir?: string;
   /** From `run`: the VM to boot at once (instead of a config file). */
   resources?: VmResources;
+  /** Give the guest the NSM device, signing with the chip in this directory. */
+  nsmChipDir?: string;
 }
 
 export interface ServeIo {
@@ -37,9 +40,6 @@ const EXIT_HOST = 4;
 
 /** `run` options as a Firecracker config object, so they pass the same checks as a config file. */
 export function runOptionsToResources(o: RunOptions): VmResources {
-  if (o.entropy || o.nsmChipDir !== undefined) {
-    throw new UsageError("--entropy and --nsm are not available through the API yet: run without --api-sock");
-  }
   if (o.signature !== undefined || o.requireSigned) {
     throw new UsageError("--signature/--trust/--require-signed are not available with --api-sock yet: run without it");
   }
@@ -54,6 +54,7 @@ export function runOptionsToResources(o: RunOptions): VmResources {
       boot_args: o.cmdline ?? (o.kernel === undefined ? "probe.run=demo" : "console=ttyS0 reboot=k panic=1 pci=off"),
     },
     "machine-config": { vcpu_count: o.vcpus, mem_size_mib: o.memMiB },
+    ...(o.entropy ? { entropy: {} } : {}),
     drives: o.drives.map((d) => {
       const bandwidth = bucket(d.bandwidth);
       const ops = bucket(d.ops);
@@ -90,6 +91,14 @@ export async function serve(opts: ServeOptions, io: ServeIo): Promise<number> {
     return runWithoutApi(resources, opts, io);
   }
   if (opts.apiSock === undefined) return fail(io, EXIT_USAGE, "--api-sock PATH is required (or --no-api with --config-file)");
+  if (opts.nsmChipDir !== undefined) {
+    // Checked at the edge, before the API listens, as `run --nsm` does.
+    try {
+      chipLoad(opts.nsmChipDir);
+    } catch (e) {
+      return fail(io, EXIT_USAGE, `nsm: ${(e as Error).message}`);
+    }
+  }
   const id = opts.id ?? randomUUID();
   let handle: ApiServerHandle;
   try {
@@ -97,6 +106,7 @@ export async function serve(opts: ServeOptions, io: ServeIo): Promise<number> {
       socketPath: opts.apiSock,
       id,
       consoleFd: 1,
+      ...(opts.nsmChipDir !== undefined ? { nsm: true, chipDir: opts.nsmChipDir } : {}),
       logSink: (line: string) => void io.stderr.write(line.endsWith("\n") ? line : `${line}\n`),
       ...(resources !== undefined ? { resources, startOnConfig: true } : {}),
     });

@@ -11,7 +11,7 @@ import { MicroVM, AttestationUnavailableError } from "./microvm.js";
 import { BLOCK, RESET, fakeFactory, fakeImage, fakeKernel, tempDir, text } from "../api/testing.js";
 import { CHIP_FILES, chipInit } from "../security/chip.js";
 import { verifyAttestation } from "../security/attestation.js";
-import type { VmExit } from "../vmm/vm.js";
+import type { VmConfig, VmExit } from "../vmm/vm.js";
 
 const kernel = () => fakeKernel(tempDir("typervisor-sdk-"));
 
@@ -164,4 +164,55 @@ test("attest() without a chip identity throws AttestationUnavailableError tellin
     if (saved === undefined) delete process.env["TYPERVISOR_CHIP_DIR"];
     else process.env["TYPERVISOR_CHIP_DIR"] = saved;
   }
+});
+
+test("entropy: {} and nsm: true with a chip: the VM starts cards virtio-rng and virtio-nsm; metrics().devices has both", async () => {
+  const dir = tempDir("typervisor-sdk-");
+  const chipDir = join(dir, "chip");
+  chipInit(chipDir);
+  const vm = MicroVM.create({ kernel: fakeKernel(dir), entropy: {}, nsm: true, chipDir, vmFactory: fakeFactory([[BLOCK]]) });
+  assert.deepEqual(vm.config.entropy, {});
+  assert.deepEqual(vm.config.nsm, { chipDir });
+  await vm.start();
+  assert.deepEqual(Object.keys(vm.vm.deviceMetrics()).sort(), ["virtio-nsm", "virtio-rng"]);
+  const m = vm.metrics();
+  assert.deepEqual(Object.keys(m.devices).sort(), ["virtio-nsm", "virtio-rng"]);
+  assert.equal(m.devices["virtio-rng"]!.needsReset, 0);
+  assert.deepEqual(m.drives, {});
+  await vm.stop("test");
+});
+
+test("nsm: { moduleId } reaches the VM; entropy's rate limiter too; nsm false or absent gives no device", async () => {
+  const dir = tempDir("typervisor-sdk-");
+  const chipDir = join(dir, "chip");
+  chipInit(chipDir);
+  const configs: VmConfig[] = [];
+  const inner = fakeFactory([[BLOCK]]);
+  const factory = (c: VmConfig) => {
+    configs.push(c);
+    return inner(c);
+  };
+  const rateLimiter = { ops: { size: 100, refillTime: 1000 } };
+  const vm = MicroVM.create({ kernel: fakeKernel(dir), entropy: { rateLimiter }, nsm: { moduleId: "enclave-1" }, chipDir, vmFactory: factory });
+  assert.deepEqual(configs[0]!.nsm, { chipDir, moduleId: "enclave-1" });
+  assert.deepEqual(configs[0]!.entropy, { rateLimiter });
+  await vm.start();
+  assert.deepEqual(Object.keys(vm.metrics().devices).sort(), ["virtio-nsm", "virtio-rng"]);
+  await vm.stop("test");
+  const plain = MicroVM.create({ kernel: fakeKernel(dir), nsm: false, chipDir, vmFactory: factory });
+  assert.equal(configs[1]!.nsm, undefined);
+  assert.equal(configs[1]!.entropy, undefined);
+  assert.equal(plain.config.nsm, undefined);
+  await plain.start();
+  assert.deepEqual(plain.metrics().devices, {});
+  await plain.stop("test");
+});
+
+test("nsm without a chip identity: create() throws the DriveConfigError naming the chip; a bad moduleId is refused", () => {
+  const dir = tempDir("typervisor-sdk-");
+  assert.throws(
+    () => MicroVM.create({ kernel: fakeKernel(dir), nsm: true, chipDir: join(dir, "nochip"), vmFactory: fakeFactory() }),
+    (e: unknown) => e instanceof Error && e.name === "DriveConfigError" && /^nsm: no chip identity at .*nochip/.test(e.message),
+  );
+  assert.throws(() => MicroVM.create({ kernel: fakeKernel(dir), nsm: { moduleId: "" }, chipDir: join(dir, "nochip"), vmFactory: fakeFactory() }), /nsm\.moduleId must be a non-empty string/);
 });

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { PassThrough, type Readable } from "node:stream";
 import { Vm, type VmConfig, type VmExit } from "../vmm/vm.js";
 import type { KernelSource } from "../vmm/builder.js";
-import type { DriveConfig } from "../vmm/drives.js";
+import type { DriveConfig, EntropyConfig, NsmConfig } from "../vmm/drives.js";
 import type { CardMetricsSnapshot } from "../cards/index.js";
 import { CHIP_FILES, ChipError, chipLoad, type Chip } from "../security/chip.js";
 import { createAttestationDocument, chipDocumentSource } from "../security/attestation.js";
@@ -54,11 +54,24 @@ export interface MicroVMConfig {
    * is built (it exists, is at least one sector, opens read-write unless `readOnly`).
    */
   drives?: DriveConfig[];
+  /**
+   * A virtio-rng device fed from the host CSPRNG (card `virtio-rng`), optionally rate limited
+   * (`{ rateLimiter: { bandwidth?, ops? } }`, token buckets as for drives). Omitted: none.
+   */
+  entropy?: EntropyConfig;
+  /**
+   * The guest's Nitro Secure Module (virtio-nsm, card `virtio-nsm`): DescribeNSM, PCR extend/lock
+   * over the VM's PCR bank, attestation documents signed by the security chip in `chipDir`.
+   * `true` or `{ moduleId? }` (module_id; default `typervisor-<VM id>`). The chip identity is
+   * checked when the VM is built: a missing or unusable one throws a DriveConfigError ("nsm: ...").
+   */
+  nsm?: boolean | { moduleId?: string };
   /** The VM's identity, measured into PCR4. Default: a random UUID. */
   id?: string;
   /**
-   * The security chip identity `attest()` signs with (`typervisor chip init --dir D`). Default:
-   * `$TYPERVISOR_CHIP_DIR`, else `~/.typervisor/chip` (as the `typervisor chip` command).
+   * The security chip identity `attest()` and the NSM device sign with (`typervisor chip init
+   * --dir D`). Default: `$TYPERVISOR_CHIP_DIR`, else `~/.typervisor/chip` (as the `typervisor
+   * chip` command).
    */
   chipDir?: string;
 }
@@ -91,6 +104,12 @@ export interface MicroVMMetrics {
   console: { bytes: number; droppedBytes: number };
   /** Per drive id: requests, bytes, errors, throttled (requests held back by the rate limiter), kicks, interrupts, needsReset. */
   drives: Record<string, CardMetricsSnapshot>;
+  /**
+   * Per running card, by card name (`virtio-blk-<drive id>`, `virtio-rng`, `virtio-nsm`): the same
+   * counters. For virtio-rng, requests = buffers filled and bytes = entropy bytes given; for
+   * virtio-nsm, requests = NSM requests answered. Empty before start.
+   */
+  devices: Record<string, CardMetricsSnapshot>;
 }
 
 /**
@@ -121,6 +140,18 @@ function loadChip(dir: string): Chip {
   }
 }
 
+/** `nsm: true | { moduleId? }` → the VM layer's NsmConfig over `chipDir`; false/undefined → none. */
+function resolveNsm(nsm: MicroVMConfig["nsm"], chipDir: string): NsmConfig | undefined {
+  if (nsm === undefined || nsm === false) return undefined;
+  if (nsm === true) return { chipDir };
+  if (typeof nsm !== "object" || nsm === null) throw new Error(`nsm must be true, false or { moduleId? }, got ${String(nsm)}`);
+  const { moduleId } = nsm;
+  if (moduleId !== undefined && (typeof moduleId !== "string" || moduleId.length === 0)) {
+    throw new Error("nsm.moduleId must be a non-empty string");
+  }
+  return moduleId === undefined ? { chipDir } : { chipDir, moduleId };
+}
+
 /** Reads a kernel/initrd choice into bytes, with a message naming the path on failure. */
 export function loadSource(src: string | KernelSource, what: string): KernelSource {
   if (typeof src !== "string") return src;
@@ -147,10 +178,14 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
   /** The VM underneath (for the API server and tests). */
   readonly vm: Vm;
   /** The resolved configuration. */
-  readonly config: Readonly<Required<Omit<MicroVMConfig, "initrd" | "consoleFd" | "vmFactory" | "kernel" | "drives">>> & {
+  readonly config: Readonly<Required<Omit<MicroVMConfig, "initrd" | "consoleFd" | "vmFactory" | "kernel" | "drives" | "entropy" | "nsm">>> & {
     kernel: string;
     initrd?: string;
     drives: readonly DriveConfig[];
+    /** The entropy device, when configured. */
+    entropy?: EntropyConfig;
+    /** The NSM device as the VM got it (chip directory and module id), when configured. */
+    nsm?: NsmConfig;
   };
   /** Resolves with how the VM ended (after `stop()`, a guest exit or a crash). */
   readonly exited: Promise<VmExit>;
@@ -190,6 +225,9 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
     const kernel = loadSource(config.kernel, "kernel");
     const initrd = config.initrd === undefined ? undefined : loadSource(config.initrd, "initrd");
     const drives = (config.drives ?? []).map((d) => ({ ...d }));
+    const chipDir = config.chipDir ?? defaultChipDir();
+    const entropy = config.entropy === undefined ? undefined : { ...config.entropy };
+    const nsm = resolveNsm(config.nsm, chipDir);
     const resolved = {
       kernel: kernel.name,
       initrd: initrd?.name,
@@ -199,7 +237,9 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
       bootProtocol: config.bootProtocol ?? "linux64",
       consoleBufferBytes: config.consoleBufferBytes ?? DEFAULT_CONSOLE_BUFFER,
       drives,
-      chipDir: config.chipDir ?? defaultChipDir(),
+      chipDir,
+      ...(entropy !== undefined ? { entropy } : {}),
+      ...(nsm !== undefined ? { nsm } : {}),
     };
     const pipe = config.consoleFd === undefined ? openConsolePipe(resolved.consoleBufferBytes) : undefined;
     try {
@@ -212,6 +252,8 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
         bootProtocol: resolved.bootProtocol,
         consoleFd: pipe?.writeFd ?? config.consoleFd!,
         ...(drives.length > 0 ? { drives } : {}),
+        ...(entropy !== undefined ? { entropy } : {}),
+        ...(nsm !== undefined ? { nsm } : {}),
         ...(config.id !== undefined ? { id: config.id } : {}),
       });
       let empty: Readable | undefined;
@@ -275,7 +317,7 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
     return this.exited;
   }
 
-  /** Counters: per-vCPU exits by reason, uptime and console bytes. */
+  /** Counters: per-vCPU exits by reason, uptime, console bytes, per drive and per card. */
   metrics(): MicroVMMetrics {
     const startedAt = this.vm.startedAt;
     return {
@@ -283,6 +325,7 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
       vcpus: this.vm.exitCounters(),
       console: this.pipe?.counters() ?? { bytes: 0, droppedBytes: 0 },
       drives: this.vm.driveMetrics(),
+      devices: this.vm.deviceMetrics(),
     };
   }
 
