@@ -599,13 +599,11 @@ class ApiServer extends EventEmitter implements ApiServerHandle {
 
   private sendCtrlAltDel(): void {
     this.postBoot();
-    const vm = this.vm as unknown as { sendCtrlAltDel?: () => void };
-    if (typeof vm.sendCtrlAltDel !== "function") {
-      throw new FaultError(
-        "SendCtrlAltDel is not supported by this Typervisor build: the i8042 model has no keyboard input path to deliver the Ctrl+Alt+Del scan codes",
-      );
+    try {
+      this.vm!.sendCtrlAltDel();
+    } catch (e) {
+      throw new FaultError(`SendCtrlAltDel: ${(e as Error).message}`, 400, e);
     }
-    vm.sendCtrlAltDel();
   }
 
   private async setVmState(state: "Paused" | "Resumed"): Promise<void> {

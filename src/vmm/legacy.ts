@@ -3,7 +3,7 @@
 
 import { Bus } from "../devices/bus.js";
 import { Serial8250, createSerialState, SERIAL_PORT_COUNT, type IrqTrigger, type OutputSink } from "../devices/legacy/serial.js";
-import { I8042, createI8042State, I8042_DATA_PORT, I8042_COMMAND_PORT } from "../devices/legacy/i8042.js";
+import { I8042, createI8042State, I8042_DATA_PORT, I8042_COMMAND_PORT, I8042_KBD_IRQ } from "../devices/legacy/i8042.js";
 import { CmosRtc, createRtcState, RTC_INDEX_PORT } from "../devices/legacy/rtc.js";
 import { DebugExit, DEBUG_EXIT_PORT, DEBUG_EXIT_LEN } from "../devices/legacy/debug-exit.js";
 
@@ -36,11 +36,12 @@ export interface LegacySinks {
 }
 
 /** Registers the legacy devices on `pio` and returns the UART (the main thread feeds it input). */
-export function attachLegacyDevices(pio: Bus, states: LegacyStates, sinks: LegacySinks): { serial: Serial8250 } {
+export function attachLegacyDevices(pio: Bus, states: LegacyStates, sinks: LegacySinks): { serial: Serial8250; i8042: I8042 } {
   const serial = new Serial8250(states.serial, sinks.irq(SERIAL_IRQ), sinks.output);
   pio.insert(SERIAL_PORT, SERIAL_PORT_COUNT, "serial0", serial);
-  pio.insert(I8042_DATA_PORT, I8042_COMMAND_PORT - I8042_DATA_PORT + 1, "i8042", new I8042(I8042_DATA_PORT, states.i8042, sinks.onReset));
+  const i8042 = new I8042(I8042_DATA_PORT, states.i8042, sinks.onReset, sinks.irq(I8042_KBD_IRQ));
+  pio.insert(I8042_DATA_PORT, I8042_COMMAND_PORT - I8042_DATA_PORT + 1, "i8042", i8042);
   pio.insert(RTC_INDEX_PORT, RTC_PORT_COUNT, "rtc", new CmosRtc(states.rtc));
   pio.insert(DEBUG_EXIT_PORT, DEBUG_EXIT_LEN, "debug-exit", new DebugExit(sinks.onDebugExit));
-  return { serial };
+  return { serial, i8042 };
 }

@@ -157,3 +157,19 @@ test("stop while paused ends the VM", async () => {
   assert.deepEqual(await withTimeout(vm.wait(), 10_000, "stop"), { kind: "stopped", by: "test" });
   vm.close();
 });
+
+test("SendCtrlAltDel: the running guest's keyboard gets the chord and IRQ 1", async () => {
+  // The guest reads the keyboard: status, then data, four times; then resets.
+  const readKey: FakeStep[] = [{ inb: 0x64 }, { inb: 0x60 }];
+  const m = fakeMachine([[{ waitFor: 1 }, ...readKey, ...readKey, ...readKey, ...readKey, RESET]]);
+  const vm = new Vm(m, -1);
+  assert.throws(() => vm.sendCtrlAltDel(), /VM that is created/);
+  await vm.start();
+  vm.sendCtrlAltDel();
+  const words = new Int32Array(m.shared[0]!);
+  Atomics.store(words, 4, 1);
+  Atomics.notify(words, 4);
+  assert.deepEqual(await withTimeout(vm.wait(), 10_000, "reset"), { kind: "reset" });
+  assert.equal(words[2], 0x71, "the last byte the guest read is Delete's");
+  vm.close();
+});

@@ -8,6 +8,7 @@ import { Worker } from "node:worker_threads";
 import * as sys from "../sys/index.js";
 import { Bus } from "../devices/bus.js";
 import type { Serial8250 } from "../devices/legacy/serial.js";
+import type { I8042 } from "../devices/legacy/i8042.js";
 import type { GuestMemory } from "../memory/guest-memory.js";
 import { buildKvmMachine, type BootSummary, type KernelSource } from "./builder.js";
 import type { Machine } from "./machine.js";
@@ -120,6 +121,7 @@ export class Vm extends EventEmitter {
   readonly control: VmControl;
   private readonly legacy: LegacyStates;
   private readonly serial: Serial8250;
+  private readonly i8042: I8042;
   private readonly slots: VcpuSlot[];
   private exitInfo: VmExit | undefined;
   private stopBy: string | undefined;
@@ -159,7 +161,7 @@ export class Vm extends EventEmitter {
     this.legacy = createLegacyStates();
     // The main thread's view of the UART, for console input; vCPU workers attach their own
     // device objects to the same shared state.
-    const { serial } = attachLegacyDevices(new Bus("pio-main"), this.legacy, {
+    const { serial, i8042 } = attachLegacyDevices(new Bus("pio-main"), this.legacy, {
       irq: (line) => ({
         trigger: () => {
           machine.irqLine(line, true);
@@ -171,6 +173,7 @@ export class Vm extends EventEmitter {
       onDebugExit: () => {},
     });
     this.serial = serial;
+    this.i8042 = i8042;
     const a = machine.ata;
     this.ata = a === undefined ? undefined : new AtaDevice(a.state, new FileAtaBackend(a.imageFd, a.sizeBytes, a.readOnly), { trigger: () => {} });
     this.exited = new Promise((resolve) => (this.resolveExit = resolve));
@@ -315,6 +318,16 @@ export class Vm extends EventEmitter {
   /** Console input for the guest's UART. Returns the bytes accepted. */
   sendConsoleInput(bytes: Uint8Array): number {
     return this.serial.enqueueInput(bytes);
+  }
+
+  /**
+   * Presses Ctrl+Alt+Del on the guest's keyboard (Firecracker's SendCtrlAltDel): the i8042 gets
+   * the scan codes and raises IRQ 1. A Linux guest then reboots (with `reboot=k`, through the
+   * i8042 reset, which stops the VM).
+   */
+  sendCtrlAltDel(): void {
+    if (this.state !== "running" && this.state !== "paused") throw new Error(`cannot send Ctrl+Alt+Del to a VM that is ${this.state}`);
+    if (!this.i8042.sendCtrlAltDel()) throw new Error("the i8042 keyboard buffer is full: the guest is not reading its keyboard");
   }
 
   /** Asks every vCPU to stop; `wait()` resolves when they have. */

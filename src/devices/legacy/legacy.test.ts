@@ -164,3 +164,38 @@ test("debug exit decodes little-endian values of any width", () => {
   dev.write(0, Uint8Array.of(0x01, 0x02, 0, 0));
   assert.deepEqual(seen, [3, 0x201]);
 });
+
+test("i8042: Ctrl+Alt+Del arrives as scan code set 2 bytes, one IRQ 1 per byte, in order", () => {
+  let irqs = 0;
+  const dev = new I8042(I8042_DATA_PORT, createI8042State(), () => {}, { trigger: () => irqs++ });
+  const status = () => {
+    const d = new Uint8Array(1);
+    dev.read(I8042_COMMAND_PORT - I8042_DATA_PORT, d);
+    return d[0]!;
+  };
+  const data = () => {
+    const d = new Uint8Array(1);
+    dev.read(0, d);
+    return d[0]!;
+  };
+  assert.equal(dev.sendCtrlAltDel(), true);
+  const got: number[] = [];
+  while (status() & 1) got.push(data());
+  assert.deepEqual(got, [0x14, 0x11, 0xe0, 0x71]);
+  assert.equal(irqs, 4, "one interrupt as each byte becomes readable");
+  // The buffer is bounded: what does not fit is refused whole.
+  for (let i = 0; i < 4; i++) assert.equal(dev.sendCtrlAltDel(), true);
+  assert.equal(dev.sendCtrlAltDel(), false);
+});
+
+test("i8042: with the keyboard interrupt disabled in the CTR, keys are readable but raise nothing", () => {
+  let irqs = 0;
+  const dev = new I8042(I8042_DATA_PORT, createI8042State(), () => {}, { trigger: () => irqs++ });
+  dev.write(I8042_COMMAND_PORT - I8042_DATA_PORT, Uint8Array.of(0x60));
+  dev.write(0, Uint8Array.of(0x04));
+  dev.sendKeys([0x1c]);
+  const d = new Uint8Array(1);
+  dev.read(0, d);
+  assert.equal(d[0], 0x1c);
+  assert.equal(irqs, 0);
+});
