@@ -65,7 +65,7 @@ export type Command =
   /** The VMM behind the Firecracker-compatible API (serve.ts); `run` holds the VM to boot at once. */
   | { cmd: "serve"; serve: ServeFlags; run?: RunOptions }
   /** Running-VM commands (control.ts parses their arguments). */
-  | { cmd: "ps" | "pause" | "resume" | "stop"; argv: string[] };
+  | { cmd: "ps" | "pause" | "resume" | "stop" | "console"; argv: string[] };
 
 export interface ServeFlags {
   apiSock?: string;
@@ -208,7 +208,7 @@ export function parseCommand(argv: string[], limits: { maxVcpus: number; minMem:
   const rest = argv.slice(1);
   if (rest.includes("--help") || rest.includes("-h")) return { cmd: "help", topic: first };
   if (first === "chip" || first === "measure" || first === "attest" || first === "sign") return { cmd: first, argv: rest };
-  if (first === "ps" || first === "pause" || first === "resume" || first === "stop") return { cmd: first, argv: rest };
+  if (first === "ps" || first === "pause" || first === "resume" || first === "stop" || first === "console") return { cmd: first, argv: rest };
   try {
     switch (first) {
       case "run": {
@@ -327,6 +327,7 @@ Usage:
                                 (default DIR ${DEFAULT_COMPARE_OUT}; images on /dev/shm; needs /dev/kvm)
   typervisor probe --path       print the absolute path of the built probe guest (ELF, Linux 64-bit and PVH entries)
   typervisor ps [--json]        list the running microVMs (those serving an API socket) with state, vCPUs, memory, uptime
+  typervisor console ID         attach to a running VM's serial console (Ctrl-A x detaches)
   typervisor pause|resume|stop ID [--json]
                                 pause or resume a running VM through its API socket; stop ends its VMM (SIGTERM)
   typervisor chip init|show [--dir D] [--json]

@@ -6,6 +6,7 @@ import { parseArgs } from "node:util";
 import { writeFileSync } from "node:fs";
 import { apiRequest, faultOf, listRunningVms, findRunningVm, defaultRuntimeDir, processAlive, type RunningVm } from "../api/index.js";
 import { fetchAttestation } from "../sdk/index.js";
+import { attachConsole, consoleSocketPath } from "./console.js";
 import { UsageError } from "./args.js";
 
 export interface Io {
@@ -156,4 +157,10 @@ export async function attestVmCommand(argv: string[], io: Io, fetch = fetchAttes
     io.stdout.write(Buffer.from(doc).toString("hex") + "\n");
   }
   return EXIT_OK;
+}
+
+/** `console ID`: attaches the terminal to the VM's console socket (see console.ts). */
+export async function consoleCommand(argv: string[], io: Io & { stdin: NodeJS.ReadStream; stdout: NodeJS.WriteStream }): Promise<number> {
+  const { vm } = target(argv);
+  return attachConsole(consoleSocketPath(runtimeDir(parse(argv, 1).values["runtime-dir"]), vm.id), io);
 }

@@ -12,7 +12,7 @@ import { SysError } from "../sys/index.js";
 import { KvmError } from "../kvm/index.js";
 import { formatCrash } from "../vmm/report.js";
 import { chipCommand, measureCommand, attestCommand, signCommand } from "../security/cli.js";
-import { psCommand, stopCommand, vmStateCommand, attestVmCommand } from "./control.js";
+import { psCommand, stopCommand, vmStateCommand, attestVmCommand, consoleCommand } from "./control.js";
 import { serve, runOptionsToResources } from "./serve.js";
 import { bootMeasurements, PCR_IMAGE } from "../security/pcr.js";
 import { verifyImageSignature } from "../security/image.js";
@@ -98,6 +98,7 @@ export async function main(argv: string[]): Promise<number> {
     case "pause":
     case "resume":
     case "stop":
+    case "console":
       return control(command.cmd, command.argv);
     case "chip":
       return chipCommand(command.argv, process);
@@ -116,9 +117,10 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-async function control(verb: "ps" | "pause" | "resume" | "stop", argv: string[]): Promise<number> {
+async function control(verb: "ps" | "pause" | "resume" | "stop" | "console", argv: string[]): Promise<number> {
   try {
     if (verb === "ps") return await psCommand(argv, process);
+    if (verb === "console") return await consoleCommand(argv, process);
     if (verb === "stop") return await stopCommand(argv, process);
     return await vmStateCommand(verb, argv, process);
   } catch (e) {

@@ -8,7 +8,10 @@ import {
   startApiServer, parseFirecrackerConfigFile, configFromFirecrackerJson, microVmConfigFrom, registerRunningVm,
   startPrometheusServer, parseHostPort, FaultError, type VmResources, type ApiServerHandle, type PrometheusServerHandle,
 } from "../api/index.js";
-import { MicroVM } from "../sdk/index.js";
+import { MicroVM, type VmFactory } from "../sdk/index.js";
+import { openConsolePipe } from "../sdk/console-pipe.js";
+import { startConsoleRelay, consoleSocketPath } from "./console.js";
+import { mkdirSync } from "node:fs";
 import type { VmExit } from "../vmm/vm.js";
 import { UsageError, type RunOptions } from "./args.js";
 import { runtimeDir } from "./control.js";
@@ -26,6 +29,10 @@ export interface ServeOptions {
   resources?: VmResources;
   /** Give the guest the NSM device, signing with the chip in this directory. */
   nsmChipDir?: string;
+  /** Tests: build VMs without KVM. */
+  vmFactory?: VmFactory;
+  /** Tests: called once the API and console listen, with a way to stop the VM. */
+  onReady?: (ctl: { stop(): void; handle: ApiServerHandle }) => void;
 }
 
 export interface ServeIo {
@@ -100,30 +107,51 @@ export async function serve(opts: ServeOptions, io: ServeIo): Promise<number> {
     }
   }
   const id = opts.id ?? randomUUID();
-  let handle: ApiServerHandle;
+  const dir = runtimeDir(opts.runtimeDir);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  // Guest output: a pipe the main thread reads, to tee it to stdout and to `typervisor console`.
+  const pipe = openConsolePipe();
+  let handle: ApiServerHandle | undefined;
+  const relay = await startConsoleRelay(consoleSocketPath(dir, id), (bytes) => void handle?.vm?.sendConsoleInput(bytes));
+  pipe.stream.on("data", (chunk: Buffer) => {
+    process.stdout.write(chunk);
+    relay.output(chunk);
+  });
+  pipe.hold();
+  const teardownConsole = async () => {
+    pipe.closeWriteEnd();
+    await new Promise<void>((resolve) => (pipe.stream.readableEnded ? resolve() : pipe.stream.once("end", () => resolve())));
+    await relay.close();
+  };
   try {
     handle = await startApiServer({
       socketPath: opts.apiSock,
       id,
-      consoleFd: 1,
+      consoleFd: pipe.writeFd,
+      ...(opts.vmFactory !== undefined ? { vmFactory: opts.vmFactory } : {}),
       ...(opts.nsmChipDir !== undefined ? { nsm: true, chipDir: opts.nsmChipDir } : {}),
       logSink: (line: string) => void io.stderr.write(line.endsWith("\n") ? line : `${line}\n`),
       ...(resources !== undefined ? { resources, startOnConfig: true } : {}),
     });
   } catch (e) {
+    pipe.destroy();
+    await relay.close();
     return fail(io, exitCodeOf(e), (e as Error).message);
   }
+  const server = handle;
   let prometheus: PrometheusServerHandle | undefined;
   if (opts.metricsHttp !== undefined) {
     try {
       const { host, port } = parseHostPort(opts.metricsHttp);
-      prometheus = await startPrometheusServer(host, port, () => handle.metrics());
+      prometheus = await startPrometheusServer(host, port, () => server.metrics());
     } catch (e) {
-      await handle.close();
+      await server.close();
+      pipe.destroy();
+      await relay.close();
       return fail(io, EXIT_USAGE, (e as Error).message);
     }
   }
-  const unregister = registerRunningVm(runtimeDir(opts.runtimeDir), {
+  const unregister = registerRunningVm(dir, {
     id,
     pid: process.pid,
     socket: opts.apiSock,
@@ -135,12 +163,13 @@ export async function serve(opts: ServeOptions, io: ServeIo): Promise<number> {
     const onSignal = (sig: NodeJS.Signals) => {
       // Firecracker's model: a signal ends the VMM, and with it the VM.
       const code = sig === "SIGINT" ? 130 : 143;
-      if (handle.vm !== undefined && handle.exit === undefined) handle.vm.stop(`signal ${sig}`);
+      if (server.vm !== undefined && server.exit === undefined) server.vm.stop(`signal ${sig}`);
       else resolve(code);
     };
     process.on("SIGINT", onSignal);
     process.on("SIGTERM", onSignal);
-    handle.once("exit", (exit: VmExit) => {
+    opts.onReady?.({ stop: () => server.vm?.stop("test"), handle: server });
+    server.once("exit", (exit: VmExit) => {
       process.off("SIGINT", onSignal);
       process.off("SIGTERM", onSignal);
       resolve(io.exitStatus(exit));
@@ -148,7 +177,8 @@ export async function serve(opts: ServeOptions, io: ServeIo): Promise<number> {
   });
   unregister();
   await prometheus?.close();
-  await handle.close();
+  await server.close();
+  await teardownConsole();
   return status;
 }
 
