@@ -37,64 +37,6 @@ static inline void outw(u16 port, u16 v) { __asm__ volatile("outw %0, %1" : : "a
 static inline u16 inw(u16 port) { u16 v; __asm__ volatile("inw %1, %0" : "=a"(v) : "Nd"(port) : "memory"); return v; }
 
 /* ---- shared helpers ------------------------------------------------------ */
-static int is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
-
-int probe_parse_num(const char *s, usize n, usize *i, u64 *out, int suffix) {
-    u64 v = 0; usize start = *i;
-    if (*i + 1 < n && s[*i] == '0' && (s[*i + 1] == 'x' || s[*i + 1] == 'X')) {
-        *i += 2; start = *i;
-        for (; *i < n; (*i)++) {
-            char c = s[*i]; u32 d;
-            if (c >= '0' && c <= '9') d = (u32)(c - '0');
-            else if (c >= 'a' && c <= 'f') d = (u32)(c - 'a' + 10);
-            else if (c >= 'A' && c <= 'F') d = (u32)(c - 'A' + 10);
-            else break;
-            v = v * 16 + d;
-        }
-    } else {
-        for (; *i < n && s[*i] >= '0' && s[*i] <= '9'; (*i)++) v = v * 10 + (u64)(s[*i] - '0');
-    }
-    if (*i == start) return 0;
-    if (suffix && *i < n) {
-        char c = s[*i];
-        if (c == 'K' || c == 'k') { v <<= 10; (*i)++; }
-        else if (c == 'M' || c == 'm') { v <<= 20; (*i)++; }
-        else if (c == 'G' || c == 'g') { v <<= 30; (*i)++; }
-    }
-    *out = v;
-    return 1;
-}
-
-const char *probe_opt_get(const struct boot_facts *f, const char *key, usize *len) {
-    const char *s = f->cmdline; usize n = f->cmdline ? f->cmdline_len : 0, klen = strnlen_(key, 64);
-    const char *found = 0;
-    for (usize i = 0; i < n;) {
-        while (i < n && is_space(s[i])) i++;
-        usize start = i;
-        while (i < n && !is_space(s[i])) i++;
-        if (i - start > klen && memcmp(s + start, key, klen) == 0 && s[start + klen] == '=') {
-            found = s + start + klen + 1; *len = i - start - klen - 1;
-        }
-    }
-    return found;
-}
-
-int probe_opt_u64(const struct boot_facts *f, const char *key, u64 dflt, u64 *out) {
-    usize len = 0, i = 0;
-    const char *v = probe_opt_get(f, key, &len);
-    *out = dflt;
-    if (!v) return 1;
-    if (probe_parse_num(v, len, &i, out, 1) && i == len) return 1;
-    line_begin("error"); kv_str("bad_option", key); line_end();
-    return 0;
-}
-
-int ram_covers(const struct boot_facts *f, u64 base, u64 size) {
-    for (u32 i = 0; i < f->mem_count; i++)
-        if (f->mem[i].type == 1 && f->mem[i].addr <= base && f->mem[i].addr + f->mem[i].size >= base + size) return 1;
-    return 0;
-}
-
 u64 bench_pattern(u64 byte_off, u64 seed) { return (byte_off * 0x9E3779B97F4A7C15ULL) ^ seed; }
 
 void lat_report(u64 *a, u64 n) {
@@ -167,9 +109,9 @@ static u16 *ident = (u16 *)BENCH_BASE;            /* 512 bytes */
 /* Finds the drive: typervisor_ata=<port>[:<irq>] or 0x1f0; IDENTIFY; returns capacity or 0 with *why. */
 static u64 ata_open(const struct boot_facts *f, const char **why) {
     usize len = 0, i = 0; u64 port;
-    const char *v = probe_opt_get(f, "typervisor_ata", &len);
-    if (v && probe_parse_num(v, len, &i, &port, 0)) { cmd_base = (u16)port; ctl_base = (u16)(port + 0x206); }
-    if (!ram_covers(f, BENCH_BASE, BENCH_SIZE)) { *why = "dma_not_ram"; return 0; }
+    const char *v = opt_get(f, "typervisor_ata", &len);
+    if (v && parse_num(v, len, &i, &port, 0)) { cmd_base = (u16)port; ctl_base = (u16)(port + 0x206); }
+    if (!phys_is_ram(f, BENCH_BASE, BENCH_SIZE)) { *why = "dma_not_ram"; return 0; }
     outb(cmd_base + ATA_DEVICE, DEV_LBA);
     u8 st = inb(cmd_base + ATA_STATUS);
     if (st == 0xff || st == 0x00) { *why = "no_ata"; return 0; }   /* floating bus / nothing selected */
@@ -191,7 +133,7 @@ static void report_error(const char *test, const char *why) {
 
 int test_ata_verify(const struct boot_facts *f) {
     u64 bytes, seed;
-    if (!probe_opt_u64(f, "probe.blk.bytes", 0, &bytes) || !probe_opt_u64(f, "probe.blk.seed", 0x5eed, &seed)) return 1;
+    if (!opt_u64(f, "probe.blk.bytes", 0, &bytes) || !opt_u64(f, "probe.blk.seed", 0x5eed, &seed)) return 1;
     const char *why = 0;
     u64 cap = ata_open(f, &why);
     if (!cap) { report_error("ata-verify", why); return 1; }
@@ -249,8 +191,8 @@ static u64 xorshift(void) { u64 x = rng_state; x ^= x << 13; x ^= x >> 7; x ^= x
 
 int test_ata_bench(const struct boot_facts *f) {
     u64 bytes, n, seq_n;
-    if (!probe_opt_u64(f, "probe.blk.bytes", 0, &bytes) || !probe_opt_u64(f, "probe.blk.bench.n", 64, &n) ||
-        !probe_opt_u64(f, "probe.blk.seq.n", 2, &seq_n)) return 1;
+    if (!opt_u64(f, "probe.blk.bytes", 0, &bytes) || !opt_u64(f, "probe.blk.bench.n", 64, &n) ||
+        !opt_u64(f, "probe.blk.seq.n", 2, &seq_n)) return 1;
     const char *why = 0;
     u64 cap = ata_open(f, &why);
     if (!cap) { report_error("ata-bench", why); return 1; }

@@ -105,7 +105,7 @@ static void mmio_w32(const struct virtio_dev *d, u32 off, u32 v) {
 static int is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
 /* Parses decimal or 0x-hex at s[*i..n); memparse suffixes K/M/G when `suffix`. */
-static int parse_num(const char *s, usize n, usize *i, u64 *out, int suffix) {
+int parse_num(const char *s, usize n, usize *i, u64 *out, int suffix) {
     u64 v = 0; usize start = *i;
     if (*i + 1 < n && s[*i] == '0' && (s[*i + 1] == 'x' || s[*i + 1] == 'X')) {
         *i += 2; start = *i;

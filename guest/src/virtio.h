@@ -22,6 +22,8 @@ struct virtio_dev {
 u32 virtio_scan(const char *cmdline, usize len, struct virtio_dev *out, u32 max);
 
 /* Command-line options (virtio.c): last value of key=, and a number with K/M/G suffixes. */
+/* Decimal or 0x-hex at s[*i..n), advancing *i; K/M/G suffixes when `suffix`. 0 when no digits. */
+int parse_num(const char *s, usize n, usize *i, u64 *out, int suffix);
 const char *opt_get(const struct boot_facts *f, const char *key, usize *len);
 int opt_u64(const struct boot_facts *f, const char *key, u64 dflt, u64 *out);
 int phys_is_ram(const struct boot_facts *f, u64 base, u64 size);

@@ -65,12 +65,12 @@ static void report_error(const char *test, const char *why) {
 /* typervisor_xenblk=<ring>@<port>:<irq>:<sectors> */
 static const char *xb_parse(const struct boot_facts *f, u64 *ring, u64 *port, u64 *sectors) {
     usize len = 0, i = 0; u64 irq;
-    const char *v = probe_opt_get(f, "typervisor_xenblk", &len);
+    const char *v = opt_get(f, "typervisor_xenblk", &len);
     if (!v) return "no_xenblk";
-    if (!probe_parse_num(v, len, &i, ring, 0) || i >= len || v[i++] != '@') return "bad_xenblk";
-    if (!probe_parse_num(v, len, &i, port, 0) || i >= len || v[i++] != ':') return "bad_xenblk";
-    if (!probe_parse_num(v, len, &i, &irq, 0) || i >= len || v[i++] != ':') return "bad_xenblk";
-    if (!probe_parse_num(v, len, &i, sectors, 0) || i != len) return "bad_xenblk";
+    if (!parse_num(v, len, &i, ring, 0) || i >= len || v[i++] != '@') return "bad_xenblk";
+    if (!parse_num(v, len, &i, port, 0) || i >= len || v[i++] != ':') return "bad_xenblk";
+    if (!parse_num(v, len, &i, &irq, 0) || i >= len || v[i++] != ':') return "bad_xenblk";
+    if (!parse_num(v, len, &i, sectors, 0) || i != len) return "bad_xenblk";
     return 0;
 }
 
@@ -78,8 +78,8 @@ static const char *xb_open(const struct boot_facts *f) {
     u64 ring, port, sectors;
     const char *err = xb_parse(f, &ring, &port, &sectors);
     if (err) return err;
-    if ((ring & (PAGE - 1)) || !ram_covers(f, ring, 2 * PAGE)) return "ring_not_ram";
-    if (!ram_covers(f, BENCH_BASE, BENCH_SIZE)) return "dma_not_ram";
+    if ((ring & (PAGE - 1)) || !phys_is_ram(f, ring, 2 * PAGE)) return "ring_not_ram";
+    if (!phys_is_ram(f, BENCH_BASE, BENCH_SIZE)) return "dma_not_ram";
     xb.s = (volatile struct sring *)phys(ring);
     xb.ring = (volatile u8 *)phys(ring + HDR);
     xb.gnt = (volatile struct gnt *)phys(ring + PAGE);
@@ -196,7 +196,7 @@ static u32 xb_do(u8 op, u64 sector, u64 buf, u32 len) {
 
 int test_xenblk_verify(const struct boot_facts *f) {
     u64 bytes, seed;
-    if (!probe_opt_u64(f, "probe.blk.bytes", 0, &bytes) || !probe_opt_u64(f, "probe.blk.seed", 0x5eed, &seed)) return 1;
+    if (!opt_u64(f, "probe.blk.bytes", 0, &bytes) || !opt_u64(f, "probe.blk.seed", 0x5eed, &seed)) return 1;
     const char *err = xb_open(f);
     if (err) { report_error("xenblk-verify", err); return 1; }
     u64 disk = xb.sectors * SECTOR;
@@ -276,8 +276,8 @@ static u64 bench_rand(u8 op, u32 qd, u64 ops, u64 span_pages) {
 
 int test_xenblk_bench(const struct boot_facts *f) {
     u64 bytes, n, seq_n;
-    if (!probe_opt_u64(f, "probe.blk.bytes", 0, &bytes) || !probe_opt_u64(f, "probe.blk.bench.n", 256, &n) ||
-        !probe_opt_u64(f, "probe.blk.seq.n", 8, &seq_n)) return 1;
+    if (!opt_u64(f, "probe.blk.bytes", 0, &bytes) || !opt_u64(f, "probe.blk.bench.n", 256, &n) ||
+        !opt_u64(f, "probe.blk.seq.n", 8, &seq_n)) return 1;
     const char *err = xb_open(f);
     if (err) { report_error("xenblk-bench", err); return 1; }
     if (bytes == 0 || bytes > xb.sectors * SECTOR) bytes = xb.sectors * SECTOR;
