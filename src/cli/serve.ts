@@ -13,18 +13,13 @@ import { openConsolePipe } from "../sdk/console-pipe.js";
 import { startConsoleRelay, consoleSocketPath } from "./console.js";
 import { mkdirSync } from "node:fs";
 import type { VmExit } from "../vmm/vm.js";
-import { UsageError, type RunOptions } from "./args.js";
+import { UsageError, type RunOptions, type ServeFlags } from "./args.js";
 import { runtimeDir } from "./control.js";
 import { probePath } from "../probe/path.js";
 import { chipLoad } from "../security/chip.js";
 
-export interface ServeOptions {
-  apiSock?: string;
-  configFile?: string;
-  noApi: boolean;
-  id?: string;
-  metricsHttp?: string;
-  runtimeDir?: string;
+/** The command-line flags (args.ts) plus what `run` and tests add. */
+export interface ServeOptions extends ServeFlags {
   /** From `run`: the VM to boot at once (instead of a config file). */
   resources?: VmResources;
   /** Give the guest the NSM device, signing with the chip in this directory. */
