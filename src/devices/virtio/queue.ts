@@ -236,6 +236,27 @@ export class SplitQueue {
     }
   }
 
+  /**
+   * The next available chain, parsed but not consumed (a throttled request stays in the ring).
+   * A malformed chain (a non-fatal error) is consumed and given back unanswered, used length 0 —
+   * as Firecracker does — and reported to `onMalformed`; the next one is tried. Fatal errors
+   * propagate. Undefined when nothing is pending.
+   */
+  peekChain(onMalformed: (e: VirtqueueError) => void): DescriptorChain | undefined {
+    while (this.pending() > 0) {
+      const head = this.peekHead();
+      try {
+        return this.parseChain(head);
+      } catch (e) {
+        if (!(e instanceof VirtqueueError) || e.fatal) throw e;
+        this.advance();
+        this.pushUsed(head, 0);
+        onMalformed(e);
+      }
+    }
+    return undefined;
+  }
+
   /** Takes the next chain: peek, advance, parse. A non-fatal error has consumed the slot (answer it with `head`). */
   pop(): { head: number; chain?: DescriptorChain; error?: VirtqueueError } {
     const head = this.peekHead();

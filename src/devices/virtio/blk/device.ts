@@ -8,7 +8,7 @@
 // type) when the status byte can be written, and with a used length of 0 when it cannot.
 
 import type { GuestMemory } from "../../../memory/guest-memory.js";
-import { VirtqueueError, type DescriptorChain, type Segment, type SplitQueue } from "../queue.js";
+import { type DescriptorChain, type Segment, type SplitQueue } from "../queue.js";
 import {
   BLK_CFG_BLK_SIZE,
   BLK_CFG_CAPACITY,
@@ -254,19 +254,8 @@ export class BlkDevice {
   process(q: SplitQueue): ProcessResult {
     const oldUsed = q.pos.nextUsed;
     for (;;) {
-      while (q.pending() > 0) {
-        const head = q.peekHead();
-        let chain: DescriptorChain;
-        try {
-          chain = q.parseChain(head);
-        } catch (e) {
-          if (!(e instanceof VirtqueueError) || e.fatal) throw e;
-          // A malformed chain: give it back unanswered. Firecracker does the same.
-          q.advance();
-          q.pushUsed(head, 0);
-          this.stats.error();
-          continue;
-        }
+      for (let chain: DescriptorChain | undefined; (chain = q.peekChain(() => this.stats.error())) !== undefined; ) {
+        const head = chain.head;
         const req = parseBlkRequest(this.mem, chain, this.capacityBytes, this.opts);
         if (this.throttle !== undefined && req !== undefined && req.reject === undefined) {
           const bytes = req.type === BLK_T_IN || req.type === BLK_T_OUT ? req.dataLen : 0;

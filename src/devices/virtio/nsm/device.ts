@@ -126,18 +126,9 @@ export class NsmDevice {
       for (const h of heads) q.pushUsed(h, 0);
       this.stats.error();
     };
-    while (q.pending() > 0) {
-      // Peek first: a request whose response chain has not been made available yet stays put.
-      const head = q.peekHead();
-      let first: DescriptorChain;
-      try {
-        first = q.parseChain(head);
-      } catch (e) {
-        if (!(e instanceof VirtqueueError) || e.fatal) throw e;
-        q.advance();
-        refuse(head);
-        continue;
-      }
+    // Peek first: a request whose response chain has not been made available yet stays put.
+    for (let first: DescriptorChain | undefined; (first = q.peekChain(() => this.stats.error())) !== undefined; ) {
+      const head = first.head;
       if (first.readableBytes > 0 && first.writableBytes > 0) {
         // One chain: request then response buffer.
         q.advance();

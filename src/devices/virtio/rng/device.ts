@@ -11,7 +11,7 @@
 
 import type { GuestMemory } from "../../../memory/guest-memory.js";
 import type { VirtioDeviceInfo } from "../mmio.js";
-import { VirtqueueError, type DescriptorChain, type SplitQueue } from "../queue.js";
+import { type DescriptorChain, type SplitQueue } from "../queue.js";
 import { F_RING_EVENT_IDX, F_RING_INDIRECT_DESC, F_VERSION_1, bit } from "../spec.js";
 import type { ProcessResult, Throttle } from "../blk/device.js";
 
@@ -93,18 +93,8 @@ export class RngDevice {
   process(q: SplitQueue): ProcessResult {
     const oldUsed = q.pos.nextUsed;
     for (;;) {
-      while (q.pending() > 0) {
-        const head = q.peekHead();
-        let chain: DescriptorChain;
-        try {
-          chain = q.parseChain(head);
-        } catch (e) {
-          if (!(e instanceof VirtqueueError) || e.fatal) throw e;
-          q.advance();
-          q.pushUsed(head, 0);
-          this.stats.error();
-          continue;
-        }
+      for (let chain: DescriptorChain | undefined; (chain = q.peekChain(() => this.stats.error())) !== undefined; ) {
+        const head = chain.head;
         if (rngChainProblem(chain) !== undefined) {
           q.advance();
           q.pushUsed(head, 0);
