@@ -82,12 +82,33 @@ export class FileBackend implements BlockBackend {
     sys.fdatasync(this.fd);
   }
 
-  writeZeroes(offset: number, len: number): void {
-    writeZeroesByChunks((b, o) => this.write(b, o), offset, len);
+  writeZeroes(offset: number, len: number, unmap: boolean): void {
+    // virtio 1.2 §5.2.6.2: with unmap the device may deallocate (a hole reads as zeros); without
+    // it the range stays allocated, which FALLOC_FL_ZERO_RANGE does without writing the bytes.
+    const mode = unmap ? sys.FALLOC_FL_PUNCH_HOLE : sys.FALLOC_FL_ZERO_RANGE;
+    if (!this.tryFallocate(mode, offset, len)) writeZeroesByChunks((b, o) => this.write(b, o), offset, len);
   }
 
-  /** Without fallocate(PUNCH_HOLE) in src/sys, a discard zeroes the range (always a valid answer). */
+  /** A discard deallocates the range (a hole, which reads as zeros); zeroing is the fallback. */
   discard(offset: number, len: number): void {
-    this.writeZeroes(offset, len);
+    if (!this.tryFallocate(sys.FALLOC_FL_PUNCH_HOLE, offset, len)) writeZeroesByChunks((b, o) => this.write(b, o), offset, len);
+  }
+
+  /** Modes this file's file system refused (EOPNOTSUPP): asked once, then not again. */
+  private readonly unsupported = new Set<number>();
+
+  /** fallocate(mode | KEEP_SIZE); false when the file system cannot (the caller zeroes instead). */
+  private tryFallocate(mode: number, offset: number, len: number): boolean {
+    if (this.unsupported.has(mode)) return false;
+    try {
+      sys.fallocate(this.fd, mode | sys.FALLOC_FL_KEEP_SIZE, offset, len);
+      return true;
+    } catch (e) {
+      if (e instanceof sys.SysError && (e.code === "EOPNOTSUPP" || e.code === "ENOSYS" || e.code === "ENODEV")) {
+        this.unsupported.add(mode);
+        return false;
+      }
+      throw e;
+    }
   }
 }

@@ -63,6 +63,13 @@ export const EFD_CLOEXEC = 0o2000000;
 /** sys/eventfd.h: EFD_NONBLOCK (= O_NONBLOCK) */
 export const EFD_NONBLOCK = 0o4000;
 
+/** linux/falloc.h: FALLOC_FL_KEEP_SIZE — the file size stays as it is */
+export const FALLOC_FL_KEEP_SIZE = 0x01;
+/** linux/falloc.h: FALLOC_FL_PUNCH_HOLE — deallocate; the range reads as zeros (needs KEEP_SIZE) */
+export const FALLOC_FL_PUNCH_HOLE = 0x02;
+/** linux/falloc.h: FALLOC_FL_ZERO_RANGE — the range reads as zeros and stays allocated */
+export const FALLOC_FL_ZERO_RANGE = 0x10;
+
 /** signal.h: SIGUSR1 */
 export const SIGUSR1 = 10;
 /** signal.h: SIGUSR2 — the signal that kicks a vCPU thread out of KVM_RUN */
@@ -75,7 +82,7 @@ export const SYS_gettid = 186;
 export const LIBC_CONSTANTS: Readonly<Record<string, number>> = Object.freeze({
   O_RDONLY, O_WRONLY, O_RDWR, O_CREAT, O_TRUNC, O_NONBLOCK, O_CLOEXEC,
   PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC, MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS, MAP_NORESERVE,
-  MFD_CLOEXEC, MFD_ALLOW_SEALING, EFD_SEMAPHORE, EFD_CLOEXEC, EFD_NONBLOCK, SIGUSR1, SIGUSR2, SYS_gettid,
+  MFD_CLOEXEC, MFD_ALLOW_SEALING, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, EFD_SEMAPHORE, EFD_CLOEXEC, EFD_NONBLOCK, SIGUSR1, SIGUSR2, SYS_gettid,
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -88,7 +95,7 @@ interface Libc {
   koffi: typeof KoffiModule;
   open: Fn; close: Fn; read: Fn; write: Fn; pread: Fn; pwrite: Fn;
   ioctlPtr: Fn; ioctlVal: Fn;
-  mmap: Fn; munmap: Fn; memfd_create: Fn; ftruncate: Fn; fsync: Fn; fdatasync: Fn;
+  mmap: Fn; munmap: Fn; memfd_create: Fn; ftruncate: Fn; fallocate: Fn; fsync: Fn; fdatasync: Fn;
   eventfd: Fn; getpid: Fn; syscall: Fn; tgkill: Fn; poll: Fn;
 }
 
@@ -119,6 +126,7 @@ function bind(): Libc {
     munmap: lib.func("int munmap(uint64_t addr, size_t length)"),
     memfd_create: lib.func("int memfd_create(const char *name, unsigned int flags)"),
     ftruncate: lib.func("int ftruncate(int fd, int64_t length)"),
+    fallocate: lib.func("int fallocate(int fd, int mode, int64_t offset, int64_t len)"),
     fsync: lib.func("int fsync(int fd)"),
     fdatasync: lib.func("int fdatasync(int fd)"),
     eventfd: lib.func("int eventfd(unsigned int initval, int flags)"),
@@ -187,6 +195,15 @@ export function pwrite(fd: number, buf: Uint8Array, offset: number | bigint): nu
 export function ftruncate(fd: number, length: number | bigint): void {
   checkFd(fd, "ftruncate");
   check(bind().ftruncate(fd, length) as number, "ftruncate");
+}
+
+/**
+ * fallocate(2) with a FALLOC_FL_* mode. A file system or device that cannot do the mode fails
+ * with EOPNOTSUPP (SysError.code), which callers may answer with a slower equivalent.
+ */
+export function fallocate(fd: number, mode: number, offset: number | bigint, len: number | bigint): void {
+  checkFd(fd, "fallocate");
+  check(bind().fallocate(fd, mode, offset, len) as number, "fallocate");
 }
 
 /** fsync(2). */

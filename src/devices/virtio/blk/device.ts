@@ -55,7 +55,9 @@ export interface BlockBackend {
   write(from: Uint8Array, offset: number): void;
   /** Makes every completed write durable (fdatasync). */
   flush(): void;
-  writeZeroes(offset: number, len: number): void;
+  /** The range reads as zeros afterwards; `unmap`: the backend may also deallocate it. */
+  writeZeroes(offset: number, len: number, unmap: boolean): void;
+  /** The driver no longer needs the range (what it reads afterwards is unspecified). */
   discard(offset: number, len: number): void;
 }
 
@@ -121,7 +123,7 @@ export function blkConfigSpace(sizeBytes: number, opts: BlkOptions): Uint8Array 
     v.setUint32(BLK_CFG_DISCARD_SECTOR_ALIGNMENT, 1, true);
     v.setUint32(BLK_CFG_MAX_WRITE_ZEROES_SECTORS, BLK_MAX_DWZ_SECTORS, true);
     v.setUint32(BLK_CFG_MAX_WRITE_ZEROES_SEG, BLK_MAX_DWZ_SEG, true);
-    cfg[BLK_CFG_WRITE_ZEROES_MAY_UNMAP] = 0;
+    cfg[BLK_CFG_WRITE_ZEROES_MAY_UNMAP] = 1; // the unmap flag is honoured (file backends punch a hole)
   }
   return cfg;
 }
@@ -347,7 +349,7 @@ export class BlkDevice {
           const len = num * BLK_SECTOR_SIZE;
           if (sector > BigInt(this.capacityBytes / BLK_SECTOR_SIZE) || start + len > this.capacityBytes) return [BLK_S_IOERR, 0];
           if (req.type === BLK_T_DISCARD) this.backend.discard(start, len);
-          else this.backend.writeZeroes(start, len);
+          else this.backend.writeZeroes(start, len, (flags & BLK_DWZ_F_UNMAP) !== 0);
           this.stats.request(0);
           return [BLK_S_OK, 0];
         }
