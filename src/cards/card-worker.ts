@@ -11,7 +11,6 @@ import { BlkDevice, type BlkStats, type ProcessResult } from "../devices/virtio/
 import { RngDevice } from "../devices/virtio/rng/device.js";
 import { NsmDevice } from "../devices/virtio/nsm/device.js";
 import { handleNsmRequest, type NsmState } from "../security/nsm.js";
-import type { PcrBank } from "../security/pcr.js";
 import {
   F_RING_EVENT_IDX,
   F_RING_INDIRECT_DESC,
@@ -75,9 +74,7 @@ function createDevice(): QueueDevice {
       d.signingKeyPkcs8.fill(0);
       const state: NsmState = {
         moduleId: d.moduleId,
-        // SharedPcrBank implements PcrBank's public surface (the only part handleNsmRequest calls);
-        // the cast is needed because PcrBank is a class with private fields (see README.md, open items).
-        bank: new SharedPcrBank(d.pcrBank) as unknown as PcrBank,
+        bank: new SharedPcrBank(d.pcrBank),
         signer: { certificate: d.certificate, cabundle: d.cabundle, signingKey: key },
       };
       return new NsmDevice(mem, (req) => handleNsmRequest(state, req), stats);

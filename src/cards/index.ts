@@ -16,7 +16,8 @@ export {
   type NsmSigner,
   type CardRegion,
 } from "./card.js";
-export { SharedPcrBank, SHARED_PCR_BANK_BYTES, type PcrRegisters, type PcrBankState } from "./shared-pcr-bank.js";
+export { SharedPcrBank, SHARED_PCR_BANK_BYTES, type PcrBankState } from "./shared-pcr-bank.js";
+export type { PcrRegisters } from "../security/pcr.js";
 export { DriveConfigError, openImage, FileBackend } from "./blk-file.js";
 export { CardMetrics, METRIC_NAMES, type CardMetricsSnapshot } from "./metrics.js";
 export { RateLimiter, TokenBucket, RateLimiterConfigError, type RateLimiterConfig, type TokenBucketConfig } from "./rate-limiter.js";

@@ -8,16 +8,13 @@
 // Every method runs under the lock, so a reader never sees half an extend.
 
 import { SharedLock } from "../devices/shared-state.js";
-import { PCR_COUNT, PCR_SIZE, PcrError, extendValue, toHex, type PcrBank } from "../security/pcr.js";
+import { PCR_COUNT, PCR_SIZE, PcrError, extendValue, toHex, type PcrRegisters } from "../security/pcr.js";
 
 const OFF_LOCK = 0;
 const OFF_GENERATION = 4;
 const OFF_FLAGS = 8;
 const OFF_VALUES = OFF_FLAGS + PCR_COUNT;
 export const SHARED_PCR_BANK_BYTES = OFF_VALUES + PCR_COUNT * PCR_SIZE;
-
-/** What the NSM request handler needs of a bank (PcrBank's public surface). */
-export type PcrRegisters = Pick<PcrBank, "get" | "isLocked" | "extend" | "lock" | "lockRange" | "lockedIndexes" | "lockedValues" | "toJSON">;
 
 /** Plain data of a bank, for save/restore and tests. */
 export interface PcrBankState {
@@ -45,7 +42,7 @@ export class SharedPcrBank implements PcrRegisters {
   }
 
   /** A shared copy of `bank` (values and locks), e.g. of measureBoot's result, made before the VM starts. */
-  static from(bank: Pick<PcrBank, "get" | "isLocked">): SharedPcrBank {
+  static from(bank: Pick<PcrRegisters, "get" | "isLocked">): SharedPcrBank {
     const s = new SharedPcrBank();
     for (let i = 0; i < PCR_COUNT; i++) {
       s.values.set(bank.get(i), i * PCR_SIZE);

@@ -8,7 +8,7 @@
 import { randomBytes } from "node:crypto";
 import { encode, decode } from "cbor2";
 import { plain } from "./cose.js";
-import { PcrBank, PcrError, PCR_COUNT, PCR_DIGEST } from "./pcr.js";
+import { PcrError, PCR_COUNT, PCR_DIGEST, type PcrRegisters } from "./pcr.js";
 import { AttestationInputError, MAX_NONCE, MAX_PUBLIC_KEY, MAX_USER_DATA, createAttestationDocument, type DocumentSource } from "./attestation.js";
 
 /** aws-nitro-enclaves-nsm-api src/driver/mod.rs: NSM_REQUEST_MAX_SIZE = 0x1000 (the Linux nsm driver's limit too). */
@@ -34,7 +34,7 @@ export type NsmErrorCode =
 
 export interface NsmState {
   moduleId: string;
-  bank: PcrBank;
+  bank: PcrRegisters;
   /** Leaf certificate, cabundle and signing key; PCRs are taken from `bank` at request time. */
   signer: Omit<DocumentSource, "pcrs" | "moduleId">;
   /** Injected for tests; default node:crypto randomBytes. */
@@ -205,7 +205,7 @@ export function handleNsmRequest(state: NsmState, request: Uint8Array): Uint8Arr
 /** A fresh NSM state whose PCRs are `bank` (from measureBoot) and whose signer is a chip's leaf. */
 export function nsmStateFromChip(
   chip: { leaf: { der: Uint8Array }; root: { der: Uint8Array }; leafKey: DocumentSource["signingKey"] },
-  bank: PcrBank,
+  bank: PcrRegisters,
   moduleId: string,
 ): NsmState {
   return { moduleId, bank, signer: { certificate: chip.leaf.der, cabundle: [chip.root.der], signingKey: chip.leafKey } };

@@ -55,6 +55,9 @@ export function toHex(b: Uint8Array): string {
   return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("hex");
 }
 
+/** What reads and changes a bank (PcrBank's public surface; src/cards SharedPcrBank implements it too). */
+export type PcrRegisters = Pick<PcrBank, "get" | "isLocked" | "extend" | "lock" | "lockRange" | "lockedIndexes" | "lockedValues" | "toJSON">;
+
 /** 32 SHA-384 registers with one-way locks. Plain data inside (`values`, `locked`) so it can be saved/restored. */
 export class PcrBank {
   private readonly values: Uint8Array[];
