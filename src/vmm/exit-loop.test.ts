@@ -11,7 +11,7 @@ import { VmControl, Counter } from "./control.js";
 import { runVcpuLoop, type VcpuStop } from "./exit-loop.js";
 import { attachLegacyDevices, createLegacyStates } from "./legacy.js";
 
-type Step = VcpuExit | "EINTR" | Error;
+type Step = VcpuExit | "EINTR" | "EAGAIN" | Error;
 
 function fakeVcpu(steps: Step[]): VcpuHandle & { runs: number } {
   let current: VcpuExit | undefined;
@@ -24,7 +24,7 @@ function fakeVcpu(steps: Step[]): VcpuHandle & { runs: number } {
       this.runs++;
       const s = steps.shift();
       if (s === undefined) throw new Error("fake vCPU ran past its script");
-      if (s === "EINTR") throw Object.assign(new Error("KVM_RUN failed: EINTR"), { code: "EINTR" });
+      if (s === "EINTR" || s === "EAGAIN") throw Object.assign(new Error(`KVM_RUN failed: ${s}`), { code: s });
       if (s instanceof Error) throw s;
       current = s;
     },
@@ -52,9 +52,16 @@ function setup(steps: Step[]) {
     onReset: () => stop({ kind: "reset" }),
     onDebugExit: (status) => stop({ kind: "debug-exit", status }),
   });
+  const kick = { immediateExit: 0, clears: 0 };
   const run = () =>
-    runVcpuLoop({ vcpu, pio, mmio, control, pendingStop: () => pending, dumpState: () => ({ regs: { rip: 0x1234n } }) });
-  return { vcpu, control, pio, mmio, out, run };
+    runVcpuLoop({
+      vcpu, pio, mmio, control, pendingStop: () => pending, dumpState: () => ({ regs: { rip: 0x1234n } }),
+      clearImmediateExit: () => {
+        kick.immediateExit = 0;
+        kick.clears++;
+      },
+    });
+  return { vcpu, control, pio, mmio, out, run, kick };
 }
 
 test("serial output, then the i8042 reset stops the vCPU cleanly", () => {
@@ -142,6 +149,44 @@ test("EINTR without a stop request resumes; with one, the vCPU stops", () => {
   assert.deepEqual(s.run(), { kind: "stopped" });
   assert.equal(Buffer.from(s.out).toString(), "A");
   assert.equal(s.control.row(0)[Counter.INTERRUPTED], 3);
+});
+
+test("EAGAIN (an application processor leaving its wait-for-SIPI state) runs again and is not counted as a kick", () => {
+  const s = setup(["EAGAIN", "EAGAIN", outb(0x3f8, 0x42), "EINTR"]);
+  let calls = 0;
+  const orig = s.vcpu.run.bind(s.vcpu);
+  s.vcpu.run = () => {
+    calls++;
+    if (calls === 4) s.control.requestStop();
+    orig();
+  };
+  assert.deepEqual(s.run(), { kind: "stopped" });
+  assert.equal(Buffer.from(s.out).toString(), "B");
+  assert.equal(s.vcpu.runs, 4);
+  assert.equal(s.control.row(0)[Counter.INTERRUPTED], 1);
+});
+
+test("EINTR clears kvm_run.immediate_exit before the loop looks again, so a kick that found no flag cannot spin the vCPU", () => {
+  // A pause requested and withdrawn (resume) before this vCPU parked leaves immediate_exit set:
+  // a KVM_RUN that still saw it returns EINTR with no flag raised, and the next one must enter the guest.
+  const s = setup([outb(0x3f8, 0x43), outb(0x3f8, 0x44)]);
+  const orig = s.vcpu.run.bind(s.vcpu);
+  let calls = 0;
+  s.kick.immediateExit = 1;
+  s.vcpu.run = () => {
+    calls++;
+    if (calls > 50) s.control.requestStop(); // a spinning vCPU is stopped here, and the asserts below fail
+    if (calls === 4) {
+      s.control.requestStop(); // the VMM's stop: flag, then the kick
+      s.kick.immediateExit = 1;
+    }
+    if (s.kick.immediateExit === 1) throw Object.assign(new Error("KVM_RUN failed: EINTR"), { code: "EINTR" });
+    orig();
+  };
+  assert.deepEqual(s.run(), { kind: "stopped" });
+  assert.equal(Buffer.from(s.out).toString(), "CD");
+  assert.equal(s.kick.clears, 2);
+  assert.equal(calls, 4);
 });
 
 test("a stop requested before the first run never enters KVM_RUN", () => {

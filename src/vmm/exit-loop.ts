@@ -36,8 +36,16 @@ export interface ExitLoopOptions {
 
 const hex = (n: number | bigint): string => `0x${n.toString(16)}`;
 
-function isInterrupted(e: unknown): boolean {
-  return typeof e === "object" && e !== null && (e as { code?: unknown }).code === "EINTR";
+/**
+ * KVM_RUN errors that mean "run again": EINTR (a signal or immediate_exit: stop, pause), and
+ * EAGAIN, which an application processor gets when it leaves KVM_MP_STATE_UNINITIALIZED or
+ * INIT_RECEIVED (the BSP's INIT/SIPI, or any wake-up while it waits for one): the kernel then
+ * returns to userspace instead of entering the guest (arch/x86/kvm/x86.c, kvm_arch_vcpu_ioctl_run;
+ * Firecracker's vcpu.rs treats EAGAIN as handled too).
+ */
+function retryCode(e: unknown): "EINTR" | "EAGAIN" | undefined {
+  const code = typeof e === "object" && e !== null ? (e as { code?: unknown }).code : undefined;
+  return code === "EINTR" || code === "EAGAIN" ? code : undefined;
 }
 
 export function runVcpuLoop(opts: ExitLoopOptions): VcpuStop {
@@ -62,9 +70,17 @@ export function runVcpuLoop(opts: ExitLoopOptions): VcpuStop {
     try {
       vcpu.run();
     } catch (e) {
-      if (isInterrupted(e)) {
-        // A signal (stop, pause) or immediate_exit: look at the flags again.
-        counters[Counter.INTERRUPTED]!++;
+      const retry = retryCode(e);
+      if (retry !== undefined) {
+        // A signal (stop, pause) or immediate_exit: look at the flags again. EAGAIN: an AP woke.
+        if (retry === "EINTR") {
+          counters[Counter.INTERRUPTED]!++;
+          // Clear the kick now, as Firecracker does: the VMM raises its flags before it sets
+          // immediate_exit, so they are visible at the top of the loop. Left set (a resume that
+          // came before this vCPU parked, a pause that timed out), every later KVM_RUN would
+          // return EINTR at once, forever, with the guest frozen.
+          opts.clearImmediateExit?.();
+        }
         continue;
       }
       throw e;
