@@ -63,6 +63,7 @@ test("prepareBoot: PVH when asked, or when the ELF has only a PVH entry", () => 
       assert.equal(plan.apStartup, "direct64");
       assert.equal(plan.vcpus[1]!.sregsPatch.cs.l, 1);
       assert.equal(plan.vcpus[1]!.regs.rip, 0x100080n);
+      assert.equal(plan.vcpus[1]!.regs.rsi, BigInt(PVH_INFO_START), "APs get the BSP's boot information (hvm_start_info)");
     }
   }
 });

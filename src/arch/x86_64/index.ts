@@ -106,8 +106,9 @@ export function prepareBoot(mem: GuestMemory, opts: PrepareBootOptions): BootPla
   const apStartup = kernel.apEntry !== undefined ? "direct64" : "sipi";
   const vcpus: Array<VcpuBootState | null> = [bsp];
   if (apStartup === "direct64") {
-    // APs always enter in long mode, even when the BSP took the PVH entry.
-    const template = protocol === "linux64" ? bsp : strip(linux64BootState({ entry: kernel.apEntry!, gdt, idt, pml4 }));
+    // APs always enter in long mode, even when the BSP took the PVH entry; rsi is the BSP's boot
+    // information either way (the zero page, or hvm_start_info under PVH).
+    const template = protocol === "linux64" ? bsp : strip(linux64BootState({ entry: kernel.apEntry!, gdt, idt, pml4, zeroPage: bootInfoAddr }));
     for (let id = 1; id < opts.vcpus; id++) vcpus.push(strip(apBootState(template, id, kernel.apEntry!)));
   } else {
     for (let id = 1; id < opts.vcpus; id++) vcpus.push(null);
