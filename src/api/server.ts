@@ -19,6 +19,7 @@ import type { Vm, VmExit } from "../vmm/vm.js";
 import { packageRoot } from "../probe/path.js";
 import { MicroVM, AttestationUnavailableError, defaultVmFactory, type VmFactory } from "../sdk/microvm.js";
 import { AttestationInputError } from "../security/attestation.js";
+import type { BootSignature } from "../security/image.js";
 import {
   FaultError, bootSource, checkResourceId, drive, entropy, instanceAction, logger as loggerSchema, machineConfig,
   machineConfigPatch, metrics as metricsSchema, partialDrive, serial as serialSchema, vmState, type PartialDrive,
@@ -75,6 +76,13 @@ export interface ApiServerOptions {
    * at InstanceStart: a missing or unusable one fails it with 400 "InstanceStart: nsm: ...".
    */
   nsm?: boolean | { moduleId?: string };
+  /**
+   * Every boot this server starts must carry this `typervisor sign` signature (the CLI's
+   * `--signature`/`--trust`): InstanceStart checks it against the PCR0 of the boot source as
+   * configured then, and refuses with 400 "InstanceStart: refusing to boot: ..." when it does not
+   * verify; the trusted certificate is measured into PCR8.
+   */
+  imageSignature?: BootSignature;
 }
 
 export type InstanceState = "Not started" | "Running" | "Paused";
@@ -158,6 +166,7 @@ class ApiServer extends EventEmitter implements ApiServerHandle {
   private readonly vmId: string | undefined;
   private readonly chipDir: string | undefined;
   private readonly nsm: ApiServerOptions["nsm"];
+  private readonly imageSignature: BootSignature | undefined;
   private readonly server: Server;
   private readonly vmFactory: VmFactory;
   private readonly consoleFd: number;
@@ -183,6 +192,7 @@ class ApiServer extends EventEmitter implements ApiServerHandle {
     this.vmId = opts.id;
     this.chipDir = opts.chipDir;
     this.nsm = opts.nsm;
+    this.imageSignature = opts.imageSignature;
     this.vmFactory = opts.vmFactory ?? defaultVmFactory;
     this.consoleFd = opts.consoleFd ?? 1;
     this.maxPayload = opts.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES;
@@ -511,6 +521,7 @@ class ApiServer extends EventEmitter implements ApiServerHandle {
           ...(this.vmId !== undefined ? { id: this.vmId } : {}),
           ...(this.chipDir !== undefined ? { chipDir: this.chipDir } : {}),
           ...(this.nsm !== undefined && this.nsm !== false ? { nsm: this.nsm } : {}),
+          ...(this.imageSignature !== undefined ? { imageSignature: this.imageSignature } : {}),
         });
       } catch (e) {
         throw new FaultError(`InstanceStart: ${(e as Error).message}`, 400, e);

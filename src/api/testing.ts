@@ -24,7 +24,7 @@ export function fakeFactory(scripts: FakeStep[][] = [[BLOCK]], built: Vm[] = [])
   return (config) => {
     const perVcpu = Array.from({ length: config.vcpus }, (_, i) => scripts[i] ?? [BLOCK]);
     const id = config.id ?? randomUUID();
-    const pcrs = measureBoot({ kernel: config.kernel.bytes, initrd: config.initrd?.bytes, cmdline: config.cmdline, vmId: id });
+    const pcrs = measureBoot({ kernel: config.kernel.bytes, initrd: config.initrd?.bytes, cmdline: config.cmdline, vmId: id, signingCert: config.signingCert });
     const vm = new Vm(fakeMachine(perVcpu, { drives: config.drives ?? [], entropy: config.entropy, nsm: config.nsm }), config.consoleFd, { id, pcrs });
     built.push(vm);
     return vm;

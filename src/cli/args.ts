@@ -74,6 +74,9 @@ export interface ServeFlags {
   id?: string;
   metricsHttp?: string;
   runtimeDir?: string;
+  /** `--signature SIG --trust CERT`: every boot must carry this image signature (typervisor sign). */
+  signature?: string;
+  trust?: string;
 }
 
 const SERVE_OPTIONS = {
@@ -83,11 +86,22 @@ const SERVE_OPTIONS = {
   id: { type: "string" },
   "metrics-http": { type: "string" },
   "runtime-dir": { type: "string" },
+  signature: { type: "string" },
+  trust: { type: "string" },
+  "require-signed": { type: "boolean" },
 } as const;
 
 function serveFlags(v: { [K in keyof typeof SERVE_OPTIONS]?: (typeof SERVE_OPTIONS)[K]["type"] extends "boolean" ? boolean : string }): ServeFlags {
+  if (v["require-signed"] === true && (v.signature === undefined || v.trust === undefined)) {
+    throw new UsageError("--require-signed needs --signature SIG and --trust CERT");
+  }
+  if ((v.signature === undefined) !== (v.trust === undefined)) {
+    throw new UsageError("--signature and --trust go together");
+  }
   return {
     noApi: v["no-api"] === true,
+    ...(v.signature !== undefined ? { signature: v.signature } : {}),
+    ...(v.trust !== undefined ? { trust: v.trust } : {}),
     ...(v["api-sock"] !== undefined ? { apiSock: v["api-sock"] } : {}),
     ...(v["config-file"] !== undefined ? { configFile: v["config-file"] } : {}),
     ...(v.id !== undefined ? { id: v.id } : {}),
@@ -228,19 +242,11 @@ export function parseCommand(argv: string[], limits: { maxVcpus: number; minMem:
             entropy: { type: "boolean" },
             nsm: { type: "boolean" },
             "chip-dir": { type: "string" },
-            signature: { type: "string" },
-            trust: { type: "string" },
-            "require-signed": { type: "boolean" },
             ...SERVE_OPTIONS,
           },
         });
         if (values["chip-dir"] !== undefined && values.nsm !== true) throw new UsageError("--chip-dir goes with --nsm");
-        if (values["require-signed"] === true && (values.signature === undefined || values.trust === undefined)) {
-          throw new UsageError("--require-signed needs --signature SIG and --trust CERT");
-        }
-        if ((values.signature === undefined) !== (values.trust === undefined)) {
-          throw new UsageError("--signature and --trust go together");
-        }
+        const serve = serveFlags(values);
         if (values.initrd !== undefined && values.kernel === undefined) {
           throw new UsageError("--initrd needs --kernel (the built-in probe demo takes no initrd)");
         }
@@ -257,11 +263,10 @@ export function parseCommand(argv: string[], limits: { maxVcpus: number; minMem:
             drives: (values.drive ?? []).map((d, i) => parseDrive(d, i)),
             entropy: values.entropy === true,
             ...(values.nsm === true ? { nsmChipDir: values["chip-dir"] ?? defaultChipDir() } : {}),
-            ...(values.signature !== undefined ? { signature: values.signature } : {}),
-            ...(values.trust !== undefined ? { trust: values.trust } : {}),
+            ...(serve.signature !== undefined ? { signature: serve.signature } : {}),
+            ...(serve.trust !== undefined ? { trust: serve.trust } : {}),
             requireSigned: values["require-signed"] === true,
         };
-        const serve = serveFlags(values);
         if (serve.configFile !== undefined) throw new UsageError("run takes its VM from its own options; give --config-file without run");
         if (serve.noApi) throw new UsageError("run needs no --no-api: without --api-sock it serves no API");
         if (serve.apiSock !== undefined) {
@@ -317,8 +322,9 @@ export const HELP = `typervisor — KVM microVMs from TypeScript
 
 Usage:
   typervisor run [options]      boot a guest (the built-in probe demo when no --kernel is given)
-  typervisor --api-sock PATH [--config-file F] [--id ID] [--metrics-http HOST:PORT]
-                                serve the Firecracker-compatible API on a Unix socket (one VM per process)
+  typervisor --api-sock PATH [--config-file F] [--id ID] [--metrics-http HOST:PORT] [--signature SIG --trust CERT]
+                                serve the Firecracker-compatible API on a Unix socket (one VM per process);
+                                with --signature, InstanceStart boots only a boot source the signature covers
   typervisor --config-file F --no-api
                                 boot the VM a Firecracker config file describes, without an API
   typervisor compare [--size 256M] [--runs N] [--out DIR] [--paths emulated,dom0,card]
@@ -359,7 +365,8 @@ Options of run:
   --entropy            a virtio-rng device fed from the host CSPRNG
   --signature SIG --trust CERT [--require-signed]
                        verify a signature over PCR0 (typervisor sign) before booting; a bad one refuses the
-                       boot, and the trusted certificate is measured into PCR8; --require-signed refuses unsigned
+                       boot, and the trusted certificate is measured into PCR8; --require-signed refuses unsigned;
+                       with --api-sock or --config-file the check is made at InstanceStart, on the boot source then
   --api-sock PATH      also serve the Firecracker-compatible API there (then: ps, pause, resume, stop;
                        --id ID, --metrics-http HOST:PORT for Prometheus text, --runtime-dir D)
   --nsm [--chip-dir D] the Nitro Secure Module device: the guest asks the security chip for attestation

@@ -14,9 +14,8 @@ import { formatCrash } from "../vmm/report.js";
 import { chipCommand, measureCommand, attestCommand, signCommand } from "../security/cli.js";
 import { psCommand, stopCommand, vmStateCommand, attestVmCommand, consoleCommand } from "./control.js";
 import { serve, runOptionsToResources } from "./serve.js";
-import { bootMeasurements, PCR_IMAGE } from "../security/pcr.js";
-import { verifyImageSignature } from "../security/image.js";
-import { certificateDer } from "../security/x509.js";
+import { ImageSignatureError, verifyBootSignature } from "../security/image.js";
+import { readBootSignature, readInputFile } from "./input.js";
 
 import { EXIT_OK, EXIT_GUEST_FAILURE, EXIT_USAGE, EXIT_CRASH, EXIT_HOST } from "./exit-codes.js";
 import { compareCommand } from "./compare.js";
@@ -37,21 +36,6 @@ function version(): string {
 function fail(code: number, message: string): number {
   process.stderr.write(`typervisor: ${message}\n`);
   return code;
-}
-
-/** Reads a whole file, turning every failure into a one-line UsageError. */
-export function readInputFile(what: string, path: string): KernelSource {
-  try {
-    return { name: path, bytes: new Uint8Array(readFileSync(path)) };
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code ?? "error";
-    const why: Record<string, string> = {
-      ENOENT: "no such file",
-      EACCES: "permission denied",
-      EISDIR: "is a directory",
-    };
-    throw new UsageError(`cannot read ${what} ${path}: ${why[code] ?? code}`);
-  }
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -221,12 +205,12 @@ async function run(opts: RunOptions): Promise<number> {
  * throws a one-line UsageError naming the failed check.
  */
 export function checkImageSignature(sigPath: string, certPath: string, kernel: Uint8Array, initrd: Uint8Array | undefined, cmdline: string): Uint8Array {
-  const sig = readInputFile("signature", sigPath).bytes;
-  const cert = readInputFile("trusted certificate", certPath).bytes;
-  const pcr0 = bootMeasurements({ kernel, initrd, cmdline, vmId: "" }).get(PCR_IMAGE)!;
-  const r = verifyImageSignature(sig, { pcr0, trustedCert: cert });
-  if (!r.ok) throw new UsageError(`refusing to boot: the image signature does not verify (${r.check}: ${r.message})`);
-  return certificateDer(cert);
+  try {
+    return verifyBootSignature(readBootSignature(sigPath, certPath), { kernel, initrd, cmdline });
+  } catch (e) {
+    if (e instanceof ImageSignatureError) throw new UsageError(e.message);
+    throw e;
+  }
 }
 
 /** A --drive option as the VM takes it: rates become token buckets that refill each second (Firecracker's semantics). */

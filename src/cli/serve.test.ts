@@ -65,7 +65,9 @@ test("serve forms: bad combinations and bad config files are one-line errors, ex
     [["--api-sock"], /argument missing|--api-sock/],
     [["run", "--config-file", bad], /give --config-file without run/],
     [["run", "--id", "x"], /go with --api-sock/],
-    [["run", "--api-sock", join(dir, "s.sock"), "--signature", "x", "--trust", "y"], /not available with --api-sock yet/],
+    [["run", "--api-sock", join(dir, "s.sock"), "--signature", join(dir, "x.sig"), "--trust", "y"], /cannot read signature .*x\.sig: no such file/],
+    [["--api-sock", join(dir, "t.sock"), "--signature", "x.sig"], /--signature and --trust go together/],
+    [["--api-sock", join(dir, "u.sock"), "--require-signed"], /--require-signed needs --signature SIG and --trust CERT/],
     [["run", "--api-sock", join(dir, "n.sock"), "--nsm", "--chip-dir", join(dir, "no-chip")], /nsm: no chip identity at .*no-chip/],
   ];
   for (const [args, re] of cases) {
@@ -74,6 +76,37 @@ test("serve forms: bad combinations and bad config files are one-line errors, ex
     assert.match(r.stderr, re, args.join(" "));
     assert.equal(r.stderr.trimEnd().split("\n").length, 1, `one line: ${r.stderr}`);
   }
+});
+
+test("--signature/--trust with --config-file: a config whose boot does not match the signature is refused before KVM (exit 2)", () => {
+  const dir = mkdtempSync(join(tmpdir(), "typervisor-serve-sig-"));
+  const chip = join(dir, "chip");
+  assert.equal(cli(["chip", "init", "--dir", chip]).status, 0);
+  const probe = cli(["probe", "--path"]).stdout.trim();
+  const sig = join(dir, "probe.sig");
+  const cert = join(chip, "leaf-cert.pem");
+  const signed = cli(["sign", "--kernel", probe, "--cmdline", "probe.run=demo", "--key", join(chip, "leaf-key.pem"), "--cert", cert, "--out", sig]);
+  assert.equal(signed.status, 0, signed.stderr);
+  const cfg = (bootArgs: string): string => {
+    const p = join(dir, `${bootArgs.replace(/\W/g, "_")}.json`);
+    writeFileSync(p, JSON.stringify({ "boot-source": { kernel_image_path: probe, boot_args: bootArgs }, "machine-config": { vcpu_count: 1, mem_size_mib: 64 } }));
+    return p;
+  };
+  const env = { TYPERVISOR_RUNTIME_DIR: join(dir, "run") };
+  for (const args of [
+    ["--config-file", cfg("probe.run=boot"), "--no-api", "--signature", sig, "--trust", cert],
+    ["--config-file", cfg("probe.run=boot"), "--api-sock", join(dir, "a.sock"), "--signature", sig, "--trust", cert],
+  ]) {
+    const r = cli(args, env);
+    assert.equal(r.status, 2, `${args.join(" ")}: ${r.stderr}`);
+    assert.match(r.stderr, /refusing to boot: the image signature does not verify \(pcr0: /);
+  }
+  // The matching boot passes the gate; what happens next depends on KVM.
+  const ok = cli(["--config-file", cfg("probe.run=demo"), "--no-api", "--signature", sig, "--trust", cert], env);
+  if (noKvm) {
+    assert.equal(ok.status, 4, ok.stderr);
+    assert.match(ok.stderr, /\/dev\/kvm/);
+  } else assert.equal(ok.status, 0, ok.stderr);
 });
 
 test("without /dev/kvm, booting through --config-file or run --api-sock says so (exit 4)", { skip: !noKvm && "/dev/kvm exists: the KVM boot tests cover this" }, () => {

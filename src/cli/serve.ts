@@ -17,6 +17,8 @@ import { UsageError, type RunOptions, type ServeFlags } from "./args.js";
 import { runtimeDir } from "./control.js";
 import { probePath } from "../probe/path.js";
 import { chipLoad } from "../security/chip.js";
+import type { BootSignature } from "../security/image.js";
+import { readBootSignature } from "./input.js";
 
 /** The command-line flags (args.ts) plus what `run` and tests add. */
 export interface ServeOptions extends ServeFlags {
@@ -37,14 +39,11 @@ export interface ServeIo {
 
 const EXIT_USAGE = 2;
 /** Errors that mean the configuration is wrong (exit 2), as opposed to the host (exit 4). */
-const USAGE_ERRORS = new Set(["FaultError", "DriveConfigError", "KernelFormatError", "VmConfigError", "BootSetupError"]);
+const USAGE_ERRORS = new Set(["FaultError", "DriveConfigError", "KernelFormatError", "VmConfigError", "BootSetupError", "ImageSignatureError"]);
 const EXIT_HOST = 4;
 
 /** `run` options as a Firecracker config object, so they pass the same checks as a config file. */
 export function runOptionsToResources(o: RunOptions): VmResources {
-  if (o.signature !== undefined || o.requireSigned) {
-    throw new UsageError("--signature/--trust/--require-signed are not available with --api-sock yet: run without it");
-  }
   if (o.console.kind !== "stdio") throw new UsageError("with --api-sock the console is stdout (or PUT /serial)");
   if (o.bootProtocol !== "linux64") throw new UsageError("--boot pvh is not available through the API");
   const bucket = (r: { perSecond: number; burst?: number } | undefined) =>
@@ -74,6 +73,16 @@ export function runOptionsToResources(o: RunOptions): VmResources {
 
 export async function serve(opts: ServeOptions, io: ServeIo): Promise<number> {
   let resources = opts.resources;
+  let imageSignature: BootSignature | undefined;
+  if (opts.signature !== undefined && opts.trust !== undefined) {
+    // Read at the edge; checked at every InstanceStart against the boot source configured then.
+    try {
+      imageSignature = readBootSignature(opts.signature, opts.trust);
+    } catch (e) {
+      if (e instanceof UsageError) return fail(io, EXIT_USAGE, e.message);
+      throw e;
+    }
+  }
   if (opts.configFile !== undefined) {
     let text: string;
     try {
@@ -90,7 +99,7 @@ export async function serve(opts: ServeOptions, io: ServeIo): Promise<number> {
   }
   if (opts.noApi) {
     if (resources === undefined) return fail(io, EXIT_USAGE, "--no-api needs --config-file: without an API nothing could configure the VM");
-    return runWithoutApi(resources, opts, io);
+    return runWithoutApi(resources, opts, io, imageSignature);
   }
   if (opts.apiSock === undefined) return fail(io, EXIT_USAGE, "--api-sock PATH is required (or --no-api with --config-file)");
   if (opts.nsmChipDir !== undefined) {
@@ -125,6 +134,7 @@ export async function serve(opts: ServeOptions, io: ServeIo): Promise<number> {
       consoleFd: pipe.writeFd,
       ...(opts.vmFactory !== undefined ? { vmFactory: opts.vmFactory } : {}),
       ...(opts.nsmChipDir !== undefined ? { nsm: true, chipDir: opts.nsmChipDir } : {}),
+      ...(imageSignature !== undefined ? { imageSignature } : {}),
       logSink: (line: string) => void io.stderr.write(line.endsWith("\n") ? line : `${line}\n`),
       ...(resources !== undefined ? { resources, startOnConfig: true } : {}),
     });
@@ -177,10 +187,15 @@ export async function serve(opts: ServeOptions, io: ServeIo): Promise<number> {
   return status;
 }
 
-async function runWithoutApi(resources: VmResources, opts: ServeOptions, io: ServeIo): Promise<number> {
+async function runWithoutApi(resources: VmResources, opts: ServeOptions, io: ServeIo, imageSignature: BootSignature | undefined): Promise<number> {
   let vm: MicroVM;
   try {
-    vm = MicroVM.create({ ...microVmConfigFrom(resources), consoleFd: 1, ...(opts.id !== undefined ? { id: opts.id } : {}) });
+    vm = MicroVM.create({
+      ...microVmConfigFrom(resources),
+      consoleFd: 1,
+      ...(opts.id !== undefined ? { id: opts.id } : {}),
+      ...(imageSignature !== undefined ? { imageSignature } : {}),
+    });
   } catch (e) {
     return fail(io, exitCodeOf(e), (e as Error).message);
   }

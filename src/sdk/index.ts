@@ -5,6 +5,7 @@ export {
   type MicroVMConfig, type MicroVMMetrics, type MicroVMState, type MicroVMEvents, type VmFactory, type AttestOptions,
 } from "./microvm.js";
 export type { DriveConfig } from "../vmm/drives.js";
+export { ImageSignatureError, type BootSignature } from "../security/image.js";
 export type { RateLimiterConfig, TokenBucketConfig, CardMetricsSnapshot } from "../cards/index.js";
 export { fetchAttestation, apiRequest, faultOf, type FetchAttestationOptions, type ApiResponse } from "../api/client.js";
 export { listRunningVms, findRunningVm, defaultRuntimeDir, type RunningVm } from "../api/registry.js";

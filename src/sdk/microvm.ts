@@ -14,6 +14,7 @@ import type { CardMetricsSnapshot } from "../cards/index.js";
 import { CHIP_FILES, ChipError, chipLoad, type Chip } from "../security/chip.js";
 import { createAttestationDocument, chipDocumentSource } from "../security/attestation.js";
 import { defaultChipDir } from "../security/cli.js";
+import { verifyBootSignature, type BootSignature } from "../security/image.js";
 import { probePath } from "../probe/path.js";
 import { openConsolePipe, type ConsolePipe, DEFAULT_CONSOLE_BUFFER } from "./console-pipe.js";
 
@@ -74,6 +75,13 @@ export interface MicroVMConfig {
    * chip` command).
    */
   chipDir?: string;
+  /**
+   * A `typervisor sign` signature over this boot's PCR0 (kernel ‖ cmdline ‖ initrd) and the
+   * certificate trusted to have made it (PEM or DER). Checked in `create()`, before anything is
+   * built: one that does not verify throws ImageSignatureError naming the failed check; one that
+   * does has its certificate measured into PCR8.
+   */
+  imageSignature?: BootSignature;
 }
 
 /** What `attest()` puts in the document besides the PCRs (Nitro bounds: ≤ 512 B each, public key 1..1024 B). */
@@ -178,7 +186,7 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
   /** The VM underneath (for the API server and tests). */
   readonly vm: Vm;
   /** The resolved configuration. */
-  readonly config: Readonly<Required<Omit<MicroVMConfig, "initrd" | "consoleFd" | "vmFactory" | "kernel" | "drives" | "entropy" | "nsm">>> & {
+  readonly config: Readonly<Required<Omit<MicroVMConfig, "initrd" | "consoleFd" | "vmFactory" | "kernel" | "drives" | "entropy" | "nsm" | "imageSignature">>> & {
     kernel: string;
     initrd?: string;
     drives: readonly DriveConfig[];
@@ -241,6 +249,10 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
       ...(entropy !== undefined ? { entropy } : {}),
       ...(nsm !== undefined ? { nsm } : {}),
     };
+    const signingCert =
+      config.imageSignature === undefined
+        ? undefined
+        : verifyBootSignature(config.imageSignature, { kernel: kernel.bytes, initrd: initrd?.bytes, cmdline: resolved.cmdline });
     const pipe = config.consoleFd === undefined ? openConsolePipe(resolved.consoleBufferBytes) : undefined;
     try {
       const vm = (config.vmFactory ?? defaultVmFactory)({
@@ -255,6 +267,7 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
         ...(entropy !== undefined ? { entropy } : {}),
         ...(nsm !== undefined ? { nsm } : {}),
         ...(config.id !== undefined ? { id: config.id } : {}),
+        ...(signingCert !== undefined ? { signingCert } : {}),
       });
       let empty: Readable | undefined;
       if (pipe === undefined) {

@@ -7,7 +7,7 @@
 import { createPrivateKey, type KeyObject } from "node:crypto";
 import { encode, decode } from "cbor2";
 import { parseSign1, sign1, verifySign1, CoseError } from "./cose.js";
-import { PCR_IMAGE, PCR_SIZE, toHex } from "./pcr.js";
+import { PCR_IMAGE, PCR_SIZE, bootMeasurements, toHex } from "./pcr.js";
 import { certificateDer, parseCertificate, KEY_USAGE } from "./x509.js";
 
 export interface SignImageInput {
@@ -98,3 +98,33 @@ export function verifyImageSignature(sig: Uint8Array, opts: ImageVerifyOptions):
   }
   return { ok: true };
 }
+
+/** A boot refused because its image signature does not verify; `check` names the failed check. */
+export class ImageSignatureError extends Error {
+  constructor(
+    readonly check: Extract<ImageVerifyResult, { ok: false }>["check"],
+    detail: string,
+  ) {
+    super(`refusing to boot: the image signature does not verify (${check}: ${detail})`);
+    this.name = "ImageSignatureError";
+  }
+}
+
+/** The signature and trusted certificate a boot must carry (`typervisor sign` output; PEM or DER). */
+export interface BootSignature {
+  signature: Uint8Array;
+  trust: Uint8Array | string;
+}
+
+/**
+ * Checks `sig` against the PCR0 that this boot will measure (kernel ‖ cmdline ‖ initrd, the command
+ * line as the user gave it) before anything is built. Returns the trusted certificate's DER, which
+ * the VM measures into PCR8; throws ImageSignatureError otherwise.
+ */
+export function verifyBootSignature(sig: BootSignature, boot: { kernel: Uint8Array; initrd?: Uint8Array | undefined; cmdline: string }, now?: Date): Uint8Array {
+  const pcr0 = bootMeasurements({ kernel: boot.kernel, initrd: boot.initrd, cmdline: boot.cmdline, vmId: "" }).get(PCR_IMAGE)!;
+  const r = verifyImageSignature(sig.signature, { pcr0, trustedCert: sig.trust, now });
+  if (!r.ok) throw new ImageSignatureError(r.check, r.message);
+  return certificateDer(sig.trust);
+}
+
