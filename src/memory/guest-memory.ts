@@ -32,6 +32,8 @@ export class GuestRegion {
   readonly fd: number | undefined;
   readonly fdOffset: number;
   readonly hostAddr: bigint | undefined;
+  /** 16-bit lanes over the region for single-instruction accesses (undefined when its host start is odd). */
+  readonly u16: Uint16Array | undefined;
 
   constructor(init: RegionInit) {
     if (!Number.isSafeInteger(init.gpa) || init.gpa < 0) {
@@ -44,6 +46,8 @@ export class GuestRegion {
     this.fd = init.fd;
     this.fdOffset = init.fdOffset ?? 0;
     this.hostAddr = init.hostAddr;
+    this.u16 =
+      init.bytes.byteOffset % 2 === 0 ? new Uint16Array(init.bytes.buffer, init.bytes.byteOffset, Math.floor(this.size / 2)) : undefined;
   }
 
   get end(): number {
@@ -158,6 +162,35 @@ export class GuestMemory {
   writeU64(gpa: number | bigint, v: bigint): void {
     const [r, off] = this.checked(gpa, 8);
     r.view.setBigUint64(off, BigInt.asUintN(64, v), true);
+  }
+
+  /**
+   * A 16-bit load that the other side (the guest's vCPU, another thread) can never see half of,
+   * for the virtqueue indices shared with the driver (avail.idx, used_event, avail.flags).
+   * DataView accessors may load byte by byte until V8 optimises the caller, so a racing store
+   * could be read torn (0x01ff between 0x00ff and 0x0100); Atomics.load is one instruction.
+   * An address that is not 2-byte aligned falls back to an ordinary read (the queue parser only
+   * passes aligned ring addresses, virtio 1.2 §2.7).
+   */
+  readU16Atomic(gpa: number | bigint): number {
+    const [r, off] = this.checked(gpa, 2);
+    if (r.u16 === undefined || off % 2 !== 0) return r.view.getUint16(off, true);
+    return Atomics.load(r.u16, off / 2); // x86 hosts are little-endian, as virtio's modern rings (§2.7)
+  }
+
+  /**
+   * A 16-bit store that is seen whole, and a full barrier: Atomics.store is sequentially
+   * consistent (an xchg on x86), so no later load (the driver's used_event, avail.idx) is
+   * performed before it — the store→load order virtio's notification suppression needs
+   * (virtio 1.2 §2.7.10; Firecracker puts fence(SeqCst) at the same places).
+   */
+  writeU16Atomic(gpa: number | bigint, v: number): void {
+    const [r, off] = this.checked(gpa, 2);
+    if (r.u16 === undefined || off % 2 !== 0) {
+      r.view.setUint16(off, v, true);
+      return;
+    }
+    Atomics.store(r.u16, off / 2, v & 0xffff);
   }
 
   /** Reads a NUL-terminated string of at most `max` bytes (not counting the NUL). */

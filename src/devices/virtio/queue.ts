@@ -149,7 +149,7 @@ export class SplitQueue {
 
   /** The driver's avail.idx. */
   availIdx(): number {
-    return this.mem.readU16(this.layout.avail + 2);
+    return this.mem.readU16Atomic(this.layout.avail + 2);
   }
 
   /** Chains made available and not yet taken. Fatal when the driver ran more than a queue ahead. */
@@ -275,7 +275,9 @@ export class SplitQueue {
     this.mem.writeU32(slot, head);
     this.mem.writeU32(slot + 4, len);
     this.pos.nextUsed = (this.pos.nextUsed + 1) & 0xffff;
-    this.mem.writeU16(this.layout.used + 2, this.pos.nextUsed);
+    // Atomic: the driver never reads a torn index, and the store is a full barrier before the
+    // used_event / avail.flags load in needsInterrupt.
+    this.mem.writeU16Atomic(this.layout.used + 2, this.pos.nextUsed);
   }
 
   /**
@@ -284,13 +286,15 @@ export class SplitQueue {
    */
   needsInterrupt(oldUsed: number): boolean {
     if (oldUsed === this.pos.nextUsed) return false;
-    if (this.layout.eventIdx) return vringNeedEvent(this.mem.readU16(this.usedEventAddr), this.pos.nextUsed, oldUsed);
-    return (this.mem.readU16(this.layout.avail) & AVAIL_F_NO_INTERRUPT) === 0;
+    if (this.layout.eventIdx) return vringNeedEvent(this.mem.readU16Atomic(this.usedEventAddr), this.pos.nextUsed, oldUsed);
+    return (this.mem.readU16Atomic(this.layout.avail) & AVAIL_F_NO_INTERRUPT) === 0;
   }
 
   /** With EVENT_IDX, asks for a kick when the driver makes the next buffer available (§2.7.10). */
   publishAvailEvent(): void {
-    if (this.layout.eventIdx) this.mem.writeU16(this.availEventAddr, this.pos.lastAvail);
+    // Atomic, so the store is a full barrier before the caller's pending() re-read of avail.idx:
+    // otherwise a buffer made available in between could be missed with no kick coming.
+    if (this.layout.eventIdx) this.mem.writeU16Atomic(this.availEventAddr, this.pos.lastAvail);
   }
 
   private readDesc(gpa: number): RawDesc {
