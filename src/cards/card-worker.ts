@@ -127,11 +127,24 @@ function service(): number {
   return result.kind === "throttled" ? result.waitMs : 0;
 }
 
-parentPort!.postMessage("ready");
+/**
+ * Sleeps while throttled. poll(2) is never restarted after a signal handler (signal(7)), so a
+ * process-directed signal this thread happens to take (SIGCHLD from a Dom0 back end, SIGWINCH)
+ * ends it early with EINTR: that is only a shorter sleep, not a failure of the card.
+ */
+function throttleSleep(ms: number): void {
+  try {
+    sys.sleepInterruptible(ms);
+  } catch (e) {
+    if (!(e instanceof sys.SysError && e.code === "EINTR")) throw e;
+  }
+}
+
+parentPort!.postMessage({ ready: true, tid: sys.gettid() });
 const counter = new Uint8Array(8);
 let waitMs = 0;
 for (;;) {
-  if (waitMs > 0) sys.sleepInterruptible(Math.min(waitMs, THROTTLE_POLL_MS));
+  if (waitMs > 0) throttleSleep(Math.min(waitMs, THROTTLE_POLL_MS));
   else {
     sys.read(d.notifyFd, counter);
     metrics.add("kicks");

@@ -5,7 +5,7 @@ import { test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { constants, tmpdir } from "node:os";
 import { join } from "node:path";
 import * as sys from "../sys/index.js";
 import { createMemfdGuestMemory } from "../memory/create.js";
@@ -180,6 +180,25 @@ test("card: ops rate limiter throttles, resumes by timer, counts, and updates wh
     await new Promise((res) => setTimeout(res, 2));
   }
   assert.ok(performance.now() - t1 < 140, "no longer throttled");
+});
+
+test("card: a signal that lands on a throttled card's thread (poll ends with EINTR) only shortens its sleep", { timeout: 20_000 }, async (t) => {
+  const r = await rig(t, { rateLimiter: { ops: { size: 1, refillTime: 100 } } });
+  sys.installSignalHandler("SIGWINCH"); // handled (not ignored), so it interrupts the card's poll(2)
+  const st = [0, 1, 2, 3].map((i) => r.submit(i, BLK_T_IN, i, [{ addr: 0x100000 + 512 * i, len: 512, write: true }]));
+  signalEventfd(r.notifyFd);
+  const t0 = performance.now();
+  let signals = 0;
+  while (!st.every((s) => r.mem.readU8(s) === BLK_S_OK)) {
+    if (performance.now() - t0 > 5000) assert.fail(`throttled requests never completed (card failure: ${r.card.failure?.message})`);
+    sys.tgkill(sys.getpid(), r.card.tid, constants.signals.SIGWINCH);
+    signals++;
+    await new Promise((res) => setTimeout(res, 2));
+  }
+  assert.ok(signals > 10, `${signals} signals sent while throttled`);
+  assert.equal(r.card.failure, undefined);
+  assert.equal(r32(r.dev, MMIO_STATUS) & STATUS_DEVICE_NEEDS_RESET, 0);
+  assert.ok(r.card.metrics().throttled >= 2);
 });
 
 test("card: a missing or unwritable image is a clear start-up error", { timeout: 20_000 }, async (t) => {

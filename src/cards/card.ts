@@ -104,6 +104,8 @@ export interface CardHandle {
   updateRateLimiter(config: RateLimiterConfig): void;
   /** Set when the worker died; the device was marked NEEDS_RESET. */
   readonly failure: Error | undefined;
+  /** The kernel thread id of the card's worker (its CPU time is /proc/self/task/<tid>/stat). */
+  readonly tid: number;
 }
 
 // Control block words (Int32): what the VMM tells the worker.
@@ -307,11 +309,12 @@ export async function startCard(opts: CardOptions): Promise<CardHandle> {
     }
   });
 
-  await new Promise<void>((resolve, reject) => {
+  const tid = await new Promise<number>((resolve, reject) => {
     const onExit = (): void => reject(failure ?? new Error(`card ${name} exited before it was ready`));
     worker.once("message", (m: unknown) => {
       worker.off("exit", onExit);
-      if (m === "ready") resolve();
+      const ready = m as { ready?: unknown; tid?: unknown } | null;
+      if (ready !== null && ready.ready === true && typeof ready.tid === "number") resolve(ready.tid);
       else reject(new Error(`card ${name}: unexpected first message ${JSON.stringify(m)}`));
     });
     worker.once("exit", onExit);
@@ -320,6 +323,7 @@ export async function startCard(opts: CardOptions): Promise<CardHandle> {
   const ctl = new Int32Array(control, 0, CTL_WORDS);
   return {
     name,
+    tid,
     get failure() {
       return failure;
     },
