@@ -8,7 +8,7 @@
 import { createRequire } from "node:module";
 import { isMainThread } from "node:worker_threads";
 import type * as KoffiModule from "koffi";
-import { SysError } from "./errors.js";
+import { SysError, errnoName } from "./errors.js";
 import { ioctlName } from "./kvm-abi.js";
 
 // ---------------------------------------------------------------------------------------------
@@ -70,6 +70,15 @@ export const FALLOC_FL_PUNCH_HOLE = 0x02;
 /** linux/falloc.h: FALLOC_FL_ZERO_RANGE — the range reads as zeros and stays allocated */
 export const FALLOC_FL_ZERO_RANGE = 0x10;
 
+/** poll.h: POLLOUT — writing will not block */
+export const POLLOUT = 0x4;
+/** poll.h: sizeof(struct pollfd) { int fd; short events; short revents; } */
+export const POLLFD_SIZE = 8;
+/** poll.h: offsetof(struct pollfd, events) */
+export const POLLFD_EVENTS_OFFSET = 4;
+/** poll.h: offsetof(struct pollfd, revents) */
+export const POLLFD_REVENTS_OFFSET = 6;
+
 /** signal.h: SIGUSR1 */
 export const SIGUSR1 = 10;
 /** signal.h: SIGUSR2 — the signal that kicks a vCPU thread out of KVM_RUN */
@@ -82,7 +91,8 @@ export const SYS_gettid = 186;
 export const LIBC_CONSTANTS: Readonly<Record<string, number>> = Object.freeze({
   O_RDONLY, O_WRONLY, O_RDWR, O_CREAT, O_TRUNC, O_NONBLOCK, O_CLOEXEC,
   PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC, MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS, MAP_NORESERVE,
-  MFD_CLOEXEC, MFD_ALLOW_SEALING, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, EFD_SEMAPHORE, EFD_CLOEXEC, EFD_NONBLOCK, SIGUSR1, SIGUSR2, SYS_gettid,
+  MFD_CLOEXEC, MFD_ALLOW_SEALING, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, POLLOUT, POLLFD_SIZE,
+  POLLFD_EVENTS_OFFSET, POLLFD_REVENTS_OFFSET, EFD_SEMAPHORE, EFD_CLOEXEC, EFD_NONBLOCK, SIGUSR1, SIGUSR2, SYS_gettid,
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -302,6 +312,27 @@ export function tgkill(pid: number, tid: number, sig: number): void {
  */
 export function sleepInterruptible(ms: number): void {
   check(bind().poll(null, 0, ms) as number, "poll");
+}
+
+/**
+ * Waits up to `ms` for `fd` to take a write without blocking (poll(2), POLLOUT). True when it
+ * will (or the descriptor is in error, so the write reports it); false on timeout or when a
+ * handled signal ended the wait (EINTR) — the caller looks at its stop flags and decides.
+ */
+export function waitWritable(fd: number, ms: number): boolean {
+  checkFd(fd, "waitWritable");
+  const pfd = new Uint8Array(POLLFD_SIZE);
+  const v = new DataView(pfd.buffer);
+  v.setInt32(0, fd, true);
+  v.setInt16(POLLFD_EVENTS_OFFSET, POLLOUT, true);
+  const l = bind();
+  const n = l.poll(pfd, 1, ms) as number;
+  if (n < 0) {
+    const errno = l.koffi.errno();
+    if (errnoName(errno) === "EINTR") return false;
+    throw new SysError("poll", errno);
+  }
+  return n > 0;
 }
 
 const installedHandlers = new Set<NodeJS.Signals>();

@@ -4,7 +4,8 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, openSync, closeSync, readFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { constants, mkdtempSync, openSync, closeSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Vm } from "./vm.js";
@@ -73,6 +74,35 @@ test("stop() interrupts vCPUs blocked in the guest; the main thread stays respon
   // They had been blocked for 50 ms: the tgkill, not the immediate_exit re-check, woke them.
   const bySignal = m.shared.reduce((n, sab) => n + new Int32Array(sab)[3]!, 0);
   assert.ok(bySignal >= 3, `${bySignal} of 4 vCPUs were interrupted by the signal`);
+  vm.close();
+});
+
+test("a console reader that stalls holds the guest back but never a stop (the vCPU waits in poll, which the kick ends)", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "typervisor-life-"));
+  const fifo = join(dir, "console.fifo");
+  execFileSync("mkfifo", [fifo]);
+  const reader = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK); // holds the FIFO open, never reads
+  const writer = openSync(fifo, constants.O_WRONLY); // blocking, as a terminal or `| less` would be
+  t.after(() => {
+    closeSync(writer);
+    closeSync(reader);
+  });
+  // 96 KiB of output: more than the 64 KiB a pipe holds, so the vCPU must wait for room.
+  const m = fakeMachine([[...text("x".repeat(96 * 1024)), RESET]]);
+  const vm = new Vm(m, writer);
+  await vm.start();
+  // Wait until the guest stops making progress: its console writes are stuck on the full pipe.
+  let outs = -1;
+  for (let i = 0; i < 200; i++) {
+    await new Promise((r) => setTimeout(r, 50));
+    const now = vm.exitCounters()[0]!.IO_OUT!;
+    if (now === outs) break;
+    outs = now;
+  }
+  assert.ok(outs >= 32 * 1024 && outs < 96 * 1024, `the guest is held back by the full console (${outs} bytes out)`);
+  assert.equal(vm.state, "running");
+  vm.stop("test");
+  assert.deepEqual(await withTimeout(vm.wait(), 5_000, "stop with a stalled console"), { kind: "stopped", by: "test" });
   vm.close();
 });
 

@@ -5,7 +5,7 @@
 import { parentPort, workerData } from "node:worker_threads";
 import { writeSync } from "node:fs";
 import type { VcpuHandle } from "../kvm/hypervisor.js";
-import { gettid } from "../sys/index.js";
+import { gettid, waitWritable } from "../sys/index.js";
 import { Bus } from "../devices/bus.js";
 import { VmControl } from "./control.js";
 import { attachLegacyDevices, type LegacyStates } from "./legacy.js";
@@ -81,7 +81,7 @@ export function runVcpuThread(open: (backend: unknown, vcpuId: number) => Opened
       },
     }),
     output: (bytes) => {
-      if (data.consoleFd >= 0) writeAll(data.consoleFd, bytes);
+      if (data.consoleFd >= 0) writeConsole(data.consoleFd, bytes, () => control.stopRequested);
     },
     onReset: () => requestStop({ kind: "reset" }),
     onDebugExit: (status) => requestStop({ kind: "debug-exit", status }),
@@ -151,10 +151,23 @@ export function runVcpuThread(open: (backend: unknown, vcpuId: number) => Opened
   post({ type: "stopped", vcpuId: data.vcpuId, stop });
 }
 
-function writeAll(fd: number, bytes: Uint8Array): void {
+/** How long one wait for console room lasts before the stop flag is looked at again. */
+const CONSOLE_WAIT_MS = 50;
+
+/**
+ * Guest console output, on the vCPU thread. A reader that stalls (a full pipe or terminal) holds
+ * the guest back, as a slow UART would, but never a stop: the wait for room is a poll(2) that
+ * the stop's SIGUSR2 kick ends (a blocking write(2) would be restarted, SA_RESTART), and output
+ * still unwritten when the VM is stopping is dropped.
+ */
+function writeConsole(fd: number, bytes: Uint8Array, stopping: () => boolean): void {
   let off = 0;
   while (off < bytes.length) {
     try {
+      if (!waitWritable(fd, CONSOLE_WAIT_MS)) {
+        if (stopping()) return;
+        continue;
+      }
       off += writeSync(fd, bytes, off);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === "EAGAIN") continue;
