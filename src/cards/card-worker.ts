@@ -90,8 +90,18 @@ function fail(code: number): void {
   signalEventfd(d.irqFd);
 }
 
-/** Answers queue 0. Returns ms to wait when throttled, else 0. */
+/** Answers queue 0 inside the transport's service bracket (a reset waits for it to end). */
 function service(): number {
+  transport.beginService();
+  try {
+    return servicePass();
+  } finally {
+    transport.endService();
+  }
+}
+
+/** Answers queue 0. Returns ms to wait when throttled, else 0. */
+function servicePass(): number {
   if ((transport.status & (STATUS_DRIVER_OK | STATUS_DEVICE_NEEDS_RESET)) !== STATUS_DRIVER_OK) return 0;
   const snap = transport.lock.with(() => ({ gen: transport.resetCount, q: transport.queue(0), features: transport.driverFeatures }));
   if (!snap.q.ready) return 0;
@@ -109,6 +119,7 @@ function service(): number {
         indirect: (snap.features & bit(F_RING_INDIRECT_DESC)) !== 0n,
       },
       { lastAvail: snap.q.lastAvail, nextUsed: snap.q.nextUsed },
+      () => transport.resetCount !== snap.gen,
     );
     result = device.process(queue);
   } catch (e) {

@@ -201,6 +201,29 @@ test("card: a signal that lands on a throttled card's thread (poll ends with EIN
   assert.ok(r.card.metrics().throttled >= 2);
 });
 
+test("card: a device reset returns only once the card has left the rings (nothing is written to them afterwards)", { timeout: 20_000 }, async (t) => {
+  const r = await rig(t);
+  // A long pass: writes each followed by a FLUSH (fdatasync on the image's file system).
+  const statuses: number[] = [];
+  r.mem.fill(0x100000, 4096, 0x5a);
+  for (let i = 0; i < 20; i++) { // 50 descriptors of the 64-entry table
+    statuses.push(i % 2 === 0 ? r.submit(i, BLK_T_OUT, i, [{ addr: 0x100000, len: 4096 }]) : r.submit(i, BLK_T_FLUSH, 0));
+  }
+  signalEventfd(r.notifyFd);
+  const t0 = performance.now();
+  while (r.mem.readU8(statuses[0]!) === 0xff) {
+    if (performance.now() - t0 > 5000) assert.fail("the card never started");
+    await new Promise((res) => setImmediate(res));
+  }
+  w32(r.dev, MMIO_STATUS, 0); // the driver's reset, mid-pass (a vCPU thread's MMIO write in a VM)
+  const after = statuses.map((st) => r.mem.readU8(st));
+  const done = after.filter((b) => b !== 0xff).length;
+  await new Promise((res) => setTimeout(res, 300));
+  assert.deepEqual(statuses.map((st) => r.mem.readU8(st)), after, "status bytes changed after the reset had returned");
+  t.diagnostic(`${done} of ${statuses.length} requests were answered before the reset returned`);
+  assert.equal(r32(r.dev, MMIO_STATUS), 0);
+});
+
 test("card: a missing or unwritable image is a clear start-up error", { timeout: 20_000 }, async (t) => {
   const base = {
     kind: "blk" as const,

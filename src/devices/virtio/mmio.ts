@@ -83,6 +83,10 @@ const W_CONFIG_SIZE = 16;
 const W_FAILURE = 17;
 /** Bumped on every status write, so a card can see DRIVER_OK arrive. */
 const W_STATUS_WRITES = 18;
+/** 1 while the card is in a service pass (touching the rings), 0 otherwise: a reset waits for 0. */
+const W_CARD_BUSY = 19;
+/** How long a reset waits for the card's pass to end before it returns anyway. */
+const RESET_WAIT_MS = 1000;
 const W_QUEUES = 32;
 const QUEUE_WORDS = 12;
 // Per-queue words.
@@ -245,6 +249,37 @@ export class TransportState {
     this.raiseInterrupt(INT_CONFIG_CHANGE);
   }
 
+  /**
+   * The card starts a pass over the rings. Call before looking at the status: with the store
+   * first (sequentially consistent), either the card sees a reset's Status = 0 and does nothing,
+   * or the reset sees the card busy and waits for endService() (waitServiceIdle).
+   */
+  beginService(): void {
+    Atomics.store(this.words, W_CARD_BUSY, 1);
+  }
+
+  /** The card's pass is over: nothing of this device's rings is touched until the next beginService(). */
+  endService(): void {
+    Atomics.store(this.words, W_CARD_BUSY, 0);
+    Atomics.notify(this.words, W_CARD_BUSY);
+  }
+
+  /**
+   * After a reset, waits (outside the lock) until the card is out of its pass, so that when the
+   * driver's Status = 0 write completes the device no longer writes the rings the driver is about
+   * to free (virtio 1.2 §2.4: the device presents 0 once the reset is done). Bounded: a card stuck
+   * in I/O for longer than RESET_WAIT_MS does not hold the vCPU. Returns false when it gave up.
+   */
+  waitServiceIdle(timeoutMs = RESET_WAIT_MS): boolean {
+    const end = performance.now() + timeoutMs;
+    while (Atomics.load(this.words, W_CARD_BUSY) !== 0) {
+      const left = end - performance.now();
+      if (left <= 0) return false;
+      Atomics.wait(this.words, W_CARD_BUSY, 1, left);
+    }
+    return true;
+  }
+
   /** Device reset (driver wrote 0 to Status): everything the driver set goes back to its initial value. §2.4 */
   resetLocked(): void {
     const w = this.words;
@@ -311,6 +346,9 @@ export class VirtioMmioTransport implements BusDevice {
       return;
     }
     this.state.lock.with(() => this.writeRegister(offset, v));
+    // A reset completes only once the card has left the rings (outside the lock, which the card's
+    // pass may need to finish).
+    if (offset === MMIO_STATUS && v === 0) this.state.waitServiceIdle();
   }
 
   private readRegister(offset: number): number {

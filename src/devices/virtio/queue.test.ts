@@ -42,6 +42,27 @@ test("virtio 1.2 §2.7.8: pushUsed writes the element, then used.idx", () => {
   assert.deepEqual(drv.takeUsed(), [{ id: head, len: 7 }]);
 });
 
+test("an abandoned queue (the driver reset the device mid-pass) has nothing pending and writes nothing into the rings", () => {
+  const mem = mkMem();
+  const layout = layoutAt(0x1000, 8, { eventIdx: true });
+  const drv = new TestDriver(mem, layout);
+  let reset = false;
+  const q = new SplitQueue(mem, layout, { lastAvail: 0, nextUsed: 0 }, () => reset);
+  drv.publish(drv.addChain([{ addr: 0x8000, len: 16 }]));
+  drv.publish(drv.addChain([{ addr: 0x8100, len: 16 }]));
+  const { head } = q.pop();
+  q.pushUsed(head, 7);
+  assert.equal(drv.takeUsed().length, 1);
+  reset = true;
+  const ring = mem.read(layout.used, 6 + 8 * 8 + 2);
+  assert.equal(q.pending(), 0);
+  assert.equal(q.peekChain(() => assert.fail("nothing is parsed")), undefined);
+  q.pushUsed(head, 9);
+  q.publishAvailEvent();
+  assert.equal(q.needsInterrupt(0), false);
+  assert.deepEqual(mem.read(layout.used, 6 + 8 * 8 + 2), ring, "the device area is untouched");
+});
+
 test("virtio 1.2 §2.7.4.1: a looping chain is a chain-loop error, not a hang", () => {
   const { mem, layout, drv, q } = setup();
   drv.writeDesc(layout.desc, 0x8000, 16, DESC_F_NEXT, 1);

@@ -123,6 +123,12 @@ export class SplitQueue {
     private readonly mem: GuestMemory,
     readonly layout: QueueLayout,
     readonly pos: QueuePosition,
+    /**
+     * True once the driver has reset the device (the card passes a reset-count check): from then
+     * on the queue reports nothing pending and writes nothing into the rings, so a pass stops at
+     * the next request boundary instead of working through rings the driver is about to free.
+     */
+    private readonly abandoned: () => boolean = () => false,
   ) {
     if (!isValidQueueSize(layout.size)) {
       throw new VirtqueueError("queue-size", `queue size ${layout.size} is not a power of two in [1, ${QUEUE_SIZE_MAX}]`, true);
@@ -154,6 +160,7 @@ export class SplitQueue {
 
   /** Chains made available and not yet taken. Fatal when the driver ran more than a queue ahead. */
   pending(): number {
+    if (this.abandoned()) return 0;
     const idx = this.availIdx();
     const n = (idx - this.pos.lastAvail) & 0xffff;
     if (n > this.size) {
@@ -271,6 +278,7 @@ export class SplitQueue {
 
   /** Publishes a used element (virtio 1.2 §2.7.8): the element first, then used.idx. */
   pushUsed(head: number, len: number): void {
+    if (this.abandoned()) return;
     const slot = this.usedRing + USED_ELEM_SIZE * (this.pos.nextUsed % this.size);
     this.mem.writeU32(slot, head);
     this.mem.writeU32(slot + 4, len);
@@ -285,6 +293,7 @@ export class SplitQueue {
    * EVENT_IDX: vring_need_event(used_event, new, old) (§2.7.10); otherwise avail.flags NO_INTERRUPT (§2.7.7).
    */
   needsInterrupt(oldUsed: number): boolean {
+    if (this.abandoned()) return false;
     if (oldUsed === this.pos.nextUsed) return false;
     if (this.layout.eventIdx) return vringNeedEvent(this.mem.readU16Atomic(this.usedEventAddr), this.pos.nextUsed, oldUsed);
     return (this.mem.readU16Atomic(this.layout.avail) & AVAIL_F_NO_INTERRUPT) === 0;
@@ -292,6 +301,7 @@ export class SplitQueue {
 
   /** With EVENT_IDX, asks for a kick when the driver makes the next buffer available (§2.7.10). */
   publishAvailEvent(): void {
+    if (this.abandoned()) return;
     // Atomic, so the store is a full barrier before the caller's pending() re-read of avail.idx:
     // otherwise a buffer made available in between could be missed with no kick coming.
     if (this.layout.eventIdx) this.mem.writeU16Atomic(this.availEventAddr, this.pos.lastAvail);
