@@ -44,7 +44,7 @@ test("PUT /entropy then InstanceStart: the VM gets a virtio-rng card with the ra
   assert.equal(configs[0]!.nsm, undefined);
   const devices = h.vm!.deviceMetrics();
   assert.deepEqual(Object.keys(devices), ["virtio-rng"]);
-  assert.deepEqual(devices["virtio-rng"], { requests: 0, bytes: 0, errors: 0, throttled: 0, kicks: 0, interrupts: 0, needsReset: 0 });
+  assert.deepEqual(devices["virtio-rng"], { requests: 0, bytes: 0, errors: 0, throttled: 0, kicks: 0, interrupts: 0, needsReset: 0, cpuMicros: 0 });
   assert.deepEqual(Object.keys(h.metrics().devices ?? {}), ["virtio-rng"]);
 
   // GET /vm/config echoes the device as given.
@@ -62,9 +62,10 @@ test("PUT /entropy then InstanceStart: the VM gets a virtio-rng card with the ra
   assert.equal(last["put_api_requests"]!["entropy_count"], 1);
 
   // Prometheus: per-card families.
-  const prom = prometheusText({ ...h.metrics(), devices: { "virtio-rng": { requests: 2, bytes: 64, errors: 0, throttled: 1, kicks: 2, interrupts: 2, needsReset: 0 } } });
+  const prom = prometheusText({ ...h.metrics(), devices: { "virtio-rng": { requests: 2, bytes: 64, errors: 0, throttled: 1, kicks: 2, interrupts: 2, needsReset: 0, cpuMicros: 1500 } } });
   assert.match(prom, /^typervisor_device_bytes_total\{device="virtio-rng"\} 64$/m);
   assert.match(prom, /^typervisor_device_throttled_total\{device="virtio-rng"\} 1$/m);
+  assert.match(prom, /^typervisor_device_cpu_seconds_total\{device="virtio-rng"\} 0\.0015$/m);
 
   r = await apiRequest(sock, "PUT", "/entropy", {});
   assert.equal(r.status, 400);

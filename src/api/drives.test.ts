@@ -146,7 +146,7 @@ test("PATCH /drives: the rate limiter reaches the drive's card (kept, replaced o
   assert.deepEqual(line.block, line.block_rootfs, "block sums the drives");
   assert.deepEqual(Object.keys(h.metrics().drives), ["rootfs"]);
   assert.equal(h.metrics().drives["rootfs"]!.requests, 0);
-  const prom = prometheusText({ ...h.metrics(), drives: { rootfs: { requests: 3, bytes: 12288, errors: 1, throttled: 2, kicks: 3, interrupts: 3, needsReset: 0 } } });
+  const prom = prometheusText({ ...h.metrics(), drives: { rootfs: { requests: 3, bytes: 12288, errors: 1, throttled: 2, kicks: 3, interrupts: 3, needsReset: 0, cpuMicros: 0 } } });
   assert.match(prom, /^# TYPE typervisor_drive_requests_total counter$/m);
   assert.match(prom, /^typervisor_drive_requests_total\{drive="rootfs"\} 3$/m);
   assert.match(prom, /^typervisor_drive_bytes_total\{drive="rootfs"\} 12288$/m);

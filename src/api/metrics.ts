@@ -137,7 +137,7 @@ export function metricsLine(s: MetricsSnapshot, extra: { id?: string; properties
     interrupt_count: m.interrupts,
     needs_reset: m.needsReset,
   });
-  const total = { requests: 0, bytes: 0, errors: 0, throttled: 0, kicks: 0, interrupts: 0, needsReset: 0 };
+  const total = { requests: 0, bytes: 0, errors: 0, throttled: 0, kicks: 0, interrupts: 0, needsReset: 0, cpuMicros: 0 };
   for (const [, m] of drives) for (const k of Object.keys(total) as Array<keyof typeof total>) total[k] += m[k];
   line["block"] = blockGroup(total);
   for (const [id, m] of drives) line[`block_${id}`] = blockGroup(m);
@@ -257,6 +257,8 @@ export function prometheusText(s: MetricsSnapshot): string {
     family(name, "counter", help);
     for (const [card, m] of devices) out.push(`${name}{device="${esc(card)}"} ${m[key]}`);
   }
+  family("typervisor_device_cpu_seconds_total", "counter", "CPU time of a card's own worker thread, apart from the vCPUs and the VMM, by card.");
+  for (const [card, m] of devices) out.push(`typervisor_device_cpu_seconds_total{device="${esc(card)}"} ${m.cpuMicros / 1e6}`);
   family("typervisor_console_bytes_total", "counter", "Guest serial output bytes read by the VMM.");
   out.push(`typervisor_console_bytes_total ${s.console.bytes}`);
   family("typervisor_console_dropped_bytes_total", "counter", "Guest serial output bytes dropped because nobody read them.");

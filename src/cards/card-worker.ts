@@ -167,5 +167,7 @@ for (;;) {
     limiter.update(readLimiterConfig(d.control));
   }
   waitMs = service();
+  metrics.set("cpuMicros", sys.threadCpuMicros());
 }
+metrics.set("cpuMicros", sys.threadCpuMicros());
 for (const [addr, size] of mappings) sys.munmap(addr, size);

@@ -100,6 +100,7 @@ test("card: a kick on the notify eventfd is answered in the worker, in memfd gue
   w32(r.dev, MMIO_INTERRUPT_ACK, INT_USED_BUFFER);
   assert.deepEqual(statuses.map((s) => r.mem.readU8(s)), [BLK_S_OK, BLK_S_OK, BLK_S_OK, BLK_S_IOERR]);
   assert.equal(r.drv.takeUsed().length, 4, "every request of one kick answered");
+  assert.ok(r.card.metrics().cpuMicros > 0, "the card's thread CPU time is counted");
   assert.ok(r.mem.read(0x140000, 4096).every((b) => b === 0x42));
   const img = readFileSync(r.image);
   assert.ok(img.subarray(4096, 4096 + 8192).every((b) => b === 0x42) && img[4095] === 0xee && img[4096 + 8192] === 0xee);

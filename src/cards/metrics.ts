@@ -2,7 +2,12 @@
 // (the VMM's metrics endpoint, tests). BigInt64 words updated with Atomics, so a reader on
 // another thread never sees a torn value.
 
-export const METRIC_NAMES = ["requests", "bytes", "errors", "throttled", "kicks", "interrupts", "needsReset"] as const;
+/**
+ * cpuMicros: CPU time of the device's back end apart from the vCPU threads and the VMM's main
+ * thread — a card's own worker thread (CLOCK_THREAD_CPUTIME_ID); for a drive on another I/O path,
+ * the Dom0 process, or 0 for the emulated disk (whose work is on the vCPU thread).
+ */
+export const METRIC_NAMES = ["requests", "bytes", "errors", "throttled", "kicks", "interrupts", "needsReset", "cpuMicros"] as const;
 export type MetricName = (typeof METRIC_NAMES)[number];
 export type CardMetricsSnapshot = Record<MetricName, number>;
 
@@ -17,6 +22,11 @@ export class CardMetrics {
 
   add(name: MetricName, n = 1): void {
     Atomics.add(this.words, METRIC_NAMES.indexOf(name), BigInt(n));
+  }
+
+  /** Replaces a gauge (cpuMicros). */
+  set(name: MetricName, n: number): void {
+    Atomics.store(this.words, METRIC_NAMES.indexOf(name), BigInt(Math.trunc(n)));
   }
 
   snapshot(): CardMetricsSnapshot {

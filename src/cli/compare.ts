@@ -68,8 +68,9 @@ export function vmBootProbe(opts: { kernel: KernelSource; kvmPath?: string; memM
     const timeoutMs = opts.timeoutMs ?? BOOT_TIMEOUT_MS;
     let timer: NodeJS.Timeout | undefined;
     try {
-      // The VMM process's CPU time: vCPU threads, card threads and the main loop. A Dom0 back end is
-      // a child process, counted apart (its own process.cpuUsage, reported through its metrics).
+      // The VMM process's CPU time: vCPU threads, card threads and the main loop; the card's own
+      // thread (its metrics' cpuMicros) is then taken out and reported apart. A Dom0 back end is a
+      // child process, counted apart (its own process.cpuUsage, reported through its metrics).
       const cpu0 = process.cpuUsage();
       try {
         await vm.start();
@@ -86,10 +87,12 @@ export function vmBootProbe(opts: { kernel: KernelSource; kvmPath?: string; memM
       const exits = vm.exitCounters().reduce((sum, c) => sum + EXIT_COUNTERS.reduce((s, k) => s + c[k], 0), 0);
       // Copies each payload byte took, where the device counts them (ATA and Dom0 do; the card does not).
       const copied = m?.ata?.copiedBytes ?? m?.dom0?.copiedBytes;
+      const cardMicros = m?.ioPath === "card" ? m.cpuMicros : 0;
       const result: BootResult = {
         lines: readFileSync(consolePath, "utf8"),
         hostCpuSeconds: {
-          vmm: (cpu.user + cpu.system) / 1e6,
+          vmm: (cpu.user + cpu.system - cardMicros) / 1e6,
+          ...(m?.ioPath === "card" ? { card: cardMicros / 1e6 } : {}),
           ...(m?.dom0 !== undefined ? { dom0: m.dom0.cpuSeconds } : {}),
         },
         exits,

@@ -199,7 +199,7 @@ export const SEED_ROWS: Array<{ item: string; gloss: string; xen: string; nitro:
     gloss: "host CPU per GiB moved",
     xen: "존재 (Dom0, I/O 경유 등)",
     nitro: "거의 없음 (직접 I/O 처리)",
-    measured: (r) => triple(r, (p) => `${fmtSpread(p.cpuSecondsPerGiB.total, "s/GiB")}${p.cpuSecondsPerGiB.dom0 ? ` (Dom0 ${fmtSpread(p.cpuSecondsPerGiB.dom0)})` : ""}`),
+    measured: (r) => triple(r, (p) => `${fmtSpread(p.cpuSecondsPerGiB.total, "s/GiB")}${p.cpuSecondsPerGiB.dom0 ? ` (Dom0 ${fmtSpread(p.cpuSecondsPerGiB.dom0)})` : ""}${p.cpuSecondsPerGiB.card ? ` (card ${fmtSpread(p.cpuSecondsPerGiB.card)})` : ""}`),
   },
   {
     item: "스토리지 I/O",

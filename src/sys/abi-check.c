@@ -16,6 +16,7 @@
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <poll.h>
+#include <time.h>
 #include <linux/falloc.h>
 #include <linux/kvm.h>
 #include <asm/kvm.h>
@@ -103,6 +104,7 @@ int main(void) {
   V(PROT_NONE); V(PROT_READ); V(PROT_WRITE); V(PROT_EXEC); V(MAP_SHARED); V(MAP_PRIVATE); V(MAP_FIXED);
   V(MAP_ANONYMOUS); V(MAP_NORESERVE); V(MFD_CLOEXEC); V(MFD_ALLOW_SEALING);
   V(FALLOC_FL_KEEP_SIZE); V(FALLOC_FL_PUNCH_HOLE); V(FALLOC_FL_ZERO_RANGE);
+  V(CLOCK_THREAD_CPUTIME_ID); num("TIMESPEC_SIZE", sizeof(struct timespec));
   V(POLLOUT); num("POLLFD_SIZE", sizeof(struct pollfd));
   num("POLLFD_EVENTS_OFFSET", offsetof(struct pollfd, events)); num("POLLFD_REVENTS_OFFSET", offsetof(struct pollfd, revents));
   V(EFD_SEMAPHORE); V(EFD_CLOEXEC); V(EFD_NONBLOCK); V(SIGUSR1); V(SIGUSR2); V(SYS_gettid);

@@ -224,3 +224,16 @@ async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<
     clearTimeout(timer);
   }
 }
+
+test("threadCpuMicros: this thread's CPU time grows with work done here, not with time asleep", () => {
+  const a = sys.threadCpuMicros();
+  const t0 = process.hrtime.bigint();
+  let x = 0;
+  while (process.hrtime.bigint() - t0 < 50_000_000n) x += Math.sqrt(x + 1); // 50 ms busy
+  const b = sys.threadCpuMicros();
+  sys.sleepInterruptible(100); // 100 ms asleep
+  const c = sys.threadCpuMicros();
+  assert.ok(x > 0);
+  assert.ok(b - a >= 30_000 && b - a <= 200_000, `busy 50 ms cost ${b - a} µs of CPU`);
+  assert.ok(c - b < 20_000, `sleeping 100 ms cost ${c - b} µs of CPU`);
+});

@@ -79,6 +79,11 @@ export const POLLFD_EVENTS_OFFSET = 4;
 /** poll.h: offsetof(struct pollfd, revents) */
 export const POLLFD_REVENTS_OFFSET = 6;
 
+/** time.h: CLOCK_THREAD_CPUTIME_ID — the calling thread's CPU time */
+export const CLOCK_THREAD_CPUTIME_ID = 3;
+/** time.h: sizeof(struct timespec) { time_t tv_sec; long tv_nsec; } on x86-64 */
+export const TIMESPEC_SIZE = 16;
+
 /** signal.h: SIGUSR1 */
 export const SIGUSR1 = 10;
 /** signal.h: SIGUSR2 — the signal that kicks a vCPU thread out of KVM_RUN */
@@ -92,7 +97,7 @@ export const LIBC_CONSTANTS: Readonly<Record<string, number>> = Object.freeze({
   O_RDONLY, O_WRONLY, O_RDWR, O_CREAT, O_TRUNC, O_NONBLOCK, O_CLOEXEC,
   PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC, MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS, MAP_NORESERVE,
   MFD_CLOEXEC, MFD_ALLOW_SEALING, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, POLLOUT, POLLFD_SIZE,
-  POLLFD_EVENTS_OFFSET, POLLFD_REVENTS_OFFSET, EFD_SEMAPHORE, EFD_CLOEXEC, EFD_NONBLOCK, SIGUSR1, SIGUSR2, SYS_gettid,
+  POLLFD_EVENTS_OFFSET, POLLFD_REVENTS_OFFSET, CLOCK_THREAD_CPUTIME_ID, TIMESPEC_SIZE, EFD_SEMAPHORE, EFD_CLOEXEC, EFD_NONBLOCK, SIGUSR1, SIGUSR2, SYS_gettid,
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -106,7 +111,7 @@ interface Libc {
   open: Fn; close: Fn; read: Fn; write: Fn; pread: Fn; pwrite: Fn;
   ioctlPtr: Fn; ioctlVal: Fn;
   mmap: Fn; munmap: Fn; memfd_create: Fn; ftruncate: Fn; fallocate: Fn; fsync: Fn; fdatasync: Fn;
-  eventfd: Fn; getpid: Fn; syscall: Fn; tgkill: Fn; poll: Fn;
+  eventfd: Fn; getpid: Fn; syscall: Fn; tgkill: Fn; poll: Fn; clock_gettime: Fn;
 }
 
 let libc: Libc | undefined;
@@ -144,6 +149,7 @@ function bind(): Libc {
     syscall: lib.func("long syscall(long number, ...)"),
     tgkill: lib.func("int tgkill(int tgid, int tid, int sig)"),
     poll: lib.func("int poll(void *fds, unsigned long nfds, int timeout)"),
+    clock_gettime: lib.func("int clock_gettime(int clockid, void *tp)"),
   };
   return libc;
 }
@@ -298,6 +304,16 @@ export function getpid(): number {
 /** gettid(2) via syscall(SYS_gettid): the kernel id of the calling thread (main or worker). */
 export function gettid(): number {
   return check(Number(bind().syscall(SYS_gettid) as number | bigint), "gettid");
+}
+
+/**
+ * CPU time the calling thread has used, in microseconds (clock_gettime(CLOCK_THREAD_CPUTIME_ID)):
+ * what one card worker or vCPU thread cost, apart from the rest of the process.
+ */
+export function threadCpuMicros(): number {
+  const ts = new BigInt64Array(TIMESPEC_SIZE / 8);
+  check(bind().clock_gettime(CLOCK_THREAD_CPUTIME_ID, ts) as number, "clock_gettime");
+  return Number(ts[0]!) * 1e6 + Math.floor(Number(ts[1]!) / 1e3);
 }
 
 /** tgkill(2): send `sig` to one thread of process `pid`. */

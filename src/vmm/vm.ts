@@ -365,6 +365,7 @@ export class Vm extends EventEmitter {
         kicks: 0,
         interrupts: 0,
         needsReset: 0,
+        cpuMicros: 0,
         ata: m,
       };
     }
@@ -383,6 +384,7 @@ export class Vm extends EventEmitter {
         kicks: m.notifyIn,
         interrupts: m.notifyOut,
         needsReset: died || broken ? 1 : 0,
+        cpuMicros: m.cpuMicros - d.cpuMicros0,
         dom0: { ...m, cpuSeconds: (m.cpuMicros - d.cpuMicros0) / 1e6, pid: d.handle.pid, xenbusState: Atomics.load(d.control.page.ints, C_XENBUS_BACK) },
       };
     }
