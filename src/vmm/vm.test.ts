@@ -11,6 +11,10 @@ import { Vm, type VmConfig, type VmExit } from "./vm.js";
 import { probePath } from "../probe/path.js";
 import { parseProbeLines, findLine, hexToString, fnv1a64, type ProbeLine } from "../probe/report.js";
 import { KernelFormatError } from "../arch/x86_64/index.js";
+import { fileURLToPath } from "node:url";
+import { buildKvmMachine } from "./builder.js";
+import type { KvmVcpuBackend } from "./vcpu-worker.js";
+import { loadCExitLoop } from "../sys/baseline.js";
 
 const KVM = "/dev/kvm";
 const noKvm = !existsSync(KVM);
@@ -106,6 +110,26 @@ test("exits: port and MMIO write loops reach the VMM once per write", { skip: no
     const c = r.vm.exitCounters()[0]!;
     if (kind === "pio") assert.ok(c.UNHANDLED_IO >= n, `unhandled PIO ${c.UNHANDLED_IO} >= ${n}`);
     else assert.ok(c.UNHANDLED_MMIO >= n, `unhandled MMIO ${c.UNHANDLED_MMIO} >= ${n}`);
+  }
+});
+
+test("bench:exits' C baseline runs the same VM (same builder) to the probe's clean end, once per write", { skip: noKvm && SKIP }, () => {
+  const loop = loadCExitLoop(fileURLToPath(new URL("../../src/bench/c-exit-loop.c", import.meta.url)));
+  for (const kind of ["pio", "mmio"] as const) {
+    const machine = buildKvmMachine({
+      kernel: { name: "probe.elf", bytes: new Uint8Array(readFileSync(probePath())) },
+      cmdline: `probe.run=exits probe.exits.kind=${kind} probe.exits.n=1000`,
+      vcpus: 1,
+      memMiB: 64,
+    });
+    try {
+      const v = machine.vcpus[0]!.backend as KvmVcpuBackend;
+      const r = loop(v.vcpuFd, v.runAddress, -1);
+      assert.equal(r.end, 0, JSON.stringify(r));
+      assert.ok((kind === "pio" ? r.pioExits : r.mmioExits) >= 1000, JSON.stringify(r));
+    } finally {
+      machine.close();
+    }
   }
 });
 
