@@ -36,6 +36,18 @@ test("ps lists a running VM with its state; pause and resume go through its API 
   assert.match(table, /^ID\s+PID\s+STATE\s+VCPUS\s+MEM\s+UPTIME\s+SOCKET\n/);
   assert.match(table, new RegExp(`vm1\\s+${process.pid}\\s+Running\\s+1\\s+128M\\s+1m0[45]s\\s+`));
 
+  // On a terminal the state is coloured (the column still lines up); NO_COLOR, TERM=dumb or a pipe: plain.
+  const tty = io();
+  const ttyIo = { ...tty.io, stdout: { ...tty.io.stdout, isTTY: true } };
+  await psCommand(["--runtime-dir", runtime], ttyIo, Date.now(), {});
+  assert.match(tty.out.join(""), new RegExp(`vm1\\s+${process.pid}\\s+\x1b\\[32mRunning\x1b\\[0m\\s+1\\s+128M`));
+  for (const env of [{ NO_COLOR: "1" }, { TERM: "dumb" }]) {
+    const plain = io();
+    await psCommand(["--runtime-dir", runtime], { ...plain.io, stdout: { ...plain.io.stdout, isTTY: true } }, Date.now(), env);
+    assert.doesNotMatch(plain.out.join(""), /\x1b/, JSON.stringify(env));
+  }
+  assert.doesNotMatch(table, /\x1b/, "not a terminal: no colour");
+
   const p = io();
   assert.equal(await vmStateCommand("pause", ["vm1", "--runtime-dir", runtime], p.io), 0);
   assert.equal(p.out.join(""), "paused vm1\n");

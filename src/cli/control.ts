@@ -10,9 +10,22 @@ import { attachConsole, consoleSocketPath } from "./console.js";
 import { UsageError } from "./args.js";
 
 export interface Io {
-  stdout: { write(s: string): unknown };
+  stdout: { write(s: string): unknown; isTTY?: boolean };
   stderr: { write(s: string): unknown };
 }
+
+/**
+ * Colour only for a terminal, and never when NO_COLOR is set to anything non-empty (no-color.org)
+ * or the terminal is "dumb".
+ */
+export function useColor(stream: { isTTY?: boolean }, env: NodeJS.ProcessEnv = process.env): boolean {
+  return stream.isTTY === true && (env["NO_COLOR"] ?? "") === "" && env["TERM"] !== "dumb";
+}
+
+// ECMA-48 SGR: 32 green, 33 yellow, 31 red, 0 reset.
+const STATE_COLOR: Record<string, string> = { Running: "\x1b[32m", Paused: "\x1b[33m", "Not started": "\x1b[33m" };
+const RED = "\x1b[31m";
+const RESET = "\x1b[0m";
 
 const EXIT_OK = 0;
 const EXIT_FAILED = 1;
@@ -39,7 +52,7 @@ async function stateOf(vm: RunningVm): Promise<string> {
   }
 }
 
-export async function psCommand(argv: string[], io: Io, now = Date.now()): Promise<number> {
+export async function psCommand(argv: string[], io: Io, now = Date.now(), env: NodeJS.ProcessEnv = process.env): Promise<number> {
   const { values } = parse(argv, 0);
   const vms = listRunningVms(runtimeDir(values["runtime-dir"]));
   const rows = await Promise.all(vms.map(async (vm) => ({ ...vm, state: await stateOf(vm), uptimeMs: now - vm.startedAt })));
@@ -50,7 +63,14 @@ export async function psCommand(argv: string[], io: Io, now = Date.now()): Promi
   const table = [["ID", "PID", "STATE", "VCPUS", "MEM", "UPTIME", "SOCKET"]];
   for (const r of rows) table.push([r.id, String(r.pid), r.state, String(r.vcpus), `${r.memMiB}M`, formatUptime(r.uptimeMs), r.socket]);
   const widths = table[0]!.map((_, c) => Math.max(...table.map((row) => row[c]!.length)));
-  io.stdout.write(table.map((row) => row.map((cell, c) => (c === row.length - 1 ? cell : cell.padEnd(widths[c]!))).join("  ")).join("\n") + "\n");
+  const color = useColor(io.stdout, env);
+  const paint = (cell: string, c: number, r: number): string => {
+    const padded = c === table[0]!.length - 1 ? cell : cell.padEnd(widths[c]!);
+    // The STATE column of a VM row; padding stays outside the escape codes so columns line up.
+    if (!color || r === 0 || c !== 2) return padded;
+    return `${STATE_COLOR[cell] ?? RED}${cell}${RESET}${padded.slice(cell.length)}`;
+  };
+  io.stdout.write(table.map((row, r) => row.map((cell, c) => paint(cell, c, r)).join("  ")).join("\n") + "\n");
   return EXIT_OK;
 }
 
