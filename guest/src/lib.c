@@ -1,6 +1,7 @@
 /* lib.c — freestanding helpers for ring 3: memory, 8250 UART, report lines. */
 #include "probe.h"
 
+#ifndef PROBE_HOSTED   /* the hosted build (hosted.c) has libc's */
 /* ---- memory (gcc may emit calls to these even when freestanding) ------- */
 void *memset(void *d, int c, usize n) {
     u8 *p = d;
@@ -23,6 +24,7 @@ int memcmp(const void *a, const void *b, usize n) {
     for (; n; n--, p++, q++) if (*p != *q) return *p < *q ? -1 : 1;
     return 0;
 }
+#endif
 usize strnlen_(const char *s, usize max) {
     usize n = 0;
     while (n < max && s[n]) n++;
@@ -35,6 +37,9 @@ int str_eq_n(const char *a, usize alen, const char *b) {
 }
 
 /* ---- per-CPU identity from the stack (boot.S user_entry: ustacks[cpu]) -- */
+#ifdef PROBE_HOSTED
+u32 this_cpu(void) { return 0; }   /* one host thread runs the hosted drivers */
+#else
 extern u8 ustacks[];
 u32 this_cpu(void) {
     u64 sp;
@@ -43,6 +48,7 @@ u32 this_cpu(void) {
     if (sp < base || sp >= base + (u64)MAX_CPUS * USTACK_SIZE) return 0xff;
     return (u32)((sp - base) >> USTACK_SHIFT);
 }
+#endif
 
 /* ---- 8250/16550 UART at COM1, polled (PC16550D datasheet register map) -- */
 #define COM1      0x3f8
@@ -67,6 +73,12 @@ u32 this_cpu(void) {
  * must not hang the probe. */
 #define THRE_WAIT_CYCLES (1ULL << 28)
 
+#ifdef PROBE_HOSTED
+/* The hosted build's "serial port": report bytes go to hosted.c's buffer. */
+void hosted_putc(char c);
+void uart_init(void) {}
+static void uart_putc(char c) { hosted_putc(c); }
+#else
 static int uart_present;
 
 void uart_init(void) {
@@ -93,6 +105,7 @@ static void uart_putc(char c) {
     }
     outb(COM1 + UART_THR, (u8)c);
 }
+#endif
 static void uart_puts(const char *s) { while (*s) uart_putc(*s++); }
 
 /* ---- the print lock: ring-3 spinlock with xchg; holds owner cpu + 1 ---- */

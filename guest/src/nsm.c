@@ -8,7 +8,7 @@
 #define DEVICE_ID_NSM          33      /* Linux include/uapi/linux/virtio_ids.h VIRTIO_ID_NITRO_SEC_MOD */
 #define NSM_REQUEST_MAX_SIZE   0x1000  /* Linux include/uapi/linux/nsm.h */
 #define NSM_RESPONSE_MAX_SIZE  0x3000  /* Linux include/uapi/linux/nsm.h; QEMU requires exactly this */
-#define NSM_DMA_BASE  0x1500000ULL     /* 21 MiB: rings, request, response */
+#define NSM_DMA_BASE  (PROBE_DMA_BASE + 0x500000ULL) /* 21 MiB: rings, request, response */
 #define NSM_DMA_SIZE  0x10000ULL
 #define NSM_REQ_OFF   0x4000ULL
 #define NSM_RESP_OFF  0x5000ULL
@@ -96,12 +96,21 @@ static long nsm_call(u32 n) {
     return (long)len2;
 }
 
+/* What the report keeps of a response is copied out: the next response overwrites the buffer. */
+#define KEEP_MAX 128
+static u8 module_id[KEEP_MAX], error_code[KEEP_MAX];
+static u32 error_len;          /* the first {"Error": code} of the run */
+static u32 keep(u8 *dst, const u8 *src, u32 n) { if (n > KEEP_MAX) n = KEEP_MAX; memcpy(dst, src, n); return n; }
+
 /* The response's root: a map(1) whose key is `name` (then r sits at its value), or {"Error": code}. */
-static int nsm_root(struct cr *r, u32 n, const char *name, const u8 **errp, u32 *errn) {
+static int nsm_root(struct cr *r, u32 n, const char *name) {
     r->p = resp_buf(); r->n = n; r->i = 0; r->err = 0;
     struct cr e = *r;
-    if (cr_find(&e, "Error") && cr_str(&e, 3, errp, errn)) return 0;
-    *errp = 0;
+    const u8 *ep; u32 en;
+    if (cr_find(&e, "Error") && cr_str(&e, 3, &ep, &en)) {
+        if (!error_len) error_len = keep(error_code, ep, en);
+        return 0;
+    }
     return cr_find(r, name);
 }
 
@@ -133,6 +142,7 @@ bad:
 static const u8 EXTEND_DATA[] = "probe-nsm";   /* PCR16 = SHA384(0^48 || SHA384("probe-nsm")), 9 bytes, no NUL */
 static u8 nonce[NONCE_MAX], user_data[NONCE_MAX];
 
+
 int test_nsm(const struct boot_facts *f) {
     u32 nonce_n, ud_n;
     if (!opt_hex(f, "probe.nsm.nonce", nonce, NONCE_MAX, &nonce_n) || !opt_hex(f, "probe.nsm.user_data", user_data, NONCE_MAX, &ud_n)) return 1;
@@ -142,16 +152,17 @@ int test_nsm(const struct boot_facts *f) {
     const char *err = vq_open(&nsmq, d, 0, NSM_DMA_BASE);
     if (err) { line_begin("nsm"); kv_str("error", err); kv_flag("ok=0"); line_end(); return 1; }
 
-    struct cw w; struct cr r; const u8 *p, *ep = 0; u32 pn, en = 0; long n;
+    struct cw w; struct cr r; const u8 *p; u32 pn; long n;
+    error_len = 0;
     int ok = 1;
     /* 1. "DescribeNSM" (a unit request is a bare text string) */
     w = (struct cw){ req_buf(), 0, NSM_REQUEST_MAX_SIZE, 0 };
     cw_text(&w, "DescribeNSM");
-    const u8 *mod = 0; u32 modn = 0; u64 max_pcrs = 0, locked = 0;
+    u32 modn = 0; u64 max_pcrs = 0, locked = 0;
     n = nsm_call(w.n);
-    if (n >= 0 && nsm_root(&r, (u32)n, "DescribeNSM", &ep, &en)) {
+    if (n >= 0 && nsm_root(&r, (u32)n, "DescribeNSM")) {
         struct cr r2 = r, r3 = r, r4 = r; u32 m;
-        if (cr_find(&r2, "module_id")) cr_str(&r2, 3, &mod, &modn);
+        if (cr_find(&r2, "module_id") && cr_str(&r2, 3, &p, &pn)) modn = keep(module_id, p, pn);
         if (cr_find(&r3, "max_pcrs")) cr_head(&r3, &m, &max_pcrs);
         if (cr_find(&r4, "locked_pcrs") && cr_head(&r4, &m, &locked) && m != 4) locked = 0;
     } else ok = 0;
@@ -161,14 +172,14 @@ int test_nsm(const struct boot_facts *f) {
     cw_head(&w, 5, 2); cw_text(&w, "index"); cw_head(&w, 0, NSM_EXTEND_PCR); cw_text(&w, "data"); cw_bytes(&w, EXTEND_DATA, sizeof(EXTEND_DATA) - 1);
     u8 ext[48]; u32 extn = 0;
     n = nsm_call(w.n);
-    if (n >= 0 && nsm_root(&r, (u32)n, "ExtendPCR", &ep, &en) && cr_find(&r, "data") && cr_str(&r, 2, &p, &pn) && pn == 48) { memcpy(ext, p, 48); extn = 48; }
+    if (n >= 0 && nsm_root(&r, (u32)n, "ExtendPCR") && cr_find(&r, "data") && cr_str(&r, 2, &p, &pn) && pn == 48) { memcpy(ext, p, 48); extn = 48; }
     else ok = 0;
     /* 3. {"DescribePCR": {"index": 16}} */
     w = (struct cw){ req_buf(), 0, NSM_REQUEST_MAX_SIZE, 0 };
     cw_head(&w, 5, 1); cw_text(&w, "DescribePCR"); cw_head(&w, 5, 1); cw_text(&w, "index"); cw_head(&w, 0, NSM_EXTEND_PCR);
     int match = 0; u64 lock = 2;
     n = nsm_call(w.n);
-    if (n >= 0 && nsm_root(&r, (u32)n, "DescribePCR", &ep, &en)) {
+    if (n >= 0 && nsm_root(&r, (u32)n, "DescribePCR")) {
         struct cr r2 = r; u32 m;
         if (cr_find(&r2, "data") && cr_str(&r2, 2, &p, &pn) && pn == 48 && extn == 48) match = memcmp(p, ext, 48) == 0;
         r2 = r;
@@ -184,20 +195,20 @@ int test_nsm(const struct boot_facts *f) {
     cw_text(&w, "public_key"); cw_head(&w, 7, 22);   /* null */
     const u8 *doc = 0; u32 docn = 0;
     n = w.err ? -1 : nsm_call(w.n);
-    if (n >= 0 && nsm_root(&r, (u32)n, "Attestation", &ep, &en) && cr_find(&r, "document") && cr_str(&r, 2, &doc, &docn)) {}
+    if (n >= 0 && nsm_root(&r, (u32)n, "Attestation") && cr_find(&r, "document") && cr_str(&r, 2, &doc, &docn)) {}
     else ok = 0;
     vq_close(&nsmq);
 
     line_begin("nsm");
     kv_hex("dev", d->base);
-    kv_hexbytes("module_id_hex", mod, modn);
+    kv_hexbytes("module_id_hex", module_id, modn);
     kv_dec("max_pcrs", max_pcrs);
     kv_dec("locked_pcrs", locked);
     kv_dec("pcr", NSM_EXTEND_PCR);
     kv_hexbytes("pcr_hex", ext, extn);
     kv_dec("pcr_lock", lock);
     kv_dec("pcr_match", (u64)match);
-    if (ep) kv_strn("error_code", (const char *)ep, en);
+    if (error_len) kv_strn("error_code", (const char *)error_code, error_len);
     kv_dec("attestation_len", docn);
     kv_hexbytes("attestation_hex", doc, docn);
     kv_dec("ok", (u64)ok);

@@ -13,6 +13,17 @@ typedef unsigned long      usize;
 #define NORETURN __attribute__((noreturn))
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
+/* Where the drivers' DMA areas start (virtio.c 16 MiB, rng.c +4 MiB, nsm.c +5 MiB): guest-physical
+ * 16 MiB in the guest. The hosted build (hosted.c, PROBE_HOSTED) runs the same drivers as a host
+ * library against the VMM's own transport and cards, with the areas in a memfd mapped wherever
+ * the host put it. */
+#ifdef PROBE_HOSTED
+extern u64 hosted_dma_base;
+#define PROBE_DMA_BASE hosted_dma_base
+#else
+#define PROBE_DMA_BASE 0x1000000ULL
+#endif
+
 /* The report protocol version printed by `PROBE start ... version=`. */
 #define PROBE_REPORT_VERSION 1
 

@@ -2,7 +2,7 @@
 #include "virtio.h"
 
 #define DEVICE_ID_ENTROPY 4            /* virtio 1.2 §5.4.1 */
-#define RNG_DMA_BASE  0x1400000ULL     /* 20 MiB, above virtio.c's blk area (16-20 MiB) */
+#define RNG_DMA_BASE  (PROBE_DMA_BASE + 0x400000ULL) /* 20 MiB, above virtio.c's blk area (16-20 MiB) */
 #define RNG_DMA_SIZE  0x100000ULL      /* 1 MiB: rings, then the buffer */
 #define RNG_BUF_OFF   0x10000ULL
 #define RNG_BUF_MAX   0x80000ULL       /* probe.rng.bytes at most 512 KiB */

@@ -61,7 +61,7 @@
 /* ---- driver memory -------------------------------------------------------
  * Rings and buffers live in guest RAM at a fixed physical range, checked
  * against the memory map, identity-mapped (and so device-visible as is). */
-#define DMA_BASE   0x1000000ULL   /* 16 MiB: above the image, below any initrd */
+#define DMA_BASE   PROBE_DMA_BASE /* 16 MiB: above the image, below any initrd */
 #define DMA_SIZE   0x400000ULL    /* 4 MiB */
 #define QSIZE      128            /* our queue size (min with QueueNumMax) */
 #define DESC_OFF   0x0            /* 16 * 128 */
@@ -95,11 +95,19 @@ struct blk {
 static inline void barrier(void) { __asm__ volatile("" ::: "memory"); }
 static inline u8 *dma(u64 off) { return (u8 *)(DMA_BASE + off); }
 
+#ifdef PROBE_HOSTED
+/* The host library's register accesses go to the VMM's transport (hosted.c). */
+u32 hosted_mmio_r32(u64 addr);
+void hosted_mmio_w32(u64 addr, u32 v);
+static u32 mmio_r32(const struct virtio_dev *d, u32 off) { return hosted_mmio_r32(d->base + off); }
+static void mmio_w32(const struct virtio_dev *d, u32 off, u32 v) { hosted_mmio_w32(d->base + off, v); }
+#else
 static u32 mmio_r32(const struct virtio_dev *d, u32 off) { return *(volatile u32 *)(d->base + off); }
 static void mmio_w32(const struct virtio_dev *d, u32 off, u32 v) {
     /* a plain 4-byte mov, which any instruction emulator decodes (§4.2.2.2: 32-bit accesses) */
     __asm__ volatile("movl %k0, (%1)" : : "r"(v), "r"(d->base + off) : "memory");
 }
+#endif
 
 /* ---- command line ------------------------------------------------------- */
 static int is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
@@ -229,16 +237,16 @@ static const char *blk_init(struct blk *b, struct virtio_dev *d) {
     mmio_w32(d, MMIO_DRIVER_FEATURES, (u32)(b->negotiated >> 32));
     mmio_w32(d, MMIO_STATUS, ST_ACKNOWLEDGE | ST_DRIVER | ST_FEATURES_OK);
     if (!(mmio_r32(d, MMIO_STATUS) & ST_FEATURES_OK)) return "features_refused";
-    volatile u8 *cfg = (volatile u8 *)(d->base + MMIO_CONFIG);
-    b->capacity = *(volatile u32 *)(cfg + BLK_CFG_CAPACITY) | ((u64)*(volatile u32 *)(cfg + BLK_CFG_CAPACITY + 4) << 32);
+    /* config space: 32-bit reads (§4.2.2.2 allows any width there; 4 keeps one access path) */
+    b->capacity = mmio_r32(d, MMIO_CONFIG + BLK_CFG_CAPACITY) | ((u64)mmio_r32(d, MMIO_CONFIG + BLK_CFG_CAPACITY + 4) << 32);
     b->seg_bytes = 0x10000;
     if (b->negotiated & (1ULL << BLK_F_SIZE_MAX)) {
-        u32 sm = *(volatile u32 *)(cfg + BLK_CFG_SIZE_MAX);
+        u32 sm = mmio_r32(d, MMIO_CONFIG + BLK_CFG_SIZE_MAX);
         if (sm >= 4096 && sm < b->seg_bytes) b->seg_bytes = sm & ~(u32)(SECTOR - 1);
     }
     b->seg_max = 16;
     if (b->negotiated & (1ULL << BLK_F_SEG_MAX)) {
-        u32 sm = *(volatile u32 *)(cfg + BLK_CFG_SEG_MAX);
+        u32 sm = mmio_r32(d, MMIO_CONFIG + BLK_CFG_SEG_MAX);
         if (sm && sm < b->seg_max) b->seg_max = sm;
     }
     mmio_w32(d, MMIO_QUEUE_SEL, 0);
@@ -254,11 +262,11 @@ static const char *blk_init(struct blk *b, struct virtio_dev *d) {
     b->used32 = (volatile u32 *)dma(USED_OFF + 4);
     mmio_w32(d, MMIO_QUEUE_NUM, b->qsize);
     mmio_w32(d, MMIO_QUEUE_DESC_LOW, (u32)(DMA_BASE + DESC_OFF));
-    mmio_w32(d, MMIO_QUEUE_DESC_HIGH, 0);
+    mmio_w32(d, MMIO_QUEUE_DESC_HIGH, (u32)((DMA_BASE + DESC_OFF) >> 32));
     mmio_w32(d, MMIO_QUEUE_DRIVER_LOW, (u32)(DMA_BASE + AVAIL_OFF));
-    mmio_w32(d, MMIO_QUEUE_DRIVER_HIGH, 0);
+    mmio_w32(d, MMIO_QUEUE_DRIVER_HIGH, (u32)((DMA_BASE + AVAIL_OFF) >> 32));
     mmio_w32(d, MMIO_QUEUE_DEVICE_LOW, (u32)(DMA_BASE + USED_OFF));
-    mmio_w32(d, MMIO_QUEUE_DEVICE_HIGH, 0);
+    mmio_w32(d, MMIO_QUEUE_DEVICE_HIGH, (u32)((DMA_BASE + USED_OFF) >> 32));
     mmio_w32(d, MMIO_QUEUE_READY, 1);
     mmio_w32(d, MMIO_STATUS, ST_ACKNOWLEDGE | ST_DRIVER | ST_FEATURES_OK | ST_DRIVER_OK);
     if (mmio_r32(d, MMIO_STATUS) & (ST_NEEDS_RESET | ST_FAILED)) return "device_failed";

@@ -24,6 +24,14 @@ export function probePath(): string {
   return built(PROBE_ELF_RELATIVE);
 }
 
+/** The probe's virtio drivers as a host library (guest/src/hosted.c), for tests without KVM. */
+export const PROBE_HOSTED_SO_RELATIVE = 'guest/build/probe-hosted.so';
+
+/** Absolute path of guest/build/probe-hosted.so; throws if not built. */
+export function probeHostedPath(): string {
+  return built(PROBE_HOSTED_SO_RELATIVE);
+}
+
 /** Absolute path of guest/build/probe-linux64-shim.elf (test only); throws if not built. */
 export function probeShimPath(): string {
   return built(PROBE_SHIM_ELF_RELATIVE);

@@ -1,0 +1,49 @@
+/* hosted.c — the probe's virtio drivers (virtio.c, rng.c, nsm.c) and report lines (lib.c) built as
+ * a host shared library (make -C guest hosted; -DPROBE_HOSTED), so that the very driver code the
+ * guest runs can drive the VMM's own virtio-mmio transport and cards on a machine without KVM:
+ * register accesses go to the host's callbacks, the DMA areas lie in host memory that the cards
+ * map too (a memfd), and report lines collect in a buffer instead of the UART.
+ * src/probe/hosted.test.ts loads it through src/sys/probe-hosted.ts. */
+#include "virtio.h"
+
+#define API __attribute__((visibility("default")))
+
+u64 hosted_dma_base;
+static u32 (*read_hook)(u64 addr);
+static void (*write_hook)(u64 addr, u32 value);
+static char out[1 << 17];
+static usize out_len;
+
+u32 hosted_mmio_r32(u64 addr) { return read_hook(addr); }
+void hosted_mmio_w32(u64 addr, u32 v) { write_hook(addr, v); }
+void hosted_putc(char c) { if (out_len + 1 < sizeof(out)) out[out_len++] = c; }
+
+/*
+ * Runs one probe test ("blk-verify", "blk-ro", "blk-bench", "rng", "nsm") with `cmdline` as its
+ * command line (virtio_mmio.device= entries included) and one RAM range [dma_base, dma_base +
+ * dma_size) holding every DMA area. Returns the test's status (0 ok); the report is hosted_output().
+ */
+API int hosted_run(const char *test, const char *cmdline, u64 dma_base, u64 dma_size,
+                   u32 (*mmio_read)(u64), void (*mmio_write)(u64, u32)) {
+    static struct boot_facts f;
+    memset(&f, 0, sizeof(f));
+    hosted_dma_base = dma_base;
+    read_hook = mmio_read;
+    write_hook = mmio_write;
+    out_len = 0;
+    f.cmdline = cmdline;
+    f.cmdline_len = strnlen_(cmdline, 4096);
+    f.mem_count = 1;
+    f.mem[0].addr = dma_base;
+    f.mem[0].size = dma_size;
+    f.mem[0].type = 1;           /* E820_TYPE_RAM */
+    usize n = strnlen_(test, 64);
+    if (str_eq_n(test, n, "blk-verify")) return test_blk_verify(&f);
+    if (str_eq_n(test, n, "blk-ro")) return test_blk_ro(&f);
+    if (str_eq_n(test, n, "blk-bench")) return test_blk_bench(&f);
+    if (str_eq_n(test, n, "rng")) return test_rng(&f);
+    if (str_eq_n(test, n, "nsm")) return test_nsm(&f);
+    return -1;
+}
+
+API const char *hosted_output(void) { out[out_len] = 0; return out; }

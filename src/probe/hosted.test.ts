@@ -1,0 +1,169 @@
+// The probe's own virtio drivers (guest/src/virtio.c, rng.c, nsm.c — the C code the guest runs)
+// against Typervisor's own virtio-mmio transport and cards, on a host without KVM: the drivers are
+// built as a host library (guest/src/hosted.c) and run on this thread; their register accesses go
+// to the transport (the vCPU thread's job in a VM), their DMA areas lie in a memfd that each card
+// maps itself (guest RAM in a VM), and a QueueNotify write signals the card's eventfd. What KVM
+// adds — trapping the accesses, ioeventfd, irqfd — is not here; everything between driver and
+// card is.
+import { test, type TestContext } from "node:test";
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import * as sys from "../sys/index.js";
+import { loadHostedProbe, type HostedProbe } from "../sys/probe-hosted.js";
+import { createTransportState, createVirtioMmioDevice, SharedPcrBank, startCard, type CardHandle, type CardOptions } from "../cards/index.js";
+import { chipInit } from "../security/chip.js";
+import { measureBoot, toHex, extendValue } from "../security/pcr.js";
+import { verifyAttestation } from "../security/attestation.js";
+import { parseProbeLines, findLine, type ProbeLine } from "./report.js";
+import { probeHostedPath } from "./path.js";
+import { createRequire } from "node:module";
+
+const cose = createRequire(import.meta.url)("cose-js") as {
+  sign: { verifySync(msg: Buffer, verifier: { key: { x: Buffer; y: Buffer } }, opts: { defaultType: number }): Buffer; Sign1Tag: number };
+};
+
+const MiB = 1 << 20;
+const DMA_BYTES = 8 * MiB; // virtio.c 4 MiB, rng.c +4 MiB (1 MiB), nsm.c +5 MiB (64 KiB)
+const MMIO_BASE = 0xd0000000;
+const SLOT = 0x1000;
+
+type Device = { kind: "blk"; config: Extract<CardOptions, { kind: "blk" }>["config"] } | { kind: "rng" } | { kind: "nsm"; config: Extract<CardOptions, { kind: "nsm" }>["config"] };
+
+let probe: HostedProbe;
+test.before(() => {
+  probe = loadHostedProbe(probeHostedPath());
+});
+
+/** Cards for `devices` in slots at MMIO_BASE + i * 4 KiB over one memfd of DMA memory; runs `testName`. */
+async function runHosted(t: TestContext, testName: string, devices: Device[], options = ""): Promise<{ status: number; lines: ProbeLine[]; cards: CardHandle[] }> {
+  const memfd = sys.memfdCreate("hosted-probe", sys.MFD_CLOEXEC);
+  sys.ftruncate(memfd, DMA_BYTES);
+  const addr = sys.mmap(DMA_BYTES, sys.PROT_READ | sys.PROT_WRITE, sys.MAP_SHARED, memfd, 0);
+  // "Guest-physical" = this thread's address of the memory: the drivers use their pointers as DMA
+  // addresses, and each card maps the memfd itself and places it at this same address.
+  const gpa = Number(addr);
+  const slots: Array<{ base: number; dev: ReturnType<typeof createVirtioMmioDevice>; notifyFd: number; irqFd: number }> = [];
+  const cards: CardHandle[] = [];
+  t.after(async () => {
+    for (const c of cards) await c.stop();
+    for (const s of slots) {
+      sys.close(s.notifyFd);
+      sys.close(s.irqFd);
+    }
+    sys.munmap(addr, DMA_BYTES);
+    sys.close(memfd);
+  });
+  for (const [i, d] of devices.entries()) {
+    const transportState = createTransportState();
+    const notifyFd = sys.eventfd(0, sys.EFD_CLOEXEC);
+    const irqFd = sys.eventfd(0, sys.EFD_CLOEXEC | sys.EFD_NONBLOCK);
+    slots.push({ base: MMIO_BASE + i * SLOT, dev: createVirtioMmioDevice(transportState, notifyFd), notifyFd, irqFd });
+    cards.push(await startCard({ ...d, memfd, regions: [{ gpa, size: DMA_BYTES, fdOffset: 0 }], transportState, notifyFd, irqFd, name: `${d.kind}${i}` } as CardOptions));
+  }
+  const slotOf = (a: number) => {
+    const s = slots[Math.floor((a - MMIO_BASE) / SLOT)];
+    if (s === undefined) throw new Error(`register access at 0x${a.toString(16)} outside every slot`);
+    return { s, off: a - s.base };
+  };
+  const cmdline = [...slots.map((s, i) => `virtio_mmio.device=4K@0x${s.base.toString(16)}:${5 + i}`), options].join(" ").trim();
+  const word = new Uint8Array(4);
+  const view = new DataView(word.buffer);
+  const r = probe.run(
+    testName,
+    cmdline,
+    addr,
+    DMA_BYTES,
+    (a) => {
+      const { s, off } = slotOf(a);
+      s.dev.read(off, word);
+      return view.getUint32(0, true);
+    },
+    (a, v) => {
+      const { s, off } = slotOf(a);
+      view.setUint32(0, v, true);
+      s.dev.write(off, word);
+    },
+  );
+  return { status: r.status, lines: parseProbeLines(r.output), cards };
+}
+
+function image(t: TestContext, bytes: number, fill = 0): string {
+  const dir = mkdtempSync(join(tmpdir(), "typervisor-hosted-"));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const p = join(dir, "disk.img");
+  writeFileSync(p, Buffer.alloc(bytes, fill));
+  return p;
+}
+
+/** virtio.c pattern(): (byte offset × 0x9E3779B97F4A7C15) XOR seed, one little-endian u64 per 8 bytes. */
+function patternAt(off: number, seed: bigint): bigint {
+  return BigInt.asUintN(64, (BigInt(off) * 0x9e3779b97f4a7c15n) ^ seed);
+}
+
+test("blk-verify: the probe's virtio-blk driver writes, flushes and reads back through our transport and card; the host finds its pattern in the image", { timeout: 60_000 }, async (t) => {
+  const img = image(t, 2 * MiB);
+  const r = await runHosted(t, "blk-verify", [{ kind: "blk", config: { path: img, id: "hosted-disk" } }], "probe.blk.seed=0x1234");
+  const line = findLine(r.lines, "blk-verify");
+  assert.equal(r.status, 0, JSON.stringify(r.lines));
+  assert.equal(line?.fields["ok"], "1");
+  assert.equal(line?.fields["mismatch"], "0");
+  assert.equal(line?.fields["oob_status"], "1", "a read past the end is IOERR");
+  assert.equal(Buffer.from(line!.fields["id_hex"]!, "hex").toString(), "hosted-disk", "GET_ID");
+  const bytes = readFileSync(img);
+  for (let off = 0; off < bytes.length; off += 8) {
+    if (bytes.readBigUInt64LE(off) !== patternAt(off, 0x1234n)) assert.fail(`image byte ${off} is not the probe's pattern`);
+  }
+  const m = r.cards[0]!.metrics();
+  assert.ok(m.requests >= 2 * 32 + 1, `card requests ${m.requests}`);
+  assert.ok(m.kicks > 0);
+});
+
+test("blk-ro: on a read-only drive the probe's write is refused (IOERR) and the image is unchanged", { timeout: 60_000 }, async (t) => {
+  const img = image(t, 64 * 1024, 0x77);
+  const before = createHash("sha256").update(readFileSync(img)).digest("hex");
+  const r = await runHosted(t, "blk-ro", [{ kind: "blk", config: { path: img, readOnly: true } }]);
+  const line = findLine(r.lines, "blk-ro");
+  assert.equal(r.status, 0, JSON.stringify(r.lines));
+  assert.equal(line?.fields["write_status"], "1");
+  assert.equal(line?.fields["unchanged"], "1");
+  assert.equal(createHash("sha256").update(readFileSync(img)).digest("hex"), before);
+});
+
+test("rng: the probe's virtio-rng driver gets the bytes it asked for from our card, spread over every value", { timeout: 60_000 }, async (t) => {
+  const r = await runHosted(t, "rng", [{ kind: "rng" }], "probe.rng.bytes=65536");
+  const line = findLine(r.lines, "rng");
+  assert.equal(r.status, 0, JSON.stringify(r.lines));
+  assert.equal(line?.fields["bytes"], "65536");
+  assert.equal(r.cards[0]!.metrics().bytes, 65536);
+});
+
+test("nsm: the probe's NSM driver extends PCR16 and gets an attestation document that verifies against the chip root, with its nonce and user data", { timeout: 60_000 }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "typervisor-hosted-chip-"));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const { chip } = chipInit(join(dir, "chip"));
+  const pcrs = SharedPcrBank.from(measureBoot({ kernel: Buffer.from("hosted kernel"), cmdline: "probe.run=nsm", vmId: "vm-hosted" }));
+  const nonce = "00112233445566778899aabbccddeeff";
+  const userData = "75736572"; // "user"
+  const r = await runHosted(t, "nsm", [{ kind: "nsm", config: { signer: { chipDir: join(dir, "chip") }, moduleId: "i-hosted-probe", pcrs } }], `probe.nsm.nonce=${nonce} probe.nsm.user_data=${userData}`);
+  const line = findLine(r.lines, "nsm");
+  assert.equal(r.status, 0, JSON.stringify(r.lines));
+  assert.equal(Buffer.from(line!.fields["module_id_hex"]!, "hex").toString(), "i-hosted-probe");
+  // PCR16 as the guest saw it after ExtendPCR("probe-nsm"), and as the host's bank holds it.
+  const want = toHex(extendValue(new Uint8Array(48), new TextEncoder().encode("probe-nsm")));
+  assert.equal(line?.fields["pcr_hex"], want);
+  assert.equal(toHex(pcrs.get(16)), want);
+  const doc = new Uint8Array(Buffer.from(line!.fields["attestation_hex"]!, "hex"));
+  const v = verifyAttestation(doc, { root: chip.root.der, nonce: new Uint8Array(Buffer.from(nonce, "hex")), expectedPcrs: new Map([[0, toHex(pcrs.get(0))]]) });
+  assert.ok(v.ok, v.ok ? "" : `${v.check}: ${v.message}`);
+  if (v.ok) {
+    assert.equal(v.document.module_id, "i-hosted-probe");
+    assert.equal(Buffer.from(v.document.user_data!).toString("hex"), userData);
+  }
+  // And an independent COSE implementation (cose-js) checks the ES384 signature with the chip's leaf key.
+  const jwk = chip.leaf.publicKey.export({ format: "jwk" });
+  const key = { x: Buffer.from(jwk.x!, "base64url"), y: Buffer.from(jwk.y!, "base64url") };
+  assert.ok(cose.sign.verifySync(Buffer.from(doc), { key }, { defaultType: cose.sign.Sign1Tag }).length > 0);
+});
