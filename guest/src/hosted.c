@@ -19,7 +19,7 @@ void hosted_mmio_w32(u64 addr, u32 v) { write_hook(addr, v); }
 void hosted_putc(char c) { if (out_len + 1 < sizeof(out)) out[out_len++] = c; }
 
 /*
- * Runs one probe test ("blk-verify", "blk-ro", "blk-bench", "rng", "nsm") with `cmdline` as its
+ * Runs one probe test ("blk-verify", "blk-ro", "blk-bench", "blk-durable", "blk-hostile", "rng", "nsm") with `cmdline` as its
  * command line (virtio_mmio.device= entries included) and one RAM range [dma_base, dma_base +
  * dma_size) holding every DMA area. Returns the test's status (0 ok); the report is hosted_output().
  */
@@ -41,6 +41,8 @@ API int hosted_run(const char *test, const char *cmdline, u64 dma_base, u64 dma_
     if (str_eq_n(test, n, "blk-verify")) return test_blk_verify(&f);
     if (str_eq_n(test, n, "blk-ro")) return test_blk_ro(&f);
     if (str_eq_n(test, n, "blk-bench")) return test_blk_bench(&f);
+    if (str_eq_n(test, n, "blk-durable")) return test_blk_durable(&f);
+    if (str_eq_n(test, n, "blk-hostile")) return test_blk_hostile(&f);
     if (str_eq_n(test, n, "rng")) return test_rng(&f);
     if (str_eq_n(test, n, "nsm")) return test_nsm(&f);
     return -1;

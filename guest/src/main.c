@@ -86,6 +86,8 @@ static int run_test(const char *name, usize len, const struct options *o) {
     if (str_eq_n(name, len, "blk-verify")) return test_blk_verify(&facts);
     if (str_eq_n(name, len, "blk-ro")) return test_blk_ro(&facts);
     if (str_eq_n(name, len, "blk-bench")) return test_blk_bench(&facts);
+    if (str_eq_n(name, len, "blk-durable")) return test_blk_durable(&facts);
+    if (str_eq_n(name, len, "blk-hostile")) return test_blk_hostile(&facts);
     if (str_eq_n(name, len, "rng")) return test_rng(&facts);
     if (str_eq_n(name, len, "nsm")) return test_nsm(&facts);
     if (str_eq_n(name, len, "ata-verify")) return test_ata_verify(&facts);

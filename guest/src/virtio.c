@@ -74,11 +74,13 @@
 #define BIG_OFF    0x100000       /* 2 MiB for large transfers */
 #define BIG_SIZE   0x200000
 #define ID_OFF     0x3000
+#define AREA2_OFF  0x300000       /* blk-hostile's second device: its own rings, headers and buffer */
 
 struct blk_hdr { u32 type; u32 reserved; u64 sector; };
 
 struct blk {
     struct virtio_dev *dev;
+    u64 area;              /* offset of this device's rings and request headers in the DMA range */
     u32 qsize;
     u64 capacity;          /* sectors */
     u64 negotiated;
@@ -218,10 +220,11 @@ static void report_error(const char *test, const char *why) {
     line_begin(test); kv_str("error", why); kv_flag("ok=0"); line_end();
 }
 
-/* Brings device `d` up with one queue; returns an error word or NULL. */
-static const char *blk_init(struct blk *b, struct virtio_dev *d) {
+/* Brings device `d` up with one queue, its rings at DMA offset `area`; returns an error word or NULL. */
+static const char *blk_init(struct blk *b, struct virtio_dev *d, u64 area) {
     memset(b, 0, sizeof(*b));
     b->dev = d;
+    b->area = area;
     if (d->version != 2) return "legacy_version";   /* §4.2.4: we drive modern devices only */
     if (d->device_id != DEVICE_ID_BLOCK) return "not_blk";
     mmio_w32(d, MMIO_STATUS, 0);
@@ -255,18 +258,19 @@ static const char *blk_init(struct blk *b, struct virtio_dev *d) {
     if (mmio_r32(d, MMIO_QUEUE_READY)) return "queue_busy";
     b->qsize = QSIZE;
     while (b->qsize > max) b->qsize >>= 1;
-    memset(dma(0), 0, HDR_OFF);
-    b->desc = (volatile struct vdesc *)dma(DESC_OFF);
-    b->avail = (volatile u16 *)dma(AVAIL_OFF);
-    b->used16 = (volatile u16 *)dma(USED_OFF);
-    b->used32 = (volatile u32 *)dma(USED_OFF + 4);
+    memset(dma(area), 0, HDR_OFF);
+    b->desc = (volatile struct vdesc *)dma(area + DESC_OFF);
+    b->avail = (volatile u16 *)dma(area + AVAIL_OFF);
+    b->used16 = (volatile u16 *)dma(area + USED_OFF);
+    b->used32 = (volatile u32 *)dma(area + USED_OFF + 4);
     mmio_w32(d, MMIO_QUEUE_NUM, b->qsize);
-    mmio_w32(d, MMIO_QUEUE_DESC_LOW, (u32)(DMA_BASE + DESC_OFF));
-    mmio_w32(d, MMIO_QUEUE_DESC_HIGH, (u32)((DMA_BASE + DESC_OFF) >> 32));
-    mmio_w32(d, MMIO_QUEUE_DRIVER_LOW, (u32)(DMA_BASE + AVAIL_OFF));
-    mmio_w32(d, MMIO_QUEUE_DRIVER_HIGH, (u32)((DMA_BASE + AVAIL_OFF) >> 32));
-    mmio_w32(d, MMIO_QUEUE_DEVICE_LOW, (u32)(DMA_BASE + USED_OFF));
-    mmio_w32(d, MMIO_QUEUE_DEVICE_HIGH, (u32)((DMA_BASE + USED_OFF) >> 32));
+    u64 ring = DMA_BASE + area;
+    mmio_w32(d, MMIO_QUEUE_DESC_LOW, (u32)(ring + DESC_OFF));
+    mmio_w32(d, MMIO_QUEUE_DESC_HIGH, (u32)((ring + DESC_OFF) >> 32));
+    mmio_w32(d, MMIO_QUEUE_DRIVER_LOW, (u32)(ring + AVAIL_OFF));
+    mmio_w32(d, MMIO_QUEUE_DRIVER_HIGH, (u32)((ring + AVAIL_OFF) >> 32));
+    mmio_w32(d, MMIO_QUEUE_DEVICE_LOW, (u32)(ring + USED_OFF));
+    mmio_w32(d, MMIO_QUEUE_DEVICE_HIGH, (u32)((ring + USED_OFF) >> 32));
     mmio_w32(d, MMIO_QUEUE_READY, 1);
     mmio_w32(d, MMIO_STATUS, ST_ACKNOWLEDGE | ST_DRIVER | ST_FEATURES_OK | ST_DRIVER_OK);
     if (mmio_r32(d, MMIO_STATUS) & (ST_NEEDS_RESET | ST_FAILED)) return "device_failed";
@@ -276,16 +280,16 @@ static const char *blk_init(struct blk *b, struct virtio_dev *d) {
 static void blk_shutdown(struct blk *b) { mmio_w32(b->dev, MMIO_STATUS, 0); }
 
 /* ---- requests ------------------------------------------------------------ */
-static volatile struct blk_hdr *slot_hdr(u32 slot) { return (volatile struct blk_hdr *)dma(HDR_OFF + slot * SLOT_STRIDE); }
-static volatile u8 *slot_status(u32 slot) { return dma(HDR_OFF + slot * SLOT_STRIDE + 16); }
+static volatile struct blk_hdr *slot_hdr(const struct blk *b, u32 slot) { return (volatile struct blk_hdr *)dma(b->area + HDR_OFF + slot * SLOT_STRIDE); }
+static volatile u8 *slot_status(const struct blk *b, u32 slot) { return dma(b->area + HDR_OFF + slot * SLOT_STRIDE + 16); }
 
 static u32 alloc_desc(struct blk *b) { u32 i = b->next_desc; b->next_desc = (b->next_desc + 1) % b->qsize; return i; }
 
 /* Queues one request (not yet notified): header, data split in seg_bytes pieces, status. */
 static void blk_queue(struct blk *b, u32 slot, u32 type, u64 sector, u64 buf, u32 len) {
-    volatile struct blk_hdr *h = slot_hdr(slot);
+    volatile struct blk_hdr *h = slot_hdr(b, slot);
     h->type = type; h->reserved = 0; h->sector = sector;
-    *slot_status(slot) = BLK_STATUS_NONE;
+    *slot_status(b, slot) = BLK_STATUS_NONE;
     u32 head = alloc_desc(b), cur = head;
     b->desc[cur].addr = (u64)(usize)h; b->desc[cur].len = 16; b->desc[cur].flags = DESC_F_NEXT;
     u16 dflags = (type == BLK_T_IN || type == BLK_T_GET_ID) ? DESC_F_WRITE : 0;
@@ -299,7 +303,7 @@ static void blk_queue(struct blk *b, u32 slot, u32 type, u64 sector, u64 buf, u3
     }
     u32 st = alloc_desc(b);
     b->desc[cur].next = (u16)st;
-    b->desc[st].addr = (u64)(usize)slot_status(slot); b->desc[st].len = 1; b->desc[st].flags = DESC_F_WRITE;
+    b->desc[st].addr = (u64)(usize)slot_status(b, slot); b->desc[st].len = 1; b->desc[st].flags = DESC_F_WRITE;
     b->avail[2 + (b->avail_idx % b->qsize)] = (u16)head;
     barrier();                                  /* ring entry before idx (§2.7.13) */
     b->avail_idx++;
@@ -332,7 +336,7 @@ static u32 blk_do(struct blk *b, u32 type, u64 sector, u64 buf, u32 len) {
     blk_queue(b, 0, type, sector, buf, len);
     blk_kick(b);
     if (!blk_wait(b, 1)) return 0x100;
-    return *slot_status(0);
+    return *slot_status(b, 0);
 }
 
 static u64 pattern(u64 byte_off, u64 seed) { return (byte_off * 0x9E3779B97F4A7C15ULL) ^ seed; }
@@ -350,7 +354,7 @@ static struct blk *blk_open(const struct boot_facts *f, const char *test, int wa
     if (!dma_is_ram(f)) { report_error(test, "dma_not_ram"); return 0; }
     int i = pick_blk(want_ro);
     if (i < 0) { report_error(test, want_ro ? "no_ro_blk" : "no_rw_blk"); return 0; }
-    const char *err = blk_init(&blk_state, &devs[i]);
+    const char *err = blk_init(&blk_state, &devs[i], 0);
     if (err) { report_error(test, err); return 0; }
     return &blk_state;
 }
@@ -441,6 +445,153 @@ int test_blk_ro(const struct boot_facts *f) {
     return !ok;
 }
 
+/* ---- blk-durable: write a pattern and flush, report, then (hold=1) wait to be killed ---------- */
+int test_blk_durable(const struct boot_facts *f) {
+    u64 bytes, seed, hold;
+    if (!opt_u64(f, "probe.blk.bytes", 1 << 20, &bytes) || !opt_u64(f, "probe.blk.seed", 0x5eed, &seed) ||
+        !opt_u64(f, "probe.blk.durable.hold", 0, &hold)) return 1;
+    struct blk *b = blk_open(f, "blk-durable", 0);
+    if (!b) return 1;
+    u64 disk = b->capacity * SECTOR;
+    if (bytes == 0 || bytes > disk) bytes = disk;
+    bytes &= ~(u64)(SECTOR - 1);
+    u64 bad_status = 0, writes = 0;
+    u64 *buf = (u64 *)dma(BIG_OFF);
+    for (u64 off = 0; off < bytes; off += VERIFY_CHUNK) {
+        u32 n = (u32)(bytes - off < VERIFY_CHUNK ? bytes - off : VERIFY_CHUNK);
+        for (u32 i = 0; i < n / 8; i++) buf[i] = pattern(off + 8ULL * i, seed);
+        if (blk_do(b, BLK_T_OUT, off / SECTOR, (u64)(usize)buf, n) != BLK_S_OK) bad_status++;
+        writes++;
+    }
+    u32 flush = blk_do(b, BLK_T_FLUSH, 0, 0, 0);
+    int ok = bad_status == 0 && flush == BLK_S_OK;
+    /* Reported once the FLUSH completed: from here on the host may kill the VMM (the durability test). */
+    line_begin("blk-durable");
+    kv_hex("dev", b->dev->base);
+    kv_dec("bytes", bytes);
+    kv_hex("seed", seed);
+    kv_dec("writes", writes);
+    kv_dec("bad_status", bad_status);
+    kv_dec("flush_status", flush);
+    kv_dec("ok", (u64)ok);
+    line_end();
+#ifndef PROBE_HOSTED
+    if (hold && ok) for (;;) sys_park();   /* the VMM stays up until the host kills it */
+#endif
+    blk_shutdown(b);
+    return !ok;
+}
+
+/* ---- blk-hostile: bad descriptors of each kind (virtio 1.2 §2.7) on one device; each is answered or
+ * the device asks for a reset (DEVICE_NEEDS_RESET), never a hang; a second, well-formed device keeps
+ * working after every case, and the first works again once reset. ------------------------------ */
+enum hostile_case { H_OOB_ADDR, H_HUGE_LEN, H_ZERO_LEN, H_LOOP, H_NEXT_OOB, H_WO_HEADER, H_RO_STATUS, H_BAD_HEAD, H_AVAIL_JUMP, H_COUNT };
+static const char *const HOSTILE_NAMES[H_COUNT] = {
+    "oob_addr", "huge_len", "zero_len", "loop", "next_oob", "wo_header", "ro_status", "bad_head", "avail_jump",
+};
+#define HOSTILE_WAIT_TSC 6000000000ULL          /* ~2 s at 3 GHz */
+static struct blk good_state;
+
+/* Queues one IN request of 512 bytes at sector 0 with one defect, kicks, and waits for a used entry
+ * ("answered"), DEVICE_NEEDS_RESET ("reset") or nothing ("timeout"). */
+static const char *hostile_run(struct blk *b, enum hostile_case c, u32 *used_len, u32 *status) {
+    volatile struct blk_hdr *h = slot_hdr(b, 0);
+    h->type = BLK_T_IN; h->reserved = 0; h->sector = 0;
+    *slot_status(b, 0) = BLK_STATUS_NONE;
+    volatile struct vdesc *d = b->desc;
+    d[0].addr = (u64)(usize)h;                   d[0].len = 16;  d[0].flags = DESC_F_NEXT;                d[0].next = 1;
+    d[1].addr = DMA_BASE + BIG_OFF;              d[1].len = 512; d[1].flags = DESC_F_WRITE | DESC_F_NEXT; d[1].next = 2;
+    d[2].addr = (u64)(usize)slot_status(b, 0);   d[2].len = 1;   d[2].flags = DESC_F_WRITE;               d[2].next = 0;
+    u16 head = 0, step = 1;
+    switch (c) {
+    case H_OOB_ADDR:   d[1].addr = 0xfffffffff000ULL; break;          /* not guest RAM */
+    case H_HUGE_LEN:   d[1].len = 0xffffffffu; break;                 /* runs far past RAM */
+    case H_ZERO_LEN:   d[1].len = 0; break;                           /* an empty data buffer */
+    case H_LOOP:       d[2].flags |= DESC_F_NEXT; d[2].next = 0; break; /* 0 -> 1 -> 2 -> 0 ... */
+    case H_NEXT_OOB:   d[1].next = 0xffff; break;                     /* next past the table */
+    case H_WO_HEADER:  d[0].flags |= DESC_F_WRITE; break;             /* the header must be device-readable */
+    case H_RO_STATUS:  d[2].flags = 0; break;                         /* the status byte must be device-writable */
+    case H_BAD_HEAD:   head = (u16)(b->qsize + 5); break;             /* avail names a descriptor past the table */
+    case H_AVAIL_JUMP: step = (u16)(b->qsize + 1); break;             /* avail.idx runs more than a queue ahead */
+    default: break;
+    }
+    b->avail[2 + (b->avail_idx % b->qsize)] = head;
+    barrier();
+    b->avail_idx = (u16)(b->avail_idx + step);
+    b->avail[1] = b->avail_idx;
+    blk_kick(b);
+    *used_len = 0;
+    u64 t0 = rdtsc();
+    for (;;) {
+        if (b->used16[1] != b->used_seen) {
+            barrier();
+            *used_len = b->used32[2 * (b->used_seen % b->qsize) + 1];
+            b->used_seen++;
+            *status = *slot_status(b, 0);
+            return "answered";
+        }
+        if (mmio_r32(b->dev, MMIO_STATUS) & ST_NEEDS_RESET) return "reset";
+        if (rdtsc() - t0 > HOSTILE_WAIT_TSC) return "timeout";
+        cpu_relax();
+    }
+}
+
+/* One well-formed write and read-back of sector `sector` on `b`; 1 when the data came back. */
+static int blk_roundtrip(struct blk *b, u64 sector, u64 seed) {
+    u64 *buf = (u64 *)dma(b->area + SMALL_OFF);
+    for (u32 i = 0; i < SECTOR / 8; i++) buf[i] = pattern(8ULL * i, seed);
+    if (blk_do(b, BLK_T_OUT, sector, (u64)(usize)buf, SECTOR) != BLK_S_OK) return 0;
+    memset(buf, 0, SECTOR);
+    if (blk_do(b, BLK_T_IN, sector, (u64)(usize)buf, SECTOR) != BLK_S_OK) return 0;
+    for (u32 i = 0; i < SECTOR / 8; i++) if (buf[i] != pattern(8ULL * i, seed)) return 0;
+    return 1;
+}
+
+int test_blk_hostile(const struct boot_facts *f) {
+    find_devices(f);
+    if (!dma_is_ram(f)) { report_error("blk-hostile", "dma_not_ram"); return 1; }
+    int first = -1, second = -1;
+    for (u32 i = 0; i < ndevs; i++) {
+        if (devs[i].device_id != DEVICE_ID_BLOCK || (devs[i].features & (1ULL << BLK_F_RO))) continue;
+        if (first < 0) first = (int)i; else if (second < 0) second = (int)i;
+    }
+    if (second < 0) { report_error("blk-hostile", "needs_two_rw_blk"); return 1; }
+    const char *err = blk_init(&good_state, &devs[second], AREA2_OFF);
+    if (err) { report_error("blk-hostile", err); return 1; }
+    u64 timeouts = 0, good_ok = 0;
+    for (u32 c = 0; c < H_COUNT; c++) {
+        err = blk_init(&blk_state, &devs[first], 0);    /* a fresh device for each case (reset first) */
+        if (err) { report_error("blk-hostile", err); return 1; }
+        u32 used_len = 0, status = BLK_STATUS_NONE;
+        const char *outcome = hostile_run(&blk_state, (enum hostile_case)c, &used_len, &status);
+        if (outcome[0] == 't') timeouts++;
+        int good = blk_roundtrip(&good_state, 8 + c, 0x600d + c);
+        good_ok += (u64)good;
+        line_begin("blk-hostile-case");
+        kv_str("case", HOSTILE_NAMES[c]);
+        kv_str("outcome", outcome);
+        kv_dec("used_len", used_len);
+        kv_hex("status", status);
+        kv_dec("good_device_ok", (u64)good);
+        line_end();
+    }
+    err = blk_init(&blk_state, &devs[first], 0);
+    int recovered = !err && blk_roundtrip(&blk_state, 1, 0xfeed);
+    blk_shutdown(&blk_state);
+    blk_shutdown(&good_state);
+    int ok = timeouts == 0 && good_ok == H_COUNT && recovered;
+    line_begin("blk-hostile");
+    kv_hex("dev", devs[first].base);
+    kv_hex("good_dev", devs[second].base);
+    kv_dec("cases", H_COUNT);
+    kv_dec("timeouts", timeouts);
+    kv_dec("good_ok", good_ok);
+    kv_dec("recovered", (u64)recovered);
+    kv_dec("ok", (u64)ok);
+    line_end();
+    return !ok;
+}
+
 /* ---- blk-bench: 4 KiB random at QD1 and QD32, 1 MiB sequential ------------- */
 static u64 rng_state;
 static u64 xorshift(void) { u64 x = rng_state; x ^= x << 13; x ^= x >> 7; x ^= x << 17; return rng_state = x; }
@@ -481,7 +632,7 @@ static u64 bench_run(struct blk *b, u32 type, u32 qd, u64 ops, u32 len, u64 span
         if (isr) mmio_w32(b->dev, MMIO_INTERRUPT_ACK, isr);
     }
     u64 t1 = rdtsc();
-    for (u32 s = 0; s < qd; s++) if (*slot_status(s) != BLK_S_OK) (*errors)++;
+    for (u32 s = 0; s < qd; s++) if (*slot_status(b, s) != BLK_S_OK) (*errors)++;
     return t1 - t0;
 }
 

@@ -60,5 +60,7 @@ int test_nsm(const struct boot_facts *f);
 int test_blk_verify(const struct boot_facts *f);
 int test_blk_ro(const struct boot_facts *f);
 int test_blk_bench(const struct boot_facts *f);
+int test_blk_durable(const struct boot_facts *f);
+int test_blk_hostile(const struct boot_facts *f);
 
 #endif

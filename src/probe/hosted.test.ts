@@ -121,6 +121,36 @@ test("blk-verify: the probe's virtio-blk driver writes, flushes and reads back t
   assert.ok(m.kicks > 0);
 });
 
+test("blk-hostile: bad descriptors of each kind are answered (given back unread) or make the device ask for a reset — never a hang — and a second drive keeps working", { timeout: 90_000 }, async (t) => {
+  const r = await runHosted(t, "blk-hostile", [
+    { kind: "blk", config: { path: image(t, 64 * 1024), id: "hostile" } },
+    { kind: "blk", config: { path: image(t, 64 * 1024), id: "good" } },
+  ]);
+  const cases = Object.fromEntries(r.lines.filter((l) => l.name === "blk-hostile-case").map((l) => [l.fields["case"], l.fields]));
+  const summary = findLine(r.lines, "blk-hostile");
+  for (const l of r.lines) t.diagnostic(`${l.name} ${Object.entries(l.fields).map(([k, v]) => `${k}=${v}`).join(" ")}`);
+  assert.equal(r.status, 0, JSON.stringify(r.lines));
+  assert.equal(summary?.fields["ok"], "1");
+  assert.equal(summary?.fields["recovered"], "1");
+  // What our device does with each (virtio 1.2 §2.7): a chain it cannot use is given back with used
+  // length 0 and nothing written; a ring it cannot trust any more is DEVICE_NEEDS_RESET.
+  const want: Record<string, string> = {
+    oob_addr: "answered", huge_len: "answered", zero_len: "answered", loop: "answered", next_oob: "answered",
+    wo_header: "answered", ro_status: "answered", bad_head: "reset", avail_jump: "reset",
+  };
+  for (const [name, outcome] of Object.entries(want)) {
+    assert.equal(cases[name]?.["outcome"], outcome, `${name}: ${JSON.stringify(cases[name])}`);
+    assert.equal(cases[name]?.["good_device_ok"], "1", name);
+  }
+  for (const name of ["oob_addr", "huge_len", "loop", "next_oob", "ro_status"]) {
+    assert.equal(cases[name]?.["used_len"], "0", `${name} is given back unread`);
+    assert.equal(cases[name]?.["status"], "0xff", `${name}: no status byte written`);
+  }
+  assert.equal(cases["wo_header"]?.["status"], "0x1", "a header the device cannot read is answered IOERR");
+  assert.ok(r.cards[0]!.metrics().needsReset >= 2, "the fatal cases were counted");
+  assert.equal(r.cards[1]!.metrics().needsReset, 0);
+});
+
 test("blk-ro: on a read-only drive the probe's write is refused (IOERR) and the image is unchanged", { timeout: 60_000 }, async (t) => {
   const img = image(t, 64 * 1024, 0x77);
   const before = createHash("sha256").update(readFileSync(img)).digest("hex");
