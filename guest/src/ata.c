@@ -33,8 +33,6 @@
 #define ATA_DEFAULT_BASE 0x1f0   /* PC/AT primary channel */
 #define ATA_DEFAULT_CTL  0x3f6
 
-static inline void outw(u16 port, u16 v) { __asm__ volatile("outw %0, %1" : : "a"(v), "Nd"(port) : "memory"); }
-static inline u16 inw(u16 port) { u16 v; __asm__ volatile("inw %1, %0" : "=a"(v) : "Nd"(port) : "memory"); return v; }
 
 /* ---- shared helpers ------------------------------------------------------ */
 u64 bench_pattern(u64 byte_off, u64 seed) { return (byte_off * 0x9E3779B97F4A7C15ULL) ^ seed; }
@@ -103,7 +101,7 @@ static u32 ata_flush(void) {
     return (st & (0xff00 | ST_ERR)) ? (0x100 | inb(cmd_base + ATA_ERROR)) : 0;
 }
 
-static u16 *ident = (u16 *)BENCH_BASE;            /* 512 bytes */
+#define ident ((u16 *)(usize)BENCH_BASE)               /* 512 bytes of IDENTIFY data */
 #define ATA_BUF (BENCH_BASE + 0x10000)            /* 128 KiB transfer buffer */
 
 /* Finds the drive: typervisor_ata=<port>[:<irq>] or 0x1f0; IDENTIFY; returns capacity or 0 with *why. */

@@ -8,9 +8,9 @@
 #include "virtio.h"
 
 /* Guest-physical scratch for these drivers: 20 MiB .. 32 MiB, above virtio.c's 16-20 MiB. */
-#define BENCH_BASE        0x1400000ULL
+#define BENCH_BASE        (PROBE_DMA_BASE + 0x400000ULL)
 #define BENCH_SIZE        0x0c00000ULL
-#define LAT_SAMPLES_ADDR  0x1f00000ULL   /* u64 x LAT_MAX, last MiB of the scratch */
+#define LAT_SAMPLES_ADDR  (PROBE_DMA_BASE + 0xf00000ULL)   /* u64 x LAT_MAX, last MiB of the scratch */
 #define LAT_MAX           4096
 
 /* Sorts n samples in place and prints lat_p50, lat_p99, lat_max (TSC cycles). */

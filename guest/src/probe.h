@@ -28,8 +28,24 @@ extern u64 hosted_dma_base;
 #define PROBE_REPORT_VERSION 1
 
 /* ---- port I/O and CPU helpers (ring 3; ports granted by the TSS bitmap) -- */
+#ifdef PROBE_HOSTED
+/* The hosted build's port accesses go to the host's callbacks (hosted.c). */
+u32 hosted_pio_in(u16 port, u32 size);
+void hosted_pio_out(u16 port, u32 size, u32 v);
+static inline void outb(u16 port, u8 v) { hosted_pio_out(port, 1, v); }
+static inline u8 inb(u16 port) { return (u8)hosted_pio_in(port, 1); }
+static inline void outw(u16 port, u16 v) { hosted_pio_out(port, 2, v); }
+static inline u16 inw(u16 port) { return (u16)hosted_pio_in(port, 2); }
+static inline void outl(u16 port, u32 v) { hosted_pio_out(port, 4, v); }
+static inline u32 inl(u16 port) { return hosted_pio_in(port, 4); }
+#else
 static inline void outb(u16 port, u8 v) { __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port) : "memory"); }
 static inline u8 inb(u16 port) { u8 v; __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port) : "memory"); return v; }
+static inline void outw(u16 port, u16 v) { __asm__ volatile("outw %0, %1" : : "a"(v), "Nd"(port) : "memory"); }
+static inline u16 inw(u16 port) { u16 v; __asm__ volatile("inw %1, %0" : "=a"(v) : "Nd"(port) : "memory"); return v; }
+static inline void outl(u16 port, u32 v) { __asm__ volatile("outl %0, %1" : : "a"(v), "Nd"(port) : "memory"); }
+static inline u32 inl(u16 port) { u32 v; __asm__ volatile("inl %1, %0" : "=a"(v) : "Nd"(port) : "memory"); return v; }
+#endif
 static inline u64 rdtsc(void) { u32 lo, hi; __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi)); return ((u64)hi << 32) | lo; }
 static inline void cpu_relax(void) { __asm__ volatile("pause" ::: "memory"); }
 static inline void cpuid(u32 leaf, u32 sub, u32 *a, u32 *b, u32 *c, u32 *d) {

@@ -43,8 +43,6 @@ _Static_assert(sizeof(struct sring) == HDR, "ring.h header");
 _Static_assert(sizeof(struct req) == ENTRY, "blkif_request");
 _Static_assert(sizeof(struct rsp) == 16, "blkif_response");
 
-static inline void outl(u16 port, u32 v) { __asm__ volatile("outl %0, %1" : : "a"(v), "Nd"(port) : "memory"); }
-static inline u32 inl(u16 port) { u32 v; __asm__ volatile("inl %1, %0" : "=a"(v) : "Nd"(port) : "memory"); return v; }
 static inline void mb(void) { __asm__ volatile("mfence" ::: "memory"); }
 static inline void wmb(void) { __asm__ volatile("" ::: "memory"); }   /* x86 TSO: stores stay ordered */
 

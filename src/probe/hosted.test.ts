@@ -19,6 +19,13 @@ import { measureBoot, toHex, extendValue } from "../security/pcr.js";
 import { verifyAttestation } from "../security/attestation.js";
 import { parseProbeLines, findLine, type ProbeLine } from "./report.js";
 import { probeHostedPath } from "./path.js";
+import { Bus } from "../devices/bus.js";
+import { openImage } from "../cards/blk-file.js";
+import { createAtaBusDevices, createAtaState, FileAtaBackend, ATA_COMMAND_BLOCK_LEN, ATA_CONTROL_BLOCK_LEN, ATA_PRIMARY_CONTROL_BASE } from "../devices/ata/index.js";
+import { spawnDom0, type Dom0Handle } from "../dom0/spawn.js";
+import { mapControl } from "../dom0/control.js";
+import { createXenblkDoorbell } from "../dom0/doorbell.js";
+import { XENBLK_DOORBELL_LEN, xenblkCmdline } from "../dom0/blkif.js";
 import { createRequire } from "node:module";
 
 const cose = createRequire(import.meta.url)("cose-js") as {
@@ -26,54 +33,113 @@ const cose = createRequire(import.meta.url)("cose-js") as {
 };
 
 const MiB = 1 << 20;
-const DMA_BYTES = 8 * MiB; // virtio.c 4 MiB, rng.c +4 MiB (1 MiB), nsm.c +5 MiB (64 KiB)
+const DMA_BYTES = 16 * MiB; // virtio.c 4 MiB, rng.c +4 MiB, nsm.c +5 MiB; ata.c/xenblk.c scratch +4..16 MiB
 const MMIO_BASE = 0xd0000000;
 const SLOT = 0x1000;
+const ATA_PORT = 0x1f0;
+const XENBLK_PORT = 0x610;
+/** The xenblk ring and grant pages: the last two pages of virtio.c's 4 MiB (unused by the xenblk tests). */
+const XENBLK_RING_OFF = 0x3fe000;
 
 type Device = { kind: "blk"; config: Extract<CardOptions, { kind: "blk" }>["config"] } | { kind: "rng" } | { kind: "nsm"; config: Extract<CardOptions, { kind: "nsm" }>["config"] };
+interface Rig {
+  /** virtio devices, one card each, in slots at MMIO_BASE + i * 4 KiB. */
+  devices?: Device[];
+  /** An emulated ATA disk on this image (the port I/O of the probe's ata.c goes to our AtaDevice). */
+  ata?: string;
+  /** A Dom0-served xenblk drive on this image (a real Dom0 process; the doorbell on the port bus). */
+  dom0?: string;
+}
 
 let probe: HostedProbe;
 test.before(() => {
   probe = loadHostedProbe(probeHostedPath());
 });
 
-/** Cards for `devices` in slots at MMIO_BASE + i * 4 KiB over one memfd of DMA memory; runs `testName`. */
-async function runHosted(t: TestContext, testName: string, devices: Device[], options = ""): Promise<{ status: number; lines: ProbeLine[]; cards: CardHandle[] }> {
+/**
+ * Maps the DMA memory where a Xen grant frame number (32 bits of page number) can name it, below
+ * 2^44: the front end grants frames of its own addresses, as a guest grants guest-physical ones.
+ */
+function mapLow(memfd: number): bigint {
+  for (let at = 0x2_0000_0000n; at < 0x800_0000_0000n; at += 0x1_0000_0000n) {
+    try {
+      return sys.mmap(DMA_BYTES, sys.PROT_READ | sys.PROT_WRITE, sys.MAP_SHARED | sys.MAP_FIXED_NOREPLACE, memfd, 0, at);
+    } catch (e) {
+      if (!(e instanceof sys.SysError && e.code === "EEXIST")) throw e;
+    }
+  }
+  throw new Error("no free 16 MiB below 2^43 for the hosted probe's DMA memory");
+}
+
+/** Builds the devices of `rig` over one memfd of DMA memory and runs the probe test `testName` hosted. */
+async function runHosted(t: TestContext, testName: string, rig: Rig, options = ""): Promise<{ status: number; lines: ProbeLine[]; cards: CardHandle[]; dom0?: Dom0Handle }> {
   const memfd = sys.memfdCreate("hosted-probe", sys.MFD_CLOEXEC);
   sys.ftruncate(memfd, DMA_BYTES);
-  const addr = sys.mmap(DMA_BYTES, sys.PROT_READ | sys.PROT_WRITE, sys.MAP_SHARED, memfd, 0);
+  const addr = mapLow(memfd);
   // "Guest-physical" = this thread's address of the memory: the drivers use their pointers as DMA
-  // addresses, and each card maps the memfd itself and places it at this same address.
+  // addresses, and each card (and Dom0) maps the memfd itself and places it at this same address.
   const gpa = Number(addr);
-  const slots: Array<{ base: number; dev: ReturnType<typeof createVirtioMmioDevice>; notifyFd: number; irqFd: number }> = [];
+  const regions = [{ gpa, size: DMA_BYTES, fdOffset: 0 }];
+  const slots: Array<{ base: number; dev: ReturnType<typeof createVirtioMmioDevice> }> = [];
   const cards: CardHandle[] = [];
+  const fds: number[] = [];
+  const cleanups: Array<() => void | Promise<void>> = [];
   t.after(async () => {
     for (const c of cards) await c.stop();
-    for (const s of slots) {
-      sys.close(s.notifyFd);
-      sys.close(s.irqFd);
-    }
+    for (const f of cleanups.reverse()) await f();
+    for (const fd of fds) sys.close(fd);
     sys.munmap(addr, DMA_BYTES);
     sys.close(memfd);
   });
-  for (const [i, d] of devices.entries()) {
+  const eventfd = (flags = 0): number => {
+    const fd = sys.eventfd(0, sys.EFD_CLOEXEC | flags);
+    fds.push(fd);
+    return fd;
+  };
+  const cmdline: string[] = [];
+  for (const [i, d] of (rig.devices ?? []).entries()) {
     const transportState = createTransportState();
-    const notifyFd = sys.eventfd(0, sys.EFD_CLOEXEC);
-    const irqFd = sys.eventfd(0, sys.EFD_CLOEXEC | sys.EFD_NONBLOCK);
-    slots.push({ base: MMIO_BASE + i * SLOT, dev: createVirtioMmioDevice(transportState, notifyFd), notifyFd, irqFd });
-    cards.push(await startCard({ ...d, memfd, regions: [{ gpa, size: DMA_BYTES, fdOffset: 0 }], transportState, notifyFd, irqFd, name: `${d.kind}${i}` } as CardOptions));
+    const notifyFd = eventfd();
+    const irqFd = eventfd(sys.EFD_NONBLOCK);
+    const base = MMIO_BASE + i * SLOT;
+    slots.push({ base, dev: createVirtioMmioDevice(transportState, notifyFd) });
+    cards.push(await startCard({ ...d, memfd, regions, transportState, notifyFd, irqFd, name: `${d.kind}${i}` } as CardOptions));
+    cmdline.push(`virtio_mmio.device=4K@0x${base.toString(16)}:${5 + i}`);
+  }
+  const pio = new Bus("pio");
+  if (rig.ata !== undefined) {
+    const img = openImage(rig.ata, false);
+    cleanups.push(() => img.close());
+    const ata = createAtaBusDevices(createAtaState(), new FileAtaBackend(img.fd, img.sizeBytes), { trigger: () => {} });
+    pio.insert(ATA_PORT, ATA_COMMAND_BLOCK_LEN, "ata0", ata.commandBlock);
+    pio.insert(ATA_PRIMARY_CONTROL_BASE, ATA_CONTROL_BLOCK_LEN, "ata0-ctl", ata.controlBlock);
+    cmdline.push(`typervisor_ata=0x${ATA_PORT.toString(16)}:14`);
+  }
+  let dom0: Dom0Handle | undefined;
+  if (rig.dom0 !== undefined) {
+    const notifyFd = eventfd();
+    const irqFd = eventfd(sys.EFD_NONBLOCK);
+    const ringGpa = gpa + XENBLK_RING_OFF;
+    const handle = await spawnDom0({ memfd, regions, ringGpa, imagePath: rig.dom0, notifyFd, irqFd });
+    dom0 = handle;
+    const control = mapControl(handle.controlFd);
+    cleanups.push(async () => {
+      await handle.stop();
+      control.unmap();
+    });
+    pio.insert(XENBLK_PORT, XENBLK_DOORBELL_LEN, "xenblk", createXenblkDoorbell(control.page, notifyFd));
+    cmdline.push(xenblkCmdline(ringGpa, XENBLK_PORT, 15, handle.sectors));
   }
   const slotOf = (a: number) => {
     const s = slots[Math.floor((a - MMIO_BASE) / SLOT)];
     if (s === undefined) throw new Error(`register access at 0x${a.toString(16)} outside every slot`);
     return { s, off: a - s.base };
   };
-  const cmdline = [...slots.map((s, i) => `virtio_mmio.device=4K@0x${s.base.toString(16)}:${5 + i}`), options].join(" ").trim();
   const word = new Uint8Array(4);
   const view = new DataView(word.buffer);
   const r = probe.run(
     testName,
-    cmdline,
+    [...cmdline, options].join(" ").trim(),
     addr,
     DMA_BYTES,
     (a) => {
@@ -86,8 +152,18 @@ async function runHosted(t: TestContext, testName: string, devices: Device[], op
       view.setUint32(0, v, true);
       s.dev.write(off, word);
     },
+    // Port I/O as the vCPU thread's PIO bus takes it (little-endian, 1, 2 or 4 bytes).
+    (port, size) => {
+      const d = word.subarray(0, size);
+      pio.read(port, d);
+      return size === 1 ? d[0]! : size === 2 ? view.getUint16(0, true) : view.getUint32(0, true);
+    },
+    (port, size, v) => {
+      view.setUint32(0, v, true);
+      pio.write(port, word.subarray(0, size));
+    },
   );
-  return { status: r.status, lines: parseProbeLines(r.output), cards };
+  return { status: r.status, lines: parseProbeLines(r.output), cards, ...(dom0 !== undefined ? { dom0 } : {}) };
 }
 
 function image(t: TestContext, bytes: number, fill = 0): string {
@@ -105,7 +181,7 @@ function patternAt(off: number, seed: bigint): bigint {
 
 test("blk-verify: the probe's virtio-blk driver writes, flushes and reads back through our transport and card; the host finds its pattern in the image", { timeout: 60_000 }, async (t) => {
   const img = image(t, 2 * MiB);
-  const r = await runHosted(t, "blk-verify", [{ kind: "blk", config: { path: img, id: "hosted-disk" } }], "probe.blk.seed=0x1234");
+  const r = await runHosted(t, "blk-verify", { devices: [{ kind: "blk", config: { path: img, id: "hosted-disk" } }] }, "probe.blk.seed=0x1234");
   const line = findLine(r.lines, "blk-verify");
   assert.equal(r.status, 0, JSON.stringify(r.lines));
   assert.equal(line?.fields["ok"], "1");
@@ -122,10 +198,12 @@ test("blk-verify: the probe's virtio-blk driver writes, flushes and reads back t
 });
 
 test("blk-hostile: bad descriptors of each kind are answered (given back unread) or make the device ask for a reset — never a hang — and a second drive keeps working", { timeout: 90_000 }, async (t) => {
-  const r = await runHosted(t, "blk-hostile", [
-    { kind: "blk", config: { path: image(t, 64 * 1024), id: "hostile" } },
-    { kind: "blk", config: { path: image(t, 64 * 1024), id: "good" } },
-  ]);
+  const r = await runHosted(t, "blk-hostile", {
+    devices: [
+      { kind: "blk", config: { path: image(t, 64 * 1024), id: "hostile" } },
+      { kind: "blk", config: { path: image(t, 64 * 1024), id: "good" } },
+    ],
+  });
   const cases = Object.fromEntries(r.lines.filter((l) => l.name === "blk-hostile-case").map((l) => [l.fields["case"], l.fields]));
   const summary = findLine(r.lines, "blk-hostile");
   for (const l of r.lines) t.diagnostic(`${l.name} ${Object.entries(l.fields).map(([k, v]) => `${k}=${v}`).join(" ")}`);
@@ -151,10 +229,30 @@ test("blk-hostile: bad descriptors of each kind are answered (given back unread)
   assert.equal(r.cards[1]!.metrics().needsReset, 0);
 });
 
+for (const path of ["ata", "dom0"] as const) {
+  const testName = path === "ata" ? "ata-verify" : "xenblk-verify";
+  test(`${testName}: the probe's ${path === "ata" ? "ATA PIO driver against our emulated disk" : "Xen blkfront against our Dom0 back-end process"} writes, flushes and reads back; the host finds its pattern in the image`, { timeout: 90_000 }, async (t) => {
+    const img = image(t, 1 * MiB);
+    const r = await runHosted(t, testName, { [path]: img }, "probe.blk.seed=0xabc");
+    const line = findLine(r.lines, testName);
+    assert.equal(r.status, 0, JSON.stringify(r.lines));
+    assert.equal(line?.fields["ok"], "1");
+    assert.equal(line?.fields["mismatch"], "0");
+    const bytes = readFileSync(img);
+    for (let off = 0; off < bytes.length; off += 8) {
+      if (bytes.readBigUInt64LE(off) !== patternAt(off, 0xabcn)) assert.fail(`image byte ${off} is not the probe's pattern`);
+    }
+    if (path === "dom0") {
+      const m = r.dom0!.metrics();
+      assert.ok(m.requests > 0 && m.copiedBytes >= 2 * MiB, `Dom0 answered ${m.requests} requests, copied ${m.copiedBytes} bytes`);
+    }
+  });
+}
+
 test("blk-ro: on a read-only drive the probe's write is refused (IOERR) and the image is unchanged", { timeout: 60_000 }, async (t) => {
   const img = image(t, 64 * 1024, 0x77);
   const before = createHash("sha256").update(readFileSync(img)).digest("hex");
-  const r = await runHosted(t, "blk-ro", [{ kind: "blk", config: { path: img, readOnly: true } }]);
+  const r = await runHosted(t, "blk-ro", { devices: [{ kind: "blk", config: { path: img, readOnly: true } }] });
   const line = findLine(r.lines, "blk-ro");
   assert.equal(r.status, 0, JSON.stringify(r.lines));
   assert.equal(line?.fields["write_status"], "1");
@@ -163,7 +261,7 @@ test("blk-ro: on a read-only drive the probe's write is refused (IOERR) and the 
 });
 
 test("rng: the probe's virtio-rng driver gets the bytes it asked for from our card, spread over every value", { timeout: 60_000 }, async (t) => {
-  const r = await runHosted(t, "rng", [{ kind: "rng" }], "probe.rng.bytes=65536");
+  const r = await runHosted(t, "rng", { devices: [{ kind: "rng" }] }, "probe.rng.bytes=65536");
   const line = findLine(r.lines, "rng");
   assert.equal(r.status, 0, JSON.stringify(r.lines));
   assert.equal(line?.fields["bytes"], "65536");
@@ -177,7 +275,7 @@ test("nsm: the probe's NSM driver extends PCR16 and gets an attestation document
   const pcrs = SharedPcrBank.from(measureBoot({ kernel: Buffer.from("hosted kernel"), cmdline: "probe.run=nsm", vmId: "vm-hosted" }));
   const nonce = "00112233445566778899aabbccddeeff";
   const userData = "75736572"; // "user"
-  const r = await runHosted(t, "nsm", [{ kind: "nsm", config: { signer: { chipDir: join(dir, "chip") }, moduleId: "i-hosted-probe", pcrs } }], `probe.nsm.nonce=${nonce} probe.nsm.user_data=${userData}`);
+  const r = await runHosted(t, "nsm", { devices: [{ kind: "nsm", config: { signer: { chipDir: join(dir, "chip") }, moduleId: "i-hosted-probe", pcrs } }] }, `probe.nsm.nonce=${nonce} probe.nsm.user_data=${userData}`);
   const line = findLine(r.lines, "nsm");
   assert.equal(r.status, 0, JSON.stringify(r.lines));
   assert.equal(Buffer.from(line!.fields["module_id_hex"]!, "hex").toString(), "i-hosted-probe");

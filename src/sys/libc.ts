@@ -48,6 +48,8 @@ export const MAP_FIXED = 0x10;
 export const MAP_ANONYMOUS = 0x20;
 /** sys/mman.h: MAP_NORESERVE */
 export const MAP_NORESERVE = 0x4000;
+/** sys/mman.h (linux/mman.h): MAP_FIXED_NOREPLACE — at exactly the address given, or EEXIST (Linux 4.17) */
+export const MAP_FIXED_NOREPLACE = 0x100000;
 /** sys/mman.h: MAP_FAILED ((void *) -1), as the BigInt koffi returns */
 export const MAP_FAILED = 0xffffffffffffffffn;
 
@@ -95,7 +97,7 @@ export const SYS_gettid = 186;
 /** Every constant above, by header name (MAP_FAILED excluded: it is a pointer), for the ABI check. */
 export const LIBC_CONSTANTS: Readonly<Record<string, number>> = Object.freeze({
   O_RDONLY, O_WRONLY, O_RDWR, O_CREAT, O_TRUNC, O_NONBLOCK, O_CLOEXEC,
-  PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC, MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS, MAP_NORESERVE,
+  PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC, MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS, MAP_NORESERVE, MAP_FIXED_NOREPLACE,
   MFD_CLOEXEC, MFD_ALLOW_SEALING, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, POLLOUT, POLLFD_SIZE,
   POLLFD_EVENTS_OFFSET, POLLFD_REVENTS_OFFSET, CLOCK_THREAD_CPUTIME_ID, TIMESPEC_SIZE, EFD_SEMAPHORE, EFD_CLOEXEC, EFD_NONBLOCK, SIGUSR1, SIGUSR2, SYS_gettid,
 });
@@ -268,11 +270,14 @@ export function ioctlValue(fd: number, request: number, arg: number | bigint): n
 // Memory mappings.
 // ---------------------------------------------------------------------------------------------
 
-/** mmap(2) at an address of the kernel's choosing; returns the address. Throws on MAP_FAILED. */
-export function mmap(length: number, prot: number, flags: number, fd: number, offset: number | bigint): bigint {
+/**
+ * mmap(2); returns the address. At an address of the kernel's choosing unless `at` is given (then
+ * pass MAP_FIXED_NOREPLACE in `flags` to get exactly that address or EEXIST). Throws on MAP_FAILED.
+ */
+export function mmap(length: number, prot: number, flags: number, fd: number, offset: number | bigint, at: bigint = 0n): bigint {
   if (!Number.isSafeInteger(length) || length <= 0) throw new RangeError(`mmap: length ${length} is not a positive size`);
   const l = bind();
-  const addr = BigInt(l.mmap(0, length, prot, flags, fd, offset) as number | bigint);
+  const addr = BigInt(l.mmap(at, length, prot, flags, fd, offset) as number | bigint);
   if (addr === MAP_FAILED) throw new SysError("mmap", l.koffi.errno());
   return addr;
 }
