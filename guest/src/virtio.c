@@ -362,23 +362,36 @@ static struct blk *blk_open(const struct boot_facts *f, const char *test, int wa
 /* ---- blk-verify: write a pattern, flush, read it back ---------------------- */
 #define VERIFY_CHUNK 0x10000u
 
+/* `bytes` of the disk to use: all of it when 0 or more than it has, in whole sectors. */
+static u64 disk_span(const struct blk *b, u64 bytes) {
+    u64 disk = b->capacity * SECTOR;
+    if (bytes == 0 || bytes > disk) bytes = disk;
+    return bytes & ~(u64)(SECTOR - 1);
+}
+
+/* Writes pattern() over [0, bytes) in VERIFY_CHUNK requests; returns how many were not answered OK. */
+static u64 write_pattern(struct blk *b, u64 bytes, u64 seed, u64 *writes) {
+    u64 bad = 0;
+    u64 *buf = (u64 *)dma(BIG_OFF);
+    for (u64 off = 0; off < bytes; off += VERIFY_CHUNK) {
+        u32 n = (u32)(bytes - off < VERIFY_CHUNK ? bytes - off : VERIFY_CHUNK);
+        for (u32 i = 0; i < n / 8; i++) buf[i] = pattern(off + 8ULL * i, seed);
+        if (blk_do(b, BLK_T_OUT, off / SECTOR, (u64)(usize)buf, n) != BLK_S_OK) bad++;
+        (*writes)++;
+    }
+    return bad;
+}
+
 int test_blk_verify(const struct boot_facts *f) {
     u64 bytes, seed;
     if (!opt_u64(f, "probe.blk.bytes", 0, &bytes) || !opt_u64(f, "probe.blk.seed", 0x5eed, &seed)) return 1;
     struct blk *b = blk_open(f, "blk-verify", 0);
     if (!b) return 1;
-    u64 disk = b->capacity * SECTOR;
-    if (bytes == 0 || bytes > disk) bytes = disk;
-    bytes &= ~(u64)(SECTOR - 1);
-    u64 writes = 0, reads = 0, mismatch = 0, first_bad = 0, bad_status = 0;
+    bytes = disk_span(b, bytes);
+    u64 writes = 0, reads = 0, mismatch = 0, first_bad = 0;
     u64 t0 = rdtsc();
     u64 *buf = (u64 *)dma(BIG_OFF);
-    for (u64 off = 0; off < bytes; off += VERIFY_CHUNK) {
-        u32 n = (u32)(bytes - off < VERIFY_CHUNK ? bytes - off : VERIFY_CHUNK);
-        for (u32 i = 0; i < n / 8; i++) buf[i] = pattern(off + 8ULL * i, seed);
-        if (blk_do(b, BLK_T_OUT, off / SECTOR, (u64)(usize)buf, n) != BLK_S_OK) bad_status++;
-        writes++;
-    }
+    u64 bad_status = write_pattern(b, bytes, seed, &writes);
     u32 flush = blk_do(b, BLK_T_FLUSH, 0, 0, 0);
     for (u64 off = 0; off < bytes; off += VERIFY_CHUNK) {
         u32 n = (u32)(bytes - off < VERIFY_CHUNK ? bytes - off : VERIFY_CHUNK);
@@ -452,17 +465,9 @@ int test_blk_durable(const struct boot_facts *f) {
         !opt_u64(f, "probe.blk.durable.hold", 0, &hold)) return 1;
     struct blk *b = blk_open(f, "blk-durable", 0);
     if (!b) return 1;
-    u64 disk = b->capacity * SECTOR;
-    if (bytes == 0 || bytes > disk) bytes = disk;
-    bytes &= ~(u64)(SECTOR - 1);
-    u64 bad_status = 0, writes = 0;
-    u64 *buf = (u64 *)dma(BIG_OFF);
-    for (u64 off = 0; off < bytes; off += VERIFY_CHUNK) {
-        u32 n = (u32)(bytes - off < VERIFY_CHUNK ? bytes - off : VERIFY_CHUNK);
-        for (u32 i = 0; i < n / 8; i++) buf[i] = pattern(off + 8ULL * i, seed);
-        if (blk_do(b, BLK_T_OUT, off / SECTOR, (u64)(usize)buf, n) != BLK_S_OK) bad_status++;
-        writes++;
-    }
+    bytes = disk_span(b, bytes);
+    u64 writes = 0;
+    u64 bad_status = write_pattern(b, bytes, seed, &writes);
     u32 flush = blk_do(b, BLK_T_FLUSH, 0, 0, 0);
     int ok = bad_status == 0 && flush == BLK_S_OK;
     /* Reported once the FLUSH completed: from here on the host may kill the VMM (the durability test). */
@@ -642,9 +647,7 @@ int test_blk_bench(const struct boot_facts *f) {
         !opt_u64(f, "probe.blk.seq.n", 8, &seq_n)) return 1;
     struct blk *b = blk_open(f, "blk-bench", 0);
     if (!b) return 1;
-    u64 disk = b->capacity * SECTOR;
-    if (bytes == 0 || bytes > disk) bytes = disk;
-    u64 span = bytes / SECTOR;
+    u64 span = disk_span(b, bytes) / SECTOR;
     rng_state = 0x2545F4914F6CDD1DULL;
     static const struct { const char *mode; u32 type; u32 qd; u32 len; int seq; } runs[] = {
         { "randread", BLK_T_IN, 1, 4096, 0 },   { "randwrite", BLK_T_OUT, 1, 4096, 0 },
