@@ -3,9 +3,9 @@
 // another thread never sees a torn value.
 
 /**
- * cpuMicros: CPU time of the device's back end apart from the vCPU threads and the VMM's main
- * thread — a card's own worker thread (CLOCK_THREAD_CPUTIME_ID); for a drive on another I/O path,
- * the Dom0 process, or 0 for the emulated disk (whose work is on the vCPU thread).
+ * cpuMicros: CPU time of the device's back end since it was ready, apart from the vCPU threads and
+ * the VMM's main thread — a card's own worker thread (CLOCK_THREAD_CPUTIME_ID); for a drive on
+ * another I/O path, the Dom0 process, or 0 for the emulated disk (whose work is on the vCPU thread).
  */
 export const METRIC_NAMES = ["requests", "bytes", "errors", "throttled", "kicks", "interrupts", "needsReset", "cpuMicros"] as const;
 export type MetricName = (typeof METRIC_NAMES)[number];

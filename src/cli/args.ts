@@ -32,6 +32,8 @@ export interface CompareCliOptions {
   /** Where report.json and report.html go. */
   outDir: string;
   paths: Array<"emulated" | "dom0" | "card">;
+  /** Run the probe's drivers hosted against the back ends, without a VM (no KVM needed). */
+  hosted: boolean;
 }
 
 export interface RunOptions {
@@ -285,7 +287,7 @@ export function parseCommand(argv: string[], limits: { maxVcpus: number; minMem:
           args: rest,
           strict: true,
           allowPositionals: false,
-          options: { size: { type: "string" }, runs: { type: "string" }, out: { type: "string" }, paths: { type: "string" } },
+          options: { size: { type: "string" }, runs: { type: "string" }, out: { type: "string" }, paths: { type: "string" }, hosted: { type: "boolean" } },
         });
         const paths = (values.paths ?? "emulated,dom0,card").split(",");
         for (const p of paths) {
@@ -299,6 +301,7 @@ export function parseCommand(argv: string[], limits: { maxVcpus: number; minMem:
             runs: integer("runs", values.runs, DEFAULT_COMPARE_RUNS, 1, MAX_COMPARE_RUNS),
             outDir: values.out ?? DEFAULT_COMPARE_OUT,
             paths: paths as CompareCliOptions["paths"],
+            hosted: values.hosted === true,
           },
         };
       }
@@ -327,10 +330,11 @@ Usage:
                                 with --signature, InstanceStart boots only a boot source the signature covers
   typervisor --config-file F --no-api
                                 boot the VM a Firecracker config file describes, without an API
-  typervisor compare [--size 256M] [--runs N] [--out DIR] [--paths emulated,dom0,card]
+  typervisor compare [--size 256M] [--runs N] [--out DIR] [--paths emulated,dom0,card] [--hosted]
                                 the same block workload on the probe guest through the emulated ATA disk, a Dom0
                                 back end and a card; a table, then DIR/report.json and report.html
-                                (default DIR ${DEFAULT_COMPARE_OUT}; images on /dev/shm; needs /dev/kvm)
+                                (default DIR ${DEFAULT_COMPARE_OUT}; images on /dev/shm; needs /dev/kvm); --hosted: the
+                                probe's drivers run as a host library against the same back ends, no VM (no KVM)
   typervisor probe --path       print the absolute path of the built probe guest (ELF, Linux 64-bit and PVH entries)
   typervisor ps [--json]        list the running microVMs (those serving an API socket) with state, vCPUs, memory, uptime
   typervisor console ID         attach to a running VM's serial console (Ctrl-A x detaches)

@@ -14,6 +14,7 @@ import type { CounterName } from "../vmm/control.js";
 import { probePath } from "../probe/path.js";
 import { runCompare, type BootProbe, type BootResult, type CompareReport, type IoPath } from "../compare/run.js";
 import { terminalTable, writeReport } from "../compare/report.js";
+import { runHostedProbe } from "../probe/hosted.js";
 
 /** The id of the bench drive in every compare VM. */
 export const BENCH_DRIVE_ID = "bench";
@@ -115,10 +116,48 @@ function failUnlessFinished(exit: VmExit, timeoutMs: number): void {
   if (exit.kind === "stopped" && exit.by === "timeout") throw new Error(`the probe did not finish within ${timeoutMs / 1000} s`);
 }
 
+/**
+ * A BootProbe without a VM: the probe's drivers run hosted (src/probe/hosted.ts) against the same
+ * back end each path has in a VM — a card, the ATA model on this thread, a Dom0 process. Exits are
+ * the accesses that would trap in a VM; CPU time is this process's while the test ran (the drivers,
+ * the transport, the ATA model), less the card thread's, with Dom0's apart; start-up is in none.
+ */
+export function hostedBootProbe(): BootProbe {
+  return async (path: IoPath, cmdline: string, image: string): Promise<BootResult> => {
+    const run = /(?:^|\s)probe\.run=(\S+)/.exec(cmdline)?.[1];
+    // The hosted library has no boot test: the baseline of a hosted run is no access at all.
+    if (run === undefined || run === "boot") return { lines: "", hostCpuSeconds: { vmm: 0 }, exits: 0 };
+    const options = cmdline.replace(/(?:^|\s)probe\.run=\S+/, "").trim();
+    const rig = path === "card" ? { devices: [{ kind: "blk" as const, config: { path: image, id: BENCH_DRIVE_ID } }] } : path === "emulated" ? { ata: image } : { dom0: image };
+    const r = await runHostedProbe(run, rig, options);
+    try {
+      const card = r.cards[0]?.metrics();
+      const cardMicros = card?.cpuMicros ?? 0;
+      const d = r.dom0?.metrics();
+      const copied = r.ata?.copiedBytes ?? d?.copiedBytes;
+      const bytes = r.ata !== undefined ? (r.ata.sectorsRead + r.ata.sectorsWritten) * 512 : d?.bytes;
+      const result: BootResult = {
+        lines: r.lines,
+        hostCpuSeconds: {
+          vmm: (r.cpuMicros - cardMicros) / 1e6,
+          ...(card !== undefined ? { card: cardMicros / 1e6 } : {}),
+          ...(r.dom0 !== undefined ? { dom0: r.dom0.cpuSeconds() } : {}),
+        },
+        exits: r.exits,
+      };
+      if (copied !== undefined && bytes !== undefined && bytes > 0) result.copiesPerRequest = copied / bytes;
+      return result;
+    } finally {
+      await r.close();
+    }
+  };
+}
+
 /** `typervisor compare`: exit 0 when every path ran clean, 1 when some run failed (listed), 4 without KVM. */
 export async function compareCommand(opts: CompareCliOptions, io: CompareIo, deps: CompareDeps = {}): Promise<number> {
   const kvmPath = deps.kvmPath ?? "/dev/kvm";
-  if (!existsSync(kvmPath)) {
+  if (opts.hosted && deps.bootProbe === undefined) deps = { ...deps, bootProbe: hostedBootProbe() };
+  else if (!existsSync(kvmPath)) {
     io.stderr.write(`typervisor: compare needs ${kvmPath}, and this host has none: nothing was measured\n`);
     return EXIT_HOST;
   }
@@ -140,6 +179,7 @@ export async function compareCommand(opts: CompareCliOptions, io: CompareIo, dep
     runs: opts.runs,
     paths: opts.paths,
     ...(deps.imageDir !== undefined ? { imageDir: deps.imageDir } : {}),
+    ...(opts.hosted ? { hosted: true } : {}),
     log: (line) => io.stderr.write(`${line}\n`),
   });
   io.stdout.write(`${terminalTable(report)}\n`);
