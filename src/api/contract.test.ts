@@ -165,9 +165,10 @@ test("boot and after: actions, pause/resume, pre-boot-only refusals; answers mat
   const after = (r.body as { drives: Array<{ drive_id: string; rate_limiter?: unknown }> }).drives;
   assert.deepEqual(after[0]!.rate_limiter, { bandwidth: { size: 1 << 20, refill_time: 100 }, ops: { size: 10, refill_time: 1000 } });
   assert.equal(after[1]!.rate_limiter, undefined);
-  r = await call("PATCH", "/drives/{drive_id}", "/drives/rootfs", { drive_id: "rootfs", path_on_host: "/tmp/y" });
+  r = await call("PATCH", "/drives/{drive_id}", "/drives/rootfs", { drive_id: "rootfs", path_on_host: "/nonexistent/y.ext4" });
   assert.equal(r.status, 400);
-  assert.match(fault(r), /path_on_host: replacing the backing file of a running drive is not supported yet/);
+  assert.match(fault(r), /drive "rootfs": path_on_host: virtio-blk image \/nonexistent\/y\.ext4 does not exist/);
+  assert.equal((await call("PATCH", "/drives/{drive_id}", "/drives/rootfs", { drive_id: "rootfs", path_on_host: fakeImage(dir, "rootfs2.ext4") })).status, 204);
   r = await call("PATCH", "/drives/{drive_id}", "/drives/nope", { drive_id: "nope", rate_limiter: {} });
   assert.match(fault(r), /drive "nope" not found: its drives are "rootfs", "data"/);
   r = await call("PUT", "/drives/{drive_id}", "/drives/late", { drive_id: "late", path_on_host: "/tmp/x", is_root_device: false });

@@ -401,7 +401,7 @@ class ApiServer extends EventEmitter implements ApiServerHandle {
         checkBodyId(id, body);
         const patch = partialDrive(body, "drive");
         this.postBoot();
-        this.patchDrive(id, patch);
+        await this.patchDrive(id, patch);
         return noContent();
       }
       case "PUT /entropy": {
@@ -567,21 +567,30 @@ class ApiServer extends EventEmitter implements ApiServerHandle {
   }
 
   /**
-   * PATCH /drives: rate_limiter updates reach the drive's card at once (a bucket left out is kept,
-   * one with size or refill_time 0 is removed, as Firecracker); path_on_host cannot change yet.
+   * PATCH /drives: path_on_host puts another image under the running drive (the card switches
+   * between two requests and tells the guest the new capacity with a config change, as
+   * Firecracker's block device does); rate_limiter updates reach the drive's card at once (a bucket
+   * left out is kept, one with size or refill_time 0 is removed, as Firecracker). The path goes
+   * first: when it fails, nothing of the request is applied.
    */
-  private patchDrive(id: string, patch: PartialDrive): void {
+  private async patchDrive(id: string, patch: PartialDrive): Promise<void> {
     const list = this.resources.drives ?? [];
     const i = list.findIndex((d) => d.drive_id === id);
     if (i === -1) {
       const known = list.map((d) => `"${d.drive_id}"`).join(", ");
       throw new FaultError(`drive "${id}" not found: ${known === "" ? "this microVM has no drives" : `its drives are ${known}`}`);
     }
-    const current = list[i]!;
+    let current = list[i]!;
     if (patch.path_on_host !== undefined) {
-      throw new FaultError(
-        `drive "${id}": path_on_host: replacing the backing file of a running drive is not supported yet by this Typervisor build (the card keeps the image it opened at start); only rate_limiter can be updated`,
-      );
+      let size: number;
+      try {
+        ({ sizeBytes: size } = await this.vm!.updateDrivePath(id, patch.path_on_host));
+      } catch (e) {
+        throw new FaultError(`drive "${id}": path_on_host: ${(e as Error).message}`);
+      }
+      current = { ...current, path_on_host: patch.path_on_host };
+      list[i] = current;
+      this.log.info("vmm", "drive image replaced", { drive: id, path_on_host: patch.path_on_host, size_bytes: size });
     }
     if (patch.rate_limiter === undefined) return;
     const merged = mergeRateLimiter(current.rate_limiter, patch.rate_limiter);

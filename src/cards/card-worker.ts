@@ -20,7 +20,9 @@ import {
   bit,
 } from "../devices/virtio/spec.js";
 import { FileBackend } from "./blk-file.js";
-import { CTL_LIMITER_GEN, CTL_STOP, CTL_WORDS, readLimiterConfig, signalEventfd, type CardWorkerData } from "./card.js";
+import {
+  CTL_IMAGE_ACK, CTL_IMAGE_GEN, CTL_IMAGE_OFFSET, CTL_LIMITER_GEN, CTL_STOP, CTL_WORDS, readLimiterConfig, signalEventfd, type CardWorkerData,
+} from "./card.js";
 import { CardMetrics } from "./metrics.js";
 import { RateLimiter } from "./rate-limiter.js";
 import { SharedPcrBank } from "./shared-pcr-bank.js";
@@ -64,10 +66,14 @@ interface QueueDevice {
   process(q: SplitQueue): ProcessResult;
 }
 
+/** The blk device, for image replacement (PATCH /drives path_on_host). */
+let blk: BlkDevice | undefined;
+
 function createDevice(): QueueDevice {
   switch (d.kind) {
     case "blk":
-      return new BlkDevice(mem, new FileBackend(d.imageFd, d.sizeBytes), { readOnly: d.readOnly, id: d.id }, stats, limiter);
+      blk = new BlkDevice(mem, new FileBackend(d.imageFd, d.sizeBytes), { readOnly: d.readOnly, id: d.id }, stats, limiter);
+      return blk;
     case "rng":
       // The host CSPRNG (node:crypto randomFillSync: OpenSSL's DRBG seeded by the kernel).
       return new RngDevice(mem, { fill: (b) => void randomFillSync(b) }, { maxRequestBytes: d.maxRequestBytes }, stats, limiter);
@@ -171,6 +177,13 @@ for (;;) {
   if (gen !== limiterGen) {
     limiterGen = gen;
     limiter.update(readLimiterConfig(d.control));
+  }
+  // A new image (card.ts replaceImage): taken here, between two passes, so no request straddles it.
+  const imageGen = Atomics.load(ctl, CTL_IMAGE_GEN);
+  if (imageGen !== Atomics.load(ctl, CTL_IMAGE_ACK) && blk !== undefined) {
+    const f = new Float64Array(d.control, CTL_IMAGE_OFFSET, 2);
+    blk.replaceBackend(new FileBackend(f[0]!, f[1]!));
+    Atomics.store(ctl, CTL_IMAGE_ACK, imageGen);
   }
   waitMs = service();
   // The thread's CPU time is a system call: refreshed at most every CPU_SAMPLE_MS (and at exit),

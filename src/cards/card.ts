@@ -9,12 +9,12 @@ import { Worker } from "node:worker_threads";
 import { createPrivateKey, KeyObject } from "node:crypto";
 import * as sys from "../sys/index.js";
 import { TransportState, type VirtioDeviceInfo } from "../devices/virtio/mmio.js";
-import { INT_CONFIG_CHANGE } from "../devices/virtio/spec.js";
+import { BLK_CFG_CAPACITY, BLK_SECTOR_SIZE, INT_CONFIG_CHANGE } from "../devices/virtio/spec.js";
 import { blkDeviceInfo } from "../devices/virtio/blk/device.js";
 import { RNG_MAX_REQUEST_BYTES_DEFAULT, rngDeviceInfo } from "../devices/virtio/rng/device.js";
 import { nsmDeviceInfo } from "../devices/virtio/nsm/device.js";
 import { chipLoad } from "../security/chip.js";
-import { openImage } from "./blk-file.js";
+import { openImage, type OpenedImage } from "./blk-file.js";
 import { SharedPcrBank } from "./shared-pcr-bank.js";
 import { CardMetrics, type CardMetricsSnapshot } from "./metrics.js";
 import { validateBucket, type RateLimiterConfig, type TokenBucketConfig } from "./rate-limiter.js";
@@ -102,6 +102,14 @@ export interface CardHandle {
   metrics(): CardMetricsSnapshot;
   /** Replaces the card's rate limiter while it runs (null/absent bucket = unlimited; blk and rng). */
   updateRateLimiter(config: RateLimiterConfig): void;
+  /**
+   * blk: puts the image at `path` under the running drive (Firecracker's PATCH /drives
+   * path_on_host). Opened here with the drive's read-only setting (a missing or unusable file is a
+   * DriveConfigError and nothing changes); the worker switches between two requests; then the old
+   * image is closed, the capacity in config space updated and a config-change interrupt raised
+   * (virtio 1.2 §5.2.4, §4.2.2 ConfigGeneration). Resolves with the new size.
+   */
+  replaceImage(path: string): Promise<{ sizeBytes: number }>;
   /** Set when the worker died; the device was marked NEEDS_RESET. */
   readonly failure: Error | undefined;
   /** The kernel thread id of the card's worker (its CPU time is /proc/self/task/<tid>/stat). */
@@ -111,10 +119,18 @@ export interface CardHandle {
 // Control block words (Int32): what the VMM tells the worker.
 export const CTL_STOP = 0;
 export const CTL_LIMITER_GEN = 1;
+/** Bumped by the VMM when a new image descriptor waits at CTL_IMAGE_OFFSET (blk). */
+export const CTL_IMAGE_GEN = 2;
+/** The image generation the worker has switched to. */
+export const CTL_IMAGE_ACK = 3;
 export const CTL_WORDS = 4;
 // Limiter parameters (Float64 after the Int32 words): bw size, burst, refill; ops size, burst, refill. 0 size = none.
 export const CTL_LIMITER_OFFSET = CTL_WORDS * 4;
-export const CTL_BYTES = CTL_LIMITER_OFFSET + 6 * 8;
+// The replacement image (Float64): descriptor, size in bytes.
+export const CTL_IMAGE_OFFSET = CTL_LIMITER_OFFSET + 6 * 8;
+export const CTL_BYTES = CTL_IMAGE_OFFSET + 2 * 8;
+/** How long replaceImage waits for the worker to take the new image. */
+const IMAGE_SWAP_TIMEOUT_MS = 10_000;
 
 export function writeLimiterConfig(ctl: SharedArrayBuffer, config: RateLimiterConfig | undefined): void {
   const f = new Float64Array(ctl, CTL_LIMITER_OFFSET, 6);
@@ -167,6 +183,8 @@ interface Prepared {
   info: VirtioDeviceInfo;
   data: KindData;
   rateLimiter: RateLimiterConfig | undefined;
+  /** blk: the image now under the drive (replaceImage changes it) and how it is opened. */
+  image?: { current: OpenedImage; readOnly: boolean };
   /** Runs when the worker has exited (closes what the card opened). */
   release(): void;
   /** Runs once the worker has its copy of workerData (wipes key bytes). */
@@ -203,12 +221,14 @@ function prepare(opts: CardOptions): Prepared {
     case "blk": {
       const readOnly = opts.config.readOnly ?? false;
       const image = openImage(opts.config.path, readOnly);
+      const held = { current: image, readOnly };
       try {
         return {
           info: blkDeviceInfo(image.sizeBytes, { readOnly, queueSize: opts.config.queueSize }),
           data: { kind: "blk", imageFd: image.fd, sizeBytes: image.sizeBytes, readOnly, id: opts.config.id ?? opts.name ?? "blk" },
           rateLimiter: opts.config.rateLimiter,
-          release: () => image.close(),
+          image: held,
+          release: () => held.current.close(),
           handedOver: none,
         };
       } catch (e) {
@@ -321,9 +341,42 @@ export async function startCard(opts: CardOptions): Promise<CardHandle> {
   });
 
   const ctl = new Int32Array(control, 0, CTL_WORDS);
+  let swapping = false;
   return {
     name,
     tid,
+    async replaceImage(path: string) {
+      const held = prepared.image;
+      if (held === undefined) throw new CardConfigError(`card ${name}: only a blk card has an image to replace`);
+      if (exited) throw new CardConfigError(`card ${name} has stopped`);
+      if (swapping) throw new CardConfigError(`card ${name}: an image replacement is already under way`);
+      swapping = true;
+      try {
+        const next = openImage(path, held.readOnly); // DriveConfigError names the file; nothing changed
+        const f = new Float64Array(control, CTL_IMAGE_OFFSET, 2);
+        f[0] = next.fd;
+        f[1] = next.sizeBytes;
+        const gen = Atomics.add(ctl, CTL_IMAGE_GEN, 1) + 1;
+        signalEventfd(opts.notifyFd); // wake the worker to take it
+        const deadline = Date.now() + IMAGE_SWAP_TIMEOUT_MS;
+        while (Atomics.load(ctl, CTL_IMAGE_ACK) !== gen) {
+          if (exited || Date.now() > deadline) {
+            next.close();
+            throw new CardConfigError(`card ${name}: the worker did not take the new image ${path}${exited ? " (it stopped)" : " in time"}`);
+          }
+          await new Promise((r) => setTimeout(r, 1)); // the worker takes it at its next pass boundary
+        }
+        held.current.close();
+        held.current = next;
+        const capacity = new Uint8Array(8);
+        new DataView(capacity.buffer).setBigUint64(0, BigInt(Math.floor(next.sizeBytes / BLK_SECTOR_SIZE)), true);
+        transport.updateConfig(BLK_CFG_CAPACITY, capacity); // bumps ConfigGeneration, raises the config-change bit
+        signalEventfd(opts.irqFd);
+        return { sizeBytes: next.sizeBytes };
+      } finally {
+        swapping = false;
+      }
+    },
     get failure() {
       return failure;
     },

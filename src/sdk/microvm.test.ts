@@ -102,7 +102,12 @@ test("drives: the VM gets them in order with real cards; metrics() has one entry
   const m = vm.metrics();
   assert.deepEqual(Object.keys(m.drives), ["rootfs", "data"]);
   assert.equal(m.drives["rootfs"]!.requests, 0);
+  // While it runs: another image under a drive, new limits; a bad path or drive id is an error.
+  await vm.updateDrive("rootfs", { path: fakeImage(dir, "root2.img", 128 * 1024), rateLimiter: { ops: { size: 100, refillTime: 1000 } } });
+  await assert.rejects(vm.updateDrive("rootfs", { path: join(dir, "gone.img") }), /gone\.img does not exist/);
+  await assert.rejects(vm.updateDrive("nope", { rateLimiter: {} }), /no running drive "nope"/);
   await vm.stop("test");
+  await assert.rejects(vm.updateDrive("rootfs", { rateLimiter: {} }), /cannot update a drive of a microVM that is stopped/);
   assert.throws(
     () => MicroVM.create({ kernel: fakeKernel(dir), drives: [{ id: "gone", path: join(dir, "gone.img") }], vmFactory: fakeFactory() }),
     /drive gone: virtio-blk image .*gone\.img does not exist/,

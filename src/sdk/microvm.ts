@@ -10,7 +10,7 @@ import { PassThrough, type Readable } from "node:stream";
 import { Vm, type VmConfig, type VmExit } from "../vmm/vm.js";
 import type { KernelSource } from "../vmm/builder.js";
 import type { DriveConfig, EntropyConfig, NsmConfig } from "../vmm/drives.js";
-import type { CardMetricsSnapshot } from "../cards/index.js";
+import type { CardMetricsSnapshot, RateLimiterConfig } from "../cards/index.js";
 import { CHIP_FILES, ChipError, chipLoad, type Chip } from "../security/chip.js";
 import { createAttestationDocument, chipDocumentSource } from "../security/attestation.js";
 import { defaultChipDir } from "../security/cli.js";
@@ -328,6 +328,18 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
   stop(by = "sdk"): Promise<VmExit> {
     if (this.stateValue !== "stopped") this.vm.stop(by);
     return this.exited;
+  }
+
+  /**
+   * Changes a drive of the running VM (Firecracker's PATCH /drives): `path` puts another image under
+   * it — the guest is told the new capacity by a config change, and a missing or unusable file
+   * rejects with nothing changed; `rateLimiter` replaces its limits (a null bucket removes one).
+   * Card drives only (the emulated and dom0 paths have neither).
+   */
+  async updateDrive(driveId: string, update: { path?: string; rateLimiter?: RateLimiterConfig }): Promise<void> {
+    if (this.stateValue !== "running" && this.stateValue !== "paused") throw new Error(`cannot update a drive of a microVM that is ${this.stateValue}`);
+    if (update.path !== undefined) await this.vm.updateDrivePath(driveId, update.path);
+    if (update.rateLimiter !== undefined) this.vm.updateDriveRateLimiter(driveId, update.rateLimiter);
   }
 
   /** Counters: per-vCPU exits by reason, uptime, console bytes, per drive and per card. */

@@ -170,6 +170,7 @@ test("emulated drive: WRITE SECTORS from the vCPU thread's port I/O reaches the 
   assert.equal(d.ata!.dataAccesses, 256, "one exit per 16-bit word");
   assert.equal(vm.exitCounters()[0]!.UNHANDLED_IO, 0, "every port the driver touched was claimed");
   assert.throws(() => vm.updateDriveRateLimiter("ide", {}), /uses the emulated I\/O path: rate limiters are a card feature/);
+  await assert.rejects(vm.updateDrivePath("ide", path), /uses the emulated I\/O path: replacing its image while the VM runs is a card feature/);
 
   go(m.shared[0]!, 2);
   assert.deepEqual(await vm.wait(), { kind: "reset" });

@@ -398,17 +398,32 @@ export class Vm extends EventEmitter {
     return out;
   }
 
-  /** Replaces a drive's rate limiter while the VM runs (Firecracker's PATCH /drives semantics). */
-  updateDriveRateLimiter(driveId: string, config: RateLimiterConfig): void {
+  /** The running card of a virtio-blk drive, or an error naming why there is none. */
+  private driveCard(driveId: string, notOnOtherPaths: string): CardHandle {
     const slot = this.machine.virtio.find((v) => v.device.kind === "blk" && v.device.drive.id === driveId);
     const card = slot === undefined ? undefined : this.cards.get(slot.name);
     if (card === undefined) {
       const other = [this.machine.ata, this.machine.dom0].find((x) => x?.drive.id === driveId);
-      if (other !== undefined) throw new Error(`drive "${driveId}" uses the ${other.drive.ioPath} I/O path: rate limiters are a card feature`);
+      if (other !== undefined) throw new Error(`drive "${driveId}" uses the ${other.drive.ioPath} I/O path: ${notOnOtherPaths}`);
       throw new Error(`no running drive "${driveId}"`);
     }
-    card.updateRateLimiter(config);
+    return card;
   }
+
+  /** Replaces a drive's rate limiter while the VM runs (Firecracker's PATCH /drives semantics). */
+  updateDriveRateLimiter(driveId: string, config: RateLimiterConfig): void {
+    this.driveCard(driveId, "rate limiters are a card feature").updateRateLimiter(config);
+  }
+
+  /**
+   * Puts the image at `path` under a running virtio-blk drive (Firecracker's PATCH /drives
+   * path_on_host): the card switches between two requests and tells the guest the new capacity
+   * (config change). A missing or unusable file rejects with a DriveConfigError; nothing changes.
+   */
+  async updateDrivePath(driveId: string, path: string): Promise<{ sizeBytes: number }> {
+    return this.driveCard(driveId, "replacing its image while the VM runs is a card feature").replaceImage(path);
+  }
+
 
   private async startCards(): Promise<void> {
     const memfd = this.machine.guestMemfd;

@@ -235,18 +235,37 @@ export type ProcessResult =
   /** A request waits for the rate limiter: try again after `waitMs`. */
   | { kind: "throttled"; interrupt: boolean; waitMs: number };
 
+function capacityOf(b: BlockBackend): number {
+  return Math.floor(b.sizeBytes / BLK_SECTOR_SIZE) * BLK_SECTOR_SIZE;
+}
+
 /** The virtio-blk request machine for one drive. */
 export class BlkDevice {
-  readonly capacityBytes: number;
+  private capacity: number;
 
   constructor(
     private readonly mem: GuestMemory,
-    private readonly backend: BlockBackend,
+    private backend: BlockBackend,
     private readonly opts: BlkOptions,
     private readonly stats: BlkStats,
     private readonly throttle?: Throttle,
   ) {
-    this.capacityBytes = Math.floor(backend.sizeBytes / BLK_SECTOR_SIZE) * BLK_SECTOR_SIZE;
+    this.capacity = capacityOf(backend);
+  }
+
+  /** Bytes of the drive the guest may address: whole sectors of the backend. */
+  get capacityBytes(): number {
+    return this.capacity;
+  }
+
+  /**
+   * Puts another backing store under the drive (Firecracker's PATCH /drives path_on_host), between
+   * two requests: every later request uses it and its capacity. The caller tells the driver
+   * (config space capacity, config-change interrupt). virtio 1.2 §5.2.4
+   */
+  replaceBackend(backend: BlockBackend): void {
+    this.backend = backend;
+    this.capacity = capacityOf(backend);
   }
 
   /**
