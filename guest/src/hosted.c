@@ -1,8 +1,8 @@
-/* hosted.c — the probe's virtio drivers (virtio.c, rng.c, nsm.c) and report lines (lib.c) built as
- * a host shared library (make -C guest hosted; -DPROBE_HOSTED), so that the very driver code the
- * guest runs can drive the VMM's own virtio-mmio transport and cards on a machine without KVM:
- * register accesses go to the host's callbacks, the DMA areas lie in host memory that the cards
- * map too (a memfd), and report lines collect in a buffer instead of the UART.
+/* hosted.c — the probe's drivers (virtio.c, rng.c, nsm.c, ata.c, xenblk.c) and report lines (lib.c)
+ * built as a host shared library (build/probe-hosted.so, part of `make -C guest`; -DPROBE_HOSTED), so
+ * that the very driver code the guest runs can drive the VMM's own back ends on a machine without
+ * KVM: register and port accesses go to the host's callbacks, the DMA areas lie in host memory that
+ * the cards and Dom0 map too (a memfd), and report lines collect in a buffer instead of the UART.
  * src/probe/hosted.test.ts loads it through src/sys/probe-hosted.ts. */
 #include "virtio.h"
 #include "ata.h"

@@ -87,45 +87,55 @@ async function runOnce(host: Host, imageFd: number, expected: Uint32Array): Prom
     const ctl = new Int32Array(mem, 0, 2);
     const head = new DataView(mem, DATA_OFFSET, 8);
     const fds: BackendFds = { memfd, memBytes: MEM_BYTES, notifyFd, irqFd, imageFd };
+    const one = new Uint8Array(8);
+    one[0] = 1;
     const t0 = process.hrtime.bigint();
     const started = host === "worker" ? await startWorker(fds) : await startProcess(fds);
     const startMs = Number(process.hrtime.bigint() - t0) / 1e6;
-
-    const one = new Uint8Array(8);
-    one[0] = 1;
-    const counter = new Uint8Array(8);
-    const lat = new Float64Array(KICKS);
-    let rng = 0x9e3779b9;
-    const kick = (block: number): void => {
-      Atomics.store(ctl, CTL_BLOCK, block);
+    let stopped = false;
+    const stop = async (): Promise<void> => {
+      if (stopped) return;
+      stopped = true;
+      Atomics.store(ctl, CTL_STOP, 1);
       sys.write(notifyFd, one);
-      sys.read(irqFd, counter);
-      // The block's first word is its index (the image is written so): the read really happened.
-      const got = head.getUint32(0, true);
-      if (got !== expected[block]) throw new Error(`${host}: block ${block} arrived as ${got}`);
+      await started.stop();
     };
-    for (let i = 0; i < 500; i++) kick(i % IMAGE_BLOCKS); // warm-up (JIT, page cache)
-    const tRun = process.hrtime.bigint();
-    for (let i = 0; i < KICKS; i++) {
-      rng = (Math.imul(rng, 1664525) + 1013904223) >>> 0;
-      const block = rng % IMAGE_BLOCKS;
-      const a = process.hrtime.bigint();
-      kick(block);
-      lat[i] = Number(process.hrtime.bigint() - a) / 1e3;
+    try {
+      const counter = new Uint8Array(8);
+      const lat = new Float64Array(KICKS);
+      let rng = 0x9e3779b9;
+      const kick = (block: number): void => {
+        Atomics.store(ctl, CTL_BLOCK, block);
+        sys.write(notifyFd, one);
+        sys.read(irqFd, counter);
+        // The block's first word is its index (the image is written so): the read really happened.
+        const got = head.getUint32(0, true);
+        if (got !== expected[block]) throw new Error(`${host}: block ${block} arrived as ${got}`);
+      };
+      for (let i = 0; i < 500; i++) kick(i % IMAGE_BLOCKS); // warm-up (JIT, page cache)
+      const tRun = process.hrtime.bigint();
+      for (let i = 0; i < KICKS; i++) {
+        rng = (Math.imul(rng, 1664525) + 1013904223) >>> 0;
+        const block = rng % IMAGE_BLOCKS;
+        const a = process.hrtime.bigint();
+        kick(block);
+        lat[i] = Number(process.hrtime.bigint() - a) / 1e3;
+      }
+      const seconds = Number(process.hrtime.bigint() - tRun) / 1e9;
+      const rssMiB = started.rssKiB() / 1024;
+      await stop();
+      lat.sort();
+      return {
+        startMs,
+        rssMiB,
+        p50Us: lat[Math.floor(KICKS * 0.5)]!,
+        p99Us: lat[Math.floor(KICKS * 0.99)]!,
+        kicksPerS: KICKS / seconds,
+      };
+    } finally {
+      // A failed run still ends its host: a child process would otherwise wait on its eventfd forever.
+      await stop().catch(() => undefined);
     }
-    const seconds = Number(process.hrtime.bigint() - tRun) / 1e9;
-    const rssMiB = started.rssKiB() / 1024;
-    Atomics.store(ctl, CTL_STOP, 1);
-    sys.write(notifyFd, one);
-    await started.stop();
-    lat.sort();
-    return {
-      startMs,
-      rssMiB,
-      p50Us: lat[Math.floor(KICKS * 0.5)]!,
-      p99Us: lat[Math.floor(KICKS * 0.99)]!,
-      kicksPerS: KICKS / seconds,
-    };
   } finally {
     sys.munmap(addr, MEM_BYTES);
     for (const fd of [memfd, notifyFd, irqFd]) sys.close(fd);

@@ -21,7 +21,8 @@ import {
 } from "../devices/virtio/spec.js";
 import { FileBackend } from "./blk-file.js";
 import {
-  CTL_IMAGE_ACK, CTL_IMAGE_GEN, CTL_IMAGE_OFFSET, CTL_LIMITER_GEN, CTL_STOP, CTL_WORDS, readLimiterConfig, signalEventfd, type CardWorkerData,
+  CTL_IMAGE_ACK, CTL_IMAGE_FD, CTL_IMAGE_GEN, CTL_IMAGE_OFFSET, CTL_LIMITER_GEN, CTL_STOP, CTL_WORDS, readLimiterConfig, signalEventfd,
+  type CardWorkerData,
 } from "./card.js";
 import { CardMetrics } from "./metrics.js";
 import { RateLimiter } from "./rate-limiter.js";
@@ -91,8 +92,9 @@ function createDevice(): QueueDevice {
 }
 const device = createDevice();
 
-function fail(code: number): void {
-  transport.markNeedsReset(code);
+/** The device broke during the pass that saw reset generation `gen` (unless the driver reset it since). */
+function fail(code: number, gen: number): void {
+  if (!transport.markNeedsReset(code, gen)) return;
   metrics.add("needsReset");
   metrics.add("interrupts");
   signalEventfd(d.irqFd);
@@ -131,15 +133,13 @@ function servicePass(): number {
     );
     result = device.process(queue);
   } catch (e) {
-    fail(e instanceof VirtqueueError ? FAILURE_RING : FAILURE_INTERNAL);
+    fail(e instanceof VirtqueueError ? FAILURE_RING : FAILURE_INTERNAL, snap.gen);
     return 0;
   }
-  // Keep the position unless the driver reset the device meanwhile (then it starts from 0).
-  transport.lock.with(() => {
-    if (transport.resetCount === snap.gen) transport.setQueuePosition(0, queue.pos.lastAvail, queue.pos.nextUsed);
-  });
-  if (result.interrupt) {
-    transport.raiseInterrupt(INT_USED_BUFFER);
+  // Keep the position and raise the interrupt unless the driver reset the device meanwhile (then it
+  // starts from 0 with nothing pending).
+  const raised = transport.finishPass(snap.gen, 0, queue.pos.lastAvail, queue.pos.nextUsed, result.interrupt ? INT_USED_BUFFER : 0);
+  if (raised && result.interrupt) {
     metrics.add("interrupts");
     signalEventfd(d.irqFd);
   }
@@ -181,8 +181,8 @@ for (;;) {
   // A new image (card.ts replaceImage): taken here, between two passes, so no request straddles it.
   const imageGen = Atomics.load(ctl, CTL_IMAGE_GEN);
   if (imageGen !== Atomics.load(ctl, CTL_IMAGE_ACK) && blk !== undefined) {
-    const f = new Float64Array(d.control, CTL_IMAGE_OFFSET, 2);
-    blk.replaceBackend(new FileBackend(f[0]!, f[1]!));
+    const fd = Atomics.exchange(ctl, CTL_IMAGE_FD, -1); // -1: the VMM withdrew it (timed out)
+    if (fd >= 0) blk.replaceBackend(new FileBackend(fd, new Float64Array(d.control, CTL_IMAGE_OFFSET, 1)[0]!));
     Atomics.store(ctl, CTL_IMAGE_ACK, imageGen);
   }
   waitMs = service();

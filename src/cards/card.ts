@@ -123,12 +123,17 @@ export const CTL_LIMITER_GEN = 1;
 export const CTL_IMAGE_GEN = 2;
 /** The image generation the worker has switched to. */
 export const CTL_IMAGE_ACK = 3;
-export const CTL_WORDS = 4;
+/**
+ * The replacement image's descriptor, -1 when none waits: the worker takes it with an exchange, a
+ * timed-out replaceImage withdraws it with a compare-exchange, so exactly one side owns it.
+ */
+export const CTL_IMAGE_FD = 4;
+export const CTL_WORDS = 6; // even: the Float64 areas below stay 8-byte aligned
 // Limiter parameters (Float64 after the Int32 words): bw size, burst, refill; ops size, burst, refill. 0 size = none.
 export const CTL_LIMITER_OFFSET = CTL_WORDS * 4;
-// The replacement image (Float64): descriptor, size in bytes.
+// The replacement image's size in bytes (Float64).
 export const CTL_IMAGE_OFFSET = CTL_LIMITER_OFFSET + 6 * 8;
-export const CTL_BYTES = CTL_IMAGE_OFFSET + 2 * 8;
+export const CTL_BYTES = CTL_IMAGE_OFFSET + 8;
 /** How long replaceImage waits for the worker to take the new image. */
 const IMAGE_SWAP_TIMEOUT_MS = 10_000;
 
@@ -341,6 +346,7 @@ export async function startCard(opts: CardOptions): Promise<CardHandle> {
   });
 
   const ctl = new Int32Array(control, 0, CTL_WORDS);
+  Atomics.store(ctl, CTL_IMAGE_FD, -1);
   let swapping = false;
   return {
     name,
@@ -353,17 +359,19 @@ export async function startCard(opts: CardOptions): Promise<CardHandle> {
       swapping = true;
       try {
         const next = openImage(path, held.readOnly); // DriveConfigError names the file; nothing changed
-        const f = new Float64Array(control, CTL_IMAGE_OFFSET, 2);
-        f[0] = next.fd;
-        f[1] = next.sizeBytes;
+        new Float64Array(control, CTL_IMAGE_OFFSET, 1)[0] = next.sizeBytes;
+        Atomics.store(ctl, CTL_IMAGE_FD, next.fd);
         const gen = Atomics.add(ctl, CTL_IMAGE_GEN, 1) + 1;
         signalEventfd(opts.notifyFd); // wake the worker to take it
         const deadline = Date.now() + IMAGE_SWAP_TIMEOUT_MS;
         while (Atomics.load(ctl, CTL_IMAGE_ACK) !== gen) {
-          if (exited || Date.now() > deadline) {
-            next.close();
+          // Gave up (a pass stuck in slow I/O, or the worker gone): withdraw the descriptor unless the
+          // worker took it meanwhile — then it is the drive's image now and the swap goes on.
+          if ((exited || Date.now() > deadline) && Atomics.compareExchange(ctl, CTL_IMAGE_FD, next.fd, -1) === next.fd) {
+            next.close(); // the generation stays spent: the worker acknowledges it finding no descriptor
             throw new CardConfigError(`card ${name}: the worker did not take the new image ${path}${exited ? " (it stopped)" : " in time"}`);
           }
+          if (exited) break; // took it, then stopped: release() closes it as the current image
           await new Promise((r) => setTimeout(r, 1)); // the worker takes it at its next pass boundary
         }
         held.current.close();

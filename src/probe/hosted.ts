@@ -85,8 +85,14 @@ export interface HostedRun {
 export async function runHostedProbe(testName: string, rig: HostedRig, options = ""): Promise<HostedRun> {
   probe ??= loadHostedProbe(probeHostedPath());
   const memfd = sys.memfdCreate("hosted-probe", sys.MFD_CLOEXEC);
-  sys.ftruncate(memfd, DMA_BYTES);
-  const addr = mapLow(memfd);
+  let addr: bigint;
+  try {
+    sys.ftruncate(memfd, DMA_BYTES);
+    addr = mapLow(memfd);
+  } catch (e) {
+    sys.close(memfd);
+    throw e;
+  }
   // "Guest-physical" = this thread's address of the memory: the drivers use their pointers as DMA
   // addresses, and each card (and Dom0) maps the memfd itself and places it at this same address.
   const gpa = Number(addr);
@@ -139,11 +145,9 @@ export async function runHostedProbe(testName: string, rig: HostedRig, options =
       const ringGpa = gpa + XENBLK_RING_OFF;
       const handle = await spawnDom0({ memfd, regions, ringGpa, imagePath: rig.dom0, notifyFd, irqFd });
       dom0 = handle;
+      cleanups.push(() => handle.stop()); // before anything else can fail
       const control = mapControl(handle.controlFd);
-      cleanups.push(async () => {
-        await handle.stop();
-        control.unmap();
-      });
+      cleanups.push(() => control.unmap()); // runs first (cleanups run in reverse), while Dom0 still lives
       pio.insert(XENBLK_PORT, XENBLK_DOORBELL_LEN, "xenblk", createXenblkDoorbell(control.page, notifyFd));
       cmdline.push(xenblkCmdline(ringGpa, XENBLK_PORT, 15, handle.sectors));
     }

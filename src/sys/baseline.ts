@@ -3,7 +3,7 @@
 // koffi here, because src/sys is the only layer that calls FFI.
 
 import { execFileSync } from "node:child_process";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -30,11 +30,18 @@ export type CExitLoop = (vcpuFd: number, runAddress: bigint, consoleFd: number) 
 
 /** Compiles `source` (gcc -O2 -shared -fPIC) and binds typervisor_c_exit_loop. Throws with gcc's message when it cannot. */
 export function loadCExitLoop(source: string): CExitLoop {
-  const so = join(mkdtempSync(join(tmpdir(), "typervisor-c-loop-")), "c-exit-loop.so");
-  execFileSync("gcc", ["-O2", "-shared", "-fPIC", "-Wall", "-Werror", "-o", so, source], { stdio: ["ignore", "ignore", "pipe"] });
-  const koffi = createRequire(import.meta.url)("koffi") as typeof KoffiModule;
-  // The kvm_run pointer travels as its address (a uint64 in the same register as a pointer, SysV x86-64).
-  const fn = koffi.load(so).func("long typervisor_c_exit_loop(int vcpu_fd, uint64_t run, int console_fd, void *counts)");
+  const dir = mkdtempSync(join(tmpdir(), "typervisor-c-loop-"));
+  const so = join(dir, "c-exit-loop.so");
+  const fn = (() => {
+    try {
+      execFileSync("gcc", ["-O2", "-shared", "-fPIC", "-Wall", "-Werror", "-o", so, source], { stdio: ["ignore", "ignore", "pipe"] });
+      const koffi = createRequire(import.meta.url)("koffi") as typeof KoffiModule;
+      // The kvm_run pointer travels as its address (a uint64 in the same register as a pointer, SysV x86-64).
+      return koffi.load(so).func("long typervisor_c_exit_loop(int vcpu_fd, uint64_t run, int console_fd, void *counts)");
+    } finally {
+      rmSync(dir, { recursive: true, force: true }); // loaded (or failed): the mapping outlives the file
+    }
+  })();
   return (vcpuFd, runAddress, consoleFd) => {
     const counts = new BigUint64Array(4);
     const end = Number(fn(vcpuFd, runAddress, consoleFd, counts) as number | bigint);

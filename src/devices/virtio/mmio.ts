@@ -230,14 +230,32 @@ export class TransportState {
 
   /**
    * The device failed: sets DEVICE_NEEDS_RESET and the config-change interrupt bit (virtio 1.2
-   * §2.1.2, §4.2.2 InterruptStatus). The caller then signals the interrupt.
+   * §2.1.2, §4.2.2 InterruptStatus). With `generation` (a resetCount the caller saw), only if no
+   * reset came since: a pass that outlived a reset must not fail the fresh device. Returns whether
+   * it did; the caller then signals the interrupt.
    */
-  markNeedsReset(failure: number): void {
-    this.lock.with(() => {
+  markNeedsReset(failure: number, generation?: number): boolean {
+    return this.lock.with(() => {
+      if (generation !== undefined && this.words[W_RESET_COUNT] !== generation) return false;
       this.words[W_STATUS] = this.words[W_STATUS]! | STATUS_DEVICE_NEEDS_RESET;
       this.words[W_FAILURE] = failure;
+      this.raiseInterrupt(INT_CONFIG_CHANGE);
+      return true;
     });
-    this.raiseInterrupt(INT_CONFIG_CHANGE);
+  }
+
+  /**
+   * Ends a card's pass over the device set up at reset generation `generation`: stores the queue
+   * position and raises `interrupt` bits, both only if no reset came since (§2.4: after a reset the
+   * device presents its initial state). Returns whether it did.
+   */
+  finishPass(generation: number, q: number, lastAvail: number, nextUsed: number, interrupt: number): boolean {
+    return this.lock.with(() => {
+      if (this.words[W_RESET_COUNT] !== generation) return false;
+      this.setQueuePosition(q, lastAvail, nextUsed);
+      if (interrupt !== 0) this.raiseInterrupt(interrupt);
+      return true;
+    });
   }
 
   /** Replaces config bytes the device changed and bumps ConfigGeneration (virtio 1.2 §2.5.1, §4.2.2). */
