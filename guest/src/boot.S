@@ -277,6 +277,17 @@ syscall_entry:
         je      sys_park
         cmp     $SYS_TRIPLE_FAULT, %eax
         je      sys_triple_fault
+        /* SYS_IRQ: the IF bit of the rflags this call returns with (r11) is
+         * rdi != 0; then it answers 0 as SYS_NULL does. Interrupts that come in
+         * ring 3 go to the counting stubs above (vector_count). */
+        cmp     $SYS_IRQ, %eax
+        jne     1f
+        and     $~0x200, %r11                   /* RFLAGS.IF (SDM Vol.1 §3.4.3) */
+        test    %rdi, %rdi
+        jz      2f
+        or      $0x200, %r11
+2:      xor     %eax, %eax
+1:
         /* SYS_NULL and unknown services: return 0 (unknown: -1) on this CPU's
          * ring-0 stack, found from TR (cpu = (TR - TSS_SEL0) / 16). */
         mov     %rsp, %r10

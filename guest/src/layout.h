@@ -69,6 +69,7 @@
 #define SYS_NULL         0          /* returns 0: measures the round trip    */
 #define SYS_PARK         1          /* cli; hlt forever                      */
 #define SYS_TRIPLE_FAULT 2          /* zero-limit IDT + ud2 -> shutdown      */
+#define SYS_IRQ          3          /* rdi = 1: ring 3 runs with IF=1, 0: IF=0 */
 
 /* RFLAGS for ring 3: bit 1 is reserved-set; IF=0 (no interrupt sources are
  * programmed yet; later work that sets up the LAPIC flips this), IOPL=0

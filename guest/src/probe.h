@@ -64,6 +64,8 @@ static inline long sys_call(long nr, long arg) {
 }
 NORETURN static inline void sys_park(void) { for (;;) sys_call(SYS_PARK, 0); }
 NORETURN static inline void sys_triple_fault(void) { for (;;) sys_call(SYS_TRIPLE_FAULT, 0); }
+/* Ring 3 runs with interrupts on (1) or off (0) from the return of this call. */
+static inline void sys_irq(int on) { sys_call(SYS_IRQ, on); }
 
 /* ---- lib.c ------------------------------------------------------------- */
 void *memset(void *d, int c, usize n);

@@ -92,6 +92,10 @@ struct blk {
     volatile u32 *used32;  /* ring elements start at used16 + 2 (byte 4) */
     u16 avail_idx, used_seen;
     u32 next_desc;
+    u32 irq_vector;        /* interrupt mode: the vector the device's GSI is routed to; 0 = polling */
+    u64 irq_seen;          /* vector_count[irq_vector] last acknowledged */
+    u64 irq_base;          /* vector_count[irq_vector] at set-up */
+    u64 interrupts;        /* interrupts delivered since set-up (counted at teardown) */
 };
 
 static inline void barrier(void) { __asm__ volatile("" ::: "memory"); }
@@ -277,7 +281,90 @@ static const char *blk_init(struct blk *b, struct virtio_dev *d, u64 area) {
     return 0;
 }
 
-static void blk_shutdown(struct blk *b) { mmio_w32(b->dev, MMIO_STATUS, 0); }
+#define POLL_TSC_LIMIT 60000000000ULL           /* ~20 s even at 3 GHz: a dead device, not a slow one */
+
+/* ---- interrupt mode ---------------------------------------------------------
+ * The device's interrupt line (its GSI on the command line) is routed through the IOAPIC to
+ * vector IRQ_VECTOR_BASE + gsi on this CPU's LAPIC; ring 3 then runs with IF=1 (SYS_IRQ), the
+ * interrupt lands in boot.S's counting stub (vector_count), and the driver waits for the count to
+ * move instead of polling the used ring, then EOIs. Registers: Intel SDM Vol.3 §10.4-10.9 (LAPIC:
+ * ID 0x20, EOI 0xb0, SVR 0xf0), 82093AA datasheet §3.2 (IOAPIC: IOREGSEL 0x00, IOWIN 0x10,
+ * redirection entry n at 0x10 + 2n). The legacy 8259 PICs are masked (OCW1) so nothing reaches
+ * the CPU through LINT0. Not in the hosted build (no CPU interrupts there). */
+#define LAPIC_BASE      0xfee00000ULL
+#define LAPIC_ID        0x20
+#define LAPIC_EOI       0xb0
+#define LAPIC_SVR       0xf0
+#define LAPIC_SVR_ENABLE 0x100
+#define SPURIOUS_VECTOR 0xff
+#define IOAPIC_BASE     0xfec00000ULL
+#define IOAPIC_REGSEL   0x00
+#define IOAPIC_WIN      0x10
+#define IOAPIC_REDIR(n) (0x10 + 2 * (n))
+#define IOAPIC_MASKED   0x10000   /* redirection entry bit 16 */
+#define IOAPIC_PINS     24
+#define IRQ_VECTOR_BASE 0x40
+#define PIC1_DATA 0x21            /* 8259A IMR (OCW1) */
+#define PIC2_DATA 0xa1
+
+#ifndef PROBE_HOSTED
+extern volatile u64 vector_count[256];   /* boot.S: per vector, all CPUs */
+static volatile u32 *lapic(u32 reg) { return (volatile u32 *)phys(LAPIC_BASE + reg); }
+static void ioapic_write(u32 reg, u32 v) {
+    *(volatile u32 *)phys(IOAPIC_BASE + IOAPIC_REGSEL) = reg;
+    *(volatile u32 *)phys(IOAPIC_BASE + IOAPIC_WIN) = v;
+}
+#endif
+
+/* Routes b's interrupt to this CPU and turns interrupts on in ring 3; 0 when it cannot. */
+static int irq_setup(struct blk *b) {
+#ifdef PROBE_HOSTED
+    (void)b;
+    return 0;
+#else
+    u32 gsi = b->dev->irq;
+    if (gsi >= IOAPIC_PINS) return 0;
+    outb(PIC1_DATA, 0xff);
+    outb(PIC2_DATA, 0xff);
+    *lapic(LAPIC_SVR) = LAPIC_SVR_ENABLE | SPURIOUS_VECTOR;
+    u32 apic_id = *lapic(LAPIC_ID) >> 24;
+    b->irq_vector = IRQ_VECTOR_BASE + gsi;
+    b->irq_seen = b->irq_base = vector_count[b->irq_vector];
+    ioapic_write(IOAPIC_REDIR(gsi) + 1, apic_id << 24);            /* destination: this LAPIC */
+    ioapic_write(IOAPIC_REDIR(gsi), b->irq_vector);                 /* fixed, physical, edge, high, unmasked */
+    sys_irq(1);
+    return 1;
+#endif
+}
+
+static void irq_teardown(struct blk *b) {
+#ifndef PROBE_HOSTED
+    if (!b->irq_vector) return;
+    sys_irq(0);
+    ioapic_write(IOAPIC_REDIR(b->dev->irq), IOAPIC_MASKED);
+    if (vector_count[b->irq_vector] != b->irq_seen) *lapic(LAPIC_EOI) = 0;
+    b->interrupts = vector_count[b->irq_vector] - b->irq_base;
+    b->irq_vector = 0;
+#else
+    (void)b;
+#endif
+}
+
+/* Interrupt mode: sleeps (spins on the count, not on the ring) until the next interrupt; EOI. */
+static void irq_wait(struct blk *b, u64 t0) {
+#ifndef PROBE_HOSTED
+    while (vector_count[b->irq_vector] == b->irq_seen) {
+        if (rdtsc() - t0 > POLL_TSC_LIMIT) return;
+        cpu_relax();
+    }
+    b->irq_seen = vector_count[b->irq_vector];
+    *lapic(LAPIC_EOI) = 0;
+#else
+    (void)b; (void)t0;
+#endif
+}
+
+static void blk_shutdown(struct blk *b) { irq_teardown(b); mmio_w32(b->dev, MMIO_STATUS, 0); }
 
 /* ---- requests ------------------------------------------------------------ */
 static volatile struct blk_hdr *slot_hdr(const struct blk *b, u32 slot) { return (volatile struct blk_hdr *)dma(b->area + HDR_OFF + slot * SLOT_STRIDE); }
@@ -312,7 +399,6 @@ static void blk_queue(struct blk *b, u32 slot, u32 type, u64 sector, u64 buf, u3
 
 static void blk_kick(struct blk *b) { barrier(); mmio_w32(b->dev, MMIO_QUEUE_NOTIFY, 0); }
 
-#define POLL_TSC_LIMIT 60000000000ULL           /* ~20 s even at 3 GHz: a dead device, not a slow one */
 
 /* Waits (polling used->idx) until `n` more requests completed; 0 on timeout. */
 static int blk_wait(struct blk *b, u32 n) {
@@ -320,7 +406,8 @@ static int blk_wait(struct blk *b, u32 n) {
     u64 t0 = rdtsc();
     while (b->used16[1] != target) {
         if (rdtsc() - t0 > POLL_TSC_LIMIT) return 0;
-        cpu_relax();
+        if (b->irq_vector) irq_wait(b, t0);   /* the interrupt says when to look again */
+        else cpu_relax();
     }
     barrier();
     b->used_seen = target;
@@ -383,10 +470,13 @@ static u64 write_pattern(struct blk *b, u64 bytes, u64 seed, u64 *writes) {
 }
 
 int test_blk_verify(const struct boot_facts *f) {
-    u64 bytes, seed;
-    if (!opt_u64(f, "probe.blk.bytes", 0, &bytes) || !opt_u64(f, "probe.blk.seed", 0x5eed, &seed)) return 1;
+    u64 bytes, seed, irq;
+    if (!opt_u64(f, "probe.blk.bytes", 0, &bytes) || !opt_u64(f, "probe.blk.seed", 0x5eed, &seed) ||
+        !opt_u64(f, "probe.blk.irq", 0, &irq)) return 1;
     struct blk *b = blk_open(f, "blk-verify", 0);
     if (!b) return 1;
+    /* probe.blk.irq=1: completions are waited for by interrupt (hosted builds have none: polling). */
+    int irq_mode = irq && irq_setup(b);
     bytes = disk_span(b, bytes);
     u64 writes = 0, reads = 0, mismatch = 0, first_bad = 0;
     u64 t0 = rdtsc();
@@ -408,8 +498,9 @@ int test_blk_verify(const struct boot_facts *f) {
     u32 id_status = blk_do(b, BLK_T_GET_ID, 0, (u64)(usize)id, 20);
     /* beyond the end of the disk: must be IOERR (§5.2.6.1 sector bounds) */
     u32 oob = blk_do(b, BLK_T_IN, b->capacity, (u64)(usize)buf, SECTOR);
-    blk_shutdown(b);
-    int ok = mismatch == 0 && bad_status == 0 && flush == BLK_S_OK && oob == BLK_S_IOERR;
+    blk_shutdown(b);               /* interrupt mode ends here: b->interrupts is final */
+    u64 interrupts = b->interrupts;
+    int ok = mismatch == 0 && bad_status == 0 && flush == BLK_S_OK && oob == BLK_S_IOERR && (!irq_mode || interrupts > 0);
     line_begin("blk-verify");
     kv_hex("dev", b->dev->base);
     kv_dec("capacity", b->capacity);
@@ -425,6 +516,8 @@ int test_blk_verify(const struct boot_facts *f) {
     kv_dec("id_status", id_status);
     kv_hexbytes("id_hex", id, id_status == BLK_S_OK ? strnlen_((const char *)id, 20) : 0);
     kv_dec("tsc", t1 - t0);
+    kv_dec("irq", (u64)irq_mode);
+    kv_dec("interrupts", interrupts);
     kv_dec("ok", (u64)ok);
     line_end();
     return !ok;

@@ -1,7 +1,8 @@
-/* virtio.h — ring-3 virtio-mmio + virtio-blk driver of the probe guest (polling mode).
+/* virtio.h — ring-3 virtio-mmio + virtio-blk driver of the probe guest.
  * virtio 1.2: §4.2.2 (MMIO registers), §3.1.1 (init), §2.7 (split virtqueue), §5.2 (blk).
- * Interrupt mode is not implemented: ring 3 runs with IF=0 (README.md), so completions are
- * found by polling used->idx. */
+ * Completions are found by polling used->idx, or in interrupt mode (blk-verify with
+ * probe.blk.irq=1) by waiting for the device's interrupt (IOAPIC -> LAPIC -> boot.S's counting
+ * stub, ring 3 with IF=1 through SYS_IRQ): README.md. */
 #ifndef PROBE_VIRTIO_H
 #define PROBE_VIRTIO_H
 

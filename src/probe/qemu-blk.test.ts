@@ -89,6 +89,24 @@ test('qemu virtio-blk: blk-verify writes the pattern QEMU stores in the image, f
   assert.equal(sha(ro), roHash, 'read-only image unchanged on the host');
 });
 
+test('qemu virtio-blk, interrupt mode: blk-verify routes the device\'s GSI through the IOAPIC, waits for interrupts instead of polling, and verifies', { timeout: TIMEOUT_MS }, async (t) => {
+  if (!ready(t)) return;
+  const dir = tmp(t);
+  const rw = join(dir, 'irq.img');
+  writeFileSync(rw, Buffer.alloc(1 << 20, 0xee));
+  const seed = 0x1234n;
+  const bytes = 256 << 10;
+  const r = await runQemu(`probe.run=blk-verify probe.blk.irq=1 probe.blk.bytes=${bytes} probe.blk.seed=${seed}`, [...MODERN, ...drive('d0', rw)]);
+  assert.equal(r.exitCode, exitFor(0), describe(r));
+  const v = must(r, 'blk-verify').fields;
+  assert.equal(v['ok'], '1', describe(r));
+  assert.equal(v['irq'], '1', 'interrupt mode was set up');
+  // One request at a time, each completion an interrupt (the ISR is acknowledged in between): 4 writes of 64 KiB,
+  // the flush, 4 reads, then GET_ID and the read past the end.
+  assert.ok(Number(v['interrupts']) >= 9, `interrupts=${v['interrupts']}`);
+  assert.ok(readFileSync(rw).subarray(0, bytes).equals(expectedPattern(bytes, seed)), 'the host image holds the guest pattern');
+});
+
 test('qemu virtio-blk: blk-bench reports ops, bytes and TSC cycles for QD1/QD32 4 KiB random and 1 MiB sequential', { timeout: TIMEOUT_MS }, async (t) => {
   if (!ready(t)) return;
   const dir = tmp(t);

@@ -77,6 +77,17 @@ test("blk-verify and blk-ro through KVM: the pattern lands in the image, the rea
   assert.equal(createHash("sha256").update(readFileSync(ro)).digest("hex"), roHash);
 });
 
+test("blk-verify in interrupt mode through KVM: the card's irqfd reaches the guest through the IOAPIC, one interrupt per completion", { skip: noKvm && SKIP, timeout: 180_000 }, async (t) => {
+  const dir = tempDir(t);
+  const rw = image(dir, "irq.img", 1 * MiB);
+  const lines = await boot(t, dir, { cmdline: "probe.run=blk-verify probe.blk.irq=1 probe.blk.bytes=256K probe.blk.seed=0x42", drives: [{ id: "rw", path: rw }] });
+  const v = findLine(lines, "blk-verify");
+  assert.equal(v?.fields["ok"], "1", JSON.stringify(lines));
+  assert.equal(v?.fields["irq"], "1");
+  assert.ok(Number(v?.fields["interrupts"]) >= 9, JSON.stringify(v?.fields));
+  assertPattern(rw, 256 * 1024, 0x42n);
+});
+
 test("blk-hostile through KVM: bad descriptors are answered or reset, never a hang; the second drive keeps working", { skip: noKvm && SKIP, timeout: 180_000 }, async (t) => {
   const dir = tempDir(t);
   const lines = await boot(t, dir, {
