@@ -76,7 +76,7 @@ test('qemu virtio-nsm: nsm runs DescribeNSM, ExtendPCR(16)+DescribePCR(16) and A
   if (!ready(t)) return;
   const dev = qemuNsmDevice();
   if (dev === null) {
-    t.skip('this QEMU has no virtio-nsm device (added in QEMU 9.1; `qemu-system-x86_64 -device help` lists none): the guest nsm driver is compiled but not run here');
+    t.skip('this QEMU has no virtio-nsm device (added in QEMU 9.1; `qemu-system-x86_64 -device help` lists none): the probe nsm driver is not run against QEMU here (it runs against our own NSM card in src/probe/hosted.test.ts)');
     return;
   }
   const nonce = randomBytes(32);
