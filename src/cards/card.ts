@@ -271,10 +271,11 @@ function prepare(opts: CardOptions): Prepared {
 
 /** Signals an eventfd once (8-byte counter add, eventfd(2)). */
 export function signalEventfd(fd: number): void {
-  const one = new Uint8Array(8);
-  one[0] = 1;
-  sys.write(fd, one);
+  sys.write(fd, ONE);
 }
+
+/** The 8-byte counter increment an eventfd write adds (one per thread: module state is per isolate). */
+const ONE = new Uint8Array(new BigUint64Array([1n]).buffer);
 
 /**
  * Starts a card. Per kind, on this thread: blk opens the image (a missing or unwritable image

@@ -12,6 +12,7 @@ export type MetricName = (typeof METRIC_NAMES)[number];
 export type CardMetricsSnapshot = Record<MetricName, number>;
 
 export const METRICS_BYTES = 8 * METRIC_NAMES.length;
+const METRIC_INDEX = Object.fromEntries(METRIC_NAMES.map((n, i) => [n, i])) as Record<MetricName, number>;
 
 export class CardMetrics {
   private readonly words: BigInt64Array;
@@ -21,12 +22,12 @@ export class CardMetrics {
   }
 
   add(name: MetricName, n = 1): void {
-    Atomics.add(this.words, METRIC_NAMES.indexOf(name), BigInt(n));
+    Atomics.add(this.words, METRIC_INDEX[name], BigInt(n));
   }
 
   /** Replaces a gauge (cpuMicros). */
   set(name: MetricName, n: number): void {
-    Atomics.store(this.words, METRIC_NAMES.indexOf(name), BigInt(Math.trunc(n)));
+    Atomics.store(this.words, METRIC_INDEX[name], BigInt(Math.trunc(n)));
   }
 
   snapshot(): CardMetricsSnapshot {
