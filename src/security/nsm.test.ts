@@ -82,6 +82,22 @@ test("GetRandom answers 256 bytes, different each time", () => {
   assert.notEqual(toHex(a), toHex(b));
 });
 
+test("GetRandom, byte for byte as Linux's nsm driver reads it (drivers/misc/nsm.c: the request it sends, the response prefix it compares, then a byte string)", () => {
+  const s = fresh();
+  // fill_req_get_random: text(9) "GetRandom", exactly these 10 bytes.
+  const req = Uint8Array.from([0x69, ...Buffer.from("GetRandom")]);
+  const resp = handleNsmRequest(s, req);
+  // parse_resp_get_random: memcmp with map(1) text(9) "GetRandom" map(1) text(6) "random", then
+  // cbor_object_get_array on the rest: major type 2 (0x40) with a 1/2/4/8-byte length, that many bytes.
+  const prefix = Uint8Array.from([0xa1, 0x69, ...Buffer.from("GetRandom"), 0xa1, 0x66, ...Buffer.from("random")]);
+  assert.deepEqual(resp.subarray(0, prefix.length), prefix);
+  const rest = resp.subarray(prefix.length);
+  assert.equal(rest[0]! & 0xe0, 0x40, "a byte string");
+  assert.equal(rest[0], 0x59, "NSM_RANDOM_SIZE = 256 takes a 2-byte length (25)");
+  assert.equal((rest[1]! << 8) | rest[2]!, NSM_RANDOM_SIZE);
+  assert.equal(rest.length, 3 + NSM_RANDOM_SIZE, "nothing after the bytes");
+});
+
 test("hostile requests get the right error and the state stays usable", () => {
   const s = fresh();
   const before = toHex(s.bank.get(16));
