@@ -54,6 +54,7 @@
 #define BLK_CFG_SEG_MAX  12
 #define SECTOR 512
 
+#define AVAIL_F_NO_INTERRUPT 1 /* §2.7.7: the driver does not want interrupts (it polls) */
 #define DESC_F_NEXT  1         /* §2.7.5 */
 #define DESC_F_WRITE 2
 #define DEVICE_ID_BLOCK 2
@@ -265,6 +266,9 @@ static const char *blk_init(struct blk *b, struct virtio_dev *d, u64 area) {
     memset(dma(area), 0, HDR_OFF);
     b->desc = (volatile struct vdesc *)dma(area + DESC_OFF);
     b->avail = (volatile u16 *)dma(area + AVAIL_OFF);
+    /* Polling (the default): no interrupts wanted, so none to acknowledge — as a polling driver
+     * disables its callbacks. Interrupt mode clears the flag (irq_setup). */
+    b->avail[0] = AVAIL_F_NO_INTERRUPT;
     b->used16 = (volatile u16 *)dma(area + USED_OFF);
     b->used32 = (volatile u32 *)dma(area + USED_OFF + 4);
     mmio_w32(d, MMIO_QUEUE_NUM, b->qsize);
@@ -330,6 +334,7 @@ static int irq_setup(struct blk *b) {
     u32 apic_id = *lapic(LAPIC_ID) >> 24;
     b->irq_vector = IRQ_VECTOR_BASE + gsi;
     b->irq_seen = b->irq_base = vector_count[b->irq_vector];
+    b->avail[0] = 0;                                                /* interrupts wanted (§2.7.7) */
     ioapic_write(IOAPIC_REDIR(gsi) + 1, apic_id << 24);            /* destination: this LAPIC */
     ioapic_write(IOAPIC_REDIR(gsi), b->irq_vector);                 /* fixed, physical, edge, high, unmasked */
     sys_irq(1);
@@ -411,9 +416,11 @@ static int blk_wait(struct blk *b, u32 n) {
     }
     barrier();
     b->used_seen = target;
-    /* acknowledge whatever interrupt the device raised (we poll; IF=0 in ring 3) */
-    u32 isr = mmio_r32(b->dev, MMIO_INTERRUPT_STATUS);
-    if (isr) mmio_w32(b->dev, MMIO_INTERRUPT_ACK, isr);
+    if (b->irq_vector) {
+        /* interrupt mode: acknowledge what the device raised (§4.2.2 InterruptStatus/ACK) */
+        u32 isr = mmio_r32(b->dev, MMIO_INTERRUPT_STATUS);
+        if (isr) mmio_w32(b->dev, MMIO_INTERRUPT_ACK, isr);
+    }
     return 1;
 }
 
@@ -726,8 +733,6 @@ static u64 bench_run(struct blk *b, u32 type, u32 qd, u64 ops, u32 len, u64 span
             b->used_seen++;
             done++;
         }
-        u32 isr = mmio_r32(b->dev, MMIO_INTERRUPT_STATUS);
-        if (isr) mmio_w32(b->dev, MMIO_INTERRUPT_ACK, isr);
     }
     u64 t1 = rdtsc();
     for (u32 s = 0; s < qd; s++) if (*slot_status(b, s) != BLK_S_OK) (*errors)++;
@@ -808,6 +813,8 @@ const char *vq_open(struct vq *q, struct virtio_dev *d, u64 want, u64 ring) {
     q->qsize = VQ_QSIZE;
     while (q->qsize > max) q->qsize >>= 1;
     memset((void *)(usize)ring, 0, 0x3000);
+    /* polling: no interrupts wanted (§2.7.7), none to acknowledge */
+    ((volatile u16 *)(usize)(ring + VQ_AVAIL_OFF))[0] = AVAIL_F_NO_INTERRUPT;
     q->desc = (volatile struct vdesc *)(usize)(ring + VQ_DESC_OFF);
     q->avail = (volatile u16 *)(usize)(ring + VQ_AVAIL_OFF);
     q->used16 = (volatile u16 *)(usize)(ring + VQ_USED_OFF);
@@ -855,8 +862,6 @@ int vq_take(struct vq *q, u32 *id, u32 *len) {
     *id = q->used32[2 * slot];
     *len = q->used32[2 * slot + 1];
     q->used_seen++;
-    u32 isr = mmio_r32(q->dev, MMIO_INTERRUPT_STATUS);
-    if (isr) mmio_w32(q->dev, MMIO_INTERRUPT_ACK, isr);
     return 1;
 }
 

@@ -51,7 +51,7 @@ const char *vq_open(struct vq *q, struct virtio_dev *d, u64 want, u64 ring);
 /* Publishes one chain (not kicked); returns its head. */
 u32 vq_add(struct vq *q, const struct vq_buf *b, u32 n);
 void vq_kick(struct vq *q);
-/* Waits for the next used entry; 0 on timeout (~20 s). ACKs InterruptStatus. */
+/* Waits for the next used entry by polling (the device is asked for no interrupts); 0 on timeout (~20 s). */
 int vq_take(struct vq *q, u32 *id, u32 *len);
 void vq_close(struct vq *q);
 
