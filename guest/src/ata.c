@@ -35,7 +35,6 @@
 
 
 /* ---- shared helpers ------------------------------------------------------ */
-u64 bench_pattern(u64 byte_off, u64 seed) { return (byte_off * 0x9E3779B97F4A7C15ULL) ^ seed; }
 
 void lat_report(u64 *a, u64 n) {
     if (n == 0) return;
@@ -184,8 +183,6 @@ int test_ata_verify(const struct boot_facts *f) {
 }
 
 /* ---- ata-bench ------------------------------------------------------------- */
-static u64 rng_state;
-static u64 xorshift(void) { u64 x = rng_state; x ^= x << 13; x ^= x >> 7; x ^= x << 17; return rng_state = x; }
 
 int test_ata_bench(const struct boot_facts *f) {
     u64 bytes, n, seq_n;
@@ -198,9 +195,9 @@ int test_ata_bench(const struct boot_facts *f) {
     if (bytes == 0 || bytes > cap * SECTOR) bytes = cap * SECTOR;
     u64 span = bytes / SECTOR;
     /* Untimed reads first, as blk-bench does (virtio.c): the runs measure the steady state. */
-    rng_state = 0x9E3779B97F4A7C15ULL;
-    for (u64 k = 0; k < warmup && span >= 8; k++) (void)ata_rw((u32)((xorshift() % (span / 8)) * 8), 8, (u16 *)ATA_BUF, 0);
-    rng_state = 0x2545F4914F6CDD1DULL;
+    bench_seed(BENCH_WARMUP_SEED);
+    for (u64 k = 0; k < warmup && span >= 8; k++) (void)ata_rw((u32)((bench_rand() % (span / 8)) * 8), 8, (u16 *)ATA_BUF, 0);
+    bench_seed(BENCH_SEED);
     /* No QD32: PIO ATA has one command in flight. Sequential uses the largest PIO command (256 sectors). */
     static const struct { const char *mode; int write; u32 sectors; int seq; } runs[] = {
         { "randread", 0, 8, 0 }, { "randwrite", 1, 8, 0 }, { "seqread", 0, MAX_COUNT, 1 }, { "seqwrite", 1, MAX_COUNT, 1 },
@@ -212,21 +209,13 @@ int test_ata_bench(const struct boot_facts *f) {
         u64 slots = span / runs[r].sectors, seq = 0;
         u64 t0 = rdtsc();
         for (u64 k = 0; k < ops && slots; k++) {
-            u64 lba = (runs[r].seq ? (seq++ % slots) : (xorshift() % slots)) * runs[r].sectors;
+            u64 lba = (runs[r].seq ? (seq++ % slots) : (bench_rand() % slots)) * runs[r].sectors;
             u64 s0 = rdtsc();
             if (ata_rw((u32)lba, runs[r].sectors, (u16 *)ATA_BUF, runs[r].write)) errors++;
             if (samples < LAT_MAX) lat[samples++] = rdtsc() - s0;
         }
         u64 tsc = slots ? rdtsc() - t0 : 0;
-        line_begin("ata-bench");
-        kv_str("mode", runs[r].mode);
-        kv_dec("qd", 1);
-        kv_dec("bs", runs[r].sectors * SECTOR);
-        kv_dec("ops", tsc ? ops : 0);
-        kv_dec("bytes", tsc ? ops * runs[r].sectors * SECTOR : 0);
-        kv_dec("tsc", tsc);
-        kv_dec("errors", errors);
-        kv_dec("ok", tsc != 0 && errors == 0);
+        bench_line("ata-bench", runs[r].mode, 1, runs[r].sectors * SECTOR, ops, tsc, errors);
         lat_report(lat, samples);
         line_end();
         if (!tsc || errors) status = 1;

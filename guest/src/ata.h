@@ -15,7 +15,6 @@
 
 /* Sorts n samples in place and prints lat_p50, lat_p99, lat_max (TSC cycles). */
 void lat_report(u64 *samples, u64 n);
-u64 bench_pattern(u64 byte_off, u64 seed);
 
 int test_ata_verify(const struct boot_facts *f);
 int test_ata_bench(const struct boot_facts *f);

@@ -433,7 +433,24 @@ static u32 blk_do(struct blk *b, u32 type, u64 sector, u64 buf, u32 len) {
     return *slot_status(b, 0);
 }
 
-static u64 pattern(u64 byte_off, u64 seed) { return (byte_off * 0x9E3779B97F4A7C15ULL) ^ seed; }
+/* ---- shared by the block tests (blk-*, ata-*, xenblk-*: virtio.h) ---------------- */
+u64 bench_pattern(u64 byte_off, u64 seed) { return (byte_off * 0x9E3779B97F4A7C15ULL) ^ seed; }
+
+static u64 rng_state;
+void bench_seed(u64 seed) { rng_state = seed; }
+u64 bench_rand(void) { u64 x = rng_state; x ^= x << 13; x ^= x >> 7; x ^= x << 17; return rng_state = x; }
+
+void bench_line(const char *test, const char *mode, u32 qd, u64 bs, u64 ops, u64 tsc, u64 errors) {
+    line_begin(test);
+    kv_str("mode", mode);
+    kv_dec("qd", qd);
+    kv_dec("bs", bs);
+    kv_dec("ops", tsc ? ops : 0);
+    kv_dec("bytes", tsc ? ops * bs : 0);
+    kv_dec("tsc", tsc);
+    kv_dec("errors", errors);
+    kv_dec("ok", tsc != 0 && errors == 0);
+}
 
 /* First blk device with (want_ro) or without the RO feature; -1 when none. */
 static int pick_blk(int want_ro) {
@@ -463,13 +480,13 @@ static u64 disk_span(const struct blk *b, u64 bytes) {
     return bytes & ~(u64)(SECTOR - 1);
 }
 
-/* Writes pattern() over [0, bytes) in VERIFY_CHUNK requests; returns how many were not answered OK. */
+/* Writes bench_pattern() over [0, bytes) in VERIFY_CHUNK requests; returns how many were not answered OK. */
 static u64 write_pattern(struct blk *b, u64 bytes, u64 seed, u64 *writes) {
     u64 bad = 0;
     u64 *buf = (u64 *)dma(BIG_OFF);
     for (u64 off = 0; off < bytes; off += VERIFY_CHUNK) {
         u32 n = (u32)(bytes - off < VERIFY_CHUNK ? bytes - off : VERIFY_CHUNK);
-        for (u32 i = 0; i < n / 8; i++) buf[i] = pattern(off + 8ULL * i, seed);
+        for (u32 i = 0; i < n / 8; i++) buf[i] = bench_pattern(off + 8ULL * i, seed);
         if (blk_do(b, BLK_T_OUT, off / SECTOR, (u64)(usize)buf, n) != BLK_S_OK) bad++;
         (*writes)++;
     }
@@ -496,7 +513,7 @@ int test_blk_verify(const struct boot_facts *f) {
         if (blk_do(b, BLK_T_IN, off / SECTOR, (u64)(usize)buf, n) != BLK_S_OK) bad_status++;
         reads++;
         for (u32 i = 0; i < n / 8; i++)
-            if (buf[i] != pattern(off + 8ULL * i, seed)) { if (!mismatch++) first_bad = off + 8ULL * i; }
+            if (buf[i] != bench_pattern(off + 8ULL * i, seed)) { if (!mismatch++) first_bad = off + 8ULL * i; }
     }
     u64 t1 = rdtsc();
     /* GET_ID (§5.2.6): up to 20 bytes, NUL-padded */
@@ -644,11 +661,11 @@ static const char *hostile_run(struct blk *b, enum hostile_case c, u32 *used_len
 /* One well-formed write and read-back of sector `sector` on `b`; 1 when the data came back. */
 static int blk_roundtrip(struct blk *b, u64 sector, u64 seed) {
     u64 *buf = (u64 *)dma(b->area + SMALL_OFF);
-    for (u32 i = 0; i < SECTOR / 8; i++) buf[i] = pattern(8ULL * i, seed);
+    for (u32 i = 0; i < SECTOR / 8; i++) buf[i] = bench_pattern(8ULL * i, seed);
     if (blk_do(b, BLK_T_OUT, sector, (u64)(usize)buf, SECTOR) != BLK_S_OK) return 0;
     memset(buf, 0, SECTOR);
     if (blk_do(b, BLK_T_IN, sector, (u64)(usize)buf, SECTOR) != BLK_S_OK) return 0;
-    for (u32 i = 0; i < SECTOR / 8; i++) if (buf[i] != pattern(8ULL * i, seed)) return 0;
+    for (u32 i = 0; i < SECTOR / 8; i++) if (buf[i] != bench_pattern(8ULL * i, seed)) return 0;
     return 1;
 }
 
@@ -698,8 +715,6 @@ int test_blk_hostile(const struct boot_facts *f) {
 }
 
 /* ---- blk-bench: 4 KiB random at QD1 and QD32, 1 MiB sequential ------------- */
-static u64 rng_state;
-static u64 xorshift(void) { u64 x = rng_state; x ^= x << 13; x ^= x >> 7; x ^= x << 17; return rng_state = x; }
 
 /* Runs `ops` requests of `len` bytes, `qd` in flight; returns TSC cycles, or 0 on error. */
 static u64 bench_run(struct blk *b, u32 type, u32 qd, u64 ops, u32 len, u64 span_sectors, int sequential, u64 *errors) {
@@ -717,7 +732,7 @@ static u64 bench_run(struct blk *b, u32 type, u32 qd, u64 ops, u32 len, u64 span
         u32 batch = 0;
         while (issued - done < qd && issued < ops) {
             u32 slot = (u32)(issued % qd);
-            u64 sector = sequential ? (seq++ % slots) * lens : (xorshift() % slots) * lens;
+            u64 sector = sequential ? (seq++ % slots) * lens : (bench_rand() % slots) * lens;
             u64 buf = len > 4096 ? DMA_BASE + BIG_OFF : DMA_BASE + SMALL_OFF + (u64)slot * 4096;
             blk_queue(b, slot, type, sector, buf, len);
             issued++; batch++;
@@ -750,9 +765,9 @@ int test_blk_bench(const struct boot_facts *f) {
     /* Untimed 4 KiB reads first: the back end's first requests (a JIT warming up, cold caches) are
      * not the steady state the runs measure. */
     u64 warm_errors = 0;
-    rng_state = 0x9E3779B97F4A7C15ULL;
+    bench_seed(BENCH_WARMUP_SEED);
     if (warmup) bench_run(b, BLK_T_IN, 1, warmup, 4096, span, 0, &warm_errors);
-    rng_state = 0x2545F4914F6CDD1DULL;
+    bench_seed(BENCH_SEED);
     static const struct { const char *mode; u32 type; u32 qd; u32 len; int seq; } runs[] = {
         { "randread", BLK_T_IN, 1, 4096, 0 },   { "randwrite", BLK_T_OUT, 1, 4096, 0 },
         { "randread", BLK_T_IN, 32, 4096, 0 },  { "randwrite", BLK_T_OUT, 32, 4096, 0 },
@@ -762,15 +777,7 @@ int test_blk_bench(const struct boot_facts *f) {
     for (u32 r = 0; r < ARRAY_LEN(runs); r++) {
         u64 ops = runs[r].seq ? seq_n : n, errors = 0;
         u64 tsc = bench_run(b, runs[r].type, runs[r].qd, ops, runs[r].len, span, runs[r].seq, &errors);
-        line_begin("blk-bench");
-        kv_str("mode", runs[r].mode);
-        kv_dec("qd", runs[r].qd);
-        kv_dec("bs", runs[r].len);
-        kv_dec("ops", tsc ? ops : 0);
-        kv_dec("bytes", tsc ? ops * runs[r].len : 0);
-        kv_dec("tsc", tsc);
-        kv_dec("errors", errors);
-        kv_dec("ok", tsc != 0 && errors == 0);
+        bench_line("blk-bench", runs[r].mode, runs[r].qd, runs[r].len, ops, tsc, errors);
         line_end();
         if (!tsc || errors) status = 1;
     }

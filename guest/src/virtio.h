@@ -58,6 +58,17 @@ void vq_close(struct vq *q);
 int test_rng(const struct boot_facts *f);
 int test_nsm(const struct boot_facts *f);
 
+/* Shared by the block tests (virtio.c, ata.c, xenblk.c). */
+/* The data pattern: the u64 at byte offset o is (o * 0x9E3779B97F4A7C15) ^ seed (README.md). */
+u64 bench_pattern(u64 byte_off, u64 seed);
+/* The benches' xorshift64 (Marsaglia): seeded with BENCH_SEED for the timed runs, BENCH_WARMUP_SEED before. */
+#define BENCH_SEED        0x2545F4914F6CDD1DULL
+#define BENCH_WARMUP_SEED 0x9E3779B97F4A7C15ULL
+void bench_seed(u64 seed);
+u64 bench_rand(void);
+/* A bench report line's common fields, left open (the caller may add more, then line_end()). */
+void bench_line(const char *test, const char *mode, u32 qd, u64 bs, u64 ops, u64 tsc, u64 errors);
+
 int test_blk_verify(const struct boot_facts *f);
 int test_blk_ro(const struct boot_facts *f);
 int test_blk_bench(const struct boot_facts *f);

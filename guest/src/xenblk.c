@@ -244,8 +244,6 @@ int test_xenblk_verify(const struct boot_facts *f) {
 }
 
 /* ---- xenblk-bench ---------------------------------------------------------- */
-static u64 rng_state;
-static u64 xorshift(void) { u64 x = rng_state; x ^= x << 13; x ^= x >> 7; x ^= x << 17; return rng_state = x; }
 static u64 submit_tsc[RING_SIZE];
 static u64 *lat; static u64 nlat, done_ops, bench_errors;
 static void bench_done(u64 id, short status) {
@@ -255,14 +253,14 @@ static void bench_done(u64 id, short status) {
 }
 
 /* `ops` 4 KiB requests at `qd` in flight; TSC cycles, 0 on timeout. */
-static u64 bench_rand(u8 op, u32 qd, u64 ops, u64 span_pages) {
+static u64 bench_rand_ops(u8 op, u32 qd, u64 ops, u64 span_pages) {
     u64 issued = 0; done_ops = 0;
     u64 t0 = rdtsc();
     while (done_ops < ops) {
         while (issued - done_ops < qd && issued < ops) {
             u32 slot = (u32)(issued % RING_SIZE);
             submit_tsc[slot] = rdtsc();
-            xb_queue(op, slot, (xorshift() % span_pages) * (PAGE / SECTOR), XB_SMALL + (u64)(slot % SMALL_SLOTS) * PAGE, PAGE);
+            xb_queue(op, slot, (bench_rand() % span_pages) * (PAGE / SECTOR), XB_SMALL + (u64)(slot % SMALL_SLOTS) * PAGE, PAGE);
             issued++;
         }
         xb_push();
@@ -283,9 +281,9 @@ int test_xenblk_bench(const struct boot_facts *f) {
     u64 span_pages = bytes / PAGE;
     lat = (u64 *)LAT_SAMPLES_ADDR;
     /* Untimed reads first, as blk-bench does (virtio.c): the runs measure the steady state. */
-    rng_state = 0x9E3779B97F4A7C15ULL;
-    if (warmup && span_pages) bench_rand(OP_READ, 1, warmup, span_pages);
-    rng_state = 0x2545F4914F6CDD1DULL;
+    bench_seed(BENCH_WARMUP_SEED);
+    if (warmup && span_pages) bench_rand_ops(OP_READ, 1, warmup, span_pages);
+    bench_seed(BENCH_SEED);
     static const struct { const char *mode; u8 op; u32 qd; u32 len; } runs[] = {
         { "randread", OP_READ, 1, PAGE },   { "randwrite", OP_WRITE, 1, PAGE },
         { "randread", OP_READ, 32, PAGE },  { "randwrite", OP_WRITE, 32, PAGE },
@@ -296,7 +294,7 @@ int test_xenblk_bench(const struct boot_facts *f) {
         u64 ops = runs[r].len > PAGE ? seq_n : n, tsc = 0;
         nlat = 0; bench_errors = 0;
         if (runs[r].len == PAGE) {
-            if (span_pages) tsc = bench_rand(runs[r].op, runs[r].qd, ops, span_pages);
+            if (span_pages) tsc = bench_rand_ops(runs[r].op, runs[r].qd, ops, span_pages);
         } else {
             u64 slots = bytes / runs[r].len, t0 = rdtsc();
             for (u64 k = 0; k < ops && slots; k++) {
@@ -306,15 +304,7 @@ int test_xenblk_bench(const struct boot_facts *f) {
             }
             tsc = slots ? rdtsc() - t0 : 0;
         }
-        line_begin("xenblk-bench");
-        kv_str("mode", runs[r].mode);
-        kv_dec("qd", runs[r].qd);
-        kv_dec("bs", runs[r].len);
-        kv_dec("ops", tsc ? ops : 0);
-        kv_dec("bytes", tsc ? ops * runs[r].len : 0);
-        kv_dec("tsc", tsc);
-        kv_dec("errors", bench_errors);
-        kv_dec("ok", tsc != 0 && bench_errors == 0);
+        bench_line("xenblk-bench", runs[r].mode, runs[r].qd, runs[r].len, ops, tsc, bench_errors);
         lat_report(lat, nlat);
         line_end();
         if (!tsc || bench_errors) status = 1;
