@@ -1,4 +1,4 @@
-// The request bodies of the Firecracker API (peers/firecracker-api.yaml, `definitions:`), checked
+// The request bodies of the Firecracker API (vendor/firecracker/firecracker-api.yaml, `definitions:`), checked
 // at the edge before anything reaches the VM. Each check names the resource, the field and the
 // problem in one sentence, the way Firecracker's serde errors do, and rejects unknown fields
 // (Firecracker's structs are `deny_unknown_fields`). The contract tests hold these checks

@@ -1,4 +1,4 @@
-// For tests: the Firecracker spec file (shared/peers/firecracker-api.yaml) loaded with `yaml` and
+// For tests: the Firecracker spec file (vendor/firecracker/firecracker-api.yaml) loaded with `yaml` and
 // compiled with `ajv`, so request and response bodies are checked against the spec's own
 // definitions rather than against our reading of them. Both packages are devDependencies: only
 // test files import this module.
@@ -14,15 +14,14 @@ interface SpecDoc {
   definitions: Record<string, unknown>;
 }
 
-/** Where the spec file is: beside the repository (../shared/peers) in every checkout we know. */
-export function specPath(): string | undefined {
-  const candidates = [
-    process.env["FIRECRACKER_API_SPEC"],
-    join(packageRoot(), "..", "shared", "peers", "firecracker-api.yaml"),
-    join(packageRoot(), "shared", "peers", "firecracker-api.yaml"),
-    "/work/shared/peers/firecracker-api.yaml",
-  ];
-  return candidates.find((p): p is string => p !== undefined && existsSync(p));
+/** The vendored spec, relative to the repository root (vendor/firecracker/README.md says where it comes from). */
+export const SPEC_RELATIVE = "vendor/firecracker/firecracker-api.yaml";
+
+/** Absolute path of the vendored spec; throws if it is missing (it is part of the repository). */
+export function specPath(): string {
+  const path = join(packageRoot(), SPEC_RELATIVE);
+  if (!existsSync(path)) throw new Error(`the vendored Firecracker spec is missing: ${path} (restore it from git, see vendor/firecracker/README.md)`);
+  return path;
 }
 
 /** Every object schema without `additionalProperties` gets `false`: Firecracker rejects unknown fields. */
