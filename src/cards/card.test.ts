@@ -265,20 +265,25 @@ test("card: replaceImage puts another image under the running drive — reads an
   assert.ok(readFileSync(r.image).every((b) => b === 0xee), "the old image is untouched");
 });
 
-test("card: a missing or unwritable image is a clear start-up error", { timeout: 20_000 }, async (t) => {
-  const base = {
-    kind: "blk" as const,
-    memfd: -1,
-    regions: [],
-    transportState: createTransportState(),
-    notifyFd: -1,
-    irqFd: -1,
-  };
-  await assert.rejects(startCard({ ...base, config: { path: "/nonexistent/disk.img" } }), (e: unknown) => e instanceof DriveConfigError && /does not exist/.test((e as Error).message));
+/** A card with no memory and no eventfds: start-up stops at the image check. */
+const startupBase = () => ({
+  kind: "blk" as const,
+  memfd: -1,
+  regions: [],
+  transportState: createTransportState(),
+  notifyFd: -1,
+  irqFd: -1,
+});
+
+test("card: a missing image is a clear start-up error", { timeout: 20_000 }, async () => {
+  await assert.rejects(startCard({ ...startupBase(), config: { path: "/nonexistent/disk.img" } }), (e: unknown) => e instanceof DriveConfigError && /does not exist/.test((e as Error).message));
+});
+
+test("card: an unwritable image is a clear start-up error", { timeout: 20_000 }, async (t) => {
   let unwritable: string;
   if (process.getuid?.() === 0) {
     // root ignores file modes; sysfs refuses writes even to root.
-    if (!existsSync("/sys/kernel/notes")) return t.skip("running as root and /sys/kernel/notes is absent: no unwritable file to try");
+    if (!existsSync("/sys/kernel/notes")) return t.skip("running as root and /sys/kernel/notes is absent (no sysfs mounted?): run as a non-root user, or mount sysfs, for a file root cannot write");
     unwritable = "/sys/kernel/notes";
   } else {
     const dir = mkdtempSync(join(tmpdir(), "card-ro-"));
@@ -287,5 +292,5 @@ test("card: a missing or unwritable image is a clear start-up error", { timeout:
     writeFileSync(unwritable, Buffer.alloc(4096));
     chmodSync(unwritable, 0o444);
   }
-  await assert.rejects(startCard({ ...base, config: { path: unwritable } }), /cannot be opened for writing/);
+  await assert.rejects(startCard({ ...startupBase(), config: { path: unwritable } }), /cannot be opened for writing/);
 });

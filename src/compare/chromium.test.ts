@@ -19,7 +19,7 @@ test("report.html in headless Chromium: both tables filled, five SVG charts with
   try {
     ({ chromium } = await import("playwright-core"));
   } catch {
-    return t.skip("playwright-core not installed");
+    return t.skip("playwright-core is not installed (a devDependency: run npm ci)");
   }
   const { bootProbe } = syntheticBootProbe();
   const r = await runCompare({ bootProbe, sizeBytes: 4 << 20, runs: 2, randOps: { emulated: 4, dom0: 16, card: 16 } });

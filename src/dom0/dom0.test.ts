@@ -179,7 +179,7 @@ test("dom0 end to end: granted writes reach the image, reads come back through g
   assert.equal(m.copiedBytes / m.bytes, 2, "two data copies per byte: kernel <-> bounce, bounce <-> granted frame");
   assert.equal(m.flushes, 1);
   assert.ok(m.notifyOut >= 2);
-  assert.ok(r.dom0.cpuSeconds() >= 0);
+  assert.ok(r.dom0.cpuSeconds() > 0, `the back end's own CPU time for 2 batches is counted: ${r.dom0.cpuSeconds()} s`);
 });
 
 test("dom0: every bad grant is refused per request with the GNTST reason; good requests in the same batch still succeed", async (t) => {

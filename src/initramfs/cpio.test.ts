@@ -26,7 +26,7 @@ test("newc headers: magic, 4-byte alignment, trailer", () => {
 test("the archive unpacks with GNU cpio when it is installed", (t) => {
   const probe = spawnSync("cpio", ["--version"]);
   if (probe.error !== undefined) {
-    t.skip("cpio is not installed: the format is checked by the header test only");
+    t.skip("GNU cpio is not installed (apt-get install cpio): the format is checked by the header test only");
     return;
   }
   const dir = mkdtempSync(join(tmpdir(), "cpio-"));

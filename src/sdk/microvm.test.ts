@@ -27,16 +27,23 @@ test("console is a Readable of guest output that ends with the VM; exit event; m
   assert.equal(vm.config.cmdline, "console=ttyS0 reboot=k panic=1");
   const exitEvent = new Promise<VmExit>((r) => vm.once("exit", r));
   const out = readAll(vm.console);
+  assert.equal(vm.metrics().uptimeMs, 0, "0 before start");
+  const t0 = Date.now();
   await vm.start();
   assert.deepEqual(await vm.exited, { kind: "reset" });
   assert.deepEqual(await exitEvent, { kind: "reset" });
   assert.equal(await out, "PROBE hello\n");
   assert.equal(vm.state, "stopped");
+  const tm0 = Date.now();
   const m = vm.metrics();
+  const tm1 = Date.now();
   assert.equal(m.vcpus.length, 2);
   assert.equal(m.vcpus[0]!.IO_OUT, 13);
   assert.equal(m.console.bytes, 12);
-  assert.ok(m.uptimeMs >= 0);
+  // Milliseconds since the vCPUs were released: startedAt lies within start(), uptime within metrics().
+  const startedAt = vm.vm.startedAt!;
+  assert.ok(startedAt >= t0 && startedAt <= tm0, `startedAt ${startedAt} within [${t0}, ${tm0}]`);
+  assert.ok(m.uptimeMs >= tm0 - startedAt && m.uptimeMs <= tm1 - startedAt, `uptimeMs ${m.uptimeMs} within [${tm0 - startedAt}, ${tm1 - startedAt}]`);
   await assert.rejects(vm.start(), /cannot start a microVM that is stopped/);
 });
 
