@@ -5,12 +5,13 @@ import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { execFile } from "node:child_process";
 import { fileURLToPath } from "node:url";
+import { kvmTests } from "../testing/kvm.js";
 
-const noKvm = !existsSync("/dev/kvm");
-const SKIP = "no /dev/kvm on this host: the example boots the probe guest";
+const kvmTest = kvmTests(import.meta.url);
+
 const example = fileURLToPath(new URL("../../examples/sdk-demo.mjs", import.meta.url));
 
-test("examples/sdk-demo.mjs boots the probe and exits 0 with the demo's output", { skip: noKvm && SKIP, timeout: 60_000 }, async () => {
+kvmTest("examples/sdk-demo.mjs boots the probe and exits 0 with the demo's output", { need: "kvm", timeout: 60_000 }, async () => {
   const { code, stdout, stderr } = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
     execFile(process.execPath, [example], { timeout: 50_000 }, (err, stdout, stderr) =>
       resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),

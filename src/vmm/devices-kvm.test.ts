@@ -2,14 +2,14 @@
 // the NSM through KVM (ioeventfd kicks, irqfd interrupts) and the host checks what it did — the
 // pattern in the image, an untouched read-only image, hostile descriptors survived, an attestation
 // document that verifies — and that a SIGKILL of the VMM right after a FLUSH completed loses no
-// data. Hosts without /dev/kvm skip each test, saying so; the same drivers run against the same
+// data. Where this host cannot run one, it runs in the box (src/testing/kvm.ts); the same drivers run against the same
 // cards without KVM in src/probe/hosted.test.ts.
 
-import { test, type TestContext } from "node:test";
+import type { TestContext } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, openSync, closeSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -19,9 +19,10 @@ import { parseProbeLines, findLine, type ProbeLine } from "../probe/report.js";
 import { chipInit } from "../security/chip.js";
 import { bootMeasurements, toHex } from "../security/pcr.js";
 import { verifyAttestation } from "../security/attestation.js";
+import { kvmTests } from "../testing/kvm.js";
 
-const noKvm = !existsSync("/dev/kvm");
-const SKIP = "no /dev/kvm on this host (no hardware virtualization or PVM backend): the probe cannot be booted here";
+const kvmTest = kvmTests(import.meta.url);
+
 const MiB = 1 << 20;
 
 function tempDir(t: TestContext): string {
@@ -62,7 +63,7 @@ function assertPattern(img: string, bytes: number, seed: bigint): void {
   }
 }
 
-test("blk-verify and blk-ro through KVM: the pattern lands in the image, the read-only image is untouched", { skip: noKvm && SKIP, timeout: 180_000 }, async (t) => {
+kvmTest("blk-verify and blk-ro through KVM: the pattern lands in the image, the read-only image is untouched", { need: "kvm", timeout: 180_000 }, async (t) => {
   const dir = tempDir(t);
   const rw = image(dir, "rw.img", 4 * MiB);
   const ro = image(dir, "ro.img", 64 * 1024, 0x5a);
@@ -77,7 +78,7 @@ test("blk-verify and blk-ro through KVM: the pattern lands in the image, the rea
   assert.equal(createHash("sha256").update(readFileSync(ro)).digest("hex"), roHash);
 });
 
-test("blk-verify in interrupt mode through KVM: the card's irqfd reaches the guest through the IOAPIC, one interrupt per completion", { skip: noKvm && SKIP, timeout: 180_000 }, async (t) => {
+kvmTest("blk-verify in interrupt mode through KVM: the card's irqfd reaches the guest through the IOAPIC, one interrupt per completion", { need: "hardware", timeout: 180_000 }, async (t) => {
   const dir = tempDir(t);
   const rw = image(dir, "irq.img", 1 * MiB);
   const lines = await boot(t, dir, { cmdline: "probe.run=blk-verify probe.blk.irq=1 probe.blk.bytes=256K probe.blk.seed=0x42", drives: [{ id: "rw", path: rw }] });
@@ -88,7 +89,7 @@ test("blk-verify in interrupt mode through KVM: the card's irqfd reaches the gue
   assertPattern(rw, 256 * 1024, 0x42n);
 });
 
-test("blk-hostile through KVM: bad descriptors are answered or reset, never a hang; the second drive keeps working", { skip: noKvm && SKIP, timeout: 180_000 }, async (t) => {
+kvmTest("blk-hostile through KVM: bad descriptors are answered or reset, never a hang; the second drive keeps working", { need: "kvm", timeout: 180_000 }, async (t) => {
   const dir = tempDir(t);
   const lines = await boot(t, dir, {
     cmdline: "probe.run=blk-hostile",
@@ -99,7 +100,7 @@ test("blk-hostile through KVM: bad descriptors are answered or reset, never a ha
   assert.equal(summary?.fields["timeouts"], "0");
 });
 
-test("rng and nsm through KVM: entropy arrives; the probe's attestation document verifies with its nonce and the boot's PCR0", { skip: noKvm && SKIP, timeout: 180_000 }, async (t) => {
+kvmTest("rng and nsm through KVM: entropy arrives; the probe's attestation document verifies with its nonce and the boot's PCR0", { need: "kvm", timeout: 180_000 }, async (t) => {
   const dir = tempDir(t);
   const { chip } = chipInit(join(dir, "chip"));
   const nonce = "a1b2c3d4";
@@ -118,7 +119,7 @@ test("rng and nsm through KVM: entropy arrives; the probe's attestation document
 // every write reached the image before its completion was published. A SIGKILL does not drop the host's page
 // cache, so it cannot show that FLUSH reached stable storage (power loss); that FLUSH calls the backend's
 // flush (fdatasync for an image file) is tested at the unit level.
-test("durability: the VMM killed with SIGKILL right after the guest saw its FLUSH complete has lost nothing", { skip: noKvm && SKIP, timeout: 180_000 }, async (t) => {
+kvmTest("durability: the VMM killed with SIGKILL right after the guest saw its FLUSH complete has lost nothing", { need: "kvm", timeout: 180_000 }, async (t) => {
   const dir = tempDir(t);
   const img = image(dir, "durable.img", 8 * MiB);
   const bin = fileURLToPath(new URL("../../bin/typervisor.js", import.meta.url));

@@ -2,23 +2,22 @@
 // Typervisor to a busybox shell from an initramfs we build, reports what it sees, and reboots
 // through the i8042 (reboot=k), which ends the VM with exit kind "reset".
 //
-// It needs real hardware virtualization: each reason it cannot run is a skip with that reason,
-// checked in order (no /dev/kvm; a PVM backend; no vmx/svm; packages not fetchable). The module
-// does no work at import time.
+// It needs hardware-KVM semantics (src/testing/kvm.ts runs it in the box elsewhere); it skips only
+// when Debian's packages cannot be fetched, saying why. The module does no work at import time.
 
-import { test, type TestContext } from "node:test";
+import type { TestContext } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { S_IFDIR, S_IFREG, writeCpio } from "../initramfs/cpio.js";
 import { debianKernelRelease, failureReason, fetchDebianKernel, fetchDebianPackageFile } from "../testing/debian.js";
 import { Vm, type VmExit } from "./vm.js";
+import { kvmTests } from "../testing/kvm.js";
 
-const KVM = "/dev/kvm";
-/** Loaded on PVM hosts (the kvm-pvm backend module): guest CPL0 is emulated there (DESIGN.md §6). */
-const PVM_MODULE = "/sys/module/kvm_pvm";
+const kvmTest = kvmTests(import.meta.url);
+
 const VCPUS = 2;
 const MEM_MIB = 512;
 /** A stock kernel boots in a few seconds on KVM; 120 s leaves room for a slow, shared host. */
@@ -66,25 +65,9 @@ export function busyboxInitramfs(busybox: Uint8Array, init: string): Uint8Array 
   ]);
 }
 
-/** Why a stock kernel cannot boot on this host, or undefined when it can. */
-function cannotBootReason(): string | undefined {
-  if (!existsSync(KVM)) return `no ${KVM} on this host: nothing can be booted here`;
-  if (existsSync(PVM_MODULE)) {
-    return `${PVM_MODULE} exists: the PVM backend emulates guest CPL0, so a stock kernel cannot boot (DESIGN.md §6)`;
-  }
-  const cpuinfo = readFileSync("/proc/cpuinfo", "utf8");
-  if (!/^flags\s*:.*\b(vmx|svm)\b/m.test(cpuinfo)) {
-    return "no vmx or svm flag in /proc/cpuinfo: no hardware virtualization for a stock kernel";
-  }
-  return undefined;
-}
-
-test("Debian cloud kernel boots to a busybox shell: marker, release, 2 CPUs, i8042 reset", { timeout: BOOT_TIMEOUT_MS + 300_000 }, async (t: TestContext) => {
-  const why = cannotBootReason();
-  if (why !== undefined) {
-    t.skip(why);
-    return;
-  }
+// need "hardware": PVM emulates a guest's ring 0, so a stock kernel cannot boot there (DESIGN.md §6);
+// on a PVM host, and on one with no /dev/kvm, this runs in the box.
+kvmTest("Debian cloud kernel boots to a busybox shell: marker, release, 2 CPUs, i8042 reset", { need: "hardware", timeout: BOOT_TIMEOUT_MS + 300_000 }, async (t: TestContext) => {
   let kernelPath: string;
   let busyboxPath: string;
   try {

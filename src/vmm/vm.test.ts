@@ -1,9 +1,9 @@
 // Integration tests: boot the probe guest on the real /dev/kvm and check what it reports
-// against what the VMM set up. Hosts without /dev/kvm skip each test, saying so.
+// against what the VMM set up. Where this host cannot run one, it runs in the box (src/testing/kvm.ts).
 
 import { test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, openSync, closeSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, openSync, closeSync, readFileSync, writeFileSync } from "node:fs";
 import { randomBytes, createHash } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -15,10 +15,10 @@ import { fileURLToPath } from "node:url";
 import { buildKvmMachine } from "./builder.js";
 import type { KvmVcpuBackend } from "./vcpu-worker.js";
 import { loadCExitLoop } from "../sys/baseline.js";
+import { kvmTests } from "../testing/kvm.js";
 
-const KVM = "/dev/kvm";
-const noKvm = !existsSync(KVM);
-const SKIP = "no /dev/kvm on this host (no hardware virtualization or PVM backend): the probe cannot be booted here";
+const kvmTest = kvmTests(import.meta.url);
+
 
 interface Booted {
   exit: VmExit;
@@ -46,7 +46,7 @@ async function boot(t: TestContext, config: Partial<VmConfig> & { cmdline: strin
   }
 }
 
-test("demo: banner, boot facts, clean exit through the debug-exit port", { skip: noKvm && SKIP }, async (t) => {
+kvmTest("demo: banner, boot facts, clean exit through the debug-exit port", { need: "kvm" }, async (t) => {
   const r = await boot(t, { cmdline: "probe.run=demo" });
   assert.deepEqual(r.exit, { kind: "debug-exit", status: 0 }, r.output);
   assert.ok(findLine(r.lines, "start"), "start line");
@@ -61,7 +61,7 @@ test("demo: banner, boot facts, clean exit through the debug-exit port", { skip:
   assert.equal(r.vm.pcrs.isLocked(0), true);
 });
 
-test("boot: cmdline, e820 and initrd as the guest sees them match what the loader wrote", { skip: noKvm && SKIP }, async (t) => {
+kvmTest("boot: cmdline, e820 and initrd as the guest sees them match what the loader wrote", { need: "kvm" }, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), "typervisor-initrd-"));
   const initrdBytes = randomBytes(300_000 + 123);
   writeFileSync(join(dir, "initrd"), initrdBytes);
@@ -90,7 +90,7 @@ test("boot: cmdline, e820 and initrd as the guest sees them match what the loade
 });
 
 for (const vcpus of [2, 4, 8]) {
-  test(`smp: all ${vcpus} vCPUs check in`, { skip: noKvm && SKIP }, async (t) => {
+  kvmTest(`smp: all ${vcpus} vCPUs check in`, { need: "kvm" }, async (t) => {
     const r = await boot(t, { cmdline: "probe.run=smp", vcpus });
     assert.deepEqual(r.exit, { kind: "debug-exit", status: 0 }, r.output);
     const summary = r.lines.find((l) => l.name === "smp" && l.fields["expected"] !== undefined)!;
@@ -101,7 +101,7 @@ for (const vcpus of [2, 4, 8]) {
   });
 }
 
-test("exits: port and MMIO write loops reach the VMM once per write", { skip: noKvm && SKIP }, async (t) => {
+kvmTest("exits: port and MMIO write loops reach the VMM once per write", { need: "kvm" }, async (t) => {
   for (const kind of ["pio", "mmio"] as const) {
     const n = 2000;
     const r = await boot(t, { cmdline: `probe.run=exits probe.exits.kind=${kind} probe.exits.n=${n}` });
@@ -113,7 +113,7 @@ test("exits: port and MMIO write loops reach the VMM once per write", { skip: no
   }
 });
 
-test("bench:exits' C baseline runs the same VM (same builder) to the probe's clean end, once per write", { skip: noKvm && SKIP }, () => {
+kvmTest("bench:exits' C baseline runs the same VM (same builder) to the probe's clean end, once per write", { need: "kvm" }, () => {
   const loop = loadCExitLoop(fileURLToPath(new URL("../../src/bench/c-exit-loop.c", import.meta.url)));
   for (const kind of ["pio", "mmio"] as const) {
     const machine = buildKvmMachine({
@@ -133,7 +133,7 @@ test("bench:exits' C baseline runs the same VM (same builder) to the probe's cle
   }
 });
 
-test("fault: a deliberate triple fault is reported as a crash with registers", { skip: noKvm && SKIP }, async (t) => {
+kvmTest("fault: a deliberate triple fault is reported as a crash with registers", { need: "hardware" }, async (t) => {
   const r = await boot(t, { cmdline: "probe.run=fault" });
   assert.equal(r.exit.kind, "crash", JSON.stringify(r.exit, (_k, v) => (typeof v === "bigint" ? v.toString(16) : v)));
   if (r.exit.kind !== "crash") return;
@@ -144,7 +144,7 @@ test("fault: a deliberate triple fault is reported as a crash with registers", {
   assert.equal(findLine(r.lines, "done"), undefined);
 });
 
-test("stop from the host interrupts a running guest", { skip: noKvm && SKIP }, async (t) => {
+kvmTest("stop from the host interrupts a running guest", { need: "kvm" }, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), "typervisor-stop-"));
   const fd = openSync(join(dir, "console"), "w");
   const vm = Vm.create({

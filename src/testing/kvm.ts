@@ -1,0 +1,270 @@
+// Where each KVM test runs. A KVM test file declares its tests with `kvmTests(import.meta.url)`
+// and says what each one needs:
+//   "kvm"      — any /dev/kvm, PVM's included (the probe guest: ring 3 native, ring 0 emulated);
+//   "hardware" — hardware-KVM semantics: stock Linux (PVM cannot run a stock kernel's ring 0), or
+//                behaviour PVM changes (a triple fault reaches the guest's own #GP handler there;
+//                interrupts never reach the probe's ring 3 there).
+// A test whose need this host meets runs here, natively. Any other runs in the box (src/box):
+// one box boot per `node --test` run executes every such test of every KVM file the run names,
+// and each file then reports each of its tests with the outcome the box saw — its own name, its
+// own pass, failure (with the box's assertion and stack) or skip (with the box's reason). No KVM
+// test is skipped for lack of KVM; one skips only when the box itself cannot start here, saying
+// what to install.
+
+import { test, type TestContext, type TestOptions } from "node:test";
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, unlinkSync, writeFileSync } from "node:fs";
+import { join, relative, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import type { BoxTestResult } from "../box/reporter.js";
+
+export type KvmKind = "hardware" | "pvm" | "none";
+export type KvmNeed = "kvm" | "hardware";
+
+/** Set by the box's /box/init; inside, /dev/kvm is kvm_amd (hardware semantics). */
+export const IN_BOX = process.env["TYPERVISOR_BOX"] === "1";
+/** Inside the box: the kind of KVM the host that started the box has (it runs the rest itself). */
+const OUTER_KIND_ENV = "TYPERVISOR_BOX_HOST_KVM";
+
+/** This host's KVM: none (no /dev/kvm), PVM (/sys/module/kvm_pvm exists), or hardware (kvm_intel, kvm_amd). */
+export function kvmKind(dev = "/dev/kvm", pvmModule = "/sys/module/kvm_pvm"): KvmKind {
+  if (!existsSync(dev)) return "none";
+  return existsSync(pvmModule) ? "pvm" : "hardware";
+}
+
+export const HOST_KVM: KvmKind = kvmKind();
+
+/** Whether a host with `kind` runs a test that needs `need` with the semantics it asserts. */
+export function meets(kind: KvmKind, need: KvmNeed): boolean {
+  return need === "kvm" ? kind !== "none" : kind === "hardware";
+}
+
+/** The QEMU accelerator for a QEMU-peer test with `need`: KVM where its semantics hold, else TCG. */
+export function qemuAccel(need: KvmNeed, kind: KvmKind = HOST_KVM): "kvm" | "tcg" {
+  return meets(kind, need) ? "kvm" : "tcg";
+}
+
+/** How one KVM test is registered in this process. */
+export type Route = "native" | "box-replay" | "in-box-run" | "in-box-elsewhere";
+
+export function route(need: KvmNeed, env: { inBox: boolean; host: KvmKind; outer?: KvmKind }): Route {
+  if (!env.inBox) return meets(env.host, need) ? "native" : "box-replay";
+  // Inside the box: run what the outer host could not (all of it when the box runs by hand).
+  const outer = env.outer ?? "none";
+  return meets(outer, need) ? "in-box-elsewhere" : "in-box-run";
+}
+
+export interface KvmTestOptions extends Omit<TestOptions, "skip" | "only" | "todo"> {
+  need: KvmNeed;
+}
+
+type Fn = (t: TestContext) => void | Promise<void>;
+
+// dist/testing/ → repository root.
+const ROOT = fileURLToPath(new URL("../../", import.meta.url)).replace(/\/$/, "");
+const RUNS = join(ROOT, ".cache", "box", "runs");
+/** The replaying tests wait for the whole box run (all KVM files of the run, under TCG). */
+const REPLAY_TIMEOUT_MS = 45 * 60_000;
+/** The box run itself: killed after this. */
+const BOX_RUN_TIMEOUT_MS = 40 * 60_000;
+/** The marker the box run looks for to find KVM test files in dist/. */
+export const KVM_FILE_MARKER = "kvmTests(import.meta.url)";
+
+/** Every compiled test file under `dir` that declares KVM tests. */
+export function kvmTestFiles(dir: string): string[] {
+  const out: string[] = [];
+  const walk = (d: string): void => {
+    for (const n of readdirSync(d).sort()) {
+      const p = join(d, n);
+      const st = statSync(p);
+      if (st.isDirectory()) {
+        if (n !== "node_modules") walk(p);
+      } else if (n.endsWith(".test.js") && readFileSync(p, "utf8").includes(KVM_FILE_MARKER)) out.push(p);
+    }
+  };
+  walk(dir);
+  return out;
+}
+
+interface BoxRunRecord {
+  files: string[];
+  status: number | null;
+  failure?: string;
+  unavailable?: string;
+  results: BoxTestResult[];
+  consoleTail: string;
+  wallMs: number;
+}
+
+/** The `node --test` run this process belongs to: its pid, start time, cwd and path arguments. */
+function orchestrator(): { key: string; cwd: string; paths: string[] } | undefined {
+  if (process.env["NODE_TEST_CONTEXT"] === undefined) return undefined; // run directly, not by node --test
+  const ppid = process.ppid;
+  try {
+    const stat = readFileSync(`/proc/${ppid}/stat`, "utf8");
+    const start = stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19]; // proc(5): field 22, starttime
+    const argv = readFileSync(`/proc/${ppid}/cmdline`, "utf8").split("\0").filter(Boolean);
+    const cwd = readlinkSync(`/proc/${ppid}/cwd`);
+    const i = argv.indexOf("--test");
+    const paths = (i < 0 ? [] : argv.slice(i + 1)).filter((a) => !a.startsWith("-") && existsSync(resolve(cwd, a)));
+    return { key: `${ppid}-${start}`, cwd, paths };
+  } catch {
+    return undefined;
+  }
+}
+
+/** The KVM files a run covers: those under its path arguments (all of cwd when it names none). */
+function filesOfRun(run: { cwd: string; paths: string[] }, self: string): string[] {
+  const set = new Set<string>([self]);
+  const roots = run.paths.length === 0 ? [run.cwd] : run.paths.map((p) => resolve(run.cwd, p));
+  for (const r of roots) {
+    if (statSync(r).isDirectory()) for (const f of kvmTestFiles(r)) set.add(f);
+    else if (r.endsWith(".test.js") && readFileSync(r, "utf8").includes(KVM_FILE_MARKER)) set.add(r);
+  }
+  return [...set].sort();
+}
+
+const alive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function bootBox(files: string[], log: (l: string) => void): Promise<BoxRunRecord> {
+  const { boxAssets, boxUnavailable, runInBox } = await import("../box/box.js");
+  const { parseResults } = await import("../box/reporter.js");
+  const base = { files, status: null, results: [], consoleTail: "", wallMs: 0 };
+  const why = boxUnavailable();
+  if (why !== undefined) return { ...base, unavailable: why };
+  let assets;
+  try {
+    assets = boxAssets();
+  } catch (e) {
+    return { ...base, unavailable: `the box's Debian packages could not be fetched: ${(e as Error).message}` };
+  }
+  const rel = files.map((f) => relative(ROOT, f));
+  const q = (x: string) => `'${x}'`;
+  // One `node --test` per file (the reporter names the file from BOX_TEST_FILE); the exit status
+  // is the worst of them.
+  const shell = [
+    "rc=0",
+    ...files.map((f) =>
+      [
+        `BOX_TEST_FILE=${q(f)} node --test --test-only --test-force-exit`,
+        `--test-reporter=${q(join(ROOT, "dist/box/reporter.js"))} --test-reporter-destination=/dev/ttyS1`,
+        `--test-reporter=spec --test-reporter-destination=stdout ${q(f)} || rc=$?`,
+      ].join(" "),
+    ),
+    "exit $rc",
+  ].join("\n");
+  log(`box: ${HOST_KVM === "none" ? "no /dev/kvm here" : `${HOST_KVM} KVM here`}: running ${rel.length} KVM test file(s) in the box (QEMU TCG, kvm_amd inside; slow, timings mean nothing)`);
+  const r = await runInBox({
+    assets,
+    command: { shell, cwd: ROOT, env: { [OUTER_KIND_ENV]: HOST_KVM } },
+    timeoutMs: BOX_RUN_TIMEOUT_MS,
+    onProgress: (l) => log(`box: ${l}`),
+    onResultLine: (l) => {
+      for (const res of parseResults(l)) if (res.path.length === 1 && res.outcome !== "skip") log(`box: ${res.outcome} ${relative(ROOT, res.file)} › ${res.path[0]}`);
+    },
+  });
+  const rec: BoxRunRecord = { ...base, status: r.status, results: parseResults(r.results), consoleTail: r.console.slice(-6000), wallMs: r.wallMs };
+  if (r.failure !== undefined) rec.failure = r.failure;
+  return rec;
+}
+
+/** Runs the box once for the whole `node --test` run (the first file to ask does it; the rest wait and read). */
+async function sharedBoxRun(self: string): Promise<BoxRunRecord> {
+  const log = (l: string) => process.stderr.write(`${l}\n`);
+  const run = orchestrator();
+  if (run === undefined) return bootBox([self], log);
+  mkdirSync(RUNS, { recursive: true });
+  for (const n of readdirSync(RUNS)) {
+    const p = join(RUNS, n);
+    if (Date.now() - statSync(p).mtimeMs > 24 * 3600_000) rmSync(p, { force: true });
+  }
+  const record = join(RUNS, `${run.key}.json`);
+  const lock = join(RUNS, `${run.key}.lock`);
+  for (;;) {
+    if (existsSync(record)) return JSON.parse(readFileSync(record, "utf8")) as BoxRunRecord;
+    let fd: number | undefined;
+    try {
+      fd = openSync(lock, "wx");
+    } catch {
+      const holder = Number(readFileSync(lock, "utf8") || "0");
+      if (holder > 0 && !alive(holder)) {
+        rmSync(lock, { force: true });
+        continue;
+      }
+      await sleep(1000);
+      continue;
+    }
+    writeFileSync(fd, String(process.pid));
+    closeSync(fd);
+    try {
+      const rec = await bootBox(filesOfRun(run, self), log);
+      writeFileSync(record, JSON.stringify(rec));
+      return rec;
+    } finally {
+      unlinkSync(lock);
+    }
+  }
+}
+
+let boxRun: Promise<BoxRunRecord> | undefined;
+
+/** Replays the box's outcome of `path` (and of its subtests) in `t`. */
+async function replay(t: TestContext, rec: BoxRunRecord, file: string, path: string[]): Promise<void> {
+  if (rec.unavailable !== undefined) {
+    t.skip(`this host cannot run this test natively and ${rec.unavailable}`);
+    return;
+  }
+  const key = JSON.stringify(path);
+  const mine = rec.results.filter((r) => r.file === file);
+  const own = mine.find((r) => JSON.stringify(r.path) === key);
+  if (own === undefined) {
+    const why = rec.failure ?? (rec.status === 0 ? "the box's run ended without reporting it" : `the box's test run exited with status ${rec.status}`);
+    throw new Error(`the box reported no outcome for this test: ${why}\n--- box console (tail) ---\n${rec.consoleTail}`);
+  }
+  // Subtests first, as the box ran them.
+  const children = mine.filter((r) => r.path.length === path.length + 1 && JSON.stringify(r.path.slice(0, path.length)) === key);
+  for (const c of children) await t.test(c.path[c.path.length - 1]!, (tc) => replay(tc, rec, file, c.path));
+  if (own.outcome === "skip") t.skip(`in the box: ${own.reason ?? "skipped"}`);
+  else if (own.outcome === "todo") t.todo(`in the box: ${own.reason ?? "todo"}`);
+  else if (own.outcome === "fail" && children.every((c) => c.outcome !== "fail")) {
+    const err = new Error(`in the box (kvm_amd under QEMU TCG): ${own.error?.message ?? "failed"}`);
+    if (own.error?.stack !== undefined) err.stack = `${err.message}\n--- the box's stack ---\n${own.error.stack}`;
+    throw err;
+  } else if (own.outcome === "fail") throw new Error("in the box: a subtest failed");
+}
+
+/**
+ * `kvmTests(import.meta.url)` → the `kvmTest(name, { need, ...options }, fn)` of that file.
+ * The marker string above must appear as written: the box finds KVM files by it.
+ */
+export function kvmTests(fileUrl: string): (name: string, options: KvmTestOptions, fn: Fn) => void {
+  const self = fileURLToPath(fileUrl);
+  return (name, options, fn) => {
+    const { need, ...opts } = options;
+    const r = route(need, { inBox: IN_BOX, host: HOST_KVM, outer: (process.env[OUTER_KIND_ENV] as KvmKind | undefined) ?? undefined });
+    switch (r) {
+      case "native":
+        test(name, opts, fn);
+        return;
+      case "in-box-run":
+        test(name, { ...opts, only: true }, fn);
+        return;
+      case "in-box-elsewhere":
+        test(name, opts, fn); // not `only`: the box's --test-only run leaves it to the outer host
+        return;
+      case "box-replay":
+        test(name, { timeout: REPLAY_TIMEOUT_MS }, async (t) => {
+          boxRun ??= sharedBoxRun(self);
+          await replay(t, await boxRun, self, [name]);
+        });
+    }
+  };
+}
