@@ -1,7 +1,8 @@
 // npm run bench:blk — the probe's blk-bench (4 KiB random read/write at QD1 and QD32, 1 MiB
 // sequential read/write) on one image on tmpfs, under Typervisor (virtio-blk card) and under QEMU
 // (-M microvm,acpi=off -device virtio-blk-device), same probe binary, in one run (DESIGN.md §4).
-// Prints a table, then one JSON object as the last line.
+// Prints progress on stderr, a table, then one JSON object as the last line on stdout. Refuses to
+// run inside the box (guard.ts); --help says what it measures.
 
 import { spawn } from "node:child_process";
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, truncateSync, writeFileSync } from "node:fs";
@@ -11,6 +12,26 @@ import { Vm } from "../vmm/vm.js";
 import { probePath } from "../probe/path.js";
 import { findQemu, qemuArgs } from "../probe/qemu.js";
 import { parseProbeLines, type ProbeLine } from "../probe/report.js";
+import { benchEntry, elapsed } from "./guard.js";
+
+const HELP = `npm run bench:blk — block I/O through Typervisor's virtio-blk card against QEMU's virtio-blk
+
+Measures the probe guest's blk-bench — 4 KiB random read and write at QD1 and QD32, 1 MiB sequential
+read and write — on one raw image on tmpfs, under Typervisor (the card: a worker thread fed by
+ioeventfd, interrupting by irqfd) and under QEMU (-M microvm -device virtio-blk-device -accel kvm),
+same probe binary, one after the other in this run: IOPS, MB/s, host CPU seconds per GiB moved and
+exits per I/O, and their ratios (docs/benchmarks.md).
+
+Needs KVM on a real host: /dev/kvm, qemu-system-x86_64, and the built probe guest (npm run build).
+Inside the box (QEMU TCG, TYPERVISOR_BOX=1) it refuses: figures there mean nothing.
+
+Environment: BENCH_BLK_MIB (image size, default 256), BENCH_BLK_OPS (random ops per run, 20000),
+BENCH_BLK_SEQ (sequential ops per run, 128), BENCH_BLK_WARMUP (untimed 4 KiB reads first, 2000).
+Output: progress on stderr; a table, then one JSON object as the last line, on stdout.
+Exit status: 0 measured; 1 a run failed; 2 cannot measure here (no /dev/kvm, no QEMU, the box).
+`;
+
+const progress = benchEntry({ name: "bench:blk", what: "block I/O rates through KVM", help: HELP });
 
 const IMAGE_MIB = Number(process.env["BENCH_BLK_MIB"] ?? 256);
 const RAND_OPS = Number(process.env["BENCH_BLK_OPS"] ?? 20_000);
@@ -129,8 +150,16 @@ async function main(): Promise<number> {
     writeFileSync(image, "");
     truncateSync(image, IMAGE_MIB * 1024 * 1024);
     const hz = tscHz();
+    const work = `${RAND_OPS} ops × 4 random runs, ${SEQ_OPS} ops × 2 sequential runs, ${WARMUP} warm-up reads`;
+    progress(`a ${IMAGE_MIB} MiB image on ${dir}; two boots of blk-bench (${work}): typervisor, then qemu`);
+    let t0 = process.hrtime.bigint();
+    progress("boot 1/2: typervisor (virtio-blk card)");
     const ours = await typervisor(image, dir);
+    progress(`boot 1/2: typervisor done in ${elapsed(t0)}`);
+    t0 = process.hrtime.bigint();
+    progress("boot 2/2: qemu (virtio-blk-device)");
     const peer = await qemu(image);
+    progress(`boot 2/2: qemu done in ${elapsed(t0)}`);
     const a = rows(ours, hz);
     const b = rows(peer, hz);
     if (a.length !== 6 || b.length !== 6) throw new Error(`blk-bench did not report six ok runs (typervisor ${a.length}, qemu ${b.length})`);

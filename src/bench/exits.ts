@@ -4,7 +4,8 @@
 // QEMU on the same probe binary, in one run (DESIGN.md §4). The probe's `exits` test does N port
 // writes (or N MMIO writes) from ring 3, each one a full exit to the VMM; the rate is taken from
 // the difference between a run of N and a run of 2N, so boot and teardown cancel out.
-// Prints a table, then one JSON object as the last line.
+// Prints progress on stderr, a table, then one JSON object as the last line on stdout. Refuses to
+// run inside the box (guard.ts); --help says what it measures.
 
 import { existsSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
@@ -14,6 +15,25 @@ import { findQemu, runProbeInQemu } from "../probe/qemu.js";
 import { buildKvmMachine } from "../vmm/builder.js";
 import type { KvmVcpuBackend } from "../vmm/vcpu-worker.js";
 import { loadCExitLoop, type CExitLoop } from "../sys/baseline.js";
+import { benchEntry, elapsed } from "./guard.js";
+
+const HELP = `npm run bench:exits — the exit-handling rate of Typervisor's TypeScript vCPU loop
+
+Measures guest exits handled per second. The probe guest does N one-byte port writes (pio) and then
+N 4-byte MMIO writes (mmio) from ring 3, each one a full exit to the VMM; the rate is N over the
+difference between a run of 2N and a run of N, so boot and teardown cancel out. The same guest runs
+under Typervisor, under a C KVM_RUN loop on the same VM (src/bench/c-exit-loop.c) and under QEMU
+(-accel kvm), one after the other in this run; the result is the ratios (docs/benchmarks.md).
+
+Needs KVM on a real host: /dev/kvm, qemu-system-x86_64, gcc, and the built probe guest
+(npm run build). Inside the box (QEMU TCG, TYPERVISOR_BOX=1) it refuses: figures there mean nothing.
+
+Environment: BENCH_EXITS_N (writes per short run, default 200000), BENCH_RUNS (default 3).
+Output: progress on stderr; a table, then one JSON object as the last line, on stdout.
+Exit status: 0 measured; 1 a run failed; 2 cannot measure here (no /dev/kvm, no QEMU, the box).
+`;
+
+const progress = benchEntry({ name: "bench:exits", what: "KVM exit rates", help: HELP });
 
 const N = Number(process.env["BENCH_EXITS_N"] ?? 200_000);
 const RUNS = Number(process.env["BENCH_RUNS"] ?? 3);
@@ -71,12 +91,15 @@ async function qemuSeconds(kind: Kind, n: number): Promise<number> {
   return Number(t1 - t0) / 1e9;
 }
 
-async function rate(run: (kind: Kind, n: number) => Promise<number>, kind: Kind): Promise<{ median: number; min: number; max: number }> {
+async function rate(who: string, run: (kind: Kind, n: number) => Promise<number>, kind: Kind): Promise<{ median: number; min: number; max: number }> {
   const rates: number[] = [];
   for (let i = 0; i < RUNS; i++) {
+    const t0 = process.hrtime.bigint();
+    progress(`${kind}: ${who} run ${i + 1}/${RUNS} (${N} and ${2 * N} writes)`);
     const a = await run(kind, N);
     const b = await run(kind, 2 * N);
     rates.push(N / Math.max(b - a, 1e-9));
+    progress(`${kind}: ${who} run ${i + 1}/${RUNS} done in ${elapsed(t0)}: ${Math.round(rates.at(-1)!)} exits/s`);
   }
   rates.sort((x, y) => x - y);
   return { median: rates[Math.floor(rates.length / 2)]!, min: rates[0]!, max: rates[rates.length - 1]! };
@@ -92,12 +115,13 @@ async function main(): Promise<number> {
     process.stderr.write("bench:exits needs qemu-system-x86_64 (Debian package qemu-system-x86) as the peer\n");
     return 2;
   }
+  progress(`${RUNS} runs each of typervisor, the C loop and qemu, pio then mmio; N=${N}`);
   const result: Record<string, unknown> = { bench: "exits", n: N, runs: RUNS, host_kvm: existsSync("/sys/module/kvm_pvm") ? "pvm" : "kvm" };
   const rows: string[] = [];
   for (const kind of ["pio", "mmio"] as const) {
-    const ours = await rate(typervisorSeconds, kind);
-    const c = await rate(cSeconds, kind);
-    const peer = await rate(qemuSeconds, kind);
+    const ours = await rate("typervisor", typervisorSeconds, kind);
+    const c = await rate("C loop", cSeconds, kind);
+    const peer = await rate("qemu", qemuSeconds, kind);
     // Ratio = our exit rate ÷ theirs (issue "Hypervisor core" item 11): 1.0 is parity, below is slower.
     const vsC = ours.median / c.median;
     const vsQemu = ours.median / peer.median;

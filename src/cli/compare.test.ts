@@ -12,7 +12,7 @@ import { fileURLToPath } from "node:url";
 import { parseCommand, parseDrive, UsageError, DEFAULT_COMPARE_OUT } from "./args.js";
 import { toDriveConfig } from "./main.js";
 import { compareCommand } from "./compare.js";
-import { EXIT_GUEST_FAILURE, EXIT_HOST, EXIT_OK } from "./exit-codes.js";
+import { EXIT_GUEST_FAILURE, EXIT_HOST, EXIT_OK, EXIT_USAGE } from "./exit-codes.js";
 import type { BootProbe } from "../compare/run.js";
 import { syntheticBootProbe } from "../compare/testing.js";
 
@@ -81,7 +81,7 @@ test("compare: bad options are one-line usage errors", () => {
 test("compare without KVM: one line naming the device node, exit 4, nothing written", async () => {
   const out = join(mkdtempSync(join(tmpdir(), "typervisor-compare-")), "report");
   const c = capture();
-  const status = await compareCommand({ sizeBytes: MiB, runs: 1, outDir: out, paths: ["card"], hosted: false }, c.io, { kvmPath: "/nonexistent/kvm" });
+  const status = await compareCommand({ sizeBytes: MiB, runs: 1, outDir: out, paths: ["card"], hosted: false }, c.io, { kvmPath: "/nonexistent/kvm", env: {} });
   assert.equal(status, EXIT_HOST);
   assert.deepEqual(c.err, ["typervisor: compare needs /nonexistent/kvm, and this host has none: nothing was measured\n"]);
   assert.deepEqual(c.out, []);
@@ -94,7 +94,9 @@ test("typervisor compare as a user runs it, on a host without /dev/kvm: exit 4, 
     return;
   }
   const bin = join(fileURLToPath(new URL("../../", import.meta.url)), "bin", "typervisor.js");
-  const r = spawnSync(process.execPath, [bin, "compare", "--runs", "1"], { encoding: "utf8", timeout: 60_000 });
+  const env = { ...process.env };
+  delete env["TYPERVISOR_BOX"]; // the no-KVM answer, not the box's
+  const r = spawnSync(process.execPath, [bin, "compare", "--runs", "1"], { encoding: "utf8", timeout: 60_000, env });
   assert.equal(r.status, 4, r.stderr);
   assert.equal(r.stderr, "typervisor: compare needs /dev/kvm, and this host has none: nothing was measured\n");
 });
@@ -104,7 +106,7 @@ test("compare runs the runner over the boot probe, prints the table and writes r
   const { bootProbe, calls } = syntheticBootProbe();
   const c = capture();
   // Any existing path stands in for /dev/kvm: the boot probe is injected, no VM runs.
-  const status = await compareCommand({ sizeBytes: 8 * MiB, runs: 2, outDir: out, paths: ["dom0", "card"], hosted: false }, c.io, { kvmPath: tmpdir(), bootProbe });
+  const status = await compareCommand({ sizeBytes: 8 * MiB, runs: 2, outDir: out, paths: ["dom0", "card"], hosted: false }, c.io, { kvmPath: tmpdir(), bootProbe, env: {} });
   assert.equal(status, EXIT_OK, c.err.join(""));
   assert.deepEqual([...new Set(calls.map((x) => x.path))], ["dom0", "card"]);
   assert.equal(calls.length, 2 * 3, "a baseline and 2 runs per path");
@@ -117,6 +119,44 @@ test("compare runs the runner over the boot probe, prints the table and writes r
   assert.equal(report.host.runs, 2);
   assert.match(readFileSync(join(out, "report.html"), "utf8"), /<html/);
   assert.ok(c.err.some((l) => /dom0: run 1\/2/.test(l)), "progress goes to stderr");
+  // Progress names the path, the baseline and each run of how many, and how long each took.
+  const progress = c.err.join("");
+  assert.match(progress, /^compare: 2 paths \(dom0, card\), a baseline boot and 2 runs each, a 8 MiB image in /m);
+  for (const [i, path] of ["dom0", "card"].entries()) {
+    assert.match(progress, new RegExp(`^compare: ${path}: path ${i + 1}/2, baseline boot \\(no I/O\\)$`, "m"));
+    assert.match(progress, new RegExp(`^compare: ${path}: baseline done in [\\d.]+ s$`, "m"));
+    for (const run of [1, 2]) assert.match(progress, new RegExp(`^compare: ${path}: run ${run}/2 done in [\\d.]+ s$`, "m"));
+  }
+  assert.match(c.err.at(-1)!, /^compare: writing .*report\.json and report\.html\n$/);
+  assert.ok(c.out.every((s) => !s.startsWith("compare:")), "no progress on stdout");
+});
+
+test("compare inside the box (TYPERVISOR_BOX=1): one line, exit 2, before KVM or the boot probe is touched; --hosted still runs", async () => {
+  const out = join(mkdtempSync(join(tmpdir(), "typervisor-compare-")), "report");
+  const { bootProbe, calls } = syntheticBootProbe();
+  const c = capture();
+  const status = await compareCommand({ sizeBytes: MiB, runs: 1, outDir: out, paths: ["card"], hosted: false }, c.io, { kvmPath: tmpdir(), bootProbe, env: { TYPERVISOR_BOX: "1" } });
+  assert.equal(status, EXIT_USAGE);
+  assert.deepEqual(c.err, ["typervisor compare measures block I/O through three I/O paths on KVM; inside the box (QEMU TCG) its figures mean nothing — run it on a host with KVM (or use --hosted)\n"]);
+  assert.deepEqual(c.out, []);
+  assert.equal(calls.length, 0, "nothing booted");
+  assert.ok(!existsSync(out), "nothing written");
+  // --hosted runs no VM: it is not refused (the injected probe stands in for the hosted drivers).
+  const h = capture();
+  const hosted = await compareCommand({ sizeBytes: MiB, runs: 1, outDir: out, paths: ["card"], hosted: true }, h.io, { kvmPath: tmpdir(), bootProbe, env: { TYPERVISOR_BOX: "1" } });
+  assert.equal(hosted, EXIT_OK, h.err.join(""));
+  assert.equal(calls.length, 2, "a baseline and one run");
+});
+
+test("typervisor compare --help says what it measures, that it needs KVM on a real host, and refuses the box", () => {
+  const bin = join(fileURLToPath(new URL("../../", import.meta.url)), "bin", "typervisor.js");
+  const r = spawnSync(process.execPath, [bin, "compare", "--help"], { encoding: "utf8", timeout: 30_000 });
+  assert.equal(r.status, 0, r.stderr);
+  assert.ok(r.stdout.startsWith("typervisor compare [--size 256M]"), r.stdout);
+  assert.match(r.stdout, /^Measures one block workload/m);
+  assert.match(r.stdout, /Needs KVM on a real host: \/dev\/kvm/);
+  assert.match(r.stdout, /Inside the box\n\(QEMU TCG, TYPERVISOR_BOX=1\) it refuses/);
+  assert.match(r.stdout, /2 bad arguments, or inside the box/);
 });
 
 test("compare --hosted measures all three paths without a VM: the probe's drivers against our back ends, each run verified clean", { timeout: 120_000 }, async () => {
@@ -150,7 +190,7 @@ test("compare exits 1 and names the path when its runs failed", async () => {
     throw new Error(`cannot start the VM: no ${path}`);
   };
   const c = capture();
-  const status = await compareCommand({ sizeBytes: MiB, runs: 1, outDir: out, paths: ["emulated"], hosted: false }, c.io, { kvmPath: tmpdir(), bootProbe: failing });
+  const status = await compareCommand({ sizeBytes: MiB, runs: 1, outDir: out, paths: ["emulated"], hosted: false }, c.io, { kvmPath: tmpdir(), bootProbe: failing, env: {} });
   assert.equal(status, EXIT_GUEST_FAILURE);
   assert.match(c.out.join(""), /emulated: run 1: cannot start the VM: no emulated/);
   assert.match(c.err.at(-1)!, /^typervisor: compare: runs failed on emulated/);

@@ -6,8 +6,8 @@
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { CompareCliOptions } from "./args.js";
-import { EXIT_GUEST_FAILURE, EXIT_HOST, EXIT_OK } from "./exit-codes.js";
+import { DEFAULT_COMPARE_OUT, type CompareCliOptions } from "./args.js";
+import { EXIT_GUEST_FAILURE, EXIT_HOST, EXIT_OK, EXIT_USAGE } from "./exit-codes.js";
 import { Vm, type VmExit } from "../vmm/vm.js";
 import type { KernelSource } from "../vmm/builder.js";
 import type { CounterName } from "../vmm/control.js";
@@ -15,6 +15,7 @@ import { probePath } from "../probe/path.js";
 import { runCompare, type BootProbe, type BootResult, type CompareReport, type IoPath } from "../compare/run.js";
 import { terminalTable, writeReport } from "../compare/report.js";
 import { runHostedProbe } from "../probe/hosted.js";
+import { boxRefusal } from "../bench/guard.js";
 
 /** The id of the bench drive in every compare VM. */
 export const BENCH_DRIVE_ID = "bench";
@@ -41,7 +42,32 @@ export interface CompareDeps {
   bootProbe?: BootProbe;
   /** Where run.ts puts the image (default /dev/shm). */
   imageDir?: string;
+  /** The environment the box check reads (default process.env; TYPERVISOR_BOX=1 inside the box). */
+  env?: NodeJS.ProcessEnv;
 }
+
+/** `typervisor compare --help`. */
+export const COMPARE_HELP = `typervisor compare [--size 256M] [--runs N] [--out DIR] [--paths emulated,dom0,card] [--hosted]
+
+Measures one block workload (the probe guest's bench: 4 KiB random read and write at QD1 and QD32,
+sequential read and write) through three I/O paths in one run: the emulated ATA disk (every register
+access an exit), a Xen-style blkif ring served by a Dom0 process, and a virtio-blk card. Per path:
+IOPS, MB/s, latency, exits per I/O, host CPU seconds per GiB, copies per request, privileged code
+(docs/xen-vs-nitro.md). Each path boots a baseline (no I/O), then --runs bench boots.
+
+Needs KVM on a real host: /dev/kvm and the built probe guest (npm run build). Inside the box
+(QEMU TCG, TYPERVISOR_BOX=1) it refuses: figures there mean nothing. --hosted runs no VM (the
+probe's drivers as a host library against the same back ends) and needs no KVM.
+
+Options:
+  --size SIZE     image size (default 256M)        --runs N      bench boots per path (default 3)
+  --out DIR       report.json and report.html (default ${DEFAULT_COMPARE_OUT})
+  --paths LIST    some of emulated,dom0,card        --hosted      no VM, no KVM
+
+Output: progress on stderr; the table, then "report: DIR/report.json DIR/report.html", on stdout.
+Exit status: 0 every run clean; 1 some run failed (listed); 2 bad arguments, or inside the box;
+4 no /dev/kvm or no built probe guest.
+`;
 
 /** A BootProbe that boots `kernel` in a Typervisor VM with the image as drive "bench" on the I/O path asked for. */
 export function vmBootProbe(opts: { kernel: KernelSource; kvmPath?: string; memMiB?: number; timeoutMs?: number }): BootProbe {
@@ -153,9 +179,15 @@ export function hostedBootProbe(): BootProbe {
   };
 }
 
-/** `typervisor compare`: exit 0 when every path ran clean, 1 when some run failed (listed), 4 without KVM. */
+/** `typervisor compare`: exit 0 when every path ran clean, 1 when some run failed (listed), 2 inside the box (not --hosted), 4 without KVM. */
 export async function compareCommand(opts: CompareCliOptions, io: CompareIo, deps: CompareDeps = {}): Promise<number> {
   const kvmPath = deps.kvmPath ?? "/dev/kvm";
+  // Inside the box /dev/kvm works (TCG emulates AMD-V) but every figure would be the emulator's.
+  const refusal = opts.hosted ? null : boxRefusal("typervisor compare", "block I/O through three I/O paths on KVM", "a host with KVM (or use --hosted)", deps.env ?? process.env);
+  if (refusal !== null) {
+    io.stderr.write(`${refusal}\n`);
+    return EXIT_USAGE;
+  }
   if (opts.hosted && deps.bootProbe === undefined) deps = { ...deps, bootProbe: hostedBootProbe() };
   else if (!existsSync(kvmPath)) {
     io.stderr.write(`typervisor: compare needs ${kvmPath}, and this host has none: nothing was measured\n`);
@@ -180,9 +212,10 @@ export async function compareCommand(opts: CompareCliOptions, io: CompareIo, dep
     paths: opts.paths,
     ...(deps.imageDir !== undefined ? { imageDir: deps.imageDir } : {}),
     ...(opts.hosted ? { hosted: true } : {}),
-    log: (line) => io.stderr.write(`${line}\n`),
+    log: (line) => io.stderr.write(`compare: ${line}\n`),
   });
   io.stdout.write(`${terminalTable(report)}\n`);
+  io.stderr.write(`compare: writing ${opts.outDir}/report.json and report.html\n`);
   const files = writeReport(report, opts.outDir);
   io.stdout.write(`report: ${files.json} ${files.html}\n`);
   const failed = report.paths.filter((p) => p.errors.length > 0).map((p) => p.path);

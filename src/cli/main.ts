@@ -18,7 +18,7 @@ import { ImageSignatureError, verifyBootSignature } from "../security/image.js";
 import { readBootSignature, readInputFile } from "./input.js";
 
 import { EXIT_OK, EXIT_GUEST_FAILURE, EXIT_USAGE, EXIT_CRASH, EXIT_HOST } from "./exit-codes.js";
-import { compareCommand } from "./compare.js";
+import { COMPARE_HELP, compareCommand } from "./compare.js";
 
 export { EXIT_OK, EXIT_GUEST_FAILURE, EXIT_USAGE, EXIT_CRASH, EXIT_HOST };
 
@@ -48,7 +48,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   switch (command.cmd) {
     case "help":
-      process.stdout.write(HELP);
+      process.stdout.write(command.topic === "compare" ? COMPARE_HELP : HELP);
       return EXIT_OK;
     case "version":
       process.stdout.write(`typervisor ${version()}\n`);
