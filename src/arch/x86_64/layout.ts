@@ -9,6 +9,7 @@
 //   0x0000_9000  PML4, PDPT, PDs (identity map)
 //   0x0002_0000  kernel command line
 //   0x0009_fc00  EBDA: MP floating pointer + MP config table; reserved up to 1 MiB
+//   0x000e_0000  ACPI: RSDP, then XSDT, FADT, MADT, DSDT (below 1 MiB)
 //   0x0010_0000  high memory: ELF kernels load here or above
 //   0x0100_0000  default bzImage load address (16 MiB)
 //   0xc000_0000  32-bit MMIO gap (not RAM) up to 4 GiB: virtio-mmio, IOAPIC, LAPIC, KVM's private pages
@@ -68,6 +69,17 @@ export const MPTABLE_START = EBDA_START;
 export const HIMEM_START = 0x100000;
 /** Default bzImage load address when pref_address is unusable: 16 MiB (Linux CONFIG_PHYSICAL_START default). */
 export const BZIMAGE_DEFAULT_LOAD = 0x100_0000;
+
+/**
+ * ACPI RSDP: 0xE0000 starts the BIOS read-only area an OS without a boot-loader pointer scans for
+ * "RSD PTR " on 16-byte boundaries (ACPI 6.5 §5.2.5.1); Firecracker's RSDP_ADDR. Inside the
+ * e820-reserved [EBDA_START, 1 MiB), so the OS never takes it as RAM.
+ */
+export const ACPI_RSDP_START = 0xe0000;
+/** XSDT, FADT, MADT, DSDT: right after the 36-byte RSDP (ACPI 6.5 §5.2.5.3), on a 64-byte boundary. */
+export const ACPI_TABLES_START = ACPI_RSDP_START + 0x40;
+/** The ACPI tables end (exclusive) at 1 MiB, still inside the reserved BIOS area. */
+export const ACPI_TABLES_END = HIMEM_START;
 
 // --- The 32-bit MMIO gap [3 GiB, 4 GiB): never RAM ---------------------------------------------
 
