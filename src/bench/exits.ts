@@ -8,7 +8,6 @@
 // run inside the box (guard.ts); --help says what it measures.
 
 import { existsSync, readFileSync } from "node:fs";
-import { fileURLToPath } from "node:url";
 import { Vm } from "../vmm/vm.js";
 import { probePath } from "../probe/path.js";
 import { findQemu, runProbeInQemu } from "../probe/qemu.js";
@@ -63,7 +62,7 @@ let cLoop: CExitLoop | undefined;
 
 /** The same VM as typervisorSeconds builds (same builder, same boot state), run by the C loop on this thread. */
 async function cSeconds(kind: Kind, n: number): Promise<number> {
-  cLoop ??= loadCExitLoop(fileURLToPath(new URL("../../src/bench/c-exit-loop.c", import.meta.url)));
+  cLoop ??= loadCExitLoop();
   const machine = buildKvmMachine({
     kernel: { name: "probe.elf", bytes: new Uint8Array(readFileSync(probePath())) },
     cmdline: `probe.run=exits probe.exits.kind=${kind} probe.exits.n=${n}`,

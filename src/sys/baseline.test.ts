@@ -4,12 +4,11 @@
 // src/vmm/vm.test.ts, with the other KVM integration tests.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { fileURLToPath } from "node:url";
 import { C_LOOP_RUN_FAILED, loadCExitLoop } from "./baseline.js";
 import { errnoValue } from "./errors.js";
 
 test("the C exit loop compiles and reports a KVM_RUN that failed (EBADF) as run-failed with the errno", () => {
-  const loop = loadCExitLoop(fileURLToPath(new URL("../../src/bench/c-exit-loop.c", import.meta.url)));
+  const loop = loadCExitLoop();
   const r = loop(-1, 0n, -1);
   assert.deepEqual(r, { end: C_LOOP_RUN_FAILED, pioExits: 0, mmioExits: 0, interrupted: 0, detail: errnoValue("EBADF") });
 });

@@ -1,12 +1,11 @@
 // The C exit loop that `npm run bench:exits` measures the TypeScript vCPU path against
-// (src/bench/c-exit-loop.c): compiled with gcc into a temporary shared object and loaded through
-// koffi here, because src/sys is the only layer that calls FFI.
+// (src/bench/c-exit-loop.c): built by `npm run build` (guest/Makefile) into guest/build/c-exit-loop.so
+// and loaded through koffi here, because src/sys is the only layer that calls FFI. Prebuilt, so a
+// host without gcc (the box) runs it too.
 
-import { execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import type * as KoffiModule from "koffi";
 
 /** How a C run ended: the guest's debug-exit status (>= 0), or one of these (c-exit-loop.c END_*). */
@@ -28,20 +27,15 @@ export interface CExitLoopResult {
 /** Runs a vCPU (its fd and the address of its mapped kvm_run) to the end of the guest's run, in C, on this thread. */
 export type CExitLoop = (vcpuFd: number, runAddress: bigint, consoleFd: number) => CExitLoopResult;
 
-/** Compiles `source` (gcc -O2 -shared -fPIC) and binds typervisor_c_exit_loop. Throws with gcc's message when it cannot. */
-export function loadCExitLoop(source: string): CExitLoop {
-  const dir = mkdtempSync(join(tmpdir(), "typervisor-c-loop-"));
-  const so = join(dir, "c-exit-loop.so");
-  const fn = (() => {
-    try {
-      execFileSync("gcc", ["-O2", "-shared", "-fPIC", "-Wall", "-Werror", "-o", so, source], { stdio: ["ignore", "ignore", "pipe"] });
-      const koffi = createRequire(import.meta.url)("koffi") as typeof KoffiModule;
-      // The kvm_run pointer travels as its address (a uint64 in the same register as a pointer, SysV x86-64).
-      return koffi.load(so).func("long typervisor_c_exit_loop(int vcpu_fd, uint64_t run, int console_fd, void *counts)");
-    } finally {
-      rmSync(dir, { recursive: true, force: true }); // loaded (or failed): the mapping outlives the file
-    }
-  })();
+/** Where `npm run build` puts the compiled loop (dist/sys/ or src/sys/ → ../../guest/build/). */
+export const C_EXIT_LOOP_LIBRARY = fileURLToPath(new URL("../../guest/build/c-exit-loop.so", import.meta.url));
+
+/** Binds typervisor_c_exit_loop from the built library. Throws naming the build step when it is missing. */
+export function loadCExitLoop(library = C_EXIT_LOOP_LIBRARY): CExitLoop {
+  if (!existsSync(library)) throw new Error(`${library} is missing: run "npm run build:guest" (it compiles src/bench/c-exit-loop.c)`);
+  const koffi = createRequire(import.meta.url)("koffi") as typeof KoffiModule;
+  // The kvm_run pointer travels as its address (a uint64 in the same register as a pointer, SysV x86-64).
+  const fn = koffi.load(library).func("long typervisor_c_exit_loop(int vcpu_fd, uint64_t run, int console_fd, void *counts)");
   return (vcpuFd, runAddress, consoleFd) => {
     const counts = new BigUint64Array(4);
     const end = Number(fn(vcpuFd, runAddress, consoleFd, counts) as number | bigint);

@@ -11,7 +11,6 @@ import { Vm, type VmConfig, type VmExit } from "./vm.js";
 import { probePath } from "../probe/path.js";
 import { parseProbeLines, findLine, hexToString, fnv1a64, type ProbeLine } from "../probe/report.js";
 import { KernelFormatError } from "../arch/x86_64/index.js";
-import { fileURLToPath } from "node:url";
 import { buildKvmMachine } from "./builder.js";
 import type { KvmVcpuBackend } from "./vcpu-worker.js";
 import { loadCExitLoop } from "../sys/baseline.js";
@@ -114,7 +113,7 @@ kvmTest("exits: port and MMIO write loops reach the VMM once per write", { need:
 });
 
 kvmTest("bench:exits' C baseline runs the same VM (same builder) to the probe's clean end, once per write", { need: "kvm" }, () => {
-  const loop = loadCExitLoop(fileURLToPath(new URL("../../src/bench/c-exit-loop.c", import.meta.url)));
+  const loop = loadCExitLoop();
   for (const kind of ["pio", "mmio"] as const) {
     const machine = buildKvmMachine({
       kernel: { name: "probe.elf", bytes: new Uint8Array(readFileSync(probePath())) },

@@ -1,0 +1,155 @@
+// Unit tests of the box's parts that need no QEMU: module ordering, the init scripts, argument
+// paths, the result reporter and parser, and where each KVM test is routed. The box itself boots
+// in every `npm test` on a host without hardware KVM (every KVM test file runs through it).
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { moduleDepends, moduleKey, resolveModules, indexModules } from "./modules.js";
+import { envFile, initramfsInit, rootInit, EXIT_MARK, RESULT_TTY } from "./image.js";
+import { namedPaths } from "./main.js";
+import boxReporter, { parseResults, RESULT_PREFIX, FILE_ENV } from "./reporter.js";
+import { meets, qemuAccel, route, kvmKind } from "../testing/kvm.js";
+
+const modinfo = (depends: string) => new TextEncoder().encode(`\x7fELF....\0license=GPL\0depends=${depends}\0retpoline=Y\0name=x\0`);
+
+test("moduleDepends reads .modinfo's depends= (scripts/mod/modpost.c): a list, empty, or a refusal", () => {
+  assert.deepEqual(moduleDepends(modinfo("virtio_ring,virtio")), ["virtio_ring", "virtio"]);
+  assert.deepEqual(moduleDepends(modinfo("")), []);
+  assert.throws(() => moduleDepends(new TextEncoder().encode("not a module")), /no depends= entry/);
+});
+
+test("resolveModules: dependencies first, each once; '-' and '_' name the same module; cycles and gaps named", () => {
+  const index = new Map([
+    ["kvm_amd", "/m/kvm-amd.ko"],
+    ["kvm", "/m/kvm.ko"],
+    ["irqbypass", "/m/irqbypass.ko"],
+    ["virtio_blk", "/m/virtio_blk.ko"],
+    ["virtio", "/m/virtio.ko"],
+    ["virtio_ring", "/m/virtio_ring.ko"],
+  ]);
+  const deps: Record<string, string[]> = {
+    "/m/kvm-amd.ko": ["kvm"],
+    "/m/kvm.ko": ["irqbypass"],
+    "/m/irqbypass.ko": [],
+    "/m/virtio_blk.ko": ["virtio", "virtio_ring"],
+    "/m/virtio.ko": ["virtio_ring"],
+    "/m/virtio_ring.ko": [],
+  };
+  const order = resolveModules(["kvm-amd", "virtio_blk"], index, (p) => deps[p]!);
+  assert.deepEqual(order, ["/m/irqbypass.ko", "/m/kvm.ko", "/m/kvm-amd.ko", "/m/virtio_ring.ko", "/m/virtio.ko", "/m/virtio_blk.ko"]);
+  assert.equal(moduleKey("kvm-amd"), "kvm_amd");
+  assert.throws(() => resolveModules(["kvm_amd"], new Map([["kvm_amd", "/a"]]), () => ["kvm"]), /kernel module kvm \(needed by kvm_amd\) is not in the kernel package/);
+  assert.throws(() => resolveModules(["a"], new Map([["a", "/a"], ["b", "/b"]]), (p) => (p === "/a" ? ["b"] : ["a"])), /cycle through a/);
+});
+
+test("indexModules finds every .ko below a folder by module key", () => {
+  const dir = mkdtempSync(join(tmpdir(), "box-mod-"));
+  try {
+    mkdirSync(join(dir, "arch/x86/kvm"), { recursive: true });
+    writeFileSync(join(dir, "arch/x86/kvm/kvm-amd.ko"), modinfo("kvm"));
+    writeFileSync(join(dir, "arch/x86/kvm/README"), "");
+    assert.deepEqual([...indexModules(dir)], [["kvm_amd", join(dir, "arch/x86/kvm/kvm-amd.ko")]]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("the initramfs /init loads modules in order, stops the box when one fails, and switches to the root disk", () => {
+  const s = initramfsInit(["lib/a.ko", "lib/b.ko"]);
+  assert.ok(s.startsWith("#!/bin/busybox sh\n"));
+  assert.ok(s.indexOf("insmod /lib/a.ko") < s.indexOf("insmod /lib/b.ko"));
+  assert.match(s, /insmod \/lib\/b\.ko \|\| \{ echo "box: insmod b\.ko failed"; \/bin\/busybox poweroff -f; \}/);
+  assert.match(s, /exec \/bin\/busybox switch_root \/newroot \/box\/init\n$/);
+});
+
+test("the root /box/init runs the command with stdin closed and reports its status on the result port", () => {
+  const s = rootInit();
+  assert.match(s, /export [^\n]*TYPERVISOR_BOX=1/);
+  assert.match(s, /\/bin\/sh \/box\/command <\/dev\/null\nrc=\$\?\n/);
+  assert.ok(s.includes(`echo "${EXIT_MARK} $rc" > ${RESULT_TTY}`));
+});
+
+test("envFile quotes values for sh and refuses names sh would not take", () => {
+  assert.equal(envFile({ shell: "x", cwd: "/w d", env: { A: "it's", B_2: "$HOME" } }), "export A='it'\\''s'\nexport B_2='$HOME'\nBOX_CWD='/w d'\n");
+  assert.throws(() => envFile({ shell: "x", cwd: "/", env: { "A-B": "1" } }), /"A-B" is not an environment variable name/);
+});
+
+test("namedPaths: host files an argument names, alone, after '=' or between commas", () => {
+  const dir = mkdtempSync(join(tmpdir(), "box-args-"));
+  try {
+    writeFileSync(join(dir, "vmlinuz"), "");
+    writeFileSync(join(dir, "disk.img"), "");
+    const got = namedPaths(["run", "--kernel", "vmlinuz", "--drive", "path=disk.img,ro", "--cmdline", "console=ttyS0", "--x=/nonexistent"], dir);
+    assert.deepEqual(got.sort(), [join(dir, "disk.img"), join(dir, "vmlinuz")]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("the box reporter: one line per finished test with its file, path of names, outcome and error; parseResults reads them back", async () => {
+  async function* events() {
+    yield { type: "test:start", data: { name: "top", nesting: 0 } };
+    yield { type: "test:start", data: { name: "child", nesting: 1 } };
+    yield { type: "test:pass", data: { name: "child", nesting: 1, details: { duration_ms: 3.4 } } };
+    yield { type: "test:fail", data: { name: "top", nesting: 0, details: { duration_ms: 10, error: Object.assign(new Error("wrapper"), { cause: new Error("0 !== 1") }) } } };
+    yield { type: "test:start", data: { name: "skipped", nesting: 0 } };
+    yield { type: "test:pass", data: { name: "skipped", nesting: 0, skip: "QEMU 7.2 has no virtio-nsm", details: { duration_ms: 0 } } };
+    yield { type: "test:diagnostic", data: { name: "", nesting: 0 } };
+  }
+  const before = process.env[FILE_ENV];
+  process.env[FILE_ENV] = "/p/dist/x.test.js";
+  let out = "";
+  try {
+    for await (const line of boxReporter(events())) out += line;
+  } finally {
+    if (before === undefined) delete process.env[FILE_ENV];
+    else process.env[FILE_ENV] = before;
+  }
+  const lines = out.trim().split("\n");
+  assert.equal(lines.length, 3);
+  assert.ok(lines.every((l) => l.startsWith(RESULT_PREFIX)));
+  const r = parseResults(`console noise\n${out}${RESULT_PREFIX}{"cut short`);
+  assert.deepEqual(r.map((x) => [x.file, x.path, x.outcome, x.durationMs]), [
+    ["/p/dist/x.test.js", ["top", "child"], "pass", 3],
+    ["/p/dist/x.test.js", ["top"], "fail", 10],
+    ["/p/dist/x.test.js", ["skipped"], "skip", 0],
+  ]);
+  assert.equal(r[1]!.error!.message, "0 !== 1");
+  assert.equal(r[2]!.reason, "QEMU 7.2 has no virtio-nsm");
+});
+
+test("routing: a test runs natively where the host meets its need, else in the box; inside, only what the outer host could not run", () => {
+  assert.equal(meets("hardware", "hardware"), true);
+  assert.equal(meets("pvm", "kvm"), true);
+  assert.equal(meets("pvm", "hardware"), false);
+  assert.equal(meets("none", "kvm"), false);
+  assert.equal(route("kvm", { inBox: false, host: "pvm" }), "native");
+  assert.equal(route("hardware", { inBox: false, host: "pvm" }), "box-replay");
+  assert.equal(route("kvm", { inBox: false, host: "none" }), "box-replay");
+  assert.equal(route("hardware", { inBox: false, host: "hardware" }), "native");
+  assert.equal(route("kvm", { inBox: true, host: "hardware", outer: "pvm" }), "in-box-elsewhere");
+  assert.equal(route("hardware", { inBox: true, host: "hardware", outer: "pvm" }), "in-box-run");
+  assert.equal(route("kvm", { inBox: true, host: "hardware", outer: "none" }), "in-box-run");
+  assert.equal(route("kvm", { inBox: true, host: "hardware" }), "in-box-run"); // by hand: everything
+  assert.equal(qemuAccel("hardware", "pvm", true), "tcg");
+  assert.equal(qemuAccel("kvm", "pvm", true), "kvm");
+  assert.equal(qemuAccel("kvm", "hardware", false), "tcg");
+});
+
+test("kvmKind: none without the device, pvm with kvm_pvm loaded, hardware otherwise", () => {
+  const dir = mkdtempSync(join(tmpdir(), "box-kind-"));
+  try {
+    const dev = join(dir, "kvm");
+    const pvm = join(dir, "kvm_pvm");
+    assert.equal(kvmKind(dev, pvm), "none");
+    writeFileSync(dev, "");
+    assert.equal(kvmKind(dev, pvm), "hardware");
+    mkdirSync(pvm);
+    assert.equal(kvmKind(dev, pvm), "pvm");
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
