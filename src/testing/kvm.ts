@@ -12,7 +12,7 @@
 // what to install.
 
 import { test, type TestContext, type TestOptions } from "node:test";
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, unlinkSync, writeFileSync } from "node:fs";
+import { accessSync, closeSync, constants, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { BoxTestResult } from "../box/reporter.js";
@@ -33,14 +33,24 @@ export function kvmKind(dev = "/dev/kvm", pvmModule = "/sys/module/kvm_pvm"): Kv
 
 export const HOST_KVM: KvmKind = kvmKind();
 
+/** Whether this process may open /dev/kvm read-write (QEMU's -accel kvm needs that). */
+function kvmOpenable(): boolean {
+  try {
+    accessSync("/dev/kvm", constants.R_OK | constants.W_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Whether a host with `kind` runs a test that needs `need` with the semantics it asserts. */
 export function meets(kind: KvmKind, need: KvmNeed): boolean {
   return need === "kvm" ? kind !== "none" : kind === "hardware";
 }
 
 /** The QEMU accelerator for a QEMU-peer test with `need`: KVM where its semantics hold, else TCG. */
-export function qemuAccel(need: KvmNeed, kind: KvmKind = HOST_KVM): "kvm" | "tcg" {
-  return meets(kind, need) ? "kvm" : "tcg";
+export function qemuAccel(need: KvmNeed, kind: KvmKind = HOST_KVM, usable = kind === HOST_KVM ? kvmOpenable() : true): "kvm" | "tcg" {
+  return usable && meets(kind, need) ? "kvm" : "tcg";
 }
 
 /** How one KVM test is registered in this process. */
