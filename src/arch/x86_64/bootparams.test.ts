@@ -89,8 +89,9 @@ test("writeBootParams (ELF, no header): minimal setup header fields and e820 tab
   const m = GuestMemory.anonymous(memoryLayout(64 * MiB));
   m.fill(ZERO_PAGE_START, 4096, 0xee);
   const e820 = e820Map(memoryLayout(64 * MiB));
-  const zp = writeBootParams(m, { kernel: elfKernel(), cmdlineAddr: 0x20000, cmdlineSize: 20, initrd: { addr: 0x3000000, size: 0x1234 }, e820 });
+  const zp = writeBootParams(m, { kernel: elfKernel(), cmdlineAddr: 0x20000, cmdlineSize: 20, initrd: { addr: 0x3000000, size: 0x1234 }, e820, rsdpAddr: 0xe0000 });
   assert.equal(zp, 0x7000);
+  assert.equal(m.readU64(zp + 0x070), 0xe0000n); // acpi_rsdp_addr (zero-page.rst 070/008)
   assert.equal(m.readU16(zp + 0x1fe), 0xaa55); // boot_flag
   assert.equal(m.readU32(zp + 0x202), 0x53726448); // "HdrS"
   assert.equal(m.readU16(zp + 0x206), 0x20f); // version
@@ -126,6 +127,7 @@ test("writeBootParams (bzImage): the kernel's setup header is copied to 0x1f1, l
   assert.equal(m.readU32(zp + 0x214), k.loadAddr); // code32_start
   assert.equal(m.readU32(zp + 0x238), 0x7ff, "cmdline_size stays the kernel's");
   assert.equal(m.readU32(zp + 0x218), 0, "no initrd");
+  assert.equal(m.readU64(zp + 0x070), 0n, "acpi_rsdp_addr: none given");
 });
 
 test("writeBootParams: addresses above 4 GiB go to ext_ramdisk_image / ext_cmd_line_ptr", () => {
@@ -154,7 +156,7 @@ test("writeBootParams: limits — 128 e820 entries, cmdline size, initrd_addr_ma
 test("writePvhStartInfo (start_info.h): magic, version 1, cmdline, modlist, memmap", () => {
   const m = GuestMemory.anonymous(memoryLayout(64 * MiB));
   const e820 = e820Map(memoryLayout(64 * MiB));
-  const si = writePvhStartInfo(m, { cmdline: { addr: 0x20000, size: 5 }, initrd: { addr: 0x3000000, size: 0x777 }, e820 });
+  const si = writePvhStartInfo(m, { cmdline: { addr: 0x20000, size: 5 }, initrd: { addr: 0x3000000, size: 0x777 }, e820, rsdpAddr: 0xe0000 });
   assert.equal(si, PVH_INFO_START);
   assert.equal(m.readU32(si), XEN_HVM_START_MAGIC);
   assert.equal(m.readU32(si), 0x336ec578);
@@ -162,7 +164,7 @@ test("writePvhStartInfo (start_info.h): magic, version 1, cmdline, modlist, memm
   assert.equal(m.readU32(si + 12), 1); // nr_modules
   assert.equal(m.readU64(si + 16), BigInt(PVH_MODLIST_START));
   assert.equal(m.readU64(si + 24), 0x20000n);
-  assert.equal(m.readU64(si + 32), 0n); // rsdp_paddr: no ACPI
+  assert.equal(m.readU64(si + 32), 0xe0000n); // rsdp_paddr (start_info.h)
   assert.equal(m.readU64(si + 40), BigInt(PVH_MEMMAP_START));
   assert.equal(m.readU32(si + 48), 3);
   assert.equal(m.readU64(PVH_MODLIST_START), 0x3000000n);
@@ -176,5 +178,6 @@ test("writePvhStartInfo without an initrd has no modules", () => {
   const si = writePvhStartInfo(m, { cmdline: { addr: 0x20000, size: 1 }, e820: [] });
   assert.equal(m.readU32(si + 12), 0);
   assert.equal(m.readU64(si + 16), 0n);
+  assert.equal(m.readU64(si + 32), 0n, "rsdp_paddr: none given");
 });
 

@@ -134,6 +134,8 @@ export function placeInitrd(mem: GuestMemory, size: number, kernel: KernelInfo):
 // --- Zero page (struct boot_params) -------------------------------------------------------------
 
 // zero-page.rst offsets into struct boot_params.
+/** zero-page.rst: 070/008 acpi_rsdp_addr, the physical address of the ACPI RSDP (Linux reads it before scanning). */
+const ZP_ACPI_RSDP_ADDR = 0x070;
 const ZP_EXT_RAMDISK_IMAGE = 0x0c0;
 const ZP_EXT_RAMDISK_SIZE = 0x0c4;
 const ZP_EXT_CMD_LINE_PTR = 0x0c8;
@@ -159,6 +161,8 @@ export interface BootParamsConfig {
   cmdlineSize: number;
   initrd?: Range;
   e820: E820Entry[];
+  /** Physical address of the ACPI RSDP (acpi/tables.ts); absent = no ACPI, the field stays 0. */
+  rsdpAddr?: number;
   /** Where to write the zero page (default ZERO_PAGE_START). */
   zeroPage?: number;
 }
@@ -206,6 +210,7 @@ export function writeBootParams(mem: GuestMemory, cfg: BootParamsConfig): number
     mem.writeU32(zp + ZP_EXT_RAMDISK_IMAGE, hi32(addr));
     mem.writeU32(zp + ZP_EXT_RAMDISK_SIZE, hi32(size));
   }
+  if (cfg.rsdpAddr !== undefined) mem.writeU64(zp + ZP_ACPI_RSDP_ADDR, BigInt(cfg.rsdpAddr));
   mem.writeU8(zp + ZP_E820_ENTRIES, cfg.e820.length);
   cfg.e820.forEach((e, i) => {
     // bootparam.h: struct boot_e820_entry { u64 addr; u64 size; u32 type; } __packed
@@ -229,6 +234,8 @@ const SI_VERSION = 4;
 const SI_NR_MODULES = 12;
 const SI_MODLIST_PADDR = 16;
 const SI_CMDLINE_PADDR = 24;
+/** start_info.h: rsdp_paddr, the physical address of the ACPI RSDP (0 = none). */
+const SI_RSDP_PADDR = 32;
 const SI_MEMMAP_PADDR = 40;
 const SI_MEMMAP_ENTRIES = 48;
 export const HVM_START_INFO_SIZE = 56;
@@ -241,6 +248,8 @@ export interface PvhStartInfoConfig {
   cmdline: Range;
   initrd?: Range;
   e820: E820Entry[];
+  /** Physical address of the ACPI RSDP (acpi/tables.ts); absent = no ACPI, rsdp_paddr stays 0. */
+  rsdpAddr?: number;
 }
 
 /** Writes hvm_start_info (+ modlist, memmap) at PVH_INFO_START; returns its address (for ebx). */
@@ -253,6 +262,7 @@ export function writePvhStartInfo(mem: GuestMemory, cfg: PvhStartInfoConfig): nu
   mem.writeU32(si + SI_MAGIC, XEN_HVM_START_MAGIC);
   mem.writeU32(si + SI_VERSION, HVM_START_INFO_VERSION);
   mem.writeU64(si + SI_CMDLINE_PADDR, BigInt(cfg.cmdline.addr));
+  if (cfg.rsdpAddr !== undefined) mem.writeU64(si + SI_RSDP_PADDR, BigInt(cfg.rsdpAddr));
   if (cfg.initrd !== undefined) {
     mem.fill(PVH_MODLIST_START, HVM_MODLIST_ENTRY_SIZE, 0);
     mem.writeU64(PVH_MODLIST_START, BigInt(cfg.initrd.addr));

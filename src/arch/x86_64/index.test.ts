@@ -1,7 +1,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { GuestMemory } from "../../memory/guest-memory.js";
-import { prepareBoot, applySregsPatch, MiB, memoryLayout, ZERO_PAGE_START, PVH_INFO_START, XEN_HVM_START_MAGIC, BootSetupError } from "./index.js";
+import {
+  prepareBoot, applySregsPatch, MiB, memoryLayout, ZERO_PAGE_START, PVH_INFO_START, XEN_HVM_START_MAGIC, BootSetupError, ACPI_RSDP_START,
+  E820_RESERVED, buildDsdt, byteSum,
+} from "./index.js";
 import { buildBzImage, buildElf, u32le, u64le } from "./test-images.js";
 
 const probeLike = (opts: { entry?: number; pvh?: number; ap?: number } = {}): Uint8Array => {
@@ -31,6 +34,11 @@ test("prepareBoot(ELF with AP note): linux64 BSP, direct64 APs with rdi = id, ze
   assert.equal(mem.readU32(ZERO_PAGE_START + 0x218), plan.initrd.addr);
   assert.deepEqual(mem.read(plan.initrd.addr, 5000), new Uint8Array(5000).fill(7));
   assert.equal(String.fromCharCode(...mem.read(0x9fc00, 4)), "_MP_");
+  assert.equal(plan.acpi.rsdpAddr, ACPI_RSDP_START);
+  assert.equal(String.fromCharCode(...mem.read(ACPI_RSDP_START, 8)), "RSD PTR ");
+  assert.equal(mem.readU64(ZERO_PAGE_START + 0x070), BigInt(ACPI_RSDP_START), "boot_params.acpi_rsdp_addr");
+  assert.equal(mem.readU32(plan.acpi.tables.APIC.addr + 4), 44 + 4 * 8 + 12, "MADT: 4 local APICs and the IOAPIC");
+  assert.ok(plan.e820.some((e) => e.type === E820_RESERVED && e.addr <= plan.acpi.range.addr && plan.acpi.range.addr + plan.acpi.range.size <= e.addr + e.size));
   assert.equal(mem.readU64(0x9000), 0xa003n, "PML4[0]");
   assert.equal(plan.msrs.length, 11);
   assert.deepEqual(structuredClone(plan.vcpus), plan.vcpus, "plain data for vCPU workers");
@@ -54,6 +62,7 @@ test("prepareBoot: PVH when asked, or when the ELF has only a PVH entry", () => 
     assert.equal(plan.protocol, "pvh");
     assert.equal(plan.bootInfoAddr, PVH_INFO_START);
     assert.equal(mem.readU32(PVH_INFO_START), XEN_HVM_START_MAGIC);
+    assert.equal(mem.readU64(PVH_INFO_START + 32), BigInt(ACPI_RSDP_START), "hvm_start_info.rsdp_paddr");
     const bsp = plan.vcpus[0]!;
     assert.equal(bsp.regs.rip, 0x100040n);
     assert.equal(bsp.regs.rbx, BigInt(PVH_INFO_START));
@@ -90,4 +99,20 @@ test("prepareBoot(bzImage): header copied, entry64 = load + 0x200, sregs apply",
     plan.vcpus[0]!.sregsPatch,
   );
   assert.equal(s.cr0, 0x80000011n);
+});
+
+test("prepareBoot: the virtio-mmio slots given reach the DSDT; none given, COM1 and the i8042 alone", () => {
+  const slots = [
+    { base: 0xd0001000, size: 0x1000, gsi: 5 },
+    { base: 0xd0002000, size: 0x1000, gsi: 6 },
+  ];
+  const mem = GuestMemory.anonymous(memoryLayout(64 * MiB));
+  const plan = prepareBoot(mem, { kernel: probeLike(), cmdline: "", vcpus: 1, virtioMmio: slots });
+  const dsdt = mem.read(plan.acpi.tables.DSDT.addr, plan.acpi.tables.DSDT.size);
+  assert.deepEqual(dsdt, buildDsdt(slots));
+  assert.equal(byteSum(dsdt), 0);
+  const bare = GuestMemory.anonymous(memoryLayout(64 * MiB));
+  const p2 = prepareBoot(bare, { kernel: probeLike(), cmdline: "", vcpus: 1 });
+  assert.deepEqual(bare.read(p2.acpi.tables.DSDT.addr, p2.acpi.tables.DSDT.size), buildDsdt([]));
+  assert.throws(() => prepareBoot(GuestMemory.anonymous(memoryLayout(64 * MiB)), { kernel: probeLike(), cmdline: "", vcpus: 1, virtioMmio: [{ base: 0xd0001000, size: 0x1000, gsi: 4 }] }), /GSI 4, which COM1 has/);
 });

@@ -6,6 +6,7 @@ import type { GuestMemory } from "../../memory/guest-memory.js";
 import type { MsrEntry } from "../../kvm/types.js";
 import { e820Map, placeInitrd, writeBootParams, writeCmdline, writePvhStartInfo, type E820Entry, type Range } from "./bootparams.js";
 import { BootSetupError } from "./errors.js";
+import { writeAcpiTables, type AcpiPlacement, type VirtioMmioDevice } from "./acpi/index.js";
 import { writeGdt, writeIdt } from "./gdt.js";
 import { HIMEM_START, MPTABLE_START } from "./layout.js";
 import { loadKernel, type KernelInfo } from "./loader.js";
@@ -26,6 +27,7 @@ export * from "./mptable.js";
 export * from "./cpuid.js";
 export * from "./msrs.js";
 export * from "./regs.js";
+export * from "./acpi/index.js";
 
 export type BootProtocol = "linux64" | "pvh";
 
@@ -40,6 +42,11 @@ export interface PrepareBootOptions {
    * a PVH note). Asking for a protocol the image lacks is an error.
    */
   protocol?: BootProtocol;
+  /**
+   * The virtio-mmio slots, described to the guest in the ACPI DSDT (one LNRO0005 device each).
+   * The command line's `virtio_mmio.device=` entries are the caller's business and stay as they are.
+   */
+  virtioMmio?: readonly VirtioMmioDevice[];
 }
 
 export interface BootPlan {
@@ -61,6 +68,8 @@ export interface BootPlan {
   /** linux64: the zero page address (rsi); pvh: the hvm_start_info address (ebx). */
   bootInfoAddr: number;
   mptable: Range;
+  /** The ACPI tables (RSDP at ACPI_RSDP_START, then XSDT, FADT, MADT, DSDT), always written. */
+  acpi: AcpiPlacement;
 }
 
 /** Loads kernel, command line and initrd into `mem`, writes the boot tables, and returns the plan. */
@@ -88,7 +97,9 @@ export function prepareBoot(mem: GuestMemory, opts: PrepareBootOptions): BootPla
     initrd = { addr, size: opts.initrd.length };
   }
   const e820 = e820Map(mem.regions.map((r) => [r.gpa, r.size] as const));
+  // The MP table stays for kernels built with CONFIG_X86_MPPARSE; ACPI is what distro kernels read.
   const mpBytes = writeMptable(mem, opts.vcpus);
+  const acpi = writeAcpiTables(mem, { vcpus: opts.vcpus, virtioMmio: opts.virtioMmio ?? [] });
   const gdt = writeGdt(mem);
   const idt = writeIdt(mem);
   const pml4 = writeIdentityPageTables(mem);
@@ -96,10 +107,10 @@ export function prepareBoot(mem: GuestMemory, opts: PrepareBootOptions): BootPla
   let bsp: VcpuBootState;
   let bootInfoAddr: number;
   if (protocol === "linux64") {
-    bootInfoAddr = writeBootParams(mem, { kernel, cmdlineAddr: cmdline.addr, cmdlineSize: cmdline.size, initrd, e820 });
+    bootInfoAddr = writeBootParams(mem, { kernel, cmdlineAddr: cmdline.addr, cmdlineSize: cmdline.size, initrd, e820, rsdpAddr: acpi.rsdpAddr });
     bsp = strip(linux64BootState({ entry: kernel.entry64, gdt, idt, pml4, zeroPage: bootInfoAddr }));
   } else {
-    bootInfoAddr = writePvhStartInfo(mem, { cmdline, initrd, e820 });
+    bootInfoAddr = writePvhStartInfo(mem, { cmdline, initrd, e820, rsdpAddr: acpi.rsdpAddr });
     bsp = strip(pvhBootState({ entry: kernel.pvhEntry!, startInfo: bootInfoAddr, gdt, idt }));
   }
 
@@ -124,6 +135,7 @@ export function prepareBoot(mem: GuestMemory, opts: PrepareBootOptions): BootPla
     apStartup,
     bootInfoAddr,
     mptable: { addr: MPTABLE_START, size: mpBytes.length },
+    acpi,
   };
   if (initrd !== undefined) plan.initrd = initrd;
   return plan;
