@@ -19,8 +19,8 @@ import { createTransportState } from "../cards/index.js";
 import { MMIO_QUEUE_NOTIFY } from "../devices/virtio/spec.js";
 import type { KvmVcpuBackend } from "./vcpu-worker.js";
 import {
-  prepareBoot, parseKernelImage, memoryLayout, applySregsPatch, vcpuCpuid, KVM_TSS_START, KVM_IDENTITY_MAP_START,
-  type BootProtocol, type E820Entry, type Range,
+  prepareBoot, parseKernelImage, memoryLayout, applySregsPatch, vcpuCpuid, KVM_TSS_START, KVM_IDENTITY_MAP_START, VIRTIO_MMIO_SLOT_SIZE,
+  type BootProtocol, type E820Entry, type Range, type VirtioMmioDevice,
 } from "../arch/x86_64/index.js";
 
 /** A file given to the VM: its bytes and a name for messages. */
@@ -67,6 +67,8 @@ export interface BootInputs {
   initrd?: KernelSource;
   cmdline: string;
   bootProtocol?: BootProtocol;
+  /** The virtio-mmio windows, for the ACPI DSDT (buildKvmMachine fills it from deviceSlots). */
+  virtioMmio?: readonly VirtioMmioDevice[];
 }
 
 /** VM-wide set-up: capabilities, KVM's private pages, interrupt controllers, memory slots. */
@@ -98,6 +100,7 @@ export function configureVcpus(kvm: Kvm, vcpus: VcpuFd[], mem: GuestMemory, inpu
     cmdline: inputs.cmdline,
     vcpus: vcpus.length,
     protocol: inputs.bootProtocol,
+    virtioMmio: inputs.virtioMmio,
   });
   const supported = kvm.supportedCpuid();
   for (const vcpu of vcpus) {
@@ -216,7 +219,8 @@ export function buildKvmMachine(config: KvmMachineConfig): Machine {
       wireDom0Slot(vm, dom0);
     }
     for (let i = 0; i < config.vcpus; i++) vcpus.push(vm.createVcpu(i));
-    const boot = configureVcpus(kvm, vcpus, mem.memory, config);
+    const virtioMmio = config.virtioMmio ?? (config.deviceSlots ?? []).map((s) => ({ base: s.base, size: VIRTIO_MMIO_SLOT_SIZE, gsi: s.gsi }));
+    const boot = configureVcpus(kvm, vcpus, mem.memory, { ...config, virtioMmio });
     const vmFd = vm;
     const memory = mem;
     return {
