@@ -243,18 +243,18 @@ export function device(path: string, ...terms: readonly Uint8Array[]): Uint8Arra
 
 /** ACPI 6.5 §6.4.2.5 I/O Port Descriptor: small item 0x08, length 7 -> tag byte 0x47. */
 const IO_PORT_TAG = 0x47;
-/** ACPI 6.5 §6.4.2.5 Table 6.44: Information bit 0 (_DEC) = 1, the device decodes 16 address bits. */
+/** ACPI 6.5 §6.4.2.5: Information bit 0 (_DEC) = 1, the device decodes 16 address bits. */
 const IO_DECODE_16 = 0x01;
 /** ACPI 6.5 §6.4.2.9 End Tag: small item 0x0F, length 1 -> tag byte 0x79. */
 const END_TAG = 0x79;
 /** ACPI 6.5 §6.4.3.4 32-Bit Fixed Memory Range Descriptor: large item 0x06 -> tag byte 0x86, 9 data bytes. */
 const MEMORY32_FIXED_TAG = 0x86;
 const MEMORY32_FIXED_LENGTH = 9;
-/** ACPI 6.5 §6.4.3.4 Table 6.53: Information bit 0 (_RW) = 1 read/write, 0 read-only. */
+/** ACPI 6.5 §6.4.3.4: Information bit 0 (_RW) = 1 read/write, 0 read-only. */
 const MEMORY_READ_WRITE = 0x01;
 /** ACPI 6.5 §6.4.3.6 Extended Interrupt Descriptor: large item 0x09 -> tag byte 0x89. */
 const EXTENDED_INTERRUPT_TAG = 0x89;
-/** ACPI 6.5 §6.4.3.6 Table 6.57: Interrupt Vector Flags. */
+/** ACPI 6.5 §6.4.3.6: Interrupt Vector Flags. */
 const INT_CONSUMER = 1 << 0; // bit 0: 1 = consumer, 0 = producer
 const INT_EDGE = 1 << 1; // bit 1 (_HE): 1 = edge, 0 = level
 const INT_ACTIVE_LOW = 1 << 2; // bit 2 (_LL): 1 = active-low, 0 = active-high

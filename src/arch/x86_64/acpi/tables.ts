@@ -25,19 +25,19 @@ export interface VirtioMmioDevice {
 
 // --- Identity -------------------------------------------------------------------------------------
 
-/** ACPI 6.5 §5.2.6 Table 5.4: OEM ID, 6 bytes (also in the RSDP, §5.2.5.3). */
+/** ACPI 6.5 §5.2.6: OEM ID, 6 bytes (also in the RSDP, §5.2.5.3). */
 export const ACPI_OEM_ID = "TYPVSR";
 /** ACPI 6.5 §5.2.6: OEM Revision; one value for every table. */
 const OEM_REVISION = 1;
 /** ACPI 6.5 §5.2.6: Creator ID (4 bytes, the vendor of the tool that made the table) and its revision. */
 const CREATOR_ID = "TYPV";
 const CREATOR_REVISION = 1;
-/** ACPI 6.5 §5.2.9 Table 5.9: Hypervisor Vendor Identity, 8 bytes (the MP table's OEM id, mptable.ts). */
+/** ACPI 6.5 §5.2.9: Hypervisor Vendor Identity, 8 bytes (the MP table's OEM id, mptable.ts). */
 export const ACPI_HYPERVISOR_VENDOR_ID = "TYPERVSR";
 
 // --- Layouts and revisions --------------------------------------------------------------------------
 
-/** ACPI 6.5 §5.2.6 Table 5.4: every description table starts with this 36-byte header. */
+/** ACPI 6.5 §5.2.6: every description table starts with this 36-byte header. */
 export const SDT_HEADER_SIZE = 36;
 const SDT_LENGTH = 4;
 const SDT_REVISION = 8;
@@ -48,7 +48,7 @@ const SDT_OEM_REVISION = 24;
 const SDT_CREATOR_ID = 28;
 const SDT_CREATOR_REVISION = 32;
 
-/** ACPI 6.5 §5.2.5.3 Table 5.3: RSDP "RSD PTR ", revision 2 (ACPI 2.0+), 36 bytes. */
+/** ACPI 6.5 §5.2.5.3: RSDP "RSD PTR ", revision 2 (ACPI 2.0+), 36 bytes. */
 const RSDP_SIGNATURE = "RSD PTR ";
 const RSDP_REVISION = 2;
 export const RSDP_SIZE = 36;
@@ -61,10 +61,10 @@ const RSDP_LENGTH = 20;
 const RSDP_XSDT_ADDRESS = 24;
 const RSDP_EXTENDED_CHECKSUM = 32;
 
-/** ACPI 6.5 §5.2.8 Table 5.8: XSDT revision 1; 64-bit table addresses follow the header. */
+/** ACPI 6.5 §5.2.8: XSDT revision 1; 64-bit table addresses follow the header. */
 const XSDT_REVISION = 1;
 
-/** ACPI 6.5 §5.2.9 Table 5.9: FADT "FACP", Major Version 6, Minor Version 5 (ACPI 6.5), 276 bytes. */
+/** ACPI 6.5 §5.2.9: FADT "FACP", Major Version 6, Minor Version 5 (ACPI 6.5), 276 bytes. */
 const FADT_REVISION = 6;
 const FADT_MINOR_VERSION = 5;
 export const FADT_SIZE = 276;
@@ -74,39 +74,39 @@ const FADT_FLAGS = 112;
 const FADT_MINOR_VERSION_OFF = 131;
 const FADT_X_DSDT = 140; // X_DSDT, 64-bit address
 const FADT_HYPERVISOR_VENDOR_ID = 268;
-/** ACPI 6.5 §5.2.9.3 Table 5.11: IA-PC Boot Architecture Flags. */
+/** ACPI 6.5 §5.2.9.3: IA-PC Boot Architecture Flags. */
 export const IAPC_BOOT_ARCH_8042 = 1 << 1; // the motherboard has an 8042 (our i8042; Linux then keeps it expected)
 export const IAPC_BOOT_ARCH_VGA_NOT_PRESENT = 1 << 2; // no VGA: do not probe it (Firecracker)
 export const IAPC_BOOT_ARCH_MSI_NOT_SUPPORTED = 1 << 3; // no PCI, so no MSI (Firecracker)
 export const IAPC_BOOT_ARCH_PCIE_ASPM_CONTROLS = 1 << 4; // OSPM must not enable PCIe ASPM (Firecracker)
-/** ACPI 6.5 §5.2.9 Table 5.10: Fixed ACPI Description Table Fixed Feature Flags. */
+/** ACPI 6.5 §5.2.9: Fixed ACPI Description Table Fixed Feature Flags. */
 export const FADT_F_PWR_BUTTON = 1 << 4; // 1 = no fixed-feature power button (Firecracker)
 export const FADT_F_SLP_BUTTON = 1 << 5; // 1 = no fixed-feature sleep button (Firecracker)
 export const FADT_F_HW_REDUCED_ACPI = 1 << 20; // no fixed ACPI hardware: no PM1/GPE blocks, SCI, PM timer (§4.1)
 
-/** ACPI 6.5 §5.2.12 Table 5.19: MADT "APIC"; revision 6 for ACPI 6.5 (edk2 Acpi65.h, Firecracker). */
+/** ACPI 6.5 §5.2.12: MADT "APIC"; revision 6 for ACPI 6.5 (edk2 Acpi65.h, Firecracker). */
 const MADT_REVISION = 6;
 const MADT_LOCAL_APIC_ADDRESS = 36;
 const MADT_FLAGS = 40;
 const MADT_HEADER_SIZE = 44;
 /**
- * ACPI 6.5 §5.2.12 Table 5.20: Multiple APIC Flags. PCAT_COMPAT (bit 0) stays clear, as in
+ * ACPI 6.5 §5.2.12: Multiple APIC Flags. PCAT_COMPAT (bit 0) stays clear, as in
  * Firecracker: on a hardware-reduced platform the OS installs no 8259 PIC (Linux's
  * null_legacy_pic) and takes every interrupt through the IOAPIC.
  */
 const MADT_FLAGS_VALUE = 0;
-/** ACPI 6.5 §5.2.12.2 Table 5.22: Processor Local APIC structure, type 0, 8 bytes. */
+/** ACPI 6.5 §5.2.12.2: Processor Local APIC structure, type 0, 8 bytes. */
 const MADT_TYPE_LOCAL_APIC = 0;
 const MADT_LOCAL_APIC_SIZE = 8;
-/** ACPI 6.5 §5.2.12.2 Table 5.23: Local APIC Flags bit 0 Enabled (Online Capable, bit 1, must then be 0). */
+/** ACPI 6.5 §5.2.12.2: Local APIC Flags bit 0 Enabled (Online Capable, bit 1, must then be 0). */
 const LOCAL_APIC_ENABLED = 1 << 0;
-/** ACPI 6.5 §5.2.12.3 Table 5.24: I/O APIC structure, type 1, 12 bytes. */
+/** ACPI 6.5 §5.2.12.3: I/O APIC structure, type 1, 12 bytes. */
 const MADT_TYPE_IO_APIC = 1;
 const MADT_IO_APIC_SIZE = 12;
 /** The IOAPIC's pins are GSIs 0-23 (ACPI 6.5 §5.2.13: ISA IRQ n is GSI n when no override says otherwise). */
 const IOAPIC_GSI_BASE = 0;
 
-/** ACPI 6.5 §5.2.11.1 Table 5.17: DSDT revision 2 makes the AML interpreter's integers 64 bits wide. */
+/** ACPI 6.5 §5.2.11.1: DSDT revision 2 makes the AML interpreter's integers 64 bits wide. */
 const DSDT_REVISION = 2;
 
 // --- The legacy devices the DSDT describes ----------------------------------------------------------
