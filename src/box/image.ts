@@ -68,6 +68,7 @@ export function rootInit(): string {
     "/bin/busybox --install -s /bin",
     "mount -t proc proc /proc; mount -t sysfs sysfs /sys",
     "mount -t tmpfs -o mode=1777 tmpfs /tmp; mkdir -p /dev/shm /dev/pts; mount -t tmpfs tmpfs /dev/shm; mount -t devpts devpts /dev/pts",
+    "[ -d /box/tmp ] && cp -a /box/tmp/. /tmp/",
     "ip link set lo up 2>/dev/null",
     `stty -F ${RESULT_TTY} raw -echo`,
     "export HOME=/root PATH=/usr/local/bin:/usr/bin:/bin TERM=dumb TYPERVISOR_BOX=1",
@@ -207,7 +208,8 @@ export function buildRootDisk(o: RootDiskOptions): string {
   for (const p of o.extraPaths ?? []) {
     const abs = resolve(p);
     if (abs === "/" || relative(o.projectRoot, abs).startsWith("..") === false) continue; // inside the project already
-    mirror(abs, join(stage, abs));
+    // /tmp is a tmpfs inside: what is carried there is staged apart and copied in by /box/init.
+    mirror(abs, abs === "/tmp" || abs.startsWith("/tmp/") ? join(stage, "box", abs) : join(stage, abs));
   }
   writeFileSync(join(stage, "etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n");
   writeFileSync(join(stage, "etc/group"), "root:x:0:\n");

@@ -8,7 +8,7 @@
 import type { TestContext } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { S_IFDIR, S_IFREG, writeCpio } from "../initramfs/cpio.js";
@@ -18,7 +18,6 @@ import { kvmTests } from "../testing/kvm.js";
 
 const kvmTest = kvmTests(import.meta.url);
 
-const VCPUS = 2;
 const MEM_MIB = 512;
 /** A stock kernel boots in a few seconds on KVM; 120 s leaves room for a slow, shared host. */
 const BOOT_TIMEOUT_MS = 120_000;
@@ -45,7 +44,10 @@ export function initScript(marker: string): string {
     // not there, the console is reached through devtmpfs instead.
     "if [ ! -c /dev/console ]; then mount -t devtmpfs devtmpfs /dev; exec </dev/console >/dev/console 2>&1; fi",
     "mount -t proc proc /proc",
-    `echo "${marker} release=$(uname -r) cpus=$(grep -c '^processor' /proc/cpuinfo)"`,
+    "mkdir -p /sys; mount -t sysfs sysfs /sys",
+    `echo "${marker} release=$(uname -r) cpus=$(grep -c '^processor' /proc/cpuinfo) online=$(cat /sys/devices/system/cpu/online)"`,
+    // What ACPI described: PnP ids (COM1, the i8042) and the virtio-mmio platform devices (LNRO0005).
+    `echo "${marker}-acpi pnp=$(cat /sys/bus/pnp/devices/*/id 2>/dev/null | sort | tr '\\n' ',') platform=$(ls /sys/bus/platform/devices | grep LNRO0005 | tr '\\n' ',')"`,
     `sh -c 'echo "${marker}-shell answer=$((6 * 7)) pid=$$"'`,
     "reboot -f",
     // Not reached when reboot works; panic=1 would then reboot after init exits.
@@ -61,13 +63,23 @@ export function busyboxInitramfs(busybox: Uint8Array, init: string): Uint8Array 
     { name: "bin/busybox", mode: S_IFREG | 0o755, data: busybox },
     { name: "dev", mode: S_IFDIR | 0o755 },
     { name: "proc", mode: S_IFDIR | 0o555 },
+    { name: "sys", mode: S_IFDIR | 0o555 },
     { name: "init", mode: S_IFREG | 0o755, data: new TextEncoder().encode(init) },
   ]);
 }
 
+/** vCPU counts the kernel must bring up, every one through ACPI's MADT (the kernel has no MPPARSE). */
+const VCPU_COUNTS = [1, 2, 4, 8];
+
 // need "hardware": PVM emulates a guest's ring 0, so a stock kernel cannot boot there (DESIGN.md §6);
-// on a PVM host, and on one with no /dev/kvm, this runs in the box.
-kvmTest("Debian cloud kernel boots to a busybox shell: marker, release, 2 CPUs, i8042 reset", { need: "hardware", timeout: BOOT_TIMEOUT_MS + 300_000 }, async (t: TestContext) => {
+// on a PVM host, and on one with no /dev/kvm, these run in the box.
+for (const vcpus of VCPU_COUNTS) {
+  kvmTest(`Debian cloud kernel, ${vcpus} vCPU${vcpus > 1 ? "s" : ""}: every CPU online through ACPI, COM1 + i8042 + virtio-mmio from the DSDT, a shell, i8042 reset`, { need: "hardware", timeout: BOOT_TIMEOUT_MS + 300_000 }, async (t: TestContext) => {
+    await bootDebian(t, vcpus);
+  });
+}
+
+async function bootDebian(t: TestContext, vcpus: number): Promise<void> {
   let kernelPath: string;
   let busyboxPath: string;
   try {
@@ -89,6 +101,9 @@ kvmTest("Debian cloud kernel boots to a busybox shell: marker, release, 2 CPUs, 
   const dir = mkdtempSync(join(tmpdir(), "typervisor-linux-"));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const consolePath = join(dir, "console.log");
+  // One drive: its virtio-mmio slot must reach the kernel through the DSDT (no cmdline devices here).
+  const disk = join(dir, "disk.img");
+  writeFileSync(disk, Buffer.alloc(1 << 20));
   const fd = openSync(consolePath, "w");
   let exit: VmExit;
   let vm: Vm | undefined;
@@ -97,9 +112,10 @@ kvmTest("Debian cloud kernel boots to a busybox shell: marker, release, 2 CPUs, 
       kernel: { name: release, bytes: new Uint8Array(readFileSync(kernelPath)) },
       initrd: { name: "busybox.cpio", bytes: initrd },
       cmdline: CMDLINE,
-      vcpus: VCPUS,
+      vcpus,
       memMiB: MEM_MIB,
       consoleFd: fd,
+      drives: [{ id: "disk0", path: disk }],
     });
     const timer = setTimeout(() => vm!.stop(`test timeout after ${BOOT_TIMEOUT_MS / 1000} s`), BOOT_TIMEOUT_MS);
     try {
@@ -115,11 +131,18 @@ kvmTest("Debian cloud kernel boots to a busybox shell: marker, release, 2 CPUs, 
   const output = readFileSync(consolePath, "utf8");
   const tail = `\n--- console (last 4000 chars) ---\n${output.slice(-4000)}`;
 
-  const line = new RegExp(`^${marker} release=(\\S+) cpus=(\\d+)\\s*$`, "m").exec(output);
+  assert.doesNotMatch(output, /A valid RSDP was not found/, `the kernel found our RSDP${tail}`);
+  assert.match(output, new RegExp(`smpboot: Allowing ${vcpus} CPUs`), `the MADT lists ${vcpus} CPUs${tail}`);
+  const line = new RegExp(`^${marker} release=(\\S+) cpus=(\\d+) online=(\\S+)\\s*$`, "m").exec(output);
   assert.ok(line, `marker line from /init${tail}`);
   assert.equal(line[1], release, `uname -r${tail}`);
-  assert.equal(Number(line[2]), VCPUS, `processors in /proc/cpuinfo${tail}`);
+  assert.equal(Number(line[2]), vcpus, `processors in /proc/cpuinfo${tail}`);
+  assert.equal(line[3], vcpus === 1 ? "0" : `0-${vcpus - 1}`, `/sys/devices/system/cpu/online${tail}`);
+  const acpi = new RegExp(`^${marker}-acpi pnp=(\\S*) platform=(\\S*)\\s*$`, "m").exec(output);
+  assert.ok(acpi, `ACPI line from /init${tail}`);
+  assert.equal(acpi[1], "PNP0303,PNP0501,", `PnP devices from the DSDT (i8042, COM1)${tail}`);
+  assert.equal(acpi[2], "LNRO0005:00,", `the drive's virtio-mmio device from the DSDT${tail}`);
   assert.match(output, new RegExp(`^${marker}-shell answer=42 pid=\\d+\\s*$`, "m"), `sh -c ran${tail}`);
   assert.doesNotMatch(output, new RegExp(`${marker}-reboot-failed|Kernel panic`), `clean reboot${tail}`);
   assert.deepEqual(exit, { kind: "reset" }, `exit${tail}`);
-});
+}
