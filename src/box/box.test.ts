@@ -94,10 +94,12 @@ test("the box reporter: one line per finished test with its file, path of names,
     yield { type: "test:start", data: { name: "top", nesting: 0 } };
     yield { type: "test:start", data: { name: "child", nesting: 1 } };
     yield { type: "test:pass", data: { name: "child", nesting: 1, details: { duration_ms: 3.4 } } };
+    yield { type: "test:diagnostic", data: { name: "", nesting: 1, message: "attempt 1 hung; retried" } };
     yield { type: "test:fail", data: { name: "top", nesting: 0, details: { duration_ms: 10, error: Object.assign(new Error("wrapper"), { cause: new Error("0 !== 1") }) } } };
     yield { type: "test:start", data: { name: "skipped", nesting: 0 } };
     yield { type: "test:pass", data: { name: "skipped", nesting: 0, skip: "QEMU 7.2 has no virtio-nsm", details: { duration_ms: 0 } } };
-    yield { type: "test:diagnostic", data: { name: "", nesting: 0 } };
+    yield { type: "test:plan", data: { name: "", nesting: 0 } };
+    yield { type: "test:diagnostic", data: { name: "", nesting: 0, message: "tests 3" } };
   }
   const before = process.env[FILE_ENV];
   process.env[FILE_ENV] = "/p/dist/x.test.js";
@@ -119,6 +121,8 @@ test("the box reporter: one line per finished test with its file, path of names,
   ]);
   assert.equal(r[1]!.error!.message, "0 !== 1");
   assert.equal(r[2]!.reason, "QEMU 7.2 has no virtio-nsm");
+  assert.deepEqual(r[0]!.diagnostics, ["attempt 1 hung; retried"], "a test's own diagnostics travel with it");
+  assert.equal(r[2]!.diagnostics, undefined, "the run's summary is nobody's diagnostic");
 });
 
 test("routing: a test runs natively where the host meets its need, else in the box; inside, only what the outer host could not run", () => {

@@ -13,6 +13,8 @@ export interface BoxTestResult {
   reason?: string;
   durationMs: number;
   error?: { message: string; stack?: string };
+  /** The test's own t.diagnostic() lines. */
+  diagnostics?: string[];
 }
 
 /** The environment variable that names the test file a box `node --test` runs. */
@@ -23,6 +25,7 @@ export const RESULT_PREFIX = "BOX-TEST ";
 
 interface TestEventData {
   name: string;
+  message?: string;
   nesting: number;
   file?: string;
   skip?: string | boolean;
@@ -39,9 +42,23 @@ function describeError(e: unknown): { message: string; stack?: string } {
 
 export default async function* boxReporter(source: AsyncIterable<{ type: string; data: TestEventData }>): AsyncGenerator<string> {
   const open = new Map<string, string[]>(); // file → names of the tests started at each nesting level
+  // node:test reports a test's diagnostics right after its pass or fail, at its nesting: a result
+  // waits for them until the next event of any other kind.
+  let pending: { r: BoxTestResult; nesting: number } | undefined;
+  const flush = (): string | undefined => {
+    const line = pending === undefined ? undefined : `${RESULT_PREFIX}${JSON.stringify(pending.r)}\n`;
+    pending = undefined;
+    return line;
+  };
   for await (const ev of source) {
-    if (ev.type !== "test:start" && ev.type !== "test:pass" && ev.type !== "test:fail") continue;
     const d = ev.data;
+    if (ev.type === "test:diagnostic" && pending !== undefined && d.nesting === pending.nesting && d.message !== undefined) {
+      (pending.r.diagnostics ??= []).push(d.message);
+      continue;
+    }
+    const done = flush();
+    if (done !== undefined) yield done;
+    if (ev.type !== "test:start" && ev.type !== "test:pass" && ev.type !== "test:fail") continue;
     // node:test names the file where test() was called (for KVM tests, src/testing/kvm.ts), so
     // the box runs one file per `node --test` and names it in BOX_TEST_FILE.
     const file = process.env[FILE_ENV] ?? d.file ?? "";
@@ -62,8 +79,10 @@ export default async function* boxReporter(source: AsyncIterable<{ type: string;
     const reason = r.outcome === "skip" ? d.skip : r.outcome === "todo" ? d.todo : undefined;
     if (typeof reason === "string") r.reason = reason;
     if (r.outcome === "fail") r.error = describeError(d.details?.error);
-    yield `${RESULT_PREFIX}${JSON.stringify(r)}\n`;
+    pending = { r, nesting: d.nesting };
   }
+  const last = flush();
+  if (last !== undefined) yield last;
 }
 
 /** The results in a result-port text (other lines ignored). */

@@ -239,6 +239,7 @@ async function replay(t: TestContext, rec: BoxRunRecord, file: string, path: str
     const why = rec.failure ?? (rec.status === 0 ? "the box's run ended without reporting it" : `the box's test run exited with status ${rec.status}`);
     throw new Error(`the box reported no outcome for this test: ${why}\n--- box console (tail) ---\n${rec.consoleTail}`);
   }
+  for (const d of own.diagnostics ?? []) t.diagnostic(`in the box: ${d}`);
   // Subtests first, as the box ran them.
   const children = mine.filter((r) => r.path.length === path.length + 1 && JSON.stringify(r.path.slice(0, path.length)) === key);
   for (const c of children) await t.test(c.path[c.path.length - 1]!, (tc) => replay(tc, rec, file, c.path));

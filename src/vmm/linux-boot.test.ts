@@ -14,7 +14,7 @@ import { join } from "node:path";
 import { S_IFDIR, S_IFREG, writeCpio } from "../initramfs/cpio.js";
 import { debianKernelRelease, failureReason, fetchDebianKernel, fetchDebianPackageFile } from "../testing/debian.js";
 import { Vm, type VmExit } from "./vm.js";
-import { kvmTests } from "../testing/kvm.js";
+import { IN_BOX, kvmTests } from "../testing/kvm.js";
 
 const kvmTest = kvmTests(import.meta.url);
 
@@ -74,7 +74,7 @@ const VCPU_COUNTS = [1, 2, 4, 8];
 // need "hardware": PVM emulates a guest's ring 0, so a stock kernel cannot boot there (DESIGN.md §6);
 // on a PVM host, and on one with no /dev/kvm, these run in the box.
 for (const vcpus of VCPU_COUNTS) {
-  kvmTest(`Debian cloud kernel, ${vcpus} vCPU${vcpus > 1 ? "s" : ""}: every CPU online through ACPI, COM1 + i8042 + virtio-mmio from the DSDT, a shell, i8042 reset`, { need: "hardware", timeout: BOOT_TIMEOUT_MS + 300_000 }, async (t: TestContext) => {
+  kvmTest(`Debian cloud kernel, ${vcpus} vCPU${vcpus > 1 ? "s" : ""}: every CPU online through ACPI, COM1 + i8042 + virtio-mmio from the DSDT, a shell, i8042 reset`, { need: "hardware", timeout: 2 * BOOT_TIMEOUT_MS + 300_000 }, async (t: TestContext) => {
     await bootDebian(t, vcpus);
   });
 }
@@ -100,13 +100,44 @@ async function bootDebian(t: TestContext, vcpus: number): Promise<void> {
 
   const dir = mkdtempSync(join(tmpdir(), "typervisor-linux-"));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const consolePath = join(dir, "console.log");
   // One drive: its virtio-mmio slot must reach the kernel through the DSDT (no cmdline devices here).
   const disk = join(dir, "disk.img");
   writeFileSync(disk, Buffer.alloc(1 << 20));
-  const fd = openSync(consolePath, "w");
   let exit: VmExit;
+  let output: string;
+  for (let attempt = 1; ; attempt++) {
+    ({ exit, output } = await bootOnce(dir, release, kernelPath, initrd, vcpus, disk));
+    // Inside the box only: nested SVM under TCG (QEMU 7.2) now and then leaves an SMP guest stalled
+    // mid-boot (guest time stops; seen at 4 and 8 vCPUs, at different places). One more boot is
+    // allowed there, and said; on a real KVM host a hang fails at once.
+    const hung = exit.kind === "stopped" && !/Kernel panic/.test(output);
+    if (!(IN_BOX && hung && attempt < 2)) break;
+    t.diagnostic(`boot ${attempt} stalled under nested TCG (last console line: ${output.trim().split("\n").pop()?.slice(0, 160)}); booting once more`);
+  }
+  const tail = `\n--- console (last 4000 chars) ---\n${output.slice(-4000)}`;
+
+  assert.doesNotMatch(output, /A valid RSDP was not found/, `the kernel found our RSDP${tail}`);
+  assert.match(output, new RegExp(`smpboot: Allowing ${vcpus} CPUs`), `the MADT lists ${vcpus} CPUs${tail}`);
+  const line = new RegExp(`^${marker} release=(\\S+) cpus=(\\d+) online=(\\S+)\\s*$`, "m").exec(output);
+  assert.ok(line, `marker line from /init${tail}`);
+  assert.equal(line[1], release, `uname -r${tail}`);
+  assert.equal(Number(line[2]), vcpus, `processors in /proc/cpuinfo${tail}`);
+  assert.equal(line[3], vcpus === 1 ? "0" : `0-${vcpus - 1}`, `/sys/devices/system/cpu/online${tail}`);
+  const acpi = new RegExp(`^${marker}-acpi pnp=(\\S*) platform=(\\S*)\\s*$`, "m").exec(output);
+  assert.ok(acpi, `ACPI line from /init${tail}`);
+  assert.equal(acpi[1], "PNP0303,PNP0501,", `PnP devices from the DSDT (i8042, COM1)${tail}`);
+  assert.equal(acpi[2], "LNRO0005:00,", `the drive's virtio-mmio device from the DSDT${tail}`);
+  assert.match(output, new RegExp(`^${marker}-shell answer=42 pid=\\d+\\s*$`, "m"), `sh -c ran${tail}`);
+  assert.doesNotMatch(output, new RegExp(`${marker}-reboot-failed|Kernel panic`), `clean reboot${tail}`);
+  assert.deepEqual(exit, { kind: "reset" }, `exit${tail}`);
+}
+
+/** One boot of the kernel with the busybox initramfs; returns how it ended and its console. */
+async function bootOnce(dir: string, release: string, kernelPath: string, initrd: Uint8Array, vcpus: number, disk: string): Promise<{ exit: VmExit; output: string }> {
+  const consolePath = join(dir, "console.log");
+  const fd = openSync(consolePath, "w");
   let vm: Vm | undefined;
+  let exit: VmExit;
   try {
     vm = Vm.create({
       kernel: { name: release, bytes: new Uint8Array(readFileSync(kernelPath)) },
@@ -128,21 +159,5 @@ async function bootDebian(t: TestContext, vcpus: number): Promise<void> {
     closeSync(fd);
     vm?.close();
   }
-  const output = readFileSync(consolePath, "utf8");
-  const tail = `\n--- console (last 4000 chars) ---\n${output.slice(-4000)}`;
-
-  assert.doesNotMatch(output, /A valid RSDP was not found/, `the kernel found our RSDP${tail}`);
-  assert.match(output, new RegExp(`smpboot: Allowing ${vcpus} CPUs`), `the MADT lists ${vcpus} CPUs${tail}`);
-  const line = new RegExp(`^${marker} release=(\\S+) cpus=(\\d+) online=(\\S+)\\s*$`, "m").exec(output);
-  assert.ok(line, `marker line from /init${tail}`);
-  assert.equal(line[1], release, `uname -r${tail}`);
-  assert.equal(Number(line[2]), vcpus, `processors in /proc/cpuinfo${tail}`);
-  assert.equal(line[3], vcpus === 1 ? "0" : `0-${vcpus - 1}`, `/sys/devices/system/cpu/online${tail}`);
-  const acpi = new RegExp(`^${marker}-acpi pnp=(\\S*) platform=(\\S*)\\s*$`, "m").exec(output);
-  assert.ok(acpi, `ACPI line from /init${tail}`);
-  assert.equal(acpi[1], "PNP0303,PNP0501,", `PnP devices from the DSDT (i8042, COM1)${tail}`);
-  assert.equal(acpi[2], "LNRO0005:00,", `the drive's virtio-mmio device from the DSDT${tail}`);
-  assert.match(output, new RegExp(`^${marker}-shell answer=42 pid=\\d+\\s*$`, "m"), `sh -c ran${tail}`);
-  assert.doesNotMatch(output, new RegExp(`${marker}-reboot-failed|Kernel panic`), `clean reboot${tail}`);
-  assert.deepEqual(exit, { kind: "reset" }, `exit${tail}`);
+  return { exit, output: readFileSync(consolePath, "utf8") };
 }
