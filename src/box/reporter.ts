@@ -3,6 +3,8 @@
 // runs KVM tests with it on the result port; the host replays each outcome as its own test
 // (src/testing/kvm.ts). Node's reporter API: an async generator over the runner's events.
 
+import { openSync, writeSync } from "node:fs";
+
 /** One finished test as the box reports it. */
 export interface BoxTestResult {
   file: string;
@@ -19,6 +21,13 @@ export interface BoxTestResult {
 
 /** The environment variable that names the test file a box `node --test` runs. */
 export const FILE_ENV = "BOX_TEST_FILE";
+
+/**
+ * Where the reporter writes its lines itself, synchronously (the box's result port): node's
+ * --test-force-exit can end the process before an asynchronous reporter stream has flushed
+ * its last lines. Unset: the lines are yielded to the reporter destination as usual.
+ */
+export const RESULT_PATH_ENV = "BOX_RESULT_PATH";
 
 /** The prefix that marks a result line on the result port (the console may interleave nothing there, but be safe). */
 export const RESULT_PREFIX = "BOX-TEST ";
@@ -45,10 +54,14 @@ export default async function* boxReporter(source: AsyncIterable<{ type: string;
   // node:test reports a test's diagnostics right after its pass or fail, at its nesting: a result
   // waits for them until the next event of any other kind.
   let pending: { r: BoxTestResult; nesting: number } | undefined;
+  const direct = process.env[RESULT_PATH_ENV];
+  const fd = direct === undefined ? undefined : openSync(direct, "a");
   const flush = (): string | undefined => {
     const line = pending === undefined ? undefined : `${RESULT_PREFIX}${JSON.stringify(pending.r)}\n`;
     pending = undefined;
-    return line;
+    if (line === undefined || fd === undefined) return line;
+    writeSync(fd, line);
+    return undefined;
   };
   for await (const ev of source) {
     const d = ev.data;

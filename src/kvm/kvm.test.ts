@@ -142,7 +142,16 @@ kvmTest("KVM integration: VM, memory slot, irqchip, vCPU and register round trip
       vm.irqfd({ fd: irq, gsi: 5, deassign: true });
       vm.irqLine(4, true);
       vm.irqLine(4, false);
-      assert.ok(vm.signalMsi(0xfee0_0000, 0, 0x31) >= 0);
+      // An MSI to APIC ID 0 (Intel SDM Vol.3 §11.11.1 address format): the LAPIC comes out of reset
+      // software-disabled (SVR bit 8 clear, §11.4.7.1), so KVM accepts nothing (0); once the SVR
+      // enables it, the fixed interrupt is delivered to one LAPIC (1).
+      assert.equal(vm.signalMsi(0xfee0_0000, 0, 0x31), 0, "software-disabled LAPIC: not delivered");
+      const lapic = vcpu!.getLapic();
+      const regs = new DataView(lapic.buffer, lapic.byteOffset, lapic.byteLength);
+      const APIC_SVR = 0xf0; // SDM Vol.3 Table 11-1: Spurious Interrupt Vector Register
+      regs.setUint32(APIC_SVR, regs.getUint32(APIC_SVR, true) | 0x100 | 0xff, true); // APIC enable, vector 0xff
+      vcpu!.setLapic(lapic);
+      assert.equal(vm.signalMsi(0xfee0_0000, 0, 0x31), 1, "enabled LAPIC: delivered to one");
     } finally {
       sys.close(kick);
       sys.close(irq);

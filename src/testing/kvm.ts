@@ -164,8 +164,8 @@ async function bootBox(files: string[], log: (l: string) => void): Promise<BoxRu
     "rc=0",
     ...files.map((f) =>
       [
-        `BOX_TEST_FILE=${q(f)} node --test --test-only --test-force-exit`,
-        `--test-reporter=${q(join(ROOT, "dist/box/reporter.js"))} --test-reporter-destination=/dev/ttyS1`,
+        `BOX_TEST_FILE=${q(f)} BOX_RESULT_PATH=/dev/ttyS1 node --test --test-only --test-force-exit`,
+        `--test-reporter=${q(join(ROOT, "dist/box/reporter.js"))} --test-reporter-destination=/dev/null`,
         `--test-reporter=spec --test-reporter-destination=stdout ${q(f)} || rc=$?`,
       ].join(" "),
     ),
