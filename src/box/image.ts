@@ -42,6 +42,17 @@ const SKIPPED_MODULES = new Set(["typescript", "playwright-core", "@types", ".ca
 export const RESULT_TTY = "/dev/ttyS1";
 export const EXIT_MARK = "BOX-EXIT";
 
+/**
+ * kvm-amd without virtual VMLOAD/VMSAVE and virtual GIF (arch/x86/kvm/svm/svm.c module parameters
+ * vls and vgif): both are optional accelerations that QEMU TCG's SVM model offers with -cpu max,
+ * and with them on, the box's own kernel once died of recursive page faults on a bad GS base
+ * (exc_page_fault, "stack guard page was hit") while a nested SMP guest booted. Without them KVM
+ * intercepts VMLOAD/VMSAVE and STGI/CLGI and emulates them itself.
+ */
+export function moduleParams(file: string): string {
+  return file === "kvm-amd.ko" ? " vls=0 vgif=0" : "";
+}
+
 /** The initramfs's /init (busybox sh). Module paths are as stored in the archive. */
 export function initramfsInit(modules: string[]): string {
   return [
@@ -50,7 +61,7 @@ export function initramfsInit(modules: string[]): string {
     "/bin/busybox mount -t proc proc /proc",
     "/bin/busybox mount -t sysfs sysfs /sys",
     "/bin/busybox mount -t devtmpfs devtmpfs /dev",
-    ...modules.map((m) => `/bin/busybox insmod /${m} || { echo "box: insmod ${basename(m)} failed"; /bin/busybox poweroff -f; }`),
+    ...modules.map((m) => `/bin/busybox insmod /${m}${moduleParams(basename(m))} || { echo "box: insmod ${basename(m)} failed"; /bin/busybox poweroff -f; }`),
     // virtio-blk probes asynchronously: wait for the disk (up to 10 s) before mounting it.
     "i=0; while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do /bin/busybox sleep 0.1; i=$((i+1)); done",
     '/bin/busybox mount -t ext4 /dev/vda /newroot || { echo "box: cannot mount the root disk"; /bin/busybox poweroff -f; }',

@@ -49,6 +49,9 @@ export function initScript(marker: string): string {
     // What ACPI described: PnP ids (COM1, the i8042) and the virtio-mmio platform devices (LNRO0005).
     `echo "${marker}-acpi pnp=$(cat /sys/bus/pnp/devices/*/id 2>/dev/null | sort | tr '\\n' ',') platform=$(ls /sys/bus/platform/devices | grep LNRO0005 | tr '\\n' ',')"`,
     `sh -c 'echo "${marker}-shell answer=$((6 * 7)) pid=$$"'`,
+    // The tty layer sends userspace output to the UART by interrupts; give it time to drain before
+    // the reset cuts it off (seen losing the last line with 8 vCPUs in the box).
+    "sleep 1",
     "reboot -f",
     // Not reached when reboot works; panic=1 would then reboot after init exits.
     `echo "${marker}-reboot-failed"`,
