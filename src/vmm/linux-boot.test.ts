@@ -14,7 +14,7 @@ import { join } from "node:path";
 import { S_IFDIR, S_IFREG, writeCpio } from "../initramfs/cpio.js";
 import { debianKernelRelease, failureReason, fetchDebianKernel, fetchDebianPackageFile } from "../testing/debian.js";
 import { Vm, type VmExit } from "./vm.js";
-import { IN_BOX, kvmTests } from "../testing/kvm.js";
+import { HOST_KVM, IN_BOX, kvmTests, meets } from "../testing/kvm.js";
 
 const kvmTest = kvmTests(import.meta.url);
 
@@ -71,8 +71,13 @@ export function busyboxInitramfs(busybox: Uint8Array, init: string): Uint8Array 
   ]);
 }
 
-/** vCPU counts the kernel must bring up, every one through ACPI's MADT (the kernel has no MPPARSE). */
-const VCPU_COUNTS = [1, 2, 4, 8];
+/**
+ * vCPU counts the kernel must bring up, every one through ACPI's MADT (the kernel has no MPPARSE).
+ * 8 only on a hardware-KVM host: in the box (nested SVM under QEMU 7.2 TCG, 2 emulated CPUs) an
+ * 8-vCPU boot passed 2 of 5 runs here, ending early or stalling at different places, so there it
+ * proves nothing about us either way.
+ */
+const VCPU_COUNTS = meets(HOST_KVM, "hardware") && !IN_BOX ? [1, 2, 4, 8] : [1, 2, 4];
 
 // need "hardware": PVM emulates a guest's ring 0, so a stock kernel cannot boot there (DESIGN.md §6);
 // on a PVM host, and on one with no /dev/kvm, these run in the box.
