@@ -4,6 +4,7 @@
 
 import type { GuestMemory } from "../../memory/guest-memory.js";
 import { BootSetupError, hex } from "./errors.js";
+import { checksumByte } from "./checksum.js";
 import { HIMEM_START, IOAPIC_START, IRQ_MAX, LAPIC_START, MPTABLE_START } from "./layout.js";
 
 /** MP spec 1.4 §4.1: floating pointer "_MP_", 16 bytes. */
@@ -66,12 +67,7 @@ export function mptableSize(vcpus: number): number {
 /** The IOAPIC's MP-table id for a VM of `vcpus` vCPUs (Firecracker: one past the last APIC id). */
 export const ioapicId = (vcpus: number): number => vcpus + 1;
 
-/** Byte sum mod 256 (MP spec 1.4 §4.1/§4.2: a checksummed structure sums to zero). */
-export function byteSum(bytes: Uint8Array): number {
-  let s = 0;
-  for (const b of bytes) s = (s + b) & 0xff;
-  return s;
-}
+export { byteSum } from "./checksum.js";
 
 /**
  * Writes the MP floating pointer at MPTABLE_START and the configuration table right after it.
@@ -164,8 +160,8 @@ export function writeMptable(mem: GuestMemory, vcpus: number, at = MPTABLE_START
 
   dv.setUint16(h + 4, off - h, true); // BASE TABLE LENGTH
   dv.setUint16(h + 34, count, true); // ENTRY COUNT
-  buf[h + 7] = (0x100 - byteSum(buf.subarray(h, off))) & 0xff;
-  buf[10] = (0x100 - byteSum(buf.subarray(0, MPF_SIZE))) & 0xff;
+  buf[h + 7] = checksumByte(buf.subarray(h, off));
+  buf[10] = checksumByte(buf.subarray(0, MPF_SIZE));
   mem.write(at, buf);
   return buf;
 }

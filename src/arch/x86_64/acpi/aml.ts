@@ -6,6 +6,8 @@
 // The ASL each builder corresponds to is named in its comment (ACPI 6.5 §19), e.g. `Name (_HID,
 // EISAID ("PNP0501"))` is `name("_HID", integer(eisaId("PNP0501")))`.
 
+import { checksumByte } from "../checksum.js";
+
 /** A name, value or descriptor that cannot be encoded (the message names the value and the rule). */
 export class AmlError extends Error {
   constructor(message: string) {
@@ -322,8 +324,6 @@ export function extendedInterrupt(flags: InterruptFlags, ...gsis: readonly numbe
  */
 export function resourceTemplate(...descriptors: readonly Uint8Array[]): Uint8Array {
   const body = concat(...descriptors, Uint8Array.of(END_TAG, 0));
-  let sum = 0;
-  for (const b of body) sum = (sum + b) & 0xff;
-  body[body.length - 1] = (0x100 - sum) & 0xff;
+  body[body.length - 1] = checksumByte(body);
   return buffer(body);
 }

@@ -10,7 +10,8 @@ import type { GuestMemory } from "../../../memory/guest-memory.js";
 import type { Range } from "../bootparams.js";
 import { BootSetupError, hex } from "../errors.js";
 import { ACPI_RSDP_START, ACPI_TABLES_END, ACPI_TABLES_START, IOAPIC_START, IRQ_MAX, LAPIC_START } from "../layout.js";
-import { MPTABLE_MAX_VCPUS, byteSum, ioapicId } from "../mptable.js";
+import { MPTABLE_MAX_VCPUS, ioapicId } from "../mptable.js";
+import { checksumByte } from "../checksum.js";
 import { device, eisaId, extendedInterrupt, integer, io, memory32Fixed, name, ONE, resourceTemplate, scope, string } from "./aml.js";
 
 /** A virtio-mmio transport window and its interrupt line (virtio 1.2 §4.2). */
@@ -134,7 +135,7 @@ const ascii = (buf: Uint8Array, off: number, s: string, len: number): void => {
 
 const fixChecksum = (buf: Uint8Array, at: number, end = buf.length): void => {
   buf[at] = 0;
-  buf[at] = (0x100 - byteSum(buf.subarray(0, end))) & 0xff;
+  buf[at] = checksumByte(buf.subarray(0, end));
 };
 
 /**
