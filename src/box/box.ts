@@ -11,7 +11,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from "no
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { fetchDebianKernel, fetchDebianPackageFile } from "../testing/debian.js";
+import { debianKernelRelease, fetchDebianKernel, fetchDebianPackageFile } from "../testing/debian.js";
 import { buildInitramfs, buildRootDisk, EXIT_MARK, fileMiB, type BoxAssets, type BoxCommand } from "./image.js";
 
 /** The repository root (dist/box/ or src/box/ → ../../). */
@@ -43,9 +43,7 @@ export function boxUnavailable(): string | undefined {
 /** The kernel, its modules and busybox, fetched with apt into .cache/ once. Throws with the reason. */
 export function boxAssets(): BoxAssets {
   const kernel = fetchDebianKernel();
-  const release = /vmlinuz-(.+)$/.exec(kernel)?.[1];
-  if (release === undefined) throw new Error(`${kernel} is not named vmlinuz-<release>`);
-  const modulesDir = join(dirname(dirname(kernel)), "lib/modules", release, "kernel");
+  const modulesDir = join(dirname(dirname(kernel)), "lib/modules", debianKernelRelease(kernel), "kernel");
   if (!existsSync(modulesDir)) throw new Error(`the kernel package has no ${modulesDir}`);
   const busybox = fetchDebianPackageFile("busybox-static", /^bin\/busybox$/);
   return { kernel, modulesDir, busybox };

@@ -95,7 +95,8 @@ export function rootInit(): string {
   ].join("\n");
 }
 
-const shQuote = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
+/** `s` as one sh word: as it is when it holds only safe characters, else in single quotes. */
+export const shQuote = (s: string): string => (/^[A-Za-z0-9_@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`);
 
 /** /box/env: `export K='v'` lines, the working folder last. */
 export function envFile(cmd: BoxCommand): string {

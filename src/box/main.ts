@@ -6,6 +6,7 @@
 import { existsSync } from "node:fs";
 import { resolve } from "node:path";
 import { boxUnavailable, runInBox } from "./box.js";
+import { shQuote } from "./image.js";
 
 const USAGE = `usage: npm run box -- <command> [args...]
 
@@ -14,8 +15,6 @@ Typervisor runs against a real /dev/kvm on a host that has none. The built proje
 this same path, 'typervisor' is on PATH, and host files named in the arguments are carried in.
 Slow (TCG): timings inside mean nothing. Example:
   npm run box -- typervisor run --kernel vmlinuz --initrd initrd.cpio --vcpus 4 --cmdline "console=ttyS0 reboot=k panic=1 rdinit=/init"`;
-
-const shQuote = (s: string): string => (/^[A-Za-z0-9_@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`);
 
 /** Host paths an argument names: the whole argument, or a value after '=' or between commas. */
 export function namedPaths(args: string[], cwd: string): string[] {

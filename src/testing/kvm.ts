@@ -79,6 +79,9 @@ const BOX_RUN_TIMEOUT_MS = 40 * 60_000;
 /** The marker the box run looks for to find KVM test files in dist/. */
 export const KVM_FILE_MARKER = "kvmTests(import.meta.url)";
 
+/** Whether `path` is a compiled test file that declares KVM tests. */
+const isKvmTestFile = (path: string): boolean => path.endsWith(".test.js") && readFileSync(path, "utf8").includes(KVM_FILE_MARKER);
+
 /** Every compiled test file under `dir` that declares KVM tests. */
 export function kvmTestFiles(dir: string): string[] {
   const out: string[] = [];
@@ -88,7 +91,7 @@ export function kvmTestFiles(dir: string): string[] {
       const st = statSync(p);
       if (st.isDirectory()) {
         if (n !== "node_modules") walk(p);
-      } else if (n.endsWith(".test.js") && readFileSync(p, "utf8").includes(KVM_FILE_MARKER)) out.push(p);
+      } else if (isKvmTestFile(p)) out.push(p);
     }
   };
   walk(dir);
@@ -128,7 +131,7 @@ function filesOfRun(run: { cwd: string; paths: string[] }, self: string): string
   const roots = run.paths.length === 0 ? [run.cwd] : run.paths.map((p) => resolve(run.cwd, p));
   for (const r of roots) {
     if (statSync(r).isDirectory()) for (const f of kvmTestFiles(r)) set.add(f);
-    else if (r.endsWith(".test.js") && readFileSync(r, "utf8").includes(KVM_FILE_MARKER)) set.add(r);
+    else if (isKvmTestFile(r)) set.add(r);
   }
   return [...set].sort();
 }
@@ -146,7 +149,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function bootBox(files: string[], log: (l: string) => void): Promise<BoxRunRecord> {
   const { boxAssets, boxUnavailable, runInBox } = await import("../box/box.js");
-  const { parseResults } = await import("../box/reporter.js");
+  const { parseResults, FILE_ENV, RESULT_PATH_ENV } = await import("../box/reporter.js");
+  const { shQuote, RESULT_TTY } = await import("../box/image.js");
   const base = { files, status: null, results: [], consoleTail: "", wallMs: 0 };
   const why = boxUnavailable();
   if (why !== undefined) return { ...base, unavailable: why };
@@ -157,16 +161,15 @@ async function bootBox(files: string[], log: (l: string) => void): Promise<BoxRu
     return { ...base, unavailable: `the box's Debian packages could not be fetched: ${(e as Error).message}` };
   }
   const rel = files.map((f) => relative(ROOT, f));
-  const q = (x: string) => `'${x}'`;
-  // One `node --test` per file (the reporter names the file from BOX_TEST_FILE); the exit status
+  // One `node --test` per file (the reporter names the file from FILE_ENV); the exit status
   // is the worst of them.
   const shell = [
     "rc=0",
     ...files.map((f) =>
       [
-        `BOX_TEST_FILE=${q(f)} BOX_RESULT_PATH=/dev/ttyS1 node --test --test-only --test-force-exit`,
-        `--test-reporter=${q(join(ROOT, "dist/box/reporter.js"))} --test-reporter-destination=/dev/null`,
-        `--test-reporter=spec --test-reporter-destination=stdout ${q(f)} || rc=$?`,
+        `${FILE_ENV}=${shQuote(f)} ${RESULT_PATH_ENV}=${RESULT_TTY} node --test --test-only --test-force-exit`,
+        `--test-reporter=${shQuote(join(ROOT, "dist/box/reporter.js"))} --test-reporter-destination=/dev/null`,
+        `--test-reporter=spec --test-reporter-destination=stdout ${shQuote(f)} || rc=$?`,
       ].join(" "),
     ),
     "exit $rc",
