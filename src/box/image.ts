@@ -11,6 +11,7 @@ import { copyFileSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, 
 import { basename, dirname, join, relative, resolve } from "node:path";
 import { S_IFDIR, S_IFREG, writeCpio, type CpioEntry } from "../initramfs/cpio.js";
 import { BOX_MODULES, indexModules, resolveModules } from "./modules.js";
+import { BOX_ENV } from "../bench/guard.js";
 
 /** Where the box finds its pieces on the host. */
 export interface BoxAssets {
@@ -82,7 +83,7 @@ export function rootInit(): string {
     "[ -d /box/tmp ] && cp -a /box/tmp/. /tmp/",
     "ip link set lo up 2>/dev/null",
     `stty -F ${RESULT_TTY} raw -echo`,
-    "export HOME=/root PATH=/usr/local/bin:/usr/bin:/bin TERM=dumb TYPERVISOR_BOX=1",
+    `export HOME=/root PATH=/usr/local/bin:/usr/bin:/bin TERM=dumb ${BOX_ENV}=1`,
     ". /box/env",
     'cd "$BOX_CWD"',
     // stdin is /dev/null: nothing types into the box; stdout and stderr are the console (ttyS0).

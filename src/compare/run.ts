@@ -13,6 +13,7 @@ import { existsSync, mkdtempSync, rmSync, closeSync, openSync, ftruncateSync, re
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseProbeLines, type ProbeLine } from "../probe/report.js";
+import { elapsed } from "../bench/guard.js";
 import { PATH_ANATOMY, countPathLines } from "./loc.js";
 
 export type IoPath = "emulated" | "dom0" | "card";
@@ -222,7 +223,6 @@ export async function runCompare(opts: CompareOptions): Promise<CompareReport> {
   const root = opts.root ?? new URL("../../", import.meta.url).pathname;
   const figures: PathFigures[] = [];
   let tscSource = host.source;
-  const secs = (t0: number) => `${((Date.now() - t0) / 1000).toFixed(1)} s`;
   log(`${paths.length} path${paths.length === 1 ? "" : "s"} (${paths.join(", ")}), a baseline boot and ${runs} run${runs === 1 ? "" : "s"} each, a ${size / 2 ** 20} MiB image in ${image.dir}`);
   try {
     for (const [p, path] of paths.entries()) {
@@ -231,19 +231,19 @@ export async function runCompare(opts: CompareOptions): Promise<CompareReport> {
       const errors: string[] = [];
       // Baseline: the same boot with the drive attached but no I/O, so exits per I/O count only the workload.
       let baseline = 0;
-      let t0 = Date.now();
+      let t0 = process.hrtime.bigint();
       log(`${path}: path ${p + 1}/${paths.length}, baseline boot (no I/O)`);
       try {
         baseline = (await opts.bootProbe(path, "probe.run=boot", image.path)).exits;
-        log(`${path}: baseline done in ${secs(t0)}`);
+        log(`${path}: baseline done in ${elapsed(t0)}`);
       } catch (e) {
         errors.push(`baseline boot: ${(e as Error).message}`);
-        log(`${path}: baseline failed after ${secs(t0)}: ${(e as Error).message}`);
+        log(`${path}: baseline failed after ${elapsed(t0)}: ${(e as Error).message}`);
       }
       const samples: RunSample[] = [];
       let copies: number | undefined;
       for (let i = 0; i < runs; i++) {
-        t0 = Date.now();
+        t0 = process.hrtime.bigint();
         log(`${path}: run ${i + 1}/${runs} (${BENCH_TEST[path]}: ${rand} random and ${seq} sequential ops per mode)`);
         try {
           const r = await opts.bootProbe(path, benchCmdline(path, size, rand, seq), image.path);
@@ -252,10 +252,10 @@ export async function runCompare(opts: CompareOptions): Promise<CompareReport> {
           errors.push(...s.errors);
           samples.push(s);
           copies ??= r.copiesPerRequest;
-          log(`${path}: run ${i + 1}/${runs} done in ${secs(t0)}${s.errors.length > 0 ? `, ${s.errors.length} error line(s)` : ""}`);
+          log(`${path}: run ${i + 1}/${runs} done in ${elapsed(t0)}${s.errors.length > 0 ? `, ${s.errors.length} error line(s)` : ""}`);
         } catch (e) {
           errors.push(`run ${i + 1}: ${(e as Error).message}`);
-          log(`${path}: run ${i + 1}/${runs} failed after ${secs(t0)}: ${(e as Error).message}`);
+          log(`${path}: run ${i + 1}/${runs} failed after ${elapsed(t0)}: ${(e as Error).message}`);
         }
       }
       figures.push(summarize(path, samples, copies, errors, root));

@@ -16,12 +16,13 @@ import { accessSync, closeSync, constants, existsSync, mkdirSync, openSync, read
 import { join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { BoxTestResult } from "../box/reporter.js";
+import { inBox } from "../bench/guard.js";
 
 export type KvmKind = "hardware" | "pvm" | "none";
 export type KvmNeed = "kvm" | "hardware";
 
-/** Set by the box's /box/init; inside, /dev/kvm is kvm_amd (hardware semantics). */
-export const IN_BOX = process.env["TYPERVISOR_BOX"] === "1";
+/** Set by the box's /box/init (bench/guard.ts BOX_ENV); inside, /dev/kvm is kvm_amd (hardware semantics). */
+export const IN_BOX = inBox();
 /** Inside the box: the kind of KVM the host that started the box has (it runs the rest itself). */
 const OUTER_KIND_ENV = "TYPERVISOR_BOX_HOST_KVM";
 
