@@ -11,7 +11,10 @@ import { moduleDepends, moduleKey, resolveModules, indexModules } from "./module
 import { envFile, initramfsInit, rootInit, EXIT_MARK, RESULT_TTY } from "./image.js";
 import { namedPaths } from "./main.js";
 import boxReporter, { parseResults, RESULT_PREFIX, FILE_ENV } from "./reporter.js";
-import { meets, qemuAccel, route, kvmKind } from "../testing/kvm.js";
+import { meets, qemuAccel, route, kvmKind, boxShell, endedFiles, FILE_MARK } from "../testing/kvm.js";
+import { shQuote } from "./image.js";
+import { execFileSync } from "node:child_process";
+import { chmodSync, readFileSync } from "node:fs";
 
 const modinfo = (depends: string) => new TextEncoder().encode(`\x7fELF....\0license=GPL\0depends=${depends}\0retpoline=Y\0name=x\0`);
 
@@ -153,6 +156,34 @@ test("kvmKind: none without the device, pvm with kvm_pvm loaded, hardware otherw
     assert.equal(kvmKind(dev, pvm), "hardware");
     mkdirSync(pvm);
     assert.equal(kvmKind(dev, pvm), "pvm");
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("the box's shell runs each KVM file under a time limit, marks its end with its status, and exits with a failing one's", () => {
+  const dir = mkdtempSync(join(tmpdir(), "box-shell-"));
+  try {
+    // A stand-in `node` that exits with the number in the test file's name, and logs its arguments.
+    const bin = join(dir, "bin");
+    mkdirSync(bin);
+    writeFileSync(join(bin, "node"), `#!/bin/sh\necho "$@" >> ${join(dir, "argv")}\nfor a; do f=$a; done\nexit $(basename "$f" .test.js | tr -dc 0-9)\n`);
+    chmodSync(join(bin, "node"), 0o755);
+    const tty = join(dir, "tty");
+    writeFileSync(tty, "");
+    const files = ["/p/dist/a 0.test.js", "/p/dist/b3.test.js", "/p/dist/c0.test.js"];
+    const shell = boxShell(files, { shQuote, fileEnv: FILE_ENV, resultPathEnv: "BOX_RESULT_PATH", resultTty: tty, reporter: "/p/dist/box/reporter.js" });
+    assert.match(shell, /timeout -s KILL \d+ node --test --test-only/);
+    let status = 0;
+    try {
+      execFileSync("/bin/sh", ["-c", shell], { env: { PATH: `${bin}:/usr/bin:/bin` }, stdio: "ignore" });
+    } catch (e) {
+      status = (e as { status: number }).status;
+    }
+    assert.equal(status, 3, "the run's status is a failing file's");
+    const ended = endedFiles(`noise\n${readFileSync(tty, "utf8")}${FILE_MARK} x\n`);
+    assert.deepEqual([...ended], [["/p/dist/a 0.test.js", 0], ["/p/dist/b3.test.js", 3], ["/p/dist/c0.test.js", 0]], "every file ran and is marked, a failing one included");
+    assert.equal(readFileSync(join(dir, "argv"), "utf8").trim().split("\n").length, 3);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -12,7 +12,7 @@
 // what to install.
 
 import { test, type TestContext, type TestOptions } from "node:test";
-import { accessSync, closeSync, constants, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, unlinkSync, writeFileSync } from "node:fs";
+import { accessSync, closeSync, constants, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { BoxTestResult } from "../box/reporter.js";
@@ -73,10 +73,23 @@ type Fn = (t: TestContext) => void | Promise<void>;
 // dist/testing/ → repository root.
 const ROOT = fileURLToPath(new URL("../../", import.meta.url)).replace(/\/$/, "");
 const RUNS = join(ROOT, ".cache", "box", "runs");
+/**
+ * Time limits of a box run. node --test kills a test file after --test-timeout (30 minutes in
+ * `npm test`), and the file that boots the box is one: the whole box run, a second box included,
+ * ends before that, so its results are always reported. A box that goes quiet (a hung box
+ * kernel, a wedged QEMU) is stopped after BOX_STALL_MS and the files it had not finished run once
+ * more in a fresh box; a test file that outlives BOX_FILE_S inside is killed there (its missing
+ * tests fail, saying so) and the box goes on with the next file.
+ */
+const BOX_RUN_BUDGET_MS = 27 * 60_000;
+const BOX_STALL_MS = 6 * 60_000;
+const BOX_FILE_S = 12 * 60;
+/** Box attempts per run: the first, and one fresh box for what a stalled or crashed one left. */
+const BOX_ATTEMPTS = 2;
 /** The replaying tests wait for the whole box run (all KVM files of the run, under TCG). */
-const REPLAY_TIMEOUT_MS = 45 * 60_000;
-/** The box run itself: killed after this. */
-const BOX_RUN_TIMEOUT_MS = 40 * 60_000;
+const REPLAY_TIMEOUT_MS = BOX_RUN_BUDGET_MS + 5 * 60_000;
+/** The line the box's shell writes on the result port after each file: `BOX-FILE <status> <path>`. */
+export const FILE_MARK = "BOX-FILE";
 /** The marker the box run looks for to find KVM test files in dist/. */
 export const KVM_FILE_MARKER = "kvmTests(import.meta.url)";
 
@@ -105,8 +118,34 @@ interface BoxRunRecord {
   failure?: string;
   unavailable?: string;
   results: BoxTestResult[];
+  /** Per file: how its box run ended, when that is worth saying in each of its tests. */
+  notes: Record<string, string[]>;
   consoleTail: string;
   wallMs: number;
+}
+
+/** The files a result-port text says have ended, with their exit status (124/137: killed by the file budget). */
+export function endedFiles(text: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const m of text.matchAll(new RegExp(`^${FILE_MARK} (\\d+) (.+)$`, "gm"))) out.set(m[2]!, Number(m[1]));
+  return out;
+}
+
+/** The box shell command that runs `files` one `node --test` each, marking the end of each. */
+export function boxShell(files: string[], q: { shQuote: (s: string) => string; fileEnv: string; resultPathEnv: string; resultTty: string; reporter: string }): string {
+  return [
+    "rc=0",
+    ...files.flatMap((f) => [
+      [
+        `${q.fileEnv}=${q.shQuote(f)} ${q.resultPathEnv}=${q.resultTty} timeout -s KILL ${BOX_FILE_S} node --test --test-only --test-force-exit`,
+        `--test-reporter=${q.shQuote(q.reporter)} --test-reporter-destination=/dev/null`,
+        `--test-reporter=spec --test-reporter-destination=stdout ${q.shQuote(f)}; r=$?`,
+      ].join(" "),
+      `echo "${FILE_MARK} $r "${q.shQuote(f)} >> ${q.resultTty}`,
+      `[ $r -eq 0 ] || rc=$r`,
+    ]),
+    "exit $rc",
+  ].join("\n");
 }
 
 /** The `node --test` run this process belongs to: its pid, start time, cwd and path arguments. */
@@ -148,45 +187,68 @@ const alive = (pid: number): boolean => {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function bootBox(files: string[], log: (l: string) => void): Promise<BoxRunRecord> {
+async function bootBox(files: string[], log: (l: string) => void, signal?: AbortSignal): Promise<BoxRunRecord> {
   const { boxAssets, boxUnavailable, runInBox } = await import("../box/box.js");
   const { parseResults, FILE_ENV, RESULT_PATH_ENV } = await import("../box/reporter.js");
   const { shQuote, RESULT_TTY } = await import("../box/image.js");
-  const base = { files, status: null, results: [], consoleTail: "", wallMs: 0 };
+  const t0 = Date.now();
+  const rec: BoxRunRecord = { files, status: null, results: [], notes: {}, consoleTail: "", wallMs: 0 };
   const why = boxUnavailable();
-  if (why !== undefined) return { ...base, unavailable: why };
+  if (why !== undefined) return { ...rec, unavailable: why };
   let assets;
   try {
     assets = boxAssets();
   } catch (e) {
-    return { ...base, unavailable: `the box's Debian packages could not be fetched: ${(e as Error).message}` };
+    return { ...rec, unavailable: `the box's Debian packages could not be fetched: ${(e as Error).message}` };
   }
-  const rel = files.map((f) => relative(ROOT, f));
-  // One `node --test` per file (the reporter names the file from FILE_ENV); the exit status
-  // is the worst of them.
-  const shell = [
-    "rc=0",
-    ...files.map((f) =>
-      [
-        `${FILE_ENV}=${shQuote(f)} ${RESULT_PATH_ENV}=${RESULT_TTY} node --test --test-only --test-force-exit`,
-        `--test-reporter=${shQuote(join(ROOT, "dist/box/reporter.js"))} --test-reporter-destination=/dev/null`,
-        `--test-reporter=spec --test-reporter-destination=stdout ${shQuote(f)} || rc=$?`,
-      ].join(" "),
-    ),
-    "exit $rc",
-  ].join("\n");
-  log(`box: ${HOST_KVM === "none" ? "no /dev/kvm here" : `${HOST_KVM} KVM here`}: running ${rel.length} KVM test file(s) in the box (QEMU TCG, kvm_amd inside; slow, timings mean nothing)`);
-  const r = await runInBox({
-    assets,
-    command: { shell, cwd: ROOT, env: { [OUTER_KIND_ENV]: HOST_KVM } },
-    timeoutMs: BOX_RUN_TIMEOUT_MS,
-    onProgress: (l) => log(`box: ${l}`),
-    onResultLine: (l) => {
-      for (const res of parseResults(l)) if (res.path.length === 1 && res.outcome !== "skip") log(`box: ${res.outcome} ${relative(ROOT, res.file)} › ${res.path[0]}`);
-    },
-  });
-  const rec: BoxRunRecord = { ...base, status: r.status, results: parseResults(r.results), consoleTail: r.console.slice(-6000), wallMs: r.wallMs };
-  if (r.failure !== undefined) rec.failure = r.failure;
+  const q = { shQuote, fileEnv: FILE_ENV, resultPathEnv: RESULT_PATH_ENV, resultTty: RESULT_TTY, reporter: join(ROOT, "dist/box/reporter.js") };
+  const note = (f: string, n: string): void => void (rec.notes[f] ??= []).push(n);
+  let todo = files;
+  let worst = 0;
+  for (let attempt = 1; attempt <= BOX_ATTEMPTS && todo.length > 0; attempt++) {
+    const left = BOX_RUN_BUDGET_MS - (Date.now() - t0);
+    if (left < 60_000) break;
+    const rel = todo.map((f) => relative(ROOT, f));
+    log(`box: ${HOST_KVM === "none" ? "no /dev/kvm here" : `${HOST_KVM} KVM here`}: running ${rel.length} KVM test file(s) in the box${attempt > 1 ? ` (a fresh box, attempt ${attempt})` : ""} (QEMU TCG, kvm_amd inside; slow, timings mean nothing)`);
+    let fileStart = Date.now();
+    const r = await runInBox({
+      assets,
+      command: { shell: boxShell(todo, q), cwd: ROOT, env: { [OUTER_KIND_ENV]: HOST_KVM } },
+      timeoutMs: left,
+      stallMs: BOX_STALL_MS,
+      ...(signal === undefined ? {} : { signal }),
+      onProgress: (l) => log(`box: ${l}`),
+      onResultLine: (l) => {
+        for (const res of parseResults(l)) if (res.path.length === 1 && res.outcome !== "skip") log(`box: ${res.outcome} ${relative(ROOT, res.file)} › ${res.path[0]}`);
+        for (const [f, st] of endedFiles(l)) {
+          log(`box: ${relative(ROOT, f)} ended with status ${st} after ${((Date.now() - fileStart) / 1000).toFixed(0)} s`);
+          fileStart = Date.now();
+        }
+      },
+    });
+    const ended = endedFiles(r.results);
+    const results = parseResults(r.results);
+    // A file the box finished (or the last attempt's partial file) keeps this attempt's results.
+    const last = r.status !== null || attempt === BOX_ATTEMPTS;
+    rec.results.push(...results.filter((x) => ended.has(x.file) || last));
+    for (const [f, st] of ended) {
+      if (st === 124 || st === 137) note(f, `this file was killed in the box (status ${st}); a file has ${BOX_FILE_S} s there`);
+      worst = Math.max(worst, st);
+    }
+    rec.consoleTail = r.console.slice(-6000);
+    if (r.status !== null) {
+      rec.status = worst === 0 ? r.status : worst;
+      delete rec.failure;
+      break;
+    }
+    rec.failure = r.failure;
+    log(`box: ${r.failure}; its console ended with:\n${r.console.slice(-1500)}`);
+    const unfinished = todo.filter((f) => !ended.has(f));
+    for (const f of unfinished) note(f, `box attempt ${attempt} ended before this file did (${r.failure})${attempt < BOX_ATTEMPTS ? "; it ran again in a fresh box" : ""}`);
+    todo = unfinished;
+    if (signal?.aborted === true) break;
+  }
+  rec.wallMs = Date.now() - t0;
   return rec;
 }
 
@@ -218,12 +280,22 @@ async function sharedBoxRun(self: string): Promise<BoxRunRecord> {
     }
     writeFileSync(fd, String(process.pid));
     closeSync(fd);
+    // node --test ends a file that outlives --test-timeout with SIGTERM: stop the box with it,
+    // and leave no lock behind.
+    const stop = new AbortController();
+    const onTerm = (): void => {
+      stop.abort();
+      rmSync(lock, { force: true });
+      process.exit(143);
+    };
+    process.once("SIGTERM", onTerm);
     try {
-      const rec = await bootBox(filesOfRun(run, self), log);
+      const rec = await bootBox(filesOfRun(run, self), log, stop.signal);
       writeFileSync(record, JSON.stringify(rec));
       return rec;
     } finally {
-      unlinkSync(lock);
+      process.off("SIGTERM", onTerm);
+      rmSync(lock, { force: true });
     }
   }
 }
@@ -240,9 +312,10 @@ async function replay(t: TestContext, rec: BoxRunRecord, file: string, path: str
   const mine = rec.results.filter((r) => r.file === file);
   const own = mine.find((r) => JSON.stringify(r.path) === key);
   if (own === undefined) {
-    const why = rec.failure ?? (rec.status === 0 ? "the box's run ended without reporting it" : `the box's test run exited with status ${rec.status}`);
+    const why = [...(rec.notes?.[file] ?? []), rec.failure ?? (rec.status === 0 ? "the box's run ended without reporting it" : `the box's test run exited with status ${rec.status}`)].join("; ");
     throw new Error(`the box reported no outcome for this test: ${why}\n--- box console (tail) ---\n${rec.consoleTail}`);
   }
+  for (const n of rec.notes?.[file] ?? []) t.diagnostic(`box: ${n}`);
   for (const d of own.diagnostics ?? []) t.diagnostic(`in the box: ${d}`);
   // Subtests first, as the box ran them.
   const children = mine.filter((r) => r.path.length === path.length + 1 && JSON.stringify(r.path.slice(0, path.length)) === key);
