@@ -2,15 +2,11 @@
 // queue-notify eventfd, so a guest kick costs no exit and no main-thread work.
 
 import { parentPort, workerData } from "node:worker_threads";
-import { createPrivateKey, randomFillSync } from "node:crypto";
 import * as sys from "../sys/index.js";
 import { GuestMemory, type RegionInit } from "../memory/guest-memory.js";
 import { TransportState } from "../devices/virtio/mmio.js";
 import { SplitQueue, VirtqueueError } from "../devices/virtio/queue.js";
-import { BlkDevice, type BlkStats, type ProcessResult } from "../devices/virtio/blk/device.js";
-import { RngDevice } from "../devices/virtio/rng/device.js";
-import { NsmDevice } from "../devices/virtio/nsm/device.js";
-import { handleNsmRequest, type NsmState } from "../security/nsm.js";
+import type { CreateModel, ModelContext } from "../devices/virtio/device-kind.js";
 import {
   F_RING_EVENT_IDX,
   F_RING_INDIRECT_DESC,
@@ -19,14 +15,10 @@ import {
   STATUS_DRIVER_OK,
   bit,
 } from "../devices/virtio/spec.js";
-import { FileBackend } from "./blk-file.js";
-import {
-  CTL_IMAGE_ACK, CTL_IMAGE_FD, CTL_IMAGE_GEN, CTL_IMAGE_OFFSET, CTL_LIMITER_GEN, CTL_STOP, CTL_WORDS, readLimiterConfig, signalEventfd,
-  type CardWorkerData,
-} from "./card.js";
+import { signalEventfd, type CardWorkerData } from "./card.js";
+import { CTL_LIMITER_GEN, CTL_STOP, CTL_WORDS, readLimiterConfig } from "./control.js";
 import { CardMetrics } from "./metrics.js";
 import { RateLimiter } from "./rate-limiter.js";
-import { SharedPcrBank } from "./shared-pcr-bank.js";
 
 /** How often the worker refreshes its cpuMicros metric at most, ms. */
 const CPU_SAMPLE_MS = 5;
@@ -53,7 +45,7 @@ const mem = new GuestMemory(regions);
 
 const limiter = new RateLimiter(readLimiterConfig(d.control));
 let limiterGen = Atomics.load(ctl, CTL_LIMITER_GEN);
-const stats: BlkStats = {
+const stats: ModelContext<unknown>["stats"] = {
   request: (bytes) => {
     metrics.add("requests");
     metrics.add("bytes", bytes);
@@ -62,35 +54,9 @@ const stats: BlkStats = {
   throttled: () => metrics.add("throttled"),
 };
 
-/** What every device model offers the loop below: answer queue 0. */
-interface QueueDevice {
-  process(q: SplitQueue): ProcessResult;
-}
-
-/** The blk device, for image replacement (PATCH /drives path_on_host). */
-let blk: BlkDevice | undefined;
-
-function createDevice(): QueueDevice {
-  switch (d.kind) {
-    case "blk":
-      blk = new BlkDevice(mem, new FileBackend(d.imageFd, d.sizeBytes), { readOnly: d.readOnly, id: d.id }, stats, limiter);
-      return blk;
-    case "rng":
-      // The host CSPRNG (node:crypto randomFillSync: OpenSSL's DRBG seeded by the kernel).
-      return new RngDevice(mem, { fill: (b) => void randomFillSync(b) }, { maxRequestBytes: d.maxRequestBytes }, stats, limiter);
-    case "nsm": {
-      const key = createPrivateKey({ key: Buffer.from(d.signingKeyPkcs8), format: "der", type: "pkcs8" });
-      d.signingKeyPkcs8.fill(0);
-      const state: NsmState = {
-        moduleId: d.moduleId,
-        bank: new SharedPcrBank(d.pcrBank),
-        signer: { certificate: d.certificate, cabundle: d.cabundle, signingKey: key },
-      };
-      return new NsmDevice(mem, (req) => handleNsmRequest(state, req), stats);
-    }
-  }
-}
-const device = createDevice();
+// The device model of this card's kind (device-kind.ts): its module names itself in workerData.
+const { createModel } = (await import(d.model)) as { createModel: CreateModel<unknown> };
+const device = createModel({ mem, data: d.data, stats, limiter, control: d.control });
 
 /** The device broke during the pass that saw reset generation `gen` (unless the driver reset it since). */
 function fail(code: number, gen: number): void {
@@ -178,13 +144,8 @@ for (;;) {
     limiterGen = gen;
     limiter.update(readLimiterConfig(d.control));
   }
-  // A new image (card.ts replaceImage): taken here, between two passes, so no request straddles it.
-  const imageGen = Atomics.load(ctl, CTL_IMAGE_GEN);
-  if (imageGen !== Atomics.load(ctl, CTL_IMAGE_ACK) && blk !== undefined) {
-    const fd = Atomics.exchange(ctl, CTL_IMAGE_FD, -1); // -1: the VMM withdrew it (timed out)
-    if (fd >= 0) blk.replaceBackend(new FileBackend(fd, new Float64Array(d.control, CTL_IMAGE_OFFSET, 1)[0]!));
-    Atomics.store(ctl, CTL_IMAGE_ACK, imageGen);
-  }
+  // The kind's own updates (blk: a new image), between two passes, so no request straddles them.
+  device.beforePass?.();
   waitMs = service();
   // The thread's CPU time is a system call: refreshed at most every CPU_SAMPLE_MS (and at exit),
   // not on every kick.

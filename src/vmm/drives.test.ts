@@ -9,7 +9,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as sys from "../sys/index.js";
-import { assignDriveSlots, assignDeviceSlots, virtioMmioCmdline, DriveConfigError } from "./drives.js";
+import { assignDriveSlots, assignDeviceSlots, cardDriveId, virtioMmioCmdline, DriveConfigError } from "./drives.js";
 import { chipInit } from "../security/chip.js";
 import { Vm } from "./vm.js";
 import { fakeMachine, type FakeStep } from "./testing/fake-machine.js";
@@ -38,7 +38,7 @@ test("drives get consecutive slots and interrupt lines, described on the command
     { id: "data", path: b, readOnly: true },
   ]);
   assert.deepEqual(
-    slots.map((s) => [s.device.kind === "blk" ? s.device.drive.id : s.device.kind, s.base, s.gsi]),
+    slots.map((s) => [cardDriveId(s.device) ?? s.device.kind.kind, s.base, s.gsi]),
     [
       ["rootfs", VIRTIO_MMIO_START, IRQ_BASE],
       ["data", VIRTIO_MMIO_START + 0x1000, IRQ_BASE + 1],

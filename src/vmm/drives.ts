@@ -9,7 +9,9 @@
 //             doorbell at port 0x610 and a GSI of its own; `typervisor_xenblk=<ring>@<port>:<irq>:<sectors>`
 
 import { DriveConfigError, openImage, type RateLimiterConfig } from "../cards/index.js";
-import { chipLoad } from "../security/chip.js";
+import { ALL_VIRTIO_KINDS } from "../devices/virtio/kinds.js";
+import { blkKind, type BlkCardConfig } from "../devices/virtio/blk/kind.js";
+import type { DeviceInstance, VirtioDevicesConfig } from "../devices/virtio/device-kind.js";
 import { VIRTIO_MMIO_START, VIRTIO_MMIO_SLOT_SIZE, VIRTIO_MMIO_END, IRQ_BASE, IRQ_MAX, EBDA_START, PAGE_SIZE, CMDLINE_START, CMDLINE_MAX_SIZE } from "../arch/x86_64/layout.js";
 import { ATA_PRIMARY_COMMAND_BASE, ATA_PRIMARY_IRQ } from "../devices/ata/spec.js";
 import { BLKIF_SECTOR_SIZE, XENBLK_DOORBELL_PORT, XENBLK_SHARED_BYTES, xenblkCmdline } from "../dom0/blkif.js";
@@ -42,8 +44,8 @@ export interface NsmConfig {
   moduleId?: string;
 }
 
-/** What a virtio slot carries: the card kind and its configuration. */
-export type DeviceSpec = { kind: "blk"; drive: DriveConfig } | { kind: "rng"; entropy: EntropyConfig } | { kind: "nsm"; nsm: NsmConfig };
+/** What a virtio slot carries: the device's kind and its instance config (devices/virtio/kinds.ts). */
+export type DeviceSpec = DeviceInstance;
 
 export interface DeviceSlot {
   device: DeviceSpec;
@@ -102,15 +104,16 @@ export const XENBLK_RING_GPA = Math.floor(EBDA_START / PAGE_SIZE) * PAGE_SIZE - 
 if (XENBLK_RING_GPA < CMDLINE_START + CMDLINE_MAX_SIZE) throw new Error("layout: the xenblk ring overlaps the command line");
 
 /**
- * Checks each device at the edge and places it: card drives first (so the first of them is the
- * guest's /dev/vda), then the entropy device, then the NSM, each on a virtio-mmio slot; the
- * emulated drive on the ATA primary channel; the dom0 drive on the xenblk ring, its doorbell and
- * the first GSI after the virtio slots. Throws DriveConfigError naming the drive and the problem.
+ * Checks each device at the edge and places it: every drive is checked here (whatever its path),
+ * then each virtio kind gives its instances in kinds.ts order — card drives first (so the first
+ * of them is the guest's /dev/vda), then the entropy device, then the NSM — each on a virtio-mmio
+ * slot; the emulated drive on the ATA primary channel; the dom0 drive on the xenblk ring, its
+ * doorbell and the first GSI after the virtio slots. Throws DriveConfigError naming the drive and
+ * the problem.
  */
-export function planDevices(opts: { drives?: readonly DriveConfig[]; entropy?: EntropyConfig; nsm?: NsmConfig }): DevicePlan {
+export function planDevices(opts: VirtioDevicesConfig): DevicePlan {
   const drives = opts.drives ?? [];
   const ids = new Set<string>();
-  const specs: DeviceSpec[] = [];
   let ata: DriveConfig | undefined;
   let dom0: { drive: DriveConfig; sizeBytes: number } | undefined;
   for (const drive of drives) {
@@ -133,18 +136,8 @@ export function planDevices(opts: { drives?: readonly DriveConfig[]; entropy?: E
     const sizeBytes = checkImage(drive);
     if (io === "emulated") ata = drive;
     else if (io === "dom0") dom0 = { drive, sizeBytes };
-    else specs.push({ kind: "blk", drive });
   }
-  if (opts.entropy !== undefined) specs.push({ kind: "rng", entropy: opts.entropy });
-  if (opts.nsm !== undefined) {
-    // The chip identity is checked here, at the edge, rather than when the card starts.
-    try {
-      chipLoad(opts.nsm.chipDir);
-    } catch (e) {
-      throw new DriveConfigError(`nsm: ${(e as Error).message}`);
-    }
-    specs.push({ kind: "nsm", nsm: opts.nsm });
-  }
+  const specs: DeviceSpec[] = ALL_VIRTIO_KINDS.flatMap((kind) => kind.instances(opts).map((instance) => ({ kind, instance })));
   // Interrupt lines for the virtio slots and the dom0 drive; IRQ 14 stays with the ATA channel.
   const gsis: number[] = [];
   for (let g = IRQ_BASE; g <= IRQ_MAX; g++) if (ata === undefined || g !== ATA_PRIMARY_IRQ) gsis.push(g);
@@ -153,7 +146,7 @@ export function planDevices(opts: { drives?: readonly DriveConfig[]; entropy?: E
   const plan: DevicePlan = {
     virtio: specs.map((device, i) => ({
       device,
-      name: device.kind === "blk" ? `virtio-blk-${device.drive.id}` : `virtio-${device.kind}`,
+      name: device.kind.slotName(device.instance),
       base: VIRTIO_MMIO_START + i * VIRTIO_MMIO_SLOT_SIZE,
       gsi: gsis[i]!,
     })),
@@ -171,8 +164,13 @@ export function planDevices(opts: { drives?: readonly DriveConfig[]; entropy?: E
   return plan;
 }
 
+/** The drive id of a card drive's virtio device (a blk instance), else undefined. */
+export function cardDriveId(device: DeviceSpec): string | undefined {
+  return device.kind === blkKind ? blkKind.instanceId!(device.instance as BlkCardConfig) : undefined;
+}
+
 /** The virtio slots alone (every drive is still checked). */
-export function assignDeviceSlots(opts: { drives?: readonly DriveConfig[]; entropy?: EntropyConfig; nsm?: NsmConfig }): DeviceSlot[] {
+export function assignDeviceSlots(opts: VirtioDevicesConfig): DeviceSlot[] {
   return planDevices(opts).virtio;
 }
 

@@ -18,7 +18,7 @@ import type { VcpuStop } from "./exit-loop.js";
 import type { VcpuWorkerData, VcpuWorkerMessage } from "./vcpu-thread.js";
 import { measureBoot, type PcrBank } from "../security/pcr.js";
 import { randomUUID } from "node:crypto";
-import { planDevices, devicesCmdline, type DriveConfig, type EntropyConfig, type IoPath, type NsmConfig } from "./drives.js";
+import { planDevices, devicesCmdline, cardDriveId, type DriveConfig, type EntropyConfig, type IoPath, type NsmConfig } from "./drives.js";
 import { startCard, SharedPcrBank, type CardHandle, type CardMetricsSnapshot, type CardOptions, type RateLimiterConfig } from "../cards/index.js";
 import { AtaDevice, FileAtaBackend, ATA_SECTOR_SIZE, type AtaMetrics } from "../devices/ata/index.js";
 import { spawnDom0, type Dom0Handle } from "../dom0/spawn.js";
@@ -350,9 +350,9 @@ export class Vm extends EventEmitter {
   driveMetrics(): Record<string, DriveMetricsSnapshot> {
     const out: Record<string, DriveMetricsSnapshot> = {};
     for (const slot of this.machine.virtio) {
-      if (slot.device.kind !== "blk") continue;
+      const id = cardDriveId(slot.device);
       const card = this.cards.get(slot.name);
-      if (card !== undefined) out[slot.device.drive.id] = { ...card.metrics(), ioPath: "card" };
+      if (id !== undefined && card !== undefined) out[id] = { ...card.metrics(), ioPath: "card" };
     }
     if (this.ata !== undefined && this.machine.ata !== undefined) {
       const m = this.ata.metrics();
@@ -400,7 +400,7 @@ export class Vm extends EventEmitter {
 
   /** The running card of a virtio-blk drive, or an error naming why there is none. */
   private driveCard(driveId: string, notOnOtherPaths: string): CardHandle {
-    const slot = this.machine.virtio.find((v) => v.device.kind === "blk" && v.device.drive.id === driveId);
+    const slot = this.machine.virtio.find((v) => cardDriveId(v.device) === driveId);
     const card = slot === undefined ? undefined : this.cards.get(slot.name);
     if (card === undefined) {
       const other = [this.machine.ata, this.machine.dom0].find((x) => x?.drive.id === driveId);
@@ -438,18 +438,8 @@ export class Vm extends EventEmitter {
         irqFd: slot.irqFd,
       };
       const d = slot.device;
-      let options: CardOptions;
-      if (d.kind === "blk") {
-        options = { ...common, kind: "blk", config: { path: d.drive.path, readOnly: d.drive.readOnly, id: d.drive.id, rateLimiter: d.drive.rateLimiter } };
-      } else if (d.kind === "rng") {
-        options = { ...common, kind: "rng", config: { rateLimiter: d.entropy.rateLimiter } };
-      } else {
-        options = {
-          ...common,
-          kind: "nsm",
-          config: { signer: { chipDir: d.nsm.chipDir }, moduleId: d.nsm.moduleId ?? `typervisor-${this.id}`, pcrs: this.pcrs },
-        };
-      }
+      // The kind turns its instance into its card's config (the NSM adds the VM's id and PCR bank).
+      const options = { ...common, kind: d.kind.kind, config: d.kind.cardConfig(d.instance, { vmId: this.id, pcrs: this.pcrs }) } as CardOptions;
       this.cards.set(slot.name, await startCard(options));
     }
   }

@@ -1,0 +1,105 @@
+// virtio-nsm as a device kind (device-kind.ts): the guest's Nitro Secure Module, signing with the
+// security chip's key over the VM's shared PCR bank (DESIGN.md §5).
+
+import { createPrivateKey, KeyObject } from "node:crypto";
+import { CardConfigError } from "../../../cards/errors.js";
+import { DriveConfigError } from "../../../cards/blk-file.js";
+import { SharedPcrBank } from "../../../cards/shared-pcr-bank.js";
+import { chipLoad } from "../../../security/chip.js";
+import { handleNsmRequest, type NsmState } from "../../../security/nsm.js";
+import { NsmDevice, nsmDeviceInfo } from "./device.js";
+import type { CardModel, ModelContext, VirtioDeviceKind } from "../device-kind.js";
+import type { NsmConfig } from "../../../vmm/drives.js";
+
+/** Who signs attestation documents: a chip directory (chipLoad), or its material directly. */
+export type NsmSigner =
+  | { chipDir: string }
+  | {
+      /** DER of the leaf (signing) certificate. */
+      certificate: Uint8Array;
+      /** DER certificates, root first (docs/attestation_process.md §3.2.3). */
+      cabundle: Uint8Array[];
+      /** The leaf's P-384 private key: a KeyObject, or PKCS#8 DER bytes. */
+      signingKey: KeyObject | Uint8Array;
+    };
+
+/** virtio-nsm (device ID 33): the guest's Nitro Secure Module over the VM's shared PCR bank. */
+export interface NsmCardConfig {
+  signer: NsmSigner;
+  /** module_id of DescribeNSM and of attestation documents. */
+  moduleId: string;
+  /** The VM's PCR bank, shared with the VMM (SharedPcrBank.from(measureBoot(...)) before start). */
+  pcrs: SharedPcrBank;
+  queueSize?: number;
+}
+
+interface NsmWorkerData {
+  moduleId: string;
+  pcrBank: SharedArrayBuffer;
+  certificate: Uint8Array;
+  cabundle: Uint8Array[];
+  /** PKCS#8 DER of the signing key; the main thread's copy is zeroed once the worker has it. */
+  signingKeyPkcs8: Uint8Array;
+}
+
+function resolveSigner(signer: NsmSigner): { certificate: Uint8Array; cabundle: Uint8Array[]; key: KeyObject } {
+  if ("chipDir" in signer) {
+    const chip = chipLoad(signer.chipDir); // ChipError names the file at fault
+    return { certificate: chip.leaf.der, cabundle: [chip.root.der], key: chip.leafKey };
+  }
+  let key: KeyObject;
+  try {
+    key =
+      signer.signingKey instanceof KeyObject
+        ? signer.signingKey
+        : createPrivateKey({ key: Buffer.from(signer.signingKey), format: "der", type: "pkcs8" });
+  } catch (e) {
+    throw new CardConfigError(`nsm signer: signingKey is not a PKCS#8 DER private key (${(e as Error).message})`);
+  }
+  if (key.type !== "private" || key.asymmetricKeyType !== "ec" || key.asymmetricKeyDetails?.namedCurve !== "secp384r1") {
+    throw new CardConfigError("nsm signer: signingKey must be a P-384 EC private key (ES384)");
+  }
+  if (signer.certificate.length === 0 || signer.cabundle.length === 0) {
+    throw new CardConfigError("nsm signer: a leaf certificate and a cabundle with at least the root are required");
+  }
+  return { certificate: signer.certificate, cabundle: signer.cabundle, key };
+}
+
+/** Worker side: the NSM request handler over the shared PCR bank, signing with the key it was handed. */
+export function createModel(ctx: ModelContext<NsmWorkerData>): CardModel {
+  const d = ctx.data;
+  const key = createPrivateKey({ key: Buffer.from(d.signingKeyPkcs8), format: "der", type: "pkcs8" });
+  d.signingKeyPkcs8.fill(0);
+  const state: NsmState = {
+    moduleId: d.moduleId,
+    bank: new SharedPcrBank(d.pcrBank),
+    signer: { certificate: d.certificate, cabundle: d.cabundle, signingKey: key },
+  };
+  return new NsmDevice(ctx.mem, (req) => handleNsmRequest(state, req), ctx.stats);
+}
+
+export const nsmKind: VirtioDeviceKind<NsmCardConfig, NsmConfig> = {
+  kind: "nsm",
+  instances(config) {
+    const nsm = config.nsm;
+    if (nsm === undefined) return [];
+    // The chip identity is checked here, at the edge, rather than when the card starts.
+    try {
+      chipLoad(nsm.chipDir);
+    } catch (e) {
+      throw new DriveConfigError(`nsm: ${(e as Error).message}`);
+    }
+    return [nsm];
+  },
+  slotName: () => "virtio-nsm",
+  cardConfig: (nsm, ctx) => ({ signer: { chipDir: nsm.chipDir }, moduleId: nsm.moduleId ?? `typervisor-${ctx.vmId}`, pcrs: ctx.pcrs }),
+  open(c) {
+    if (!(c.pcrs instanceof SharedPcrBank)) throw new CardConfigError("nsm pcrs must be a SharedPcrBank (src/cards/shared-pcr-bank.ts)");
+    if (typeof c.moduleId !== "string" || c.moduleId.length === 0) throw new CardConfigError("nsm moduleId must be a non-empty string");
+    const s = resolveSigner(c.signer);
+    const pkcs8 = new Uint8Array(s.key.export({ format: "der", type: "pkcs8" }));
+    const data: NsmWorkerData = { moduleId: c.moduleId, pcrBank: c.pcrs.sab, certificate: s.certificate, cabundle: s.cabundle, signingKeyPkcs8: pkcs8 };
+    return { info: nsmDeviceInfo({ queueSize: c.queueSize }), workerData: data, release: () => {}, handedOver: () => pkcs8.fill(0) };
+  },
+  model: new URL(import.meta.url),
+};
