@@ -11,9 +11,9 @@
 // rate_limiter_throttled_events, execute_fails) and our own where the card counts differently
 // (requests and bytes are not split into reads and writes).
 //
-// Other cards (virtio-rng, virtio-nsm): Firecracker's `entropy` group for the rng card, with its
-// key names where the meaning is the same (entropy_bytes, host_rng_fails,
-// entropy_rate_limiter_throttled), and an `nsm` group of our own (Firecracker has no NSM).
+// Other cards: each device kind names and fills its own groups (devices/virtio/*/kind.ts
+// metricGroups): Firecracker's `entropy` group for the rng card, an `nsm` group of our own
+// (Firecracker has no NSM).
 //
 // Routes are counted by their template ("PUT /drives/{drive_id}"); everything unknown counts as
 // "other", so hostile paths cannot grow the table.
@@ -44,11 +44,9 @@ export interface MetricsSnapshot {
   drives: MicroVMMetrics["drives"];
   /** Per card name (virtio-blk-<id>, virtio-rng, virtio-nsm): the card's counters; empty before start. */
   devices?: MicroVMMetrics["devices"];
+  /** Metric groups of the non-block devices (entropy, nsm, ...), as their kinds name them. */
+  groups?: MicroVMMetrics["groups"];
 }
-
-/** Card names of the non-block devices. */
-export const RNG_CARD = "virtio-rng";
-export const NSM_CARD = "virtio-nsm";
 
 /** Firecracker's metric group names for the routes it also has. */
 const FC_KEYS: Record<string, [group: string, key: string]> = {
@@ -141,29 +139,8 @@ export function metricsLine(s: MetricsSnapshot, extra: { id?: string; properties
   for (const [, m] of drives) for (const k of Object.keys(total) as Array<keyof typeof total>) total[k] += m[k];
   line["block"] = blockGroup(total);
   for (const [id, m] of drives) line[`block_${id}`] = blockGroup(m);
-  const rng = s.devices?.[RNG_CARD];
-  if (rng !== undefined) {
-    line["entropy"] = {
-      entropy_event_count: rng.requests,
-      entropy_bytes: rng.bytes,
-      host_rng_fails: rng.errors,
-      entropy_rate_limiter_throttled: rng.throttled,
-      queue_event_count: rng.kicks,
-      interrupt_count: rng.interrupts,
-      needs_reset: rng.needsReset,
-    };
-  }
-  const nsm = s.devices?.[NSM_CARD];
-  if (nsm !== undefined) {
-    line["nsm"] = {
-      request_count: nsm.requests,
-      bytes: nsm.bytes,
-      execute_fails: nsm.errors,
-      queue_event_count: nsm.kicks,
-      interrupt_count: nsm.interrupts,
-      needs_reset: nsm.needsReset,
-    };
-  }
+  // The other devices' groups, as each device kind names and fills them (devices/virtio/*/kind.ts).
+  for (const [group, values] of Object.entries(s.groups ?? {})) line[group] = values;
   return JSON.stringify(line);
 }
 

@@ -259,6 +259,7 @@ class ApiServer extends EventEmitter implements ApiServerHandle {
       console: m?.console ?? { bytes: 0, droppedBytes: 0 },
       drives: m?.drives ?? {},
       devices: m?.devices ?? {},
+      groups: m?.groups ?? {},
     };
   }
 

@@ -118,6 +118,8 @@ export interface MicroVMMetrics {
    * virtio-nsm, requests = NSM requests answered. Empty before start.
    */
   devices: Record<string, CardMetricsSnapshot>;
+  /** Firecracker-style metric groups of the non-block devices (entropy, nsm), as each device kind names them. */
+  groups: Record<string, Record<string, number>>;
 }
 
 /**
@@ -351,6 +353,7 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
       console: this.pipe?.counters() ?? { bytes: 0, droppedBytes: 0 },
       drives: this.vm.driveMetrics(),
       devices: this.vm.deviceMetrics(),
+      groups: this.vm.deviceMetricGroups(),
     };
   }
 

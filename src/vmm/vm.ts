@@ -398,6 +398,16 @@ export class Vm extends EventEmitter {
     return out;
   }
 
+  /** Each running card's metric groups, as its kind names and fills them (the API's metrics line). */
+  deviceMetricGroups(): Record<string, Record<string, number>> {
+    const out: Record<string, Record<string, number>> = {};
+    for (const slot of this.machine.virtio) {
+      const card = this.cards.get(slot.name);
+      if (card !== undefined) Object.assign(out, slot.device.kind.metricGroups?.(slot.device.instance, card.metrics()));
+    }
+    return out;
+  }
+
   /** The running card of a virtio-blk drive, or an error naming why there is none. */
   private driveCard(driveId: string, notOnOtherPaths: string): CardHandle {
     const slot = this.machine.virtio.find((v) => cardDriveId(v.device) === driveId);
