@@ -47,6 +47,9 @@ export type CardOptions = { [K in keyof KindConfigs]: CardBase & { kind: K } & (
 
 export type CardKind = CardOptions["kind"];
 
+/** A card's kind and config alone, without the wiring (memory, transport, eventfds) its host supplies. */
+export type CardKindOptions = CardOptions extends infer O ? (O extends CardOptions ? Omit<O, keyof CardBase> : never) : never;
+
 export interface CardHandle {
   readonly name: string;
   /** Stops the worker; resolves when it has exited. Idempotent. */

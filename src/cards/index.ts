@@ -9,6 +9,7 @@ export {
   CardConfigError,
   type CardHandle,
   type CardOptions,
+  type CardKindOptions,
   type CardKind,
   type BlkCardConfig,
   type RngCardConfig,

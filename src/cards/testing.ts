@@ -8,7 +8,7 @@ import { TestDriver, initDevice, layoutAt } from "../devices/virtio/testing.js";
 import { createTransportState } from "../devices/virtio/mmio.js";
 import { F_RING_EVENT_IDX, bit } from "../devices/virtio/spec.js";
 import { createVirtioMmioDevice } from "./index.js";
-import { startCard, type CardHandle, type NsmCardConfig, type RngCardConfig } from "./card.js";
+import { startCard, type CardHandle, type CardOptions, type CardKindOptions } from "./card.js";
 
 const MiB = 1 << 20;
 
@@ -51,7 +51,7 @@ export interface CardRig {
   transportState: SharedArrayBuffer;
 }
 
-type KindOptions = { kind: "rng"; config?: RngCardConfig } | { kind: "nsm"; config: NsmCardConfig };
+type KindOptions = Extract<CardKindOptions, { kind: "rng" | "nsm" }>;
 
 /** Starts a card of `kind` over 2 MiB of memfd guest RAM and brings queue 0 up (driver init, §3.1.1). */
 export async function cardRig(t: TestContext, k: KindOptions, queueSize = 64): Promise<CardRig> {
@@ -66,7 +66,7 @@ export async function cardRig(t: TestContext, k: KindOptions, queueSize = 64): P
     notifyFd,
     irqFd,
   };
-  const card = await startCard(k.kind === "rng" ? { ...base, kind: "rng", config: k.config } : { ...base, kind: "nsm", config: k.config });
+  const card = await startCard({ ...base, ...k } as CardOptions);
   t.after(async () => {
     await card.stop();
     sys.close(notifyFd);

@@ -7,7 +7,7 @@
 
 import * as sys from "../sys/index.js";
 import { loadHostedProbe, type HostedProbe } from "../sys/probe-hosted.js";
-import { createTransportState, createVirtioMmioDevice, startCard, type CardHandle, type CardOptions } from "../cards/index.js";
+import { createTransportState, createVirtioMmioDevice, startCard, type CardHandle, type CardOptions, type CardKindOptions } from "../cards/index.js";
 import { parseProbeLines, type ProbeLine } from "./report.js";
 import { probeHostedPath } from "./path.js";
 import { Bus } from "../devices/bus.js";
@@ -29,7 +29,8 @@ const XENBLK_PORT = 0x610;
 /** The xenblk ring and grant pages: the last two pages of virtio.c's 4 MiB (unused by the xenblk tests). */
 const XENBLK_RING_OFF = 0x3fe000;
 
-export type HostedDevice = { kind: "blk"; config: Extract<CardOptions, { kind: "blk" }>["config"] } | { kind: "rng" } | { kind: "nsm"; config: Extract<CardOptions, { kind: "nsm" }>["config"] };
+/** A card of any kind with its config; the rig supplies the wiring. */
+export type HostedDevice = CardKindOptions;
 export interface HostedRig {
   /** virtio devices, one card each, in slots at MMIO_BASE + i * 4 KiB. */
   devices?: HostedDevice[];
