@@ -4,4 +4,4 @@ export * from "./sdk/index.js";
 export { Vm, VmConfigError, MAX_VCPUS, type VmConfig, type VmExit } from "./vmm/vm.js";
 export type { BootSummary, KernelSource } from "./vmm/builder.js";
 export { probePath } from "./probe/path.js";
-export { parseProbeLines, findLine, type ProbeLine } from "./probe/report.js";
+export { parseProbeLines, findLine, type ProbeLine } from "./probe/probe-lines.js";

@@ -8,7 +8,7 @@ import { startApiServer } from "./server.js";
 import { apiRequest } from "./client.js";
 import { tempDir } from "./testing.js";
 import { probePath } from "../probe/path.js";
-import { parseProbeLines, findLine } from "../probe/report.js";
+import { parseProbeLines, findLine } from "../probe/probe-lines.js";
 import type { VmExit } from "../vmm/vm.js";
 import { kvmTests } from "../testing/kvm.js";
 

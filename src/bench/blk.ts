@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { Vm } from "../vmm/vm.js";
 import { probePath } from "../probe/path.js";
 import { findQemu, qemuArgs } from "../probe/qemu.js";
-import { parseProbeLines, type ProbeLine } from "../probe/report.js";
+import { parseProbeLines, type ProbeLine } from "../probe/probe-lines.js";
 import { benchEntry, elapsed } from "./guard.js";
 
 const HELP = `npm run bench:blk — block I/O through Typervisor's virtio-blk card against QEMU's virtio-blk

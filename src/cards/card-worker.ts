@@ -16,7 +16,7 @@ import {
   bit,
 } from "../devices/virtio/spec.js";
 import { signalEventfd, type CardWorkerData } from "./card.js";
-import { CTL_LIMITER_GEN, CTL_STOP, CTL_WORDS, readLimiterConfig } from "./control.js";
+import { CTL_LIMITER_GEN, CTL_STOP, CTL_WORDS, readLimiterConfig } from "./control-block.js";
 import { CardMetrics } from "./metrics.js";
 import { RateLimiter } from "./rate-limiter.js";
 

@@ -13,7 +13,7 @@ import { virtioKind, type KindConfigs } from "../devices/virtio/kinds.js";
 import type { CardControl, OpenedDevice } from "../devices/virtio/device-kind.js";
 import { CardMetrics, type CardMetricsSnapshot } from "./metrics.js";
 import { CardConfigError } from "./errors.js";
-import { CTL_BYTES, CTL_STOP, CTL_WORDS, writeLimiterConfig } from "./control.js";
+import { CTL_BYTES, CTL_STOP, CTL_WORDS, writeLimiterConfig } from "./control-block.js";
 import type { RateLimiterConfig } from "./rate-limiter.js";
 
 export { CardConfigError };

@@ -10,7 +10,7 @@ import { DEFAULT_COMPARE_OUT, type CompareCliOptions } from "./args.js";
 import { EXIT_GUEST_FAILURE, EXIT_HOST, EXIT_OK, EXIT_USAGE } from "./exit-codes.js";
 import { Vm, type VmExit } from "../vmm/vm.js";
 import type { KernelSource } from "../vmm/builder.js";
-import type { CounterName } from "../vmm/control.js";
+import type { CounterName } from "../vmm/vcpu-control.js";
 import { probePath } from "../probe/path.js";
 import { runCompare, type BootProbe, type BootResult, type CompareReport, type IoPath } from "../compare/run.js";
 import { terminalTable, writeReport } from "../compare/report.js";
@@ -27,7 +27,7 @@ export const COMPARE_MEM_MIB = 256;
 /** One boot may take this long before it is stopped and counted as failed (the emulated path's 64 random ops at ~2k exits each take seconds under PVM; 10 minutes is a wide margin). */
 export const BOOT_TIMEOUT_MS = 10 * 60 * 1000;
 
-/** Guest exits among the vCPU counters (vmm/control.ts); INTERRUPTED counts kicks, and an unhandled access is also counted as an IO or MMIO exit. */
+/** Guest exits among the vCPU counters (vmm/vcpu-control.ts); INTERRUPTED counts kicks, and an unhandled access is also counted as an IO or MMIO exit. */
 const EXIT_COUNTERS: readonly CounterName[] = ["IO_IN", "IO_OUT", "MMIO_READ", "MMIO_WRITE", "OTHER"];
 
 export interface CompareIo {

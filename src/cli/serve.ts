@@ -14,7 +14,7 @@ import { startConsoleRelay, consoleSocketPath } from "./console.js";
 import { mkdirSync } from "node:fs";
 import type { VmExit } from "../vmm/vm.js";
 import { UsageError, type RunOptions, type ServeFlags } from "./args.js";
-import { runtimeDir } from "./control.js";
+import { runtimeDir } from "./instances.js";
 import { probePath } from "../probe/path.js";
 import { chipLoad } from "../security/chip.js";
 import type { BootSignature } from "../security/image.js";

@@ -50,12 +50,12 @@ export const PATH_ANATOMY: Record<IoPath, PathAnatomy> = {
       {
         process: "VMM (doorbell + xenbus port; no code per request once the doorbell is an ioeventfd)",
         privileges: VMM_PRIV,
-        files: ["src/dom0/doorbell.ts", "src/dom0/control.ts"],
+        files: ["src/dom0/doorbell.ts", "src/dom0/control-page.ts"],
       },
       {
         process: "Dom0 back-end process (child of the VMM)",
         privileges: "owns the image file; maps ALL guest RAM (as Dom0 may map any guest page) and restricts itself to granted frames",
-        files: ["src/dom0/backend-main.ts", "src/dom0/backend.ts", "src/dom0/blkif.ts", "src/dom0/control.ts", "src/memory/guest-memory.ts", "src/sys/libc.ts"],
+        files: ["src/dom0/backend-main.ts", "src/dom0/backend.ts", "src/dom0/blkif.ts", "src/dom0/control-page.ts", "src/memory/guest-memory.ts", "src/sys/libc.ts"],
       },
     ],
     copiesPerRequest: 2,
@@ -69,7 +69,7 @@ export const PATH_ANATOMY: Record<IoPath, PathAnatomy> = {
       {
         process: "VMM card worker thread (same process as the VMM)",
         privileges: VMM_PRIV,
-        files: ["src/cards/card-worker.ts", "src/cards/blk-file.ts", "src/devices/virtio/queue.ts", "src/devices/virtio/blk/device.ts", "src/memory/guest-memory.ts", "src/sys/libc.ts"],
+        files: ["src/cards/card-worker.ts", "src/cards/blk-file.ts", "src/devices/virtio/queue.ts", "src/devices/virtio/blk/kind.ts", "src/devices/virtio/blk/device.ts", "src/memory/guest-memory.ts", "src/sys/libc.ts"],
       },
     ],
     copiesPerRequest: 1,

@@ -10,7 +10,7 @@ import { closeSync, constants, fstatSync, openSync } from "node:fs";
 import * as sys from "../sys/index.js";
 import { GuestMemory, type RegionInit } from "../memory/guest-memory.js";
 import { Blkback, type Disk } from "./backend.js";
-import { C_READY, C_STOP, mapControl, signal } from "./control.js";
+import { C_READY, C_STOP, mapControl, signal } from "./control-page.js";
 import type { Dom0Config } from "./spawn.js";
 
 export const FD_MEMFD = 3;

@@ -69,7 +69,7 @@ import {
   XenbusStateInitWait,
   XenbusStateInitialised,
 } from "./blkif.js";
-import { C_BROKEN, C_LAST_GNTST, C_XENBUS_BACK, C_XENBUS_FRONT, C_XENBUS_GEN, type ControlPage } from "./control.js";
+import { C_BROKEN, C_LAST_GNTST, C_XENBUS_BACK, C_XENBUS_FRONT, C_XENBUS_GEN, type ControlPage } from "./control-page.js";
 
 export interface Disk {
   readonly sizeBytes: number;

@@ -38,7 +38,7 @@ import {
 } from "./blkif.js";
 import { Blkfront, type Request, type Response } from "./front.js";
 import { createXenblkDoorbell } from "./doorbell.js";
-import { mapControl } from "./control.js";
+import { mapControl } from "./control-page.js";
 import { spawnDom0, Dom0Error, type Dom0Handle } from "./spawn.js";
 
 const MiB = 1 << 20;

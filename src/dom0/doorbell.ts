@@ -6,7 +6,7 @@
 
 import type { BusDevice } from "../devices/bus.js";
 import { DOORBELL_NOTIFY, DOORBELL_XENBUS } from "./blkif.js";
-import { C_XENBUS_BACK, C_XENBUS_FRONT, C_XENBUS_GEN, signal, type ControlPage } from "./control.js";
+import { C_XENBUS_BACK, C_XENBUS_FRONT, C_XENBUS_GEN, signal, type ControlPage } from "./control-page.js";
 
 export function createXenblkDoorbell(control: ControlPage, notifyFd: number): BusDevice {
   return {

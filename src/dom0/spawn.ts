@@ -15,7 +15,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { closeSync, statSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { BLKIF_SECTOR_SIZE, XENBLK_SHARED_BYTES } from "./blkif.js";
-import { C_READY, C_STOP, C_XENBUS_BACK, C_LAST_GNTST, C_BROKEN, createControlFd, mapControl, signal, type Dom0Metrics } from "./control.js";
+import { C_READY, C_STOP, C_XENBUS_BACK, C_LAST_GNTST, C_BROKEN, createControlFd, mapControl, signal, type Dom0Metrics } from "./control-page.js";
 
 export interface Dom0Region {
   gpa: number;

@@ -15,7 +15,7 @@ import { SharedPcrBank } from "../cards/index.js";
 import { chipInit } from "../security/chip.js";
 import { measureBoot, toHex, extendValue } from "../security/pcr.js";
 import { verifyAttestation } from "../security/attestation.js";
-import { findLine } from "./report.js";
+import { findLine } from "./probe-lines.js";
 import { runHostedProbe, type HostedRig, type HostedRun } from "./hosted.js";
 import { createRequire } from "node:module";
 

@@ -8,14 +8,14 @@
 import * as sys from "../sys/index.js";
 import { loadHostedProbe, type HostedProbe } from "../sys/probe-hosted.js";
 import { createTransportState, createVirtioMmioDevice, startCard, type CardHandle, type CardOptions, type CardKindOptions } from "../cards/index.js";
-import { parseProbeLines, type ProbeLine } from "./report.js";
+import { parseProbeLines, type ProbeLine } from "./probe-lines.js";
 import { probeHostedPath } from "./path.js";
 import { Bus } from "../devices/bus.js";
 import { openImage } from "../cards/blk-file.js";
 import { createAtaBusDevices, createAtaState, FileAtaBackend, ATA_COMMAND_BLOCK_LEN, ATA_CONTROL_BLOCK_LEN, ATA_PRIMARY_CONTROL_BASE, type AtaDevice, type AtaMetrics } from "../devices/ata/index.js";
 import { MMIO_QUEUE_NOTIFY } from "../devices/virtio/spec.js";
 import { spawnDom0, type Dom0Handle } from "../dom0/spawn.js";
-import { mapControl } from "../dom0/control.js";
+import { mapControl } from "../dom0/control-page.js";
 import { createXenblkDoorbell } from "../dom0/doorbell.js";
 import { XENBLK_DOORBELL_LEN, xenblkCmdline } from "../dom0/blkif.js";
 

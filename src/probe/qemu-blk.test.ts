@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { qemuProbeSkipReason, runProbeInQemu, type QemuProbeResult } from './qemu.js';
 import { qemuAccel } from '../testing/kvm.js';
-import { findLine, type ProbeLine } from './report.js';
+import { findLine, type ProbeLine } from './probe-lines.js';
 
 const TIMEOUT_MS = 60_000;
 const MODERN = ['-global', 'virtio-mmio.force-legacy=false'];

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { findQemu, qemuProbeSkipReason, runProbeInQemu, type QemuProbeResult } from './qemu.js';
-import { findLine, type ProbeLine } from './report.js';
+import { findLine, type ProbeLine } from './probe-lines.js';
 import { parseSign1 } from '../security/cose.js';
 import { parseAttestationPayload } from '../security/attestation.js';
 

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { probePath, probeShimPath } from './path.js';
 import { kvmUsable, qemuProbeSkipReason, runProbeInQemu, type QemuProbeResult } from './qemu.js';
 import { qemuAccel } from '../testing/kvm.js';
-import { findLine, fnv1a64, hex64, hexToString, type ProbeLine } from './report.js';
+import { findLine, fnv1a64, hex64, hexToString, type ProbeLine } from './probe-lines.js';
 
 const TIMEOUT_MS = 60_000;
 

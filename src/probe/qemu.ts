@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import { accessSync, constants, existsSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import { probePath } from './path.js';
-import { parseProbeLines, type ProbeLine } from './report.js';
+import { parseProbeLines, type ProbeLine } from './probe-lines.js';
 
 export const QEMU_BINARY = 'qemu-system-x86_64';
 /** isa-debug-exit: a guest write of v to this port makes QEMU exit with (v << 1) | 1. */

@@ -12,7 +12,7 @@ import { fileURLToPath } from "node:url";
 export const DEBIAN_KERNEL_META_PACKAGE = "linux-image-cloud-amd64";
 
 // dist/testing/ (or src/testing/) → repository root.
-const ROOT = fileURLToPath(new URL("../../", import.meta.url));
+const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 /** Where fetched packages live; .gitignore lists .cache/. */
 export const DEBIAN_CACHE = join(ROOT, ".cache");
 const KERNEL_CACHE = join(DEBIAN_CACHE, "debian-kernel");

@@ -12,7 +12,7 @@ import type { GuestMemory } from "../memory/guest-memory.js";
 import { createMemfdGuestMemory, type MemfdGuestMemory } from "../memory/create.js";
 import type { AtaSlot, Dom0Slot, Machine, VirtioSlot } from "./machine.js";
 import type { DevicePlan, DeviceSlot } from "./drives.js";
-import { openAtaSlot, closeAtaSlot, openDom0Slot, closeDom0Slot } from "./legacy-drives.js";
+import { openAtaSlot, closeAtaSlot, openDom0Slot, closeDom0Slot } from "./comparison-drives.js";
 import { DOORBELL_NOTIFY } from "../dom0/blkif.js";
 import * as sys from "../sys/index.js";
 import { createTransportState } from "../cards/index.js";

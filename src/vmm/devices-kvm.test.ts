@@ -15,7 +15,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Vm, type VmConfig } from "./vm.js";
 import { probePath } from "../probe/path.js";
-import { parseProbeLines, findLine, type ProbeLine } from "../probe/report.js";
+import { parseProbeLines, findLine, type ProbeLine } from "../probe/probe-lines.js";
 import { chipInit } from "../security/chip.js";
 import { bootMeasurements, toHex } from "../security/pcr.js";
 import { verifyAttestation } from "../security/attestation.js";

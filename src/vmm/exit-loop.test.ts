@@ -7,7 +7,7 @@ import type { VcpuHandle } from "../kvm/hypervisor.js";
 import type { KvmRun } from "../kvm/run.js";
 import type { VcpuExit } from "../kvm/types.js";
 import { Bus } from "../devices/bus.js";
-import { VmControl, Counter } from "./control.js";
+import { VmControl, Counter } from "./vcpu-control.js";
 import { runVcpuLoop, type VcpuStop } from "./exit-loop.js";
 import { attachLegacyDevices, createLegacyStates } from "./legacy.js";
 

@@ -5,7 +5,7 @@
 import type { VcpuHandle } from "../kvm/hypervisor.js";
 import type { Bus } from "../devices/bus.js";
 import type { VcpuExit } from "../kvm/types.js";
-import { Counter, type VmControl } from "./control.js";
+import { Counter, type VmControl } from "./vcpu-control.js";
 
 /** Why a vCPU stopped. `crash` kinds carry what is needed to diagnose the guest. */
 export type VcpuStop =

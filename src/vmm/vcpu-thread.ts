@@ -7,7 +7,7 @@ import { writeSync } from "node:fs";
 import type { VcpuHandle } from "../kvm/hypervisor.js";
 import { gettid, waitWritable } from "../sys/index.js";
 import { Bus } from "../devices/bus.js";
-import { VmControl } from "./control.js";
+import { VmControl } from "./vcpu-control.js";
 import { attachLegacyDevices, type LegacyStates } from "./legacy.js";
 import { runVcpuLoop, type VcpuStop } from "./exit-loop.js";
 import { createVirtioMmioDevice } from "../cards/index.js";
@@ -15,7 +15,7 @@ import { VIRTIO_MMIO_SLOT_SIZE } from "../arch/x86_64/layout.js";
 import {
   ATA_COMMAND_BLOCK_LEN, ATA_CONTROL_BLOCK_LEN, ATA_PRIMARY_CONTROL_BASE, FileAtaBackend, createAtaBusDevices,
 } from "../devices/ata/index.js";
-import { mapControl, type MappedControl } from "../dom0/control.js";
+import { mapControl, type MappedControl } from "../dom0/control-page.js";
 import { createXenblkDoorbell } from "../dom0/doorbell.js";
 import { XENBLK_DOORBELL_LEN } from "../dom0/blkif.js";
 

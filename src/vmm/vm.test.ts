@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Vm, type VmConfig, type VmExit } from "./vm.js";
 import { probePath } from "../probe/path.js";
-import { parseProbeLines, findLine, hexToString, fnv1a64, type ProbeLine } from "../probe/report.js";
+import { parseProbeLines, findLine, hexToString, fnv1a64, type ProbeLine } from "../probe/probe-lines.js";
 import { KernelFormatError } from "../arch/x86_64/index.js";
 import { buildKvmMachine } from "./builder.js";
 import type { KvmVcpuBackend } from "./vcpu-worker.js";

@@ -12,7 +12,7 @@ import type { I8042 } from "../devices/legacy/i8042.js";
 import type { GuestMemory } from "../memory/guest-memory.js";
 import { buildKvmMachine, type BootSummary, type KernelSource } from "./builder.js";
 import type { Machine } from "./machine.js";
-import { VmControl, type CounterName } from "./control.js";
+import { VmControl, type CounterName } from "./vcpu-control.js";
 import { attachLegacyDevices, createLegacyStates, type LegacyStates } from "./legacy.js";
 import type { VcpuStop } from "./exit-loop.js";
 import type { VcpuWorkerData, VcpuWorkerMessage } from "./vcpu-thread.js";
@@ -22,7 +22,7 @@ import { planDevices, devicesCmdline, cardDriveId, type DriveConfig, type Entrop
 import { startCard, SharedPcrBank, type CardHandle, type CardMetricsSnapshot, type CardOptions, type RateLimiterConfig } from "../cards/index.js";
 import { AtaDevice, FileAtaBackend, ATA_SECTOR_SIZE, type AtaMetrics } from "../devices/ata/index.js";
 import { spawnDom0, type Dom0Handle } from "../dom0/spawn.js";
-import { mapControl, C_BROKEN, C_XENBUS_BACK, type Dom0Metrics, type MappedControl } from "../dom0/control.js";
+import { mapControl, C_BROKEN, C_XENBUS_BACK, type Dom0Metrics, type MappedControl } from "../dom0/control-page.js";
 
 export const MAX_VCPUS = 8;
 export const MIN_MEM_MIB = 16;

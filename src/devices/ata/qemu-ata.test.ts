@@ -9,7 +9,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { qemuProbeSkipReason, runProbeInQemu } from "../../probe/qemu.js";
-import { hexToString, type ProbeLine } from "../../probe/report.js";
+import { hexToString, type ProbeLine } from "../../probe/probe-lines.js";
 
 const TIMEOUT_MS = 90_000;
 

@@ -9,7 +9,7 @@ import * as sys from "../../sys/index.js";
 import { createTransportState } from "../../cards/index.js";
 import { planDevices, type DriveConfig, type EntropyConfig, type NsmConfig } from "../drives.js";
 import type { AtaSlot, Dom0Slot, Machine, VirtioSlot } from "../machine.js";
-import { openAtaSlot, closeAtaSlot, openDom0Slot, closeDom0Slot } from "../legacy-drives.js";
+import { openAtaSlot, closeAtaSlot, openDom0Slot, closeDom0Slot } from "../comparison-drives.js";
 import type { BootSummary } from "../builder.js";
 
 export type FakeStep =

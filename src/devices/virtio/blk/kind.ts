@@ -5,7 +5,7 @@
 import { openImage, FileBackend, type OpenedImage } from "../../../cards/blk-file.js";
 import { CardConfigError } from "../../../cards/errors.js";
 import type { RateLimiterConfig } from "../../../cards/rate-limiter.js";
-import { CTL_KIND_OFFSET } from "../../../cards/control.js";
+import { CTL_KIND_OFFSET } from "../../../cards/control-block.js";
 import { TransportState } from "../mmio.js";
 import { BLK_CFG_CAPACITY, BLK_SECTOR_SIZE } from "../spec.js";
 import { BlkDevice, blkDeviceInfo } from "./device.js";

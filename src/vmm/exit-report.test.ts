@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { formatCrash } from "./report.js";
+import { formatCrash } from "./exit-report.js";
 
 test("a crash report names the vCPU, the reason, and shows the registers in hex", () => {
   const text = formatCrash({

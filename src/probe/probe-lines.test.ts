@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { findLine, fnv1a64, fnv1a64Reference, hex64, hexToBytes, hexToString, parseProbeLines } from './report.js';
+import { findLine, fnv1a64, fnv1a64Reference, hex64, hexToBytes, hexToString, parseProbeLines } from './probe-lines.js';
 
 test('parseProbeLines: names, key=value fields, flags; ignores other lines and \\r', () => {
   const text = [

@@ -7,7 +7,7 @@ import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { startApiServer, registerRunningVm, apiRequest } from "../api/index.js";
 import { fakeFactory, fakeKernel, tempDir } from "../api/testing.js";
-import { psCommand, vmStateCommand, stopCommand, attestVmCommand } from "./control.js";
+import { psCommand, vmStateCommand, stopCommand, attestVmCommand } from "./instances.js";
 import { readFileSync } from "node:fs";
 import { chipInit, chipLoad } from "../security/chip.js";
 import { verifyAttestation } from "../security/attestation.js";
