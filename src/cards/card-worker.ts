@@ -66,21 +66,34 @@ function fail(code: number, gen: number): void {
   signalEventfd(d.irqFd);
 }
 
-/** Answers queue 0 inside the transport's service bracket (a reset waits for it to end). */
+/** Answers every queue inside the transport's service bracket (a reset waits for it to end). */
 function service(): number {
   transport.beginService();
   try {
-    return servicePass();
+    let wait = 0;
+    let interrupt = false;
+    for (let index = 0; index < d.numQueues; index++) {
+      const r = servicePass(index);
+      if (r.waitMs > 0) wait = wait === 0 ? r.waitMs : Math.min(wait, r.waitMs);
+      interrupt ||= r.interrupt;
+    }
+    // One interrupt for the whole pass, however many queues used buffers.
+    if (interrupt) {
+      metrics.add("interrupts");
+      signalEventfd(d.irqFd);
+    }
+    return wait;
   } finally {
     transport.endService();
   }
 }
 
-/** Answers queue 0. Returns ms to wait when throttled, else 0. */
-function servicePass(): number {
-  if ((transport.status & (STATUS_DRIVER_OK | STATUS_DEVICE_NEEDS_RESET)) !== STATUS_DRIVER_OK) return 0;
-  const snap = transport.lock.with(() => ({ gen: transport.resetCount, q: transport.queue(0), features: transport.driverFeatures }));
-  if (!snap.q.ready) return 0;
+/** Answers queue `index`: ms to wait when throttled (else 0), and whether to interrupt. */
+function servicePass(index: number): { waitMs: number; interrupt: boolean } {
+  const none = { waitMs: 0, interrupt: false };
+  if ((transport.status & (STATUS_DRIVER_OK | STATUS_DEVICE_NEEDS_RESET)) !== STATUS_DRIVER_OK) return none;
+  const snap = transport.lock.with(() => ({ gen: transport.resetCount, q: transport.queue(index), features: transport.driverFeatures }));
+  if (!snap.q.ready) return none;
   let result;
   let queue: SplitQueue;
   try {
@@ -97,19 +110,15 @@ function servicePass(): number {
       { lastAvail: snap.q.lastAvail, nextUsed: snap.q.nextUsed },
       () => transport.resetCount !== snap.gen,
     );
-    result = device.process(queue);
+    result = device.process(queue, index);
   } catch (e) {
     fail(e instanceof VirtqueueError ? FAILURE_RING : FAILURE_INTERNAL, snap.gen);
-    return 0;
+    return none;
   }
   // Keep the position and raise the interrupt unless the driver reset the device meanwhile (then it
   // starts from 0 with nothing pending).
-  const raised = transport.finishPass(snap.gen, 0, queue.pos.lastAvail, queue.pos.nextUsed, result.interrupt ? INT_USED_BUFFER : 0);
-  if (raised && result.interrupt) {
-    metrics.add("interrupts");
-    signalEventfd(d.irqFd);
-  }
-  return result.kind === "throttled" ? result.waitMs : 0;
+  const raised = transport.finishPass(snap.gen, index, queue.pos.lastAvail, queue.pos.nextUsed, result.interrupt ? INT_USED_BUFFER : 0);
+  return { waitMs: result.kind === "throttled" ? result.waitMs : 0, interrupt: raised && result.interrupt };
 }
 
 /**
@@ -125,6 +134,16 @@ function throttleSleep(ms: number): void {
   }
 }
 
+/** The descriptors of `fds` that are readable (or hung up) within `ms` (-1: no limit); none after a signal (EINTR). */
+function waitReadable(fds: readonly number[], ms: number): number[] {
+  try {
+    return sys.pollReadable(fds, ms);
+  } catch (e) {
+    if (e instanceof sys.SysError && e.code === "EINTR") return [];
+    throw e;
+  }
+}
+
 // cpuMicros counts from here, as the Dom0 back end's does from its ready: the worker's start-up
 // (loading modules, mapping memory) is a fixed cost of the VM, not of its I/O.
 const cpuAtReady = sys.threadCpuMicros();
@@ -133,7 +152,16 @@ const counter = new Uint8Array(8);
 let waitMs = 0;
 let cpuSampledAt = -Infinity;
 for (;;) {
-  if (waitMs > 0) throttleSleep(Math.min(waitMs, THROTTLE_POLL_MS));
+  const own = device.pollFds?.() ?? [];
+  if (own.length > 0) {
+    // The model waits on host descriptors of its own too (a TAP, sockets): poll them with the kicks.
+    for (const fd of waitReadable([d.notifyFd, ...own], waitMs > 0 ? Math.min(waitMs, THROTTLE_POLL_MS) : -1)) {
+      if (fd === d.notifyFd) {
+        sys.read(d.notifyFd, counter);
+        metrics.add("kicks");
+      } else device.onReady?.(fd);
+    }
+  } else if (waitMs > 0) throttleSleep(Math.min(waitMs, THROTTLE_POLL_MS));
   else {
     sys.read(d.notifyFd, counter);
     metrics.add("kicks");

@@ -10,7 +10,7 @@ import * as sys from "../sys/index.js";
 import { TransportState } from "../devices/virtio/mmio.js";
 import { INT_CONFIG_CHANGE } from "../devices/virtio/spec.js";
 import { virtioKind, type KindConfigs } from "../devices/virtio/kinds.js";
-import type { CardControl, OpenedDevice } from "../devices/virtio/device-kind.js";
+import type { CardControl, OpenedDevice, VirtioDeviceKind } from "../devices/virtio/device-kind.js";
 import { CardMetrics, type CardMetricsSnapshot } from "./metrics.js";
 import { CardConfigError } from "./errors.js";
 import { CTL_BYTES, CTL_STOP, CTL_WORDS, writeLimiterConfig } from "./control-block.js";
@@ -28,7 +28,7 @@ export interface CardRegion {
   fdOffset: number;
 }
 
-interface CardBase {
+export interface CardBase {
   /** The memfd behind guest RAM (src/memory/create.ts). */
   memfd: number;
   regions: CardRegion[];
@@ -77,6 +77,8 @@ export interface CardWorkerData {
   model: string;
   /** The kind's own worker data (OpenedDevice.workerData). */
   data: unknown;
+  /** Queues the device has (its VirtioDeviceInfo): the worker serves each on every wake-up. */
+  numQueues: number;
   memfd: number;
   regions: CardRegion[];
   transportState: SharedArrayBuffer;
@@ -102,9 +104,13 @@ const ONE = new Uint8Array(new BigUint64Array([1n]).buffer);
  * once the worker has mapped guest memory and waits for kicks.
  */
 export async function startCard(opts: CardOptions): Promise<CardHandle> {
-  const name = opts.name ?? opts.kind;
-  const kind = virtioKind(opts.kind);
-  const prepared: OpenedDevice = kind.open(opts.config, name);
+  return startKindCard(virtioKind(opts.kind), opts.config, opts);
+}
+
+/** Starts a card of `kind` (any VirtioDeviceKind, listed in kinds.ts or not) with `config`, wired as `opts` says. */
+export async function startKindCard<C>(kind: VirtioDeviceKind<C, unknown>, config: C, opts: CardBase): Promise<CardHandle> {
+  const name = opts.name ?? kind.kind;
+  const prepared: OpenedDevice = kind.open(config, name);
   const control = new SharedArrayBuffer(CTL_BYTES);
   const metrics = new CardMetrics();
   const transport = new TransportState(opts.transportState);
@@ -116,6 +122,7 @@ export async function startCard(opts: CardOptions): Promise<CardHandle> {
       name,
       model: kind.model.href,
       data: prepared.workerData,
+      numQueues: prepared.info.numQueues,
       memfd: opts.memfd,
       regions: opts.regions,
       transportState: opts.transportState,
@@ -179,7 +186,7 @@ export async function startCard(opts: CardOptions): Promise<CardHandle> {
   };
   const update = async (what: string, arg: unknown): Promise<unknown> => {
     const run = kind.updates?.[what];
-    if (run === undefined) throw new CardConfigError(`card ${name}: a ${opts.kind} card has no "${what}" update`);
+    if (run === undefined) throw new CardConfigError(`card ${name}: a ${kind.kind} card has no "${what}" update`);
     if (exited) throw new CardConfigError(`card ${name} has stopped`);
     return run(cardControl, arg);
   };

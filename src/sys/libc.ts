@@ -72,6 +72,8 @@ export const FALLOC_FL_PUNCH_HOLE = 0x02;
 /** linux/falloc.h: FALLOC_FL_ZERO_RANGE — the range reads as zeros and stays allocated */
 export const FALLOC_FL_ZERO_RANGE = 0x10;
 
+/** poll.h: POLLIN — there is data to read */
+export const POLLIN = 0x1;
 /** poll.h: POLLOUT — writing will not block */
 export const POLLOUT = 0x4;
 /** poll.h: sizeof(struct pollfd) { int fd; short events; short revents; } */
@@ -98,7 +100,7 @@ export const SYS_gettid = 186;
 export const LIBC_CONSTANTS: Readonly<Record<string, number>> = Object.freeze({
   O_RDONLY, O_WRONLY, O_RDWR, O_CREAT, O_TRUNC, O_NONBLOCK, O_CLOEXEC,
   PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC, MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS, MAP_NORESERVE, MAP_FIXED_NOREPLACE,
-  MFD_CLOEXEC, MFD_ALLOW_SEALING, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, POLLOUT, POLLFD_SIZE,
+  MFD_CLOEXEC, MFD_ALLOW_SEALING, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, POLLIN, POLLOUT, POLLFD_SIZE,
   POLLFD_EVENTS_OFFSET, POLLFD_REVENTS_OFFSET, CLOCK_THREAD_CPUTIME_ID, TIMESPEC_SIZE, EFD_SEMAPHORE, EFD_CLOEXEC, EFD_NONBLOCK, SIGUSR1, SIGUSR2, SYS_gettid,
 });
 
@@ -354,6 +356,24 @@ export function waitWritable(fd: number, ms: number): boolean {
     throw new SysError("poll", errno);
   }
   return n > 0;
+}
+
+/**
+ * Waits up to `ms` (-1: no limit) until one of `fds` is readable, or hung up or in error (so the
+ * read that follows reports it), and returns those (poll(2), POLLIN). Empty on timeout. A handled
+ * signal ends the wait with SysError EINTR (poll is never restarted: signal(7)).
+ */
+export function pollReadable(fds: readonly number[], ms: number): number[] {
+  const pfd = new Uint8Array(POLLFD_SIZE * fds.length);
+  const v = new DataView(pfd.buffer);
+  fds.forEach((fd, i) => {
+    checkFd(fd, "pollReadable");
+    v.setInt32(i * POLLFD_SIZE, fd, true);
+    v.setInt16(i * POLLFD_SIZE + POLLFD_EVENTS_OFFSET, POLLIN, true);
+  });
+  const n = check(bind().poll(pfd, fds.length, ms) as number, "poll");
+  if (n === 0) return [];
+  return fds.filter((_, i) => v.getInt16(i * POLLFD_SIZE + POLLFD_REVENTS_OFFSET, true) !== 0);
 }
 
 const installedHandlers = new Set<NodeJS.Signals>();

@@ -168,8 +168,9 @@ function wireVirtioSlots(vm: VmFd, slots: readonly DeviceSlot[], opened: VirtioS
       throw e;
     }
     opened.push({ name: slot.name, base: slot.base, gsi: slot.gsi, state: createTransportState(), notifyFd, irqFd, device: slot.device });
-    // Queue 0 is the only queue each of our cards serves (blk, rng, nsm); the data match is the queue index.
-    vm.ioeventfd({ addr: BigInt(slot.base + MMIO_QUEUE_NOTIFY), len: 4, fd: notifyFd, datamatch: 0n });
+    // No data match: a kick on any of the device's queues (the value written is the queue index,
+    // virtio 1.2 §4.2.2 QueueNotify) wakes its card, which serves every queue on each wake-up.
+    vm.ioeventfd({ addr: BigInt(slot.base + MMIO_QUEUE_NOTIFY), len: 4, fd: notifyFd });
     vm.irqfd({ fd: irqFd, gsi: slot.gsi });
   }
 }

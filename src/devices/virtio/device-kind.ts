@@ -71,12 +71,21 @@ export interface ModelContext<D> {
   control: SharedArrayBuffer;
 }
 
-/** The device model as the card worker drives it. */
+/**
+ * The device model as the card worker drives it. On every wake-up (a kick on any queue, one of
+ * its own descriptors ready, a control-block update) the worker calls `onReady` for its ready
+ * descriptors, then `beforePass`, then `process` for each queue the driver has made ready, in
+ * index order, and raises one interrupt if any queue asks for it.
+ */
 export interface CardModel {
-  /** Answers the available requests of queue 0. A fatal VirtqueueError propagates (NEEDS_RESET). */
-  process(q: SplitQueue): ProcessResult;
+  /** Answers the available requests of queue `index`. A fatal VirtqueueError propagates (NEEDS_RESET). */
+  process(q: SplitQueue, index: number): ProcessResult;
   /** Runs on every wake-up before the queues are served: take the kind's control-block updates. */
   beforePass?(): void;
+  /** Host descriptors the model waits on besides the kicks (net: its TAP; vsock: its sockets); asked on every wake-up. */
+  pollFds?(): readonly number[];
+  /** One of `pollFds` is readable or hung up. */
+  onReady?(fd: number): void;
 }
 
 /** The module a kind's `model` URL names exports this. */

@@ -132,7 +132,7 @@ export function w32(dev: BusDevice, off: number, v: number): void {
 }
 
 /** The driver's init sequence (virtio 1.2 §3.1.1) for queue 0; returns the final Status. */
-export function initDevice(dev: BusDevice, layout: QueueLayout, accept: (offered: bigint) => bigint = (f) => f): number {
+export function initDevice(dev: BusDevice, layouts: QueueLayout | readonly QueueLayout[], accept: (offered: bigint) => bigint = (f) => f): number {
   w32(dev, MMIO_STATUS, 0);
   w32(dev, MMIO_STATUS, STATUS_ACKNOWLEDGE);
   w32(dev, MMIO_STATUS, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
@@ -147,15 +147,18 @@ export function initDevice(dev: BusDevice, layout: QueueLayout, accept: (offered
   w32(dev, MMIO_DRIVER_FEATURES, Number(want >> 32n));
   w32(dev, MMIO_STATUS, STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK);
   if ((r32(dev, MMIO_STATUS) & STATUS_FEATURES_OK) === 0) return r32(dev, MMIO_STATUS);
-  w32(dev, MMIO_QUEUE_SEL, 0);
-  w32(dev, MMIO_QUEUE_NUM, layout.size);
-  w32(dev, MMIO_QUEUE_DESC_LOW, layout.desc);
-  w32(dev, MMIO_QUEUE_DESC_HIGH, Math.floor(layout.desc / 2 ** 32));
-  w32(dev, MMIO_QUEUE_DRIVER_LOW, layout.avail);
-  w32(dev, MMIO_QUEUE_DRIVER_HIGH, Math.floor(layout.avail / 2 ** 32));
-  w32(dev, MMIO_QUEUE_DEVICE_LOW, layout.used);
-  w32(dev, MMIO_QUEUE_DEVICE_HIGH, Math.floor(layout.used / 2 ** 32));
-  w32(dev, MMIO_QUEUE_READY, 1);
+  // Queue i gets layouts[i] (§4.2.3.2: select, size, the three areas, ready).
+  (Array.isArray(layouts) ? layouts : [layouts]).forEach((layout: QueueLayout, q: number) => {
+    w32(dev, MMIO_QUEUE_SEL, q);
+    w32(dev, MMIO_QUEUE_NUM, layout.size);
+    w32(dev, MMIO_QUEUE_DESC_LOW, layout.desc);
+    w32(dev, MMIO_QUEUE_DESC_HIGH, Math.floor(layout.desc / 2 ** 32));
+    w32(dev, MMIO_QUEUE_DRIVER_LOW, layout.avail);
+    w32(dev, MMIO_QUEUE_DRIVER_HIGH, Math.floor(layout.avail / 2 ** 32));
+    w32(dev, MMIO_QUEUE_DEVICE_LOW, layout.used);
+    w32(dev, MMIO_QUEUE_DEVICE_HIGH, Math.floor(layout.used / 2 ** 32));
+    w32(dev, MMIO_QUEUE_READY, 1);
+  });
   w32(dev, MMIO_STATUS, STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK | STATUS_DRIVER_OK);
   return r32(dev, MMIO_STATUS);
 }
