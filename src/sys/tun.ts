@@ -237,8 +237,9 @@ function checkFd(fd: number, what: string): void {
 
 /**
  * Reads one frame (header included) into `buf`; returns its length, or null when none is waiting
- * (EAGAIN). Give a buffer of the header plus the largest frame the TAP can carry (12 + 65550 with
- * the offloads virtio-net offers): the kernel does not split a frame over reads.
+ * (EAGAIN). A frame longer than `buf` is cut to `buf.byteLength` without notice (measured: a
+ * 102-byte frame read into 30 bytes returns 30), so give a buffer one byte longer than the largest
+ * frame you accept — 12 + 65550 + 1 for virtio-net — and treat a full buffer as too long.
  */
 export function tapRead(fd: number, buf: Uint8Array): number | null {
   checkFd(fd, "tapRead");
