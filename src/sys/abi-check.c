@@ -1,6 +1,6 @@
 /*
  * ABI check for src/sys: prints, as one JSON object, every ioctl number, constant, struct size and
- * field offset that src/sys/kvm-abi.ts and src/sys/libc.ts declare, computed by the C compiler from
+ * field offset that src/sys/kvm-abi.ts, src/sys/libc.ts and src/sys/tun.ts declare (tun.ts under "tun"), computed by the C compiler from
  * the system headers. src/sys/kvm-abi.test.ts compiles this with gcc, runs it, and compares every
  * value name by name, in both directions (a name missing on either side fails the test).
  *
@@ -9,17 +9,22 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
+#include <net/if.h>
 #include <poll.h>
 #include <time.h>
 #include <linux/falloc.h>
 #include <linux/kvm.h>
 #include <asm/kvm.h>
+#include <linux/if_tun.h>
+#include <linux/virtio_net.h>
 
 static int first;
 
@@ -242,6 +247,35 @@ int main(void) {
   END_STRUCT();
 
   close_obj(); /* structs */
+
+  /* tun.ts: TUN_IOCTLS, TUN_CONSTANTS, TUN_STRUCTS (TAP access for the network card). */
+  open_obj("tun");
+  first = 1;
+  open_obj("ioctls");
+  first = 1;
+  V(TUNSETIFF); V(TUNSETOFFLOAD); V(TUNGETVNETHDRSZ); V(TUNSETVNETHDRSZ);
+  close_obj();
+  open_obj("constants");
+  first = 1;
+  V(IFF_TAP); V(IFF_NO_PI); V(IFF_VNET_HDR); V(TUN_F_CSUM); V(TUN_F_TSO4); V(TUN_F_TSO6); V(TUN_F_TSO_ECN);
+  V(TUN_F_UFO); V(IFNAMSIZ); V(IOV_MAX);
+  close_obj();
+  open_obj("structs");
+  first = 1;
+  STRUCT(ifreq);
+  F(ifreq, ifr_name); F(ifreq, ifr_flags);
+  END_STRUCT();
+  STRUCT(iovec);
+  F(iovec, iov_base); F(iovec, iov_len);
+  END_STRUCT();
+  STRUCT(virtio_net_hdr_mrg_rxbuf);
+  F(virtio_net_hdr_mrg_rxbuf, hdr.flags); F(virtio_net_hdr_mrg_rxbuf, hdr.gso_type);
+  F(virtio_net_hdr_mrg_rxbuf, hdr.hdr_len); F(virtio_net_hdr_mrg_rxbuf, hdr.gso_size);
+  F(virtio_net_hdr_mrg_rxbuf, hdr.csum_start); F(virtio_net_hdr_mrg_rxbuf, hdr.csum_offset);
+  F(virtio_net_hdr_mrg_rxbuf, num_buffers);
+  END_STRUCT();
+  close_obj(); /* structs */
+  close_obj(); /* tun */
   printf("}\n");
   return 0;
 }

@@ -1,4 +1,5 @@
-// src/sys: the only layer that calls FFI (DESIGN.md §2). Re-exports libc wrappers, errors and the KVM ABI.
+// src/sys: the only layer that calls FFI (DESIGN.md §2). Re-exports libc wrappers, errors, the KVM ABI and TAP access.
 export * from "./errors.js";
 export * from "./libc.js";
 export * from "./kvm-abi.js";
+export * from "./tun.js";

@@ -1,5 +1,5 @@
-// Proves the ioctl numbers, constants and struct layouts in kvm-abi.ts / libc.ts / errors.ts against
-// the system headers (linux/kvm.h, asm/kvm.h, sys/mman.h, ...): abi-check.c is compiled with gcc and
+// Proves the ioctl numbers, constants and struct layouts in kvm-abi.ts / libc.ts / errors.ts / tun.ts
+// against the system headers (linux/kvm.h, asm/kvm.h, sys/mman.h, linux/if_tun.h, ...): abi-check.c is compiled with gcc and
 // its JSON output is compared with the TypeScript declarations, name by name, in both directions.
 // This is how the KVM ABI is verified on hosts without /dev/kvm.
 import { test, type TestContext } from "node:test";
@@ -15,6 +15,7 @@ import {
 } from "./kvm-abi.js";
 import { LIBC_CONSTANTS, MAP_FAILED } from "./libc.js";
 import { errnoName, errnoValue } from "./errors.js";
+import { TUN_CONSTANTS, TUN_IOCTLS, TUN_STRUCTS, TUNSETIFF, TUNSETOFFLOAD, TUNSETVNETHDRSZ } from "./tun.js";
 import { MpState } from "../kvm/types.js";
 
 interface AbiJson {
@@ -24,6 +25,11 @@ interface AbiJson {
   errno: Record<string, number>;
   MAP_FAILED: string;
   structs: Record<string, { size: number; fields: Record<string, number> }>;
+  tun: {
+    ioctls: Record<string, number>;
+    constants: Record<string, number>;
+    structs: Record<string, { size: number; fields: Record<string, number> }>;
+  };
 }
 
 /** abi-check.c beside this file (run from src) or in src/sys (run from dist/sys). */
@@ -126,7 +132,28 @@ test("struct sizes and field offsets match the headers", async (t) => {
   }
 });
 
+test("TUN/TAP ABI: tun.ts matches linux/if_tun.h, net/if.h (struct ifreq), sys/uio.h, limits.h, linux/virtio_net.h", async (t) => {
+  const abi = abiOrSkip(t);
+  if (abi === undefined) return;
+  assertSameTable("tun ioctl", TUN_IOCTLS, abi.tun.ioctls);
+  assertSameTable("tun constant", TUN_CONSTANTS, abi.tun.constants);
+  assert.deepEqual(Object.keys(TUN_STRUCTS).sort(), Object.keys(abi.tun.structs).sort(), "tun struct names differ");
+  for (const [name, ts] of Object.entries(TUN_STRUCTS)) {
+    await t.test(`struct ${name}`, () => {
+      const c = abi.tun.structs[name]!;
+      assert.equal(ts.size, c.size, `sizeof(struct ${name})`);
+      assertSameTable(`struct ${name} field offset`, ts.fields, c.fields);
+    });
+  }
+});
+
 // Pure checks that need no compiler.
+
+test("tun ioctls by the _IOW arithmetic: TUNSETIFF = 0x400454CA, TUNSETOFFLOAD = 0x400454D0, TUNSETVNETHDRSZ = 0x400454D8", () => {
+  assert.equal(TUNSETIFF, 0x400454ca);
+  assert.equal(TUNSETOFFLOAD, 0x400454d0);
+  assert.equal(TUNSETVNETHDRSZ, 0x400454d8);
+});
 
 test("ioctl encoding is unsigned: KVM_GET_REGS = 0x8090AE81, KVM_RUN = 0xAE80", () => {
   assert.equal(KVM_GET_REGS, 0x8090ae81);
