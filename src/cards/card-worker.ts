@@ -56,7 +56,15 @@ const stats: ModelContext<unknown>["stats"] = {
 
 // The device model of this card's kind (device-kind.ts): its module names itself in workerData.
 const { createModel } = (await import(d.model)) as { createModel: CreateModel<unknown> };
-const device = createModel({ mem, data: d.data, stats, limiter, control: d.control });
+const device = createModel({
+  mem,
+  data: d.data,
+  stats,
+  limiter,
+  control: d.control,
+  driverFeatures: () => transport.driverFeatures,
+  resetCount: () => transport.resetCount,
+});
 
 /** The device broke during the pass that saw reset generation `gen` (unless the driver reset it since). */
 function fail(code: number, gen: number): void {
@@ -66,15 +74,21 @@ function fail(code: number, gen: number): void {
   signalEventfd(d.irqFd);
 }
 
-/** Answers every queue inside the transport's service bracket (a reset waits for it to end). */
+/**
+ * Answers every queue inside the transport's service bracket (a reset waits for it to end).
+ * Returns ms to wait before the next pass when throttled, 0 to wait for the next event, or -1
+ * when a queue stopped at its bound with work left (the next pass comes at once).
+ */
 function service(): number {
   transport.beginService();
   try {
     let wait = 0;
+    let more = false;
     let interrupt = false;
     for (let index = 0; index < d.numQueues; index++) {
       const r = servicePass(index);
       if (r.waitMs > 0) wait = wait === 0 ? r.waitMs : Math.min(wait, r.waitMs);
+      more ||= r.more;
       interrupt ||= r.interrupt;
     }
     // One interrupt for the whole pass, however many queues used buffers.
@@ -82,15 +96,15 @@ function service(): number {
       metrics.add("interrupts");
       signalEventfd(d.irqFd);
     }
-    return wait;
+    return more ? -1 : wait;
   } finally {
     transport.endService();
   }
 }
 
-/** Answers queue `index`: ms to wait when throttled (else 0), and whether to interrupt. */
-function servicePass(index: number): { waitMs: number; interrupt: boolean } {
-  const none = { waitMs: 0, interrupt: false };
+/** Answers queue `index`: ms to wait when throttled (else 0), whether work is left, whether to interrupt. */
+function servicePass(index: number): { waitMs: number; more: boolean; interrupt: boolean } {
+  const none = { waitMs: 0, more: false, interrupt: false };
   if ((transport.status & (STATUS_DRIVER_OK | STATUS_DEVICE_NEEDS_RESET)) !== STATUS_DRIVER_OK) return none;
   const snap = transport.lock.with(() => ({ gen: transport.resetCount, q: transport.queue(index), features: transport.driverFeatures }));
   if (!snap.q.ready) return none;
@@ -118,7 +132,7 @@ function servicePass(index: number): { waitMs: number; interrupt: boolean } {
   // Keep the position and raise the interrupt unless the driver reset the device meanwhile (then it
   // starts from 0 with nothing pending).
   const raised = transport.finishPass(snap.gen, index, queue.pos.lastAvail, queue.pos.nextUsed, result.interrupt ? INT_USED_BUFFER : 0);
-  return { waitMs: result.kind === "throttled" ? result.waitMs : 0, interrupt: raised && result.interrupt };
+  return { waitMs: result.kind === "throttled" ? result.waitMs : 0, more: result.kind === "more", interrupt: raised && result.interrupt };
 }
 
 /**
@@ -153,9 +167,11 @@ let waitMs = 0;
 let cpuSampledAt = -Infinity;
 for (;;) {
   const own = device.pollFds?.() ?? [];
-  if (own.length > 0) {
-    // The model waits on host descriptors of its own too (a TAP, sockets): poll them with the kicks.
-    for (const fd of waitReadable([d.notifyFd, ...own], waitMs > 0 ? Math.min(waitMs, THROTTLE_POLL_MS) : -1)) {
+  if (own.length > 0 || waitMs < 0) {
+    // The model waits on host descriptors of its own too (a TAP, sockets): poll them with the kicks
+    // (without waiting when a queue has work left).
+    const timeout = waitMs < 0 ? 0 : waitMs > 0 ? Math.min(waitMs, THROTTLE_POLL_MS) : -1;
+    for (const fd of waitReadable([d.notifyFd, ...own], timeout)) {
       if (fd === d.notifyFd) {
         sys.read(d.notifyFd, counter);
         metrics.add("kicks");

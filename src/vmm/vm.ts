@@ -18,6 +18,7 @@ import type { VcpuStop } from "./exit-loop.js";
 import type { VcpuWorkerData, VcpuWorkerMessage } from "./vcpu-thread.js";
 import { measureBoot, type PcrBank } from "../security/pcr.js";
 import { randomUUID } from "node:crypto";
+import type { NetConfig } from "../devices/virtio/net/kind.js";
 import { planDevices, devicesCmdline, cardDriveId, type DriveConfig, type EntropyConfig, type IoPath, type NsmConfig } from "./drives.js";
 import { startCard, SharedPcrBank, type CardHandle, type CardMetricsSnapshot, type CardOptions, type RateLimiterConfig } from "../cards/index.js";
 import { AtaDevice, FileAtaBackend, ATA_SECTOR_SIZE, type AtaMetrics } from "../devices/ata/index.js";
@@ -51,6 +52,8 @@ export interface VmConfig {
   entropy?: EntropyConfig;
   /** The guest's NSM device (attestation by the security chip). */
   nsm?: NsmConfig;
+  /** Network interfaces: virtio-net on a host TAP each (Firecracker's network-interfaces). */
+  net?: NetConfig[];
   /** DER of the certificate whose signature over PCR0 was verified before boot: measured into PCR8. */
   signingCert?: Uint8Array;
 }
@@ -182,7 +185,7 @@ export class Vm extends EventEmitter {
   /** Builds a KVM-backed VM ready to start: KVM objects, memory, the loaded kernel, vCPUs. */
   static create(config: VmConfig): Vm {
     validateVmConfig(config);
-    const plan = planDevices({ drives: config.drives, entropy: config.entropy, nsm: config.nsm });
+    const plan = planDevices({ drives: config.drives, entropy: config.entropy, nsm: config.nsm, net: config.net });
     const id = config.id ?? randomUUID();
     // Measured boot, before any vCPU exists (DESIGN.md §5): the kernel and initrd bytes and the
     // command line as the user gave it. The device descriptions the VMM appends for its own

@@ -69,6 +69,10 @@ export interface ModelContext<D> {
   limiter: RateLimiter;
   /** The control block (see CardControl.control). */
   control: SharedArrayBuffer;
+  /** The features the driver accepted (meaningful once it has set FEATURES_OK). */
+  driverFeatures(): bigint;
+  /** Bumped by every device reset (a model that keeps per-negotiation state starts over when it changes). */
+  resetCount(): number;
 }
 
 /**
@@ -134,4 +138,6 @@ export interface VirtioDevicesConfig {
   drives?: readonly import("../../vmm/drives.js").DriveConfig[];
   entropy?: import("../../vmm/drives.js").EntropyConfig;
   nsm?: import("../../vmm/drives.js").NsmConfig;
+  /** Network interfaces (virtio-net on a TAP each). */
+  net?: readonly import("./net/kind.js").NetConfig[];
 }

@@ -1,22 +1,26 @@
 // Every virtio device kind the VMM knows, one line each (device-kind.ts). Slots are given in this
-// order: card drives first (so the first is the guest's /dev/vda), then entropy, then the NSM.
+// order: card drives first (so the first is the guest's /dev/vda), then entropy, then the NSM, then
+// the network interfaces.
 
 import type { VirtioDeviceKind } from "./device-kind.js";
 import { blkKind, type BlkCardConfig } from "./blk/kind.js";
 import { rngKind, type RngCardConfig } from "./rng/kind.js";
 import { nsmKind, type NsmCardConfig } from "./nsm/kind.js";
+import { netKind, type NetConfig } from "./net/kind.js";
 
 /** Each kind's card config, by kind name. */
 export interface KindConfigs {
   blk: BlkCardConfig;
   rng: RngCardConfig | undefined;
   nsm: NsmCardConfig;
+  net: NetConfig;
 }
 
 export const VIRTIO_KINDS: { readonly [K in keyof KindConfigs]: VirtioDeviceKind<KindConfigs[K], any> } = {
   blk: blkKind,
   rng: rngKind,
   nsm: nsmKind,
+  net: netKind,
 };
 
 export type KindName = keyof KindConfigs;

@@ -233,7 +233,9 @@ export function parseBlkRequest(mem: GuestMemory, chain: DescriptorChain, capaci
 export type ProcessResult =
   | { kind: "idle"; interrupt: boolean }
   /** A request waits for the rate limiter: try again after `waitMs`. */
-  | { kind: "throttled"; interrupt: boolean; waitMs: number };
+  | { kind: "throttled"; interrupt: boolean; waitMs: number }
+  /** The pass stopped at its bound with work left (so other queues get their turn): come back at once. */
+  | { kind: "more"; interrupt: boolean };
 
 function capacityOf(b: BlockBackend): number {
   return Math.floor(b.sizeBytes / BLK_SECTOR_SIZE) * BLK_SECTOR_SIZE;
