@@ -190,7 +190,8 @@ export class VsockConnection {
   hasPendingRx(): boolean {
     if (this.state === "closed") return false;
     if (this.pending !== 0) return true;
-    return this.hostReadable && this.canSendData && this.peerCredit() > 0;
+    // Data to send: with credit, an RW; without, one CREDIT_REQUEST (§5.10.6.3).
+    return this.hostReadable && this.canSendData && (this.peerCredit() > 0 || !this.creditRequested);
   }
 
   /** poll(2) interest for the host stream, as (readable, writable). */
@@ -257,7 +258,9 @@ export class VsockConnection {
     // Every packet of a stream carries valid credit information. §5.10.6.3
     this.peerBufAlloc = hdr.bufAlloc;
     this.peerFwdCnt = hdr.fwdCnt;
-    this.creditRequested = false;
+    // Ask again only after credit came back: a guest whose app is not reading answers a
+    // CREDIT_REQUEST with no credit, and asking again would make the two talk forever.
+    if (this.peerCredit() > 0) this.creditRequested = false;
     switch (hdr.op) {
       case VSOCK_OP_RESPONSE:
         if (this.state !== "local-init") return this.kill("protocol");

@@ -256,11 +256,12 @@ export class Rig {
   settle(streams: FakeStream[], rxBuffers = 8, rounds = 1000): VsockPacket[] {
     const got: VsockPacket[] = [];
     for (let i = 0; i < rounds; i++) {
-      let fired = false;
-      for (const s of streams) fired = s.poll() || fired;
       if (((this.rxDrv.availIdx - this.rx.pos.lastAvail) & 0xffff) < rxBuffers) this.postRx(rxBuffers);
       const pkts = this.step();
       got.push(...pkts);
+      // Poll after the step: what it changed (interest, data) shows in this round's events.
+      let fired = false;
+      for (const s of streams) fired = s.poll() || fired;
       if (!fired && pkts.length === 0) return got;
     }
     throw new Error(`no quiescence after ${rounds} rounds`);
