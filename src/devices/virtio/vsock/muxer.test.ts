@@ -541,3 +541,16 @@ test("connection limit: past maxConnections, clients are closed and guest REQUES
   assert.deepEqual(ops(r.settle([])), ["RST"]);
   assert.equal(r.count("conn-limit"), 2);
 });
+
+test("a host port is never given to a host client when a guest flow already uses that (port, guest port) key", () => {
+  // Found by the random-sequence property: the guest may connect to a host port in [2^30, 2^31) too.
+  const r = new Rig();
+  const g = guestConnect(r, 52, HOST_PORT0);
+  const { s, hostPort } = hostConnect(r, 52);
+  assert.equal(hostPort, HOST_PORT0 + 1);
+  r.send(52, HOST_PORT0, VSOCK_OP_RW, "to g");
+  r.send(52, hostPort, VSOCK_OP_RW, "to s");
+  r.settle([g, s]);
+  assert.equal(dec(g.received), "to g");
+  assert.equal(dec(s.received), "to s");
+});

@@ -250,17 +250,19 @@ export class VsockMuxer {
       this.closeQuietly(c.stream);
       return;
     }
-    const localPort = this.allocateLocalPort();
+    const localPort = this.allocateLocalPort(peerPort);
     const conn = this.newConnection(c.stream, "host", localPort, peerPort);
     this.localPorts.add(localPort);
     this.addConnection(conn);
   }
 
-  private allocateLocalPort(): number {
-    // Round robin in [2^30, 2^31), skipping ports still held; at most maxConnections are.
+  private allocateLocalPort(peerPort: number): number {
+    // Round robin in [2^30, 2^31), skipping ports still held, and the flow key of a
+    // guest-initiated connection to a host port in that range; at most maxConnections are.
     for (;;) {
       this.localPortLast = this.localPortLast + 1 >= 2 * LOCAL_PORT_BASE ? LOCAL_PORT_BASE : this.localPortLast + 1;
-      if (!this.localPorts.has(this.localPortLast)) return this.localPortLast;
+      const p = this.localPortLast;
+      if (!this.localPorts.has(p) && !this.conns.has(keyOf(p, peerPort))) return p;
     }
   }
 
@@ -283,6 +285,10 @@ export class VsockMuxer {
 
   private addConnection(conn: VsockConnection): void {
     const key = keyOf(conn.localPort, conn.peerPort);
+    if (this.conns.has(key)) {
+      // Callers rule this out (guest REQUESTs for a known flow go to it; host ports skip used keys).
+      throw new Error(`vsock muxer: flow ${key} is already open`);
+    }
     this.conns.set(key, conn);
     const entry: ConnEntry = { kind: "conn", conn };
     this.streams.set(conn.stream, entry);

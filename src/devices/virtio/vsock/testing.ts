@@ -40,8 +40,14 @@ export class FakeStream implements HostStream {
   private handler: ((ev: HostStreamEvent) => void) | undefined;
   readonly reads: number[] = [];
 
+  /** Calls made after close (a bug in the owner; the calls also throw). */
+  misuse = 0;
+
   write(data: Uint8Array): number | "closed" {
-    if (this.closed) throw new Error("write after close");
+    if (this.closed) {
+      this.misuse++;
+      throw new Error("write after close");
+    }
     if (this.broken) return "closed";
     const n = Math.min(data.byteLength, this.capacity);
     this.capacity -= n;
@@ -49,12 +55,16 @@ export class FakeStream implements HostStream {
     return n;
   }
   read(max: number): Uint8Array | "closed" {
-    if (this.closed) throw new Error("read after close");
+    if (this.closed) {
+      this.misuse++;
+      throw new Error("read after close");
+    }
     this.reads.push(max);
     if (this.incoming.length === 0) return this.eof ? "closed" : new Uint8Array(0);
     return new Uint8Array(this.incoming.splice(0, max));
   }
   close(): void {
+    if (this.closed) this.misuse++;
     this.closed = true;
     this.closeCalls++;
   }
@@ -108,10 +118,12 @@ export class FakeStream implements HostStream {
 export class FakeConnector implements HostConnector {
   readonly asked: string[] = [];
   readonly listening = new Set<string>();
+  /** Every path listens. */
+  listenAll = false;
   readonly accepted: FakeStream[] = [];
   connect(path: string): HostStream | undefined {
     this.asked.push(path);
-    if (!this.listening.has(path)) return undefined;
+    if (!this.listenAll && !this.listening.has(path)) return undefined;
     const s = new FakeStream();
     this.accepted.push(s);
     return s;
