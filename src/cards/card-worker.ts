@@ -148,10 +148,10 @@ function throttleSleep(ms: number): void {
   }
 }
 
-/** The descriptors of `fds` that are readable (or hung up) within `ms` (-1: no limit); none after a signal (EINTR). */
-function waitReadable(fds: readonly number[], ms: number): number[] {
+/** What of `interests` is ready within `ms` (-1: no limit); nothing after a signal (EINTR). */
+function waitReady(interests: readonly sys.PollInterest[], ms: number): sys.PollReady[] {
   try {
-    return sys.pollReadable(fds, ms);
+    return sys.pollReady(interests, ms);
   } catch (e) {
     if (e instanceof sys.SysError && e.code === "EINTR") return [];
     throw e;
@@ -171,11 +171,11 @@ for (;;) {
     // The model waits on host descriptors of its own too (a TAP, sockets): poll them with the kicks
     // (without waiting when a queue has work left).
     const timeout = waitMs < 0 ? 0 : waitMs > 0 ? Math.min(waitMs, THROTTLE_POLL_MS) : -1;
-    for (const fd of waitReadable([d.notifyFd, ...own], timeout)) {
-      if (fd === d.notifyFd) {
+    for (const r of waitReady([{ fd: d.notifyFd, read: true }, ...own], timeout)) {
+      if (r.fd === d.notifyFd) {
         sys.read(d.notifyFd, counter);
         metrics.add("kicks");
-      } else device.onReady?.(fd);
+      } else device.onReady?.(r);
     }
   } else if (waitMs > 0) throttleSleep(Math.min(waitMs, THROTTLE_POLL_MS));
   else {

@@ -110,7 +110,7 @@ int main(void) {
   V(MAP_ANONYMOUS); V(MAP_NORESERVE); V(MAP_FIXED_NOREPLACE); V(MFD_CLOEXEC); V(MFD_ALLOW_SEALING);
   V(FALLOC_FL_KEEP_SIZE); V(FALLOC_FL_PUNCH_HOLE); V(FALLOC_FL_ZERO_RANGE);
   V(CLOCK_THREAD_CPUTIME_ID); num("TIMESPEC_SIZE", sizeof(struct timespec));
-  V(POLLIN); V(POLLOUT); num("POLLFD_SIZE", sizeof(struct pollfd));
+  V(POLLIN); V(POLLOUT); V(POLLERR); V(POLLHUP); V(POLLNVAL); num("POLLFD_SIZE", sizeof(struct pollfd));
   num("POLLFD_EVENTS_OFFSET", offsetof(struct pollfd, events)); num("POLLFD_REVENTS_OFFSET", offsetof(struct pollfd, revents));
   V(EFD_SEMAPHORE); V(EFD_CLOEXEC); V(EFD_NONBLOCK); V(SIGUSR1); V(SIGUSR2); V(SYS_gettid);
   close_obj();

@@ -258,8 +258,18 @@ test("pollReadable: only the descriptors with something to read, none on timeout
     assert.deepEqual(sys.pollReadable([a, b, c], -1), [b, c]);
     sys.read(b, new Uint8Array(8));
     assert.deepEqual(sys.pollReadable([a, b, c], 0), [c]);
-    assert.throws(() => sys.pollReadable([a, -1], 0), /pollReadable/);
+    assert.throws(() => sys.pollReadable([a, -1], 0), /not a file descriptor/);
   } finally {
     for (const fd of [a, b, c]) sys.close(fd);
+  }
+});
+
+test("pollReady: write interest reports a writable descriptor; a closed peer shows as a hang-up", () => {
+  const a = sys.eventfd(0, sys.EFD_CLOEXEC | sys.EFD_NONBLOCK);
+  try {
+    assert.deepEqual(sys.pollReady([{ fd: a, read: true, write: true }], 0), [{ fd: a, readable: false, writable: true, hangup: false }]);
+    assert.deepEqual(sys.pollReady([{ fd: a, read: true }], 0), []);
+  } finally {
+    sys.close(a);
   }
 });

@@ -76,6 +76,12 @@ export const FALLOC_FL_ZERO_RANGE = 0x10;
 export const POLLIN = 0x1;
 /** poll.h: POLLOUT — writing will not block */
 export const POLLOUT = 0x4;
+/** poll.h: POLLERR — an error condition (always reported) */
+export const POLLERR = 0x8;
+/** poll.h: POLLHUP — hung up (always reported) */
+export const POLLHUP = 0x10;
+/** poll.h: POLLNVAL — the descriptor is not open (always reported) */
+export const POLLNVAL = 0x20;
 /** poll.h: sizeof(struct pollfd) { int fd; short events; short revents; } */
 export const POLLFD_SIZE = 8;
 /** poll.h: offsetof(struct pollfd, events) */
@@ -100,7 +106,7 @@ export const SYS_gettid = 186;
 export const LIBC_CONSTANTS: Readonly<Record<string, number>> = Object.freeze({
   O_RDONLY, O_WRONLY, O_RDWR, O_CREAT, O_TRUNC, O_NONBLOCK, O_CLOEXEC,
   PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC, MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS, MAP_NORESERVE, MAP_FIXED_NOREPLACE,
-  MFD_CLOEXEC, MFD_ALLOW_SEALING, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, POLLIN, POLLOUT, POLLFD_SIZE,
+  MFD_CLOEXEC, MFD_ALLOW_SEALING, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, POLLIN, POLLOUT, POLLERR, POLLHUP, POLLNVAL, POLLFD_SIZE,
   POLLFD_EVENTS_OFFSET, POLLFD_REVENTS_OFFSET, CLOCK_THREAD_CPUTIME_ID, TIMESPEC_SIZE, EFD_SEMAPHORE, EFD_CLOEXEC, EFD_NONBLOCK, SIGUSR1, SIGUSR2, SYS_gettid,
 });
 
@@ -358,22 +364,50 @@ export function waitWritable(fd: number, ms: number): boolean {
   return n > 0;
 }
 
+/** One descriptor to wait on, and for what. */
+export interface PollInterest {
+  fd: number;
+  /** Wait for data to read (POLLIN). */
+  read?: boolean;
+  /** Wait until a write will not block (POLLOUT). */
+  write?: boolean;
+}
+
+/** What poll(2) reported for one descriptor: the requested events that hold, or a hang-up or an error (always reported). */
+export interface PollReady {
+  fd: number;
+  readable: boolean;
+  writable: boolean;
+  /** POLLHUP, POLLERR or POLLNVAL: the next read or write reports what happened. */
+  hangup: boolean;
+}
+
 /**
- * Waits up to `ms` (-1: no limit) until one of `fds` is readable, or hung up or in error (so the
- * read that follows reports it), and returns those (poll(2), POLLIN). Empty on timeout. A handled
- * signal ends the wait with SysError EINTR (poll is never restarted: signal(7)).
+ * Waits up to `ms` (-1: no limit) until one of `interests` is ready and returns those that are
+ * (poll(2)). Empty on timeout. A handled signal ends the wait with SysError EINTR (poll is never
+ * restarted: signal(7)).
  */
-export function pollReadable(fds: readonly number[], ms: number): number[] {
-  const pfd = new Uint8Array(POLLFD_SIZE * fds.length);
+export function pollReady(interests: readonly PollInterest[], ms: number): PollReady[] {
+  const pfd = new Uint8Array(POLLFD_SIZE * interests.length);
   const v = new DataView(pfd.buffer);
-  fds.forEach((fd, i) => {
-    checkFd(fd, "pollReadable");
-    v.setInt32(i * POLLFD_SIZE, fd, true);
-    v.setInt16(i * POLLFD_SIZE + POLLFD_EVENTS_OFFSET, POLLIN, true);
+  interests.forEach((x, i) => {
+    checkFd(x.fd, "pollReady");
+    v.setInt32(i * POLLFD_SIZE, x.fd, true);
+    v.setInt16(i * POLLFD_SIZE + POLLFD_EVENTS_OFFSET, (x.read ? POLLIN : 0) | (x.write ? POLLOUT : 0), true);
   });
-  const n = check(bind().poll(pfd, fds.length, ms) as number, "poll");
-  if (n === 0) return [];
-  return fds.filter((_, i) => v.getInt16(i * POLLFD_SIZE + POLLFD_REVENTS_OFFSET, true) !== 0);
+  const n = check(bind().poll(pfd, interests.length, ms) as number, "poll");
+  const out: PollReady[] = [];
+  if (n === 0) return out;
+  interests.forEach((x, i) => {
+    const r = v.getInt16(i * POLLFD_SIZE + POLLFD_REVENTS_OFFSET, true);
+    if (r !== 0) out.push({ fd: x.fd, readable: (r & POLLIN) !== 0, writable: (r & POLLOUT) !== 0, hangup: (r & (POLLHUP | POLLERR | POLLNVAL)) !== 0 });
+  });
+  return out;
+}
+
+/** The descriptors of `fds` that are readable, hung up or in error within `ms` (pollReady for reading). */
+export function pollReadable(fds: readonly number[], ms: number): number[] {
+  return pollReady(fds.map((fd) => ({ fd, read: true })), ms).map((r) => r.fd);
 }
 
 const installedHandlers = new Set<NodeJS.Signals>();

@@ -24,8 +24,8 @@ export function createModel(ctx: ModelContext<TwoQueueData>): CardModel {
   const counter = new Uint8Array(8);
   const idle = (q: SplitQueue, oldUsed: number): ProcessResult => ({ kind: "idle", interrupt: q.needsInterrupt(oldUsed) });
   return {
-    pollFds: () => [inFd],
-    onReady(fd) {
+    pollFds: () => [{ fd: inFd, read: true }],
+    onReady({ fd }) {
       if (fd !== inFd) throw new Error(`onReady for ${fd}, which is not the model's`);
       sys.read(inFd, counter);
       tokens += Number(new DataView(counter.buffer).getBigUint64(0, true));

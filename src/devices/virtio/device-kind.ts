@@ -11,6 +11,7 @@
 //   device model over the worker's own mapping of guest memory from `workerData`.
 
 import type { GuestMemory } from "../../memory/guest-memory.js";
+import type { PollInterest, PollReady } from "../../sys/libc.js";
 import type { RateLimiterConfig } from "../../cards/rate-limiter.js";
 import type { CardMetricsSnapshot } from "../../cards/metrics.js";
 import type { RateLimiter } from "../../cards/rate-limiter.js";
@@ -86,10 +87,10 @@ export interface CardModel {
   process(q: SplitQueue, index: number): ProcessResult;
   /** Runs on every wake-up before the queues are served: take the kind's control-block updates. */
   beforePass?(): void;
-  /** Host descriptors the model waits on besides the kicks (net: its TAP; vsock: its sockets); asked on every wake-up. */
-  pollFds?(): readonly number[];
-  /** One of `pollFds` is readable or hung up. */
-  onReady?(fd: number): void;
+  /** Host descriptors the model waits on besides the kicks (net: its TAP; vsock: its sockets), and for what; asked on every wake-up. */
+  pollFds?(): readonly PollInterest[];
+  /** One of `pollFds` is ready (what poll(2) said of it). */
+  onReady?(ready: PollReady): void;
 }
 
 /** The module a kind's `model` URL names exports this. */

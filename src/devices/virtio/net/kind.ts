@@ -98,8 +98,8 @@ export function createModel(ctx: ModelContext<NetWorkerData>): CardModel {
     return r;
   };
   return {
-    pollFds: () => (pending === 0 ? [tapFd] : []),
-    onReady(fd) {
+    pollFds: () => (pending === 0 ? [{ fd: tapFd, read: true }] : []),
+    onReady({ fd }) {
       if (fd === tapFd) tapReadable = true;
     },
     process(q, index) {
