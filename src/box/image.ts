@@ -10,7 +10,7 @@ import { execFileSync } from "node:child_process";
 import { copyFileSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { basename, dirname, join, relative, resolve } from "node:path";
 import { S_IFDIR, S_IFREG, writeCpio, type CpioEntry } from "../initramfs/cpio.js";
-import { BOX_MODULES, indexModules, resolveModules } from "./modules.js";
+import { indexModules, resolveModules } from "../image/modules.js";
 import { BOX_ENV } from "../bench/guard.js";
 
 /** Where the box finds its pieces on the host. */
@@ -38,6 +38,13 @@ export interface BoxCommand {
 export const PROJECT_ENTRIES = ["package.json", "bin", "dist", "guest/build", "node_modules", "examples", ".cache/debian-kernel/extract", ".cache/debian-packages"];
 /** node_modules entries no KVM test or command needs inside the box: the compiler, the browser driver, types. */
 const SKIPPED_MODULES = new Set(["typescript", "playwright-core", "@types", ".cache", ".bin"]);
+
+/**
+ * The modules the box needs, by name: KVM for AMD-V (kvm_amd, which needs kvm, which needs
+ * irqbypass) and the virtio-pci block driver for its root disk. Everything they depend on is
+ * added by `resolveModules`.
+ */
+export const BOX_MODULES = ["kvm-amd", "virtio_blk", "virtio_pci"] as const;
 
 /** The result port: the second 8250 (ttyS1); the box prints `BOX-EXIT <status>` there last. */
 export const RESULT_TTY = "/dev/ttyS1";
