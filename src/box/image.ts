@@ -11,6 +11,7 @@ import { copyFileSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, 
 import { basename, dirname, join, relative, resolve } from "node:path";
 import { S_IFDIR, S_IFREG, writeCpio, type CpioEntry } from "../initramfs/cpio.js";
 import { indexModules, resolveModules } from "../image/modules.js";
+import { findTool } from "../image/rootfs.js";
 import { BOX_ENV } from "../bench/guard.js";
 
 /** Where the box finds its pieces on the host. */
@@ -151,6 +152,9 @@ export function sharedLibraries(binary: string): string[] {
   return libs;
 }
 
+/** Host tools the box carries for tests (see buildRootDisk). */
+const E2FS_TOOLS = ["mke2fs", "debugfs"];
+
 /** Mirrors `src` (a file, symlink or folder) at `dst`, hard-linking files where it can. */
 function mirror(src: string, dst: string, skip?: (rel: string) => boolean, rel = ""): void {
   const st = lstatSync(src, { throwIfNoEntry: false });
@@ -218,6 +222,16 @@ export function buildRootDisk(o: RootDiskOptions): string {
   mirror(node, join(stage, "usr/bin/node"));
   for (const lib of sharedLibraries(node)) mirrorResolved(lib, stage);
   mirror(o.assets.busybox, join(stage, "bin/busybox"));
+  // e2fsprogs at their host paths, for KVM tests that build and read ext4 images inside (the
+  // starter image's test runs `typervisor image build`, which uses mke2fs -d, and reads the root
+  // disk back with debugfs). The box runs only where mke2fs exists (boxUnavailable).
+  for (const name of E2FS_TOOLS) {
+    const tool = findTool(name);
+    if (tool === undefined) continue;
+    mirrorResolved(tool, stage);
+    for (const lib of sharedLibraries(tool)) mirrorResolved(lib, stage);
+  }
+  mirror("/etc/mke2fs.conf", join(stage, "etc/mke2fs.conf"));
   // busybox's applets are installed by /box/init; /bin/sh must exist before that.
   symlinkSync("busybox", join(stage, "bin/sh"));
   for (const e of PROJECT_ENTRIES) {
