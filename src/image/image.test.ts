@@ -141,6 +141,18 @@ test("rootfs: busybox init's table, the test hook, and poweroff as a reboot", ()
   for (const f of rootfsFiles()) assert.ok(f.text.endsWith("\n"), f.path);
 });
 
+test("findTool looks on PATH, then in /usr/sbin and /sbin, and passes over busybox applets of the same name", (t) => {
+  const dir = tmp(t, "image-tool-");
+  mkdirSync(join(dir, "a"));
+  mkdirSync(join(dir, "b"));
+  writeFileSync(join(dir, "a/busybox"), "");
+  symlinkSync("busybox", join(dir, "a/mytool"));
+  writeFileSync(join(dir, "b/mytool"), "");
+  assert.equal(findTool("mytool", `${dir}/a:${dir}/b`), join(dir, "b/mytool"));
+  assert.equal(findTool("mytool", `${dir}/a`), undefined);
+  assert.equal(findTool("no-such-tool-here", ""), undefined);
+});
+
 test("runCommand prints the typervisor run command for the folder, relative to the working folder when inside it", () => {
   assert.equal(runCommand("typervisor-image", "/home/u"), "typervisor run --kernel typervisor-image/vmlinuz --initrd typervisor-image/initrd.img --drive path=typervisor-image/rootfs.ext4,root --mem 256");
   assert.equal(runCommand("/srv/my image", "/home/u"), "typervisor run --kernel '/srv/my image/vmlinuz' --initrd '/srv/my image/initrd.img' --drive path='/srv/my image/rootfs.ext4',root --mem 256");

@@ -7,8 +7,8 @@
 // (reboot=k); so does `poweroff` here (see POWEROFF).
 
 import { execFileSync } from "node:child_process";
-import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
-import { delimiter, dirname, join } from "node:path";
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { basename, delimiter, dirname, join } from "node:path";
 import { failureReason } from "./debian.js";
 
 /** A host tool is missing or failed; the message is one line. */
@@ -77,9 +77,10 @@ net_up() {
 export const RCS = `#!/bin/sh
 # Typervisor starter image: file systems, hostname, network from ip=.
 export PATH=/sbin:/usr/sbin:/bin:/usr/bin
-mountpoint -q /proc || mount -t proc proc /proc
-mountpoint -q /sys || mount -t sysfs sysfs /sys
-mountpoint -q /dev || mount -t devtmpfs devtmpfs /dev
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+# The initrd moves its devtmpfs here; a root booted without it mounts one.
+grep -q "^devtmpfs /dev " /proc/mounts || mount -t devtmpfs devtmpfs /dev
 mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
 mount -t tmpfs -o mode=1777 tmpfs /dev/shm
@@ -164,11 +165,15 @@ export function rootfsFiles(hostname = "typervisor"): Array<{ path: string; mode
 /** Empty folders of the root disk. */
 export const ROOTFS_DIRS = ["bin", "sbin", "usr/bin", "usr/sbin", "etc/init.d", "etc/typervisor", "proc", "sys", "dev", "tmp", "run", "root", "var", "mnt"];
 
-/** A host tool by name: on PATH, or in /usr/sbin or /sbin (which a user's PATH often lacks on Debian). */
+/**
+ * A host tool by name: on PATH, or in /usr/sbin or /sbin (which a user's PATH often lacks on
+ * Debian). A busybox applet of the same name is passed over: busybox's mke2fs makes ext2 only
+ * and has no -d (the box installs busybox's applets in /bin).
+ */
 export function findTool(name: string, path = process.env["PATH"] ?? ""): string | undefined {
   for (const dir of [...path.split(delimiter).filter(Boolean), "/usr/sbin", "/sbin"]) {
     const p = join(dir, name);
-    if (existsSync(p)) return p;
+    if (existsSync(p) && basename(realpathSync(p)) !== "busybox") return p;
   }
   return undefined;
 }
