@@ -235,6 +235,30 @@ test("rootfs staging: every applet links to /bin/busybox; our scripts replace po
   assert.throws(() => writeExt4(join(dir, "missing"), join(dir, "x.ext4")), /mke2fs -t ext4 -d failed/);
 });
 
+test("a root disk built by a user other than root is still owned by root inside (debugfs sets uid and gid 0)", (t) => {
+  const p = packages(t);
+  if (p === undefined) return;
+  if (findTool("mke2fs") === undefined || findTool("debugfs") === undefined) return t.skip("mke2fs and debugfs are missing: install Debian's e2fsprogs");
+  const dir = tmp(t, "image-user-");
+  const image = join(dir, "rootfs.ext4");
+  const build = `import { busyboxApplets, stageRootfs, writeExt4 } from ${JSON.stringify(join(ROOT, "dist/image/rootfs.js"))};
+    const [bb, stage, image] = process.argv.slice(1);
+    stageRootfs(stage, bb, busyboxApplets(bb));
+    writeExt4(stage, image);`;
+  const args = ["--input-type=module", "-e", build, p.busybox, join(dir, "stage"), image];
+  if (process.getuid?.() === 0) {
+    // As root, the build runs as nobody: its staged files are nobody's, which mke2fs -d copies.
+    spawnSync("chmod", ["0777", dir]);
+    const r = spawnSync(process.execPath, args, { uid: 65534, gid: 65534, encoding: "utf8" });
+    assert.equal(r.status, 0, r.stderr);
+  } else {
+    const r = spawnSync(process.execPath, args, { encoding: "utf8" });
+    assert.equal(r.status, 0, r.stderr);
+  }
+  const stat = (path: string) => spawnSync(findTool("debugfs")!, ["-R", `stat ${path}`, image], { encoding: "utf8" }).stdout;
+  for (const path of ["/", "/etc/passwd", "/bin/busybox", "/bin/sh", "/etc/init.d", "/etc/typervisor/test"]) assert.match(stat(path), /User:\s+0\s+Group:\s+0\s/, path);
+});
+
 test("typervisor image: bad arguments exit 2; a package that cannot be fetched exits 4 with one line", (t) => {
   const cli = (args: string[], env: NodeJS.ProcessEnv = process.env) => spawnSync(process.execPath, [join(ROOT, "bin/typervisor.js"), "image", ...args], { encoding: "utf8", env, timeout: 60_000 });
   let r = cli(["build", "--bogus"]);
