@@ -7,11 +7,11 @@
 // and the result port (ttyS1) in a file, run one shell command, read `BOX-EXIT <status>` back.
 
 import { spawn, execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { debianKernelRelease, fetchDebianKernel, fetchDebianPackageFile } from "../testing/debian.js";
+import { fetchDebianKernel, fetchDebianPackageFile, kernelModulesDir } from "../testing/debian.js";
 import { buildInitramfs, buildRootDisk, EXIT_MARK, fileMiB, type BoxAssets, type BoxCommand } from "./image.js";
 
 /** The repository root (dist/box/ or src/box/ → ../../). */
@@ -43,8 +43,7 @@ export function boxUnavailable(): string | undefined {
 /** The kernel, its modules and busybox, fetched with apt into .cache/ once. Throws with the reason. */
 export function boxAssets(): BoxAssets {
   const kernel = fetchDebianKernel();
-  const modulesDir = join(dirname(dirname(kernel)), "lib/modules", debianKernelRelease(kernel), "kernel");
-  if (!existsSync(modulesDir)) throw new Error(`the kernel package has no ${modulesDir}`);
+  const modulesDir = kernelModulesDir(kernel);
   const busybox = fetchDebianPackageFile("busybox-static", /^bin\/busybox$/);
   return { kernel, modulesDir, busybox };
 }

@@ -10,7 +10,8 @@ import { execFileSync } from "node:child_process";
 import { copyFileSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { basename, dirname, join, relative, resolve } from "node:path";
 import { S_IFDIR, S_IFREG, writeCpio, type CpioEntry } from "../initramfs/cpio.js";
-import { BOX_MODULES, indexModules, resolveModules } from "./modules.js";
+import { indexModules, resolveModules } from "../image/modules.js";
+import { findTool } from "../image/rootfs.js";
 import { BOX_ENV } from "../bench/guard.js";
 
 /** Where the box finds its pieces on the host. */
@@ -38,6 +39,13 @@ export interface BoxCommand {
 export const PROJECT_ENTRIES = ["package.json", "bin", "dist", "guest/build", "node_modules", "examples", ".cache/debian-kernel/extract", ".cache/debian-packages"];
 /** node_modules entries no KVM test or command needs inside the box: the compiler, the browser driver, types. */
 const SKIPPED_MODULES = new Set(["typescript", "playwright-core", "@types", ".cache", ".bin"]);
+
+/**
+ * The modules the box needs, by name: KVM for AMD-V (kvm_amd, which needs kvm, which needs
+ * irqbypass) and the virtio-pci block driver for its root disk. Everything they depend on is
+ * added by `resolveModules`.
+ */
+export const BOX_MODULES = ["kvm-amd", "virtio_blk", "virtio_pci"] as const;
 
 /** The result port: the second 8250 (ttyS1); the box prints `BOX-EXIT <status>` there last. */
 export const RESULT_TTY = "/dev/ttyS1";
@@ -144,6 +152,9 @@ export function sharedLibraries(binary: string): string[] {
   return libs;
 }
 
+/** Host tools the box carries for tests (see buildRootDisk). */
+const E2FS_TOOLS = ["mke2fs", "debugfs"];
+
 /** Mirrors `src` (a file, symlink or folder) at `dst`, hard-linking files where it can. */
 function mirror(src: string, dst: string, skip?: (rel: string) => boolean, rel = ""): void {
   const st = lstatSync(src, { throwIfNoEntry: false });
@@ -211,6 +222,16 @@ export function buildRootDisk(o: RootDiskOptions): string {
   mirror(node, join(stage, "usr/bin/node"));
   for (const lib of sharedLibraries(node)) mirrorResolved(lib, stage);
   mirror(o.assets.busybox, join(stage, "bin/busybox"));
+  // e2fsprogs at their host paths, for KVM tests that build and read ext4 images inside (the
+  // starter image's test runs `typervisor image build`, which uses mke2fs -d, and reads the root
+  // disk back with debugfs). The box runs only where mke2fs exists (boxUnavailable).
+  for (const name of E2FS_TOOLS) {
+    const tool = findTool(name);
+    if (tool === undefined) continue;
+    mirrorResolved(tool, stage);
+    for (const lib of sharedLibraries(tool)) mirrorResolved(lib, stage);
+  }
+  mirror("/etc/mke2fs.conf", join(stage, "etc/mke2fs.conf"));
   // busybox's applets are installed by /box/init; /bin/sh must exist before that.
   symlinkSync("busybox", join(stage, "bin/sh"));
   for (const e of PROJECT_ENTRIES) {

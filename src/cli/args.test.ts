@@ -1,7 +1,12 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { parseCommand, UsageError, parseConsole, parseDrive } from "./args.js";
-import { toDriveConfig } from "./main.js";
+import { toDriveConfig, withRootArgs } from "./main.js";
+import { runOptionsToResources } from "./serve.js";
+import { microVmConfigFrom } from "../api/config.js";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 
 const limits = { maxVcpus: 8, minMem: 16, maxMem: 65536 };
 
@@ -96,4 +101,39 @@ test("--entropy and --nsm [--chip-dir]", () => {
   assert.equal(c.options.entropy, true);
   assert.equal(c.options.nsmChipDir, "/tmp/chip");
   assert.throws(() => parseCommand(["run", "--chip-dir", "/x"], limits), /--chip-dir goes with --nsm/);
+});
+
+test("--drive root: placed first (/dev/vda), one only, virtio-blk only; partuuid= goes with root", () => {
+  const c = parseCommand(["run", "--drive", "path=data.img", "--drive", "path=rootfs.ext4,root", "--drive", "path=c.img,ro"], limits);
+  if (c.cmd !== "run") return assert.fail("run");
+  assert.deepEqual(c.options.drives.map((d) => [d.id, d.path, d.root === true]), [["drive1", "rootfs.ext4", true], ["drive0", "data.img", false], ["drive2", "c.img", false]]);
+  assert.deepEqual(parseDrive("path=r,root,ro,partuuid=1a2b3c4d-01", 0), { readOnly: true, path: "r", id: "drive0", root: true, partuuid: "1a2b3c4d-01" });
+  assert.throws(() => parseCommand(["run", "--drive", "path=a,root", "--drive", "path=b,root"], limits), /only one --drive may be root \(drive0, drive1 are\)/);
+  assert.throws(() => parseDrive("path=a,root=yes", 0), /root takes no value/);
+  assert.throws(() => parseDrive("path=a,partuuid=1a2b3c4d-01", 0), /partuuid= names the root partition: it goes with root/);
+  assert.throws(() => parseDrive("path=a,root,io=emulated", 0), /root must be a virtio-blk drive/);
+});
+
+test("--drive root adds root= to the command line as the API's is_root_device does, in run and with --api-sock", () => {
+  const base = "console=ttyS0 reboot=k panic=1 pci=off";
+  assert.equal(withRootArgs(base, [parseDrive("path=r,root", 0)]), `${base} root=/dev/vda rw`);
+  assert.equal(withRootArgs(base, [parseDrive("path=r,root,ro", 0)]), `${base} root=/dev/vda ro`);
+  assert.equal(withRootArgs(base, [parseDrive("path=r,root,partuuid=1a2b3c4d-01", 0)]), `${base} root=PARTUUID=1a2b3c4d-01 rw`);
+  assert.equal(withRootArgs(base, [parseDrive("path=r", 0)]), base, "no root drive, no root=");
+  assert.throws(() => withRootArgs(base, [parseDrive("path=r,root,partuuid=nope", 0)]), (e: unknown) => (e as Error).name === "FaultError" && /partuuid must be a partition UUID/.test((e as Error).message));
+  // The API path: the same drive becomes is_root_device, first, and the same root= at InstanceStart.
+  const dir = mkdtempSync(join(tmpdir(), "cli-root-"));
+  try {
+    const img = (n: string) => {
+      writeFileSync(join(dir, n), Buffer.alloc(4096));
+      return join(dir, n);
+    };
+    const c = parseCommand(["run", "--kernel", "k", "--api-sock", join(dir, "s"), "--drive", `path=${img("d.img")},id=data`, "--drive", `path=${img("r.img")},id=rootfs,root`], limits);
+    if (c.cmd !== "serve" || c.run === undefined) return assert.fail("serve");
+    const r = runOptionsToResources(c.run);
+    assert.deepEqual(r.drives!.map((d) => [d.drive_id, d.is_root_device]), [["rootfs", true], ["data", false]]);
+    assert.equal(microVmConfigFrom(r).cmdline, withRootArgs(base, c.run.drives));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

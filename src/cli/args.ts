@@ -22,6 +22,10 @@ export interface DriveOption {
   ops?: { perSecond: number; burst?: number };
   /** `io=`: the drive's I/O path (absent: a virtio-blk card). */
   ioPath?: "card" | "emulated" | "dom0";
+  /** `root`: the guest's root device (Firecracker's is_root_device): placed first, so it is /dev/vda. */
+  root?: boolean;
+  /** `partuuid=`: the root is that partition of the drive (`root=PARTUUID=...`); with `root` only. */
+  partuuid?: string;
 }
 
 /** `typervisor compare`: the Xen-vs-Nitro comparison (docs/xen-vs-nitro.md). */
@@ -64,6 +68,8 @@ export type Command =
   | { cmd: "probe-path" }
   /** Security-chip commands: their handlers parse their own arguments (src/security/cli.ts). */
   | { cmd: "chip" | "measure" | "attest" | "sign"; argv: string[] }
+  /** `typervisor image build`: src/image/cli.ts parses its arguments (loaded only then). */
+  | { cmd: "image"; argv: string[] }
   /** The VMM behind the Firecracker-compatible API (serve.ts); `run` holds the VM to boot at once. */
   | { cmd: "serve"; serve: ServeFlags; run?: RunOptions }
   /** Running-VM commands (control.ts parses their arguments). */
@@ -181,6 +187,14 @@ export function parseDrive(spec: string, index: number): DriveOption {
         if (value !== undefined) throw new UsageError("--drive ro takes no value");
         out.readOnly = true;
         break;
+      case "root":
+        if (value !== undefined) throw new UsageError("--drive root takes no value");
+        out.root = true;
+        break;
+      case "partuuid":
+        if (value === undefined || value === "") throw new UsageError("--drive partuuid= needs a value");
+        out.partuuid = value;
+        break;
       case "path":
       case "id":
         if (value === undefined || value === "") throw new UsageError(`--drive ${key}= needs a value`);
@@ -199,11 +213,25 @@ export function parseDrive(spec: string, index: number): DriveOption {
         out.ioPath = value as (typeof IO_VALUES)[number];
         break;
       default:
-        throw new UsageError(`--drive: unknown key "${key}" (use path=, ro, id=, bw=, ops=, io=)`);
+        throw new UsageError(`--drive: unknown key "${key}" (use path=, ro, root, partuuid=, id=, bw=, ops=, io=)`);
     }
   }
   if (out.path === undefined) throw new UsageError(`--drive needs path=FILE, got "${spec}"`);
+  if (out.partuuid !== undefined && out.root !== true) throw new UsageError("--drive partuuid= names the root partition: it goes with root");
+  if (out.root === true && out.ioPath !== undefined && out.ioPath !== "card") {
+    throw new UsageError(`--drive root must be a virtio-blk drive (the guest's /dev/vda), not io=${out.ioPath}`);
+  }
   return { ...out, id: out.id ?? `drive${index}`, path: out.path } as DriveOption;
+}
+
+/**
+ * The drives in guest order: the root drive first (so it is /dev/vda, as Firecracker's
+ * BlockBuilder places it), the rest as given. At most one root drive.
+ */
+export function rootFirst(drives: DriveOption[]): DriveOption[] {
+  const roots = drives.filter((d) => d.root === true);
+  if (roots.length > 1) throw new UsageError(`only one --drive may be root (${roots.map((d) => d.id).join(", ")} are)`);
+  return [...roots, ...drives.filter((d) => d.root !== true)];
 }
 
 export function parseCommand(argv: string[], limits: { maxVcpus: number; minMem: number; maxMem: number }): Command {
@@ -224,6 +252,7 @@ export function parseCommand(argv: string[], limits: { maxVcpus: number; minMem:
   const rest = argv.slice(1);
   if (rest.includes("--help") || rest.includes("-h")) return { cmd: "help", topic: first };
   if (first === "chip" || first === "measure" || first === "attest" || first === "sign") return { cmd: first, argv: rest };
+  if (first === "image") return { cmd: "image", argv: rest };
   if (first === "ps" || first === "pause" || first === "resume" || first === "stop" || first === "console") return { cmd: first, argv: rest };
   try {
     switch (first) {
@@ -262,7 +291,7 @@ export function parseCommand(argv: string[], limits: { maxVcpus: number; minMem:
             memMiB: integer("mem", values.mem, DEFAULT_MEM_MIB, limits.minMem, limits.maxMem),
             console: parseConsole(values.console),
             bootProtocol: boot,
-            drives: (values.drive ?? []).map((d, i) => parseDrive(d, i)),
+            drives: rootFirst((values.drive ?? []).map((d, i) => parseDrive(d, i))),
             entropy: values.entropy === true,
             ...(values.nsm === true ? { nsmChipDir: values["chip-dir"] ?? defaultChipDir() } : {}),
             ...(serve.signature !== undefined ? { signature: serve.signature } : {}),
@@ -335,6 +364,9 @@ Usage:
                                 back end and a card; a table, then DIR/report.json and report.html
                                 (default DIR ${DEFAULT_COMPARE_OUT}; images on /dev/shm; needs /dev/kvm); --hosted: the
                                 probe's drivers run as a host library against the same back ends, no VM (no KVM)
+  typervisor image build [--out DIR] [--cache-dir DIR]
+                                a starter Linux guest from Debian packages: DIR/vmlinuz (the cloud kernel),
+                                initrd.img, rootfs.ext4 (busybox), and the typervisor run command that boots it
   typervisor probe --path       print the absolute path of the built probe guest (ELF, Linux 64-bit and PVH entries)
   typervisor ps [--json]        list the running microVMs (those serving an API socket) with state, vCPUs, memory, uptime
   typervisor console ID         attach to a running VM's serial console (Ctrl-A x detaches)
@@ -361,7 +393,9 @@ Options of run:
   --mem MIB            guest memory in MiB (default ${DEFAULT_MEM_MIB}); 3 GiB or more gets the 32-bit MMIO gap
   --console TARGET     stdio (default), none, or file:PATH (guest serial output)
   --boot PROTOCOL      linux64 (default) or pvh (32-bit PVH entry of an ELF with a PVH note)
-  --drive SPEC         a drive, repeatable: path=disk.img[,ro][,id=rootfs][,bw=RATE][,ops=RATE][,io=PATH]
+  --drive SPEC         a drive, repeatable: path=disk.img[,ro][,root[,partuuid=ID]][,id=rootfs][,bw=RATE][,ops=RATE][,io=PATH]
+                       root: the guest's root disk, placed first (/dev/vda), adding "root=/dev/vda rw" (ro with ro;
+                       root=PARTUUID=ID with partuuid=) to the command line, as the API's is_root_device does
                        RATE is per second with an optional one-time burst: bw=10M:50M, ops=1000:200
                        io=card (default): virtio-blk served by a card; io=emulated: an ATA disk emulated
                        on the vCPU thread (at most one); io=dom0: a Xen-style blkif ring served by a

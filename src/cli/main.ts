@@ -16,6 +16,7 @@ import { psCommand, stopCommand, vmStateCommand, attestVmCommand, consoleCommand
 import { serve, runOptionsToResources } from "./serve.js";
 import { ImageSignatureError, verifyBootSignature } from "../security/image.js";
 import { readBootSignature, readInputFile } from "./input.js";
+import { checkDriveSupported, rootDeviceArgs } from "../api/config.js";
 
 import { EXIT_OK, EXIT_GUEST_FAILURE, EXIT_USAGE, EXIT_CRASH, EXIT_HOST } from "./exit-codes.js";
 import { COMPARE_HELP, compareCommand } from "./compare.js";
@@ -48,8 +49,17 @@ export async function main(argv: string[]): Promise<number> {
   }
   switch (command.cmd) {
     case "help":
+      if (command.topic === "image") {
+        process.stdout.write((await import("../image/cli.js")).IMAGE_HELP);
+        return EXIT_OK;
+      }
       process.stdout.write(command.topic === "compare" ? COMPARE_HELP : HELP);
       return EXIT_OK;
+    case "image": {
+      // Loaded only here: the image builder (apt, mke2fs) is no part of booting a VM.
+      const { imageCommand } = await import("../image/cli.js");
+      return imageCommand(command.argv, process);
+    }
     case "version":
       process.stdout.write(`typervisor ${version()}\n`);
       return EXIT_OK;
@@ -129,7 +139,13 @@ async function run(opts: RunOptions): Promise<number> {
     if (e instanceof Error && /probe guest not built/.test(e.message)) return fail(EXIT_HOST, e.message);
     throw e;
   }
-  const cmdline = opts.cmdline ?? (opts.kernel === undefined ? DEFAULT_PROBE_CMDLINE : DEFAULT_LINUX_CMDLINE);
+  let cmdline = opts.cmdline ?? (opts.kernel === undefined ? DEFAULT_PROBE_CMDLINE : DEFAULT_LINUX_CMDLINE);
+  try {
+    cmdline = withRootArgs(cmdline, opts.drives);
+  } catch (e) {
+    if ((e as Error).name === "FaultError") return fail(EXIT_USAGE, (e as Error).message);
+    throw e;
+  }
   let signingCert: Uint8Array | undefined;
   if (opts.signature !== undefined && opts.trust !== undefined) {
     try {
@@ -211,6 +227,22 @@ export function checkImageSignature(sigPath: string, certPath: string, kernel: U
     if (e instanceof ImageSignatureError) throw new UsageError(e.message);
     throw e;
   }
+}
+
+/**
+ * The command line with the root drive's `root=/dev/vda rw|ro` (or `root=PARTUUID=<id>`)
+ * appended, exactly as the API's config path adds it for is_root_device (src/api/config.ts
+ * rootDeviceArgs, which also measures it into PCR0/1 with the rest). The partuuid is checked as
+ * the API checks it; a FaultError names it.
+ */
+export function withRootArgs(cmdline: string, drives: readonly DriveOption[]): string {
+  const root = drives.find((d) => d.root === true);
+  if (root === undefined) return cmdline;
+  const drive = checkDriveSupported(
+    { drive_id: "root", is_root_device: true, is_read_only: root.readOnly, path_on_host: root.path, ...(root.partuuid !== undefined ? { partuuid: root.partuuid } : {}) },
+    "--drive",
+  );
+  return `${cmdline} ${rootDeviceArgs([drive])}`.trim();
 }
 
 /** A --drive option as the VM takes it: rates become token buckets that refill each second (Firecracker's semantics). */

@@ -62,7 +62,8 @@ export function runOptionsToResources(o: RunOptions): VmResources {
       return {
         drive_id: d.id,
         path_on_host: d.path,
-        is_root_device: false,
+        is_root_device: d.root === true,
+        ...(d.partuuid !== undefined ? { partuuid: d.partuuid } : {}),
         is_read_only: d.readOnly,
         ...(bandwidth || ops ? { rate_limiter: { ...(bandwidth ? { bandwidth } : {}), ...(ops ? { ops } : {}) } } : {}),
       };

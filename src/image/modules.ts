@@ -1,17 +1,11 @@
-// Kernel modules for the box: the .ko files of Debian's cloud kernel package, in an order insmod
-// accepts. The package ships no modules.dep (depmod writes it at install time), so each module's
-// dependencies are read from its own .modinfo section: the NUL-separated "key=value" strings
-// that modpost writes (scripts/mod/modpost.c, "depends=" lists the modules whose symbols it uses).
+// Kernel modules of Debian's cloud kernel package (for the starter image's initrd and the box's),
+// in an order insmod accepts. The package ships no modules.dep (depmod writes it at install
+// time), so each module's dependencies are read from its own .modinfo section: the NUL-separated
+// "key=value" strings that modpost writes (scripts/mod/modpost.c, "depends=" lists the modules
+// whose symbols it uses).
 
 import { readFileSync, readdirSync, statSync } from "node:fs";
 import { basename, join } from "node:path";
-
-/**
- * The modules the box needs, by name: KVM for AMD-V (kvm_amd, which needs kvm, which needs
- * irqbypass) and the virtio-pci block driver for its root disk. Everything they depend on is
- * added by `resolveModules`.
- */
-export const BOX_MODULES = ["kvm-amd", "virtio_blk", "virtio_pci"] as const;
 
 /** The `depends=` entry of a module's .modinfo: module names, comma-separated ("" for none). */
 export function moduleDepends(ko: Uint8Array): string[] {
