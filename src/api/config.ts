@@ -21,14 +21,17 @@
 // - machine-config: smt, track_dirty_pages (no snapshots), CPU templates and huge pages; more
 //   than MAX_VCPUS vCPUs (the spec allows 32), less than MIN_MEM_MIB of memory.
 // - serial.rate_limiter: the UART has no rate limiter.
+// - network-interfaces[].mtu (VIRTIO_NET_F_MTU is not offered) and an enabled rx_rate_limiter
+//   (the card limits what the guest sends, not what it receives); tx_rate_limiter is served.
 
 import { MAX_VCPUS, MIN_MEM_MIB, MAX_MEM_MIB } from "../vmm/vm.js";
-import { assignDriveSlots, DriveConfigError, type DriveConfig, type EntropyConfig } from "../vmm/drives.js";
+import { assignDeviceSlots, assignDriveSlots, DriveConfigError, type DriveConfig, type EntropyConfig } from "../vmm/drives.js";
+import type { NetConfig } from "../devices/virtio/net/kind.js";
 import { openImage, type RateLimiterConfig, type TokenBucketConfig } from "../cards/index.js";
 import type { MicroVMConfig } from "../sdk/microvm.js";
 import {
-  FaultError, bootSource, checkResourceId, drive, entropy, logger, machineConfig, metrics, serial,
-  type BootSource, type Drive, type EntropyDevice, type LoggerConfig, type MachineConfiguration, type MetricsConfig, type SerialConfig,
+  FaultError, bootSource, checkResourceId, drive, entropy, logger, machineConfig, metrics, networkInterface, serial,
+  type BootSource, type Drive, type EntropyDevice, type NetworkInterface, type LoggerConfig, type MachineConfiguration, type MetricsConfig, type SerialConfig,
   type RateLimiter, type TokenBucket,
 } from "./schema.js";
 
@@ -52,6 +55,57 @@ export interface VmResources {
   drives?: Drive[];
   /** The entropy device (virtio-rng), as PUT /entropy gave it. */
   entropy?: EntropyDevice;
+  /** Network interfaces (virtio-net on a TAP each), in the order they were first put. */
+  networkInterfaces?: NetworkInterface[];
+}
+
+/**
+ * Checks a spec-valid network interface against what this build serves; `where` names it. The
+ * TAP itself is opened when the VM starts (creating it needs CAP_NET_ADMIN).
+ */
+export function checkNetworkInterfaceSupported(n: NetworkInterface, where = "network-interface"): NetworkInterface {
+  const at = `${where} "${n.iface_id}"`;
+  checkResourceId(n.iface_id, `${at}: iface_id`);
+  if (n.host_dev_name === "") throw new FaultError(`${at}: host_dev_name must name a TAP device`);
+  if (n.mtu !== undefined) throw new FaultError(`${at}: mtu: VIRTIO_NET_F_MTU is not offered by this Typervisor build; leave mtu out (the guest uses 1500)`);
+  if (n.rx_rate_limiter !== undefined && Object.values(rateLimiterFrom(n.rx_rate_limiter)).some((b) => b !== null)) {
+    throw new FaultError(`${at}: rx_rate_limiter: this Typervisor build limits what the guest sends (tx_rate_limiter), not what it receives`);
+  }
+  return n;
+}
+
+/**
+ * Firecracker's NetBuilder: an interface with a known iface_id is replaced in place; a host
+ * device or guest MAC used by another interface is refused; the whole list is checked as the VM
+ * will check it.
+ */
+export function insertNetworkInterface(list: readonly NetworkInterface[], n: NetworkInterface, where = "network-interface"): NetworkInterface[] {
+  const next = [...list];
+  const at = next.findIndex((x) => x.iface_id === n.iface_id);
+  const clash = (k: "host_dev_name" | "guest_mac") => next.find((x, i) => i !== at && n[k] !== undefined && x[k] === n[k]);
+  const tap = clash("host_dev_name");
+  if (tap !== undefined) throw new FaultError(`${where} "${n.iface_id}": host_dev_name "${n.host_dev_name}" is already used by "${tap.iface_id}"`);
+  const mac = clash("guest_mac");
+  if (mac !== undefined) throw new FaultError(`${where} "${n.iface_id}": guest_mac ${n.guest_mac} is already used by "${mac.iface_id}"`);
+  if (at === -1) next.push(n);
+  else next[at] = n;
+  try {
+    assignDeviceSlots({ net: netConfigsFrom(next) });
+  } catch (e) {
+    if (e instanceof DriveConfigError) throw new FaultError(`${where} "${n.iface_id}": ${e.message}`);
+    throw e;
+  }
+  return next;
+}
+
+/** The VM layer's network interface configs. */
+export function netConfigsFrom(list: readonly NetworkInterface[]): NetConfig[] {
+  return list.map((n) => ({
+    id: n.iface_id,
+    tap: n.host_dev_name,
+    ...(n.guest_mac !== undefined ? { mac: n.guest_mac } : {}),
+    ...(n.tx_rate_limiter !== undefined ? { txRateLimiter: rateLimiterFrom(n.tx_rate_limiter) } : {}),
+  }));
 }
 
 /** Firecracker's EntropyDeviceConfig → the VM layer's: the rate limiter as for drives. */
@@ -233,12 +287,12 @@ export function microVmConfigFrom(r: VmResources): Omit<MicroVMConfig, "vmFactor
     memMiB: r.machine.mem_size_mib,
     ...(drives.length > 0 ? { drives: driveConfigsFrom(drives) } : {}),
     ...(r.entropy !== undefined ? { entropy: entropyConfigFrom(r.entropy) } : {}),
+    ...(r.networkInterfaces !== undefined && r.networkInterfaces.length > 0 ? { net: netConfigsFrom(r.networkInterfaces) } : {}),
   };
 }
 
 /** Top-level sections of Firecracker's config file that this build has no device for. */
 const UNSUPPORTED_SECTIONS: Record<string, string> = {
-  "network-interfaces": "network interfaces are not supported yet by this Typervisor build: there is no virtio-net device",
   vsock: "vsock is not supported yet by this Typervisor build: there is no virtio-vsock device",
   balloon: "the balloon device is not supported by this Typervisor build",
   "mmds-config": "MMDS is not supported by this Typervisor build",
@@ -246,7 +300,7 @@ const UNSUPPORTED_SECTIONS: Record<string, string> = {
   pmem: "pmem devices are not supported by this Typervisor build",
   "memory-hotplug": "memory hotplug is not supported by this Typervisor build",
 };
-const SECTIONS = ["boot-source", "machine-config", "drives", "logger", "metrics", "entropy", "serial", ...Object.keys(UNSUPPORTED_SECTIONS)];
+const SECTIONS = ["boot-source", "machine-config", "drives", "network-interfaces", "logger", "metrics", "entropy", "serial", ...Object.keys(UNSUPPORTED_SECTIONS)];
 
 function isEmptySection(v: unknown): boolean {
   return v === null || (Array.isArray(v) && v.length === 0);
@@ -278,6 +332,15 @@ export function configFromFirecrackerJson(obj: unknown): VmResources {
       list = insertDrive(list, checkDriveSupported(drive(d, `drives[${i}]`), `drives[${i}]`), `drives[${i}]`);
     });
     if (list.length > 0) r.drives = list;
+  }
+  if (o["network-interfaces"] !== undefined && !isEmptySection(o["network-interfaces"])) {
+    if (!Array.isArray(o["network-interfaces"])) throw new FaultError('config file: "network-interfaces" must be an array');
+    let list: NetworkInterface[] = [];
+    o["network-interfaces"].forEach((n, i) => {
+      const where = `network-interfaces[${i}]`;
+      list = insertNetworkInterface(list, checkNetworkInterfaceSupported(networkInterface(n, where), where), where);
+    });
+    if (list.length > 0) r.networkInterfaces = list;
   }
   if (o["entropy"] !== undefined && o["entropy"] !== null) r.entropy = entropy(o["entropy"], "entropy");
   if (o["logger"] !== undefined && o["logger"] !== null) r.logger = logger(o["logger"], "logger");

@@ -151,3 +151,42 @@ test("server option nsm with --config-file: a missing chip rejects startApiServe
     /InstanceStart: nsm: no chip identity at/,
   );
 });
+
+test("PUT /network-interfaces then InstanceStart: the VM gets a virtio-net card on the TAP; GET /vm/config, metrics and PATCH tx_rate_limiter", async (t) => {
+  if (process.getuid?.() !== 0) {
+    t.skip("a TAP device needs root (CAP_NET_ADMIN): run the tests as root");
+    return;
+  }
+  const dir = tempDir();
+  const sock = join(dir, "api.sock");
+  const configs: VmConfig[] = [];
+  const h = await startApiServer({ socketPath: sock, vmFactory: recordingFactory(configs), consoleFd: -1 });
+  t.after(() => h.close());
+  const tap = `tva${process.pid.toString(36)}`;
+  assert.equal((await apiRequest(sock, "PUT", "/boot-source", { kernel_image_path: fakeKernel(dir) })).status, 204);
+  const eth0 = { iface_id: "eth0", host_dev_name: tap, guest_mac: "06:00:c0:00:02:02", tx_rate_limiter: { ops: { size: 1000, refill_time: 1000 } } };
+  let r = await apiRequest(sock, "PUT", "/network-interfaces/eth0", eth0);
+  assert.equal(r.status, 204, r.text);
+  r = await apiRequest(sock, "PUT", "/network-interfaces/eth1", { iface_id: "eth1", host_dev_name: tap });
+  assert.equal(r.status, 400);
+  assert.match(faultOf(r), /host_dev_name ".*" is already used by "eth0"/);
+  r = await apiRequest(sock, "PUT", "/network-interfaces/eth1", { iface_id: "eth2", host_dev_name: "x" });
+  assert.match(faultOf(r), /iface_id in the path \("eth1"\) does not match the one in the body \("eth2"\)/);
+  r = await apiRequest(sock, "PUT", "/network-interfaces/eth1", { iface_id: "eth1", host_dev_name: "x", rx_rate_limiter: { bandwidth: { size: 1, refill_time: 1 } } });
+  assert.match(faultOf(r), /rx_rate_limiter: this Typervisor build limits what the guest sends/);
+  assert.deepEqual(((await apiRequest(sock, "GET", "/vm/config")).body as Record<string, unknown>)["network-interfaces"], [eth0]);
+
+  r = await apiRequest(sock, "PUT", "/actions", { action_type: "InstanceStart" });
+  assert.equal(r.status, 204, r.text);
+  assert.deepEqual(configs[0]!.net, [{ id: "eth0", tap, mac: "06:00:c0:00:02:02", txRateLimiter: { bandwidth: null, ops: { size: 1000, refillTime: 1000 } } }]);
+  assert.ok("virtio-net-eth0" in h.vm!.deviceMetrics(), "the net card runs");
+  assert.ok(readFileSync(`/sys/class/net/${tap}/tun_flags`, "utf8").length > 0, "the card opened the TAP");
+  assert.deepEqual(Object.keys(h.metrics().groups ?? {}), ["net_eth0"]);
+
+  r = await apiRequest(sock, "PATCH", "/network-interfaces/eth0", { iface_id: "eth0", tx_rate_limiter: { bandwidth: { size: 1 << 20, refill_time: 100 } } });
+  assert.equal(r.status, 204, r.text);
+  const cfg = (await apiRequest(sock, "GET", "/vm/config")).body as Record<string, Array<Record<string, unknown>>>;
+  assert.deepEqual(cfg["network-interfaces"]![0]!["tx_rate_limiter"], { bandwidth: { size: 1 << 20, refill_time: 100 }, ops: { size: 1000, refill_time: 1000 } });
+  r = await apiRequest(sock, "PATCH", "/network-interfaces/eth9", { iface_id: "eth9", tx_rate_limiter: {} });
+  assert.match(faultOf(r), /network interface "eth9" not found: its interfaces are "eth0"/);
+});

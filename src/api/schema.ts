@@ -149,6 +149,23 @@ export type Drive = ReturnType<typeof drive>;
 export const partialDrive = object({ drive_id: str(), path_on_host: str(), rate_limiter: rateLimiter }, ["drive_id"]);
 export type PartialDrive = ReturnType<typeof partialDrive>;
 
+/** #/definitions/NetworkInterface */
+export const networkInterface = object(
+  {
+    iface_id: str(),
+    host_dev_name: str(),
+    guest_mac: str(),
+    mtu: int(68, 65535),
+    rx_rate_limiter: rateLimiter,
+    tx_rate_limiter: rateLimiter,
+  },
+  ["host_dev_name", "iface_id"],
+);
+export type NetworkInterface = ReturnType<typeof networkInterface>;
+/** #/definitions/PartialNetworkInterface */
+export const partialNetworkInterface = object({ iface_id: str(), rx_rate_limiter: rateLimiter, tx_rate_limiter: rateLimiter }, ["iface_id"]);
+export type PartialNetworkInterface = ReturnType<typeof partialNetworkInterface>;
+
 export const LOG_LEVELS = ["Error", "Warning", "Info", "Debug", "Trace", "Off"] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 /** #/definitions/Logger (the level is case-insensitive, as the spec says). */

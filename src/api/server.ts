@@ -22,10 +22,11 @@ import { AttestationInputError } from "../security/attestation.js";
 import type { BootSignature } from "../security/image.js";
 import {
   FaultError, bootSource, checkResourceId, drive, entropy, instanceAction, logger as loggerSchema, machineConfig,
-  machineConfigPatch, metrics as metricsSchema, partialDrive, serial as serialSchema, vmState, type PartialDrive,
+  machineConfigPatch, metrics as metricsSchema, networkInterface, partialDrive, partialNetworkInterface, serial as serialSchema, vmState,
+  type PartialDrive, type PartialNetworkInterface,
 } from "./schema.js";
 import {
-  DEFAULT_MACHINE, checkDriveSupported, checkMachineSupported, checkSerialSupported, insertDrive,
+  DEFAULT_MACHINE, checkDriveSupported, checkMachineSupported, checkNetworkInterfaceSupported, checkSerialSupported, insertDrive, insertNetworkInterface,
   mergeRateLimiter, microVmConfigFrom, rateLimiterFrom, type VmResources,
 } from "./config.js";
 import { JsonLogger, type LogSink } from "./logger.js";
@@ -120,6 +121,8 @@ function vmmVersion(): string {
 function routeOf(method: string, path: string): { route: string; param?: string } {
   const m = /^\/drives\/([^/]*)$/.exec(path);
   if (m) return { route: `${method} /drives/{drive_id}`, param: decodeURIComponentSafe(m[1]!) };
+  const n = /^\/network-interfaces\/([^/]*)$/.exec(path);
+  if (n) return { route: `${method} /network-interfaces/{iface_id}`, param: decodeURIComponentSafe(n[1]!) };
   return { route: `${method} ${path}` };
 }
 
@@ -141,6 +144,7 @@ const KNOWN_ROUTES = new Set([
   "GET /", "GET /version", "GET /vm/config", "GET /machine-config",
   "PUT /machine-config", "PATCH /machine-config", "PUT /boot-source",
   "PUT /drives/{drive_id}", "PATCH /drives/{drive_id}",
+  "PUT /network-interfaces/{iface_id}", "PATCH /network-interfaces/{iface_id}",
   "PUT /logger", "PUT /metrics", "PUT /entropy", "PUT /serial", "PUT /actions", "PATCH /vm",
   ATTESTATION_ROUTE,
 ]);
@@ -152,7 +156,6 @@ const NOT_SUPPORTED: Array<[RegExp, string]> = [
   [/^\/pmem\/[^/]+$/, "pmem devices are not supported by this Typervisor build"],
   [/^\/mmds(\/config)?$/, "MMDS is not supported by this Typervisor build"],
   [/^\/hotplug\/memory$/, "memory hotplug is not supported by this Typervisor build"],
-  [/^\/network-interfaces\/[^/]+$/, "network interfaces are not supported yet by this Typervisor build: there is no virtio-net device"],
   [/^\/snapshot\/(create|load)$/, "snapshots are not supported by this Typervisor build"],
   [/^\/vsock$/, "vsock is not supported yet by this Typervisor build: there is no virtio-vsock device"],
 ];
@@ -405,6 +408,24 @@ class ApiServer extends EventEmitter implements ApiServerHandle {
         await this.patchDrive(id, patch);
         return noContent();
       }
+      case "PUT /network-interfaces/{iface_id}": {
+        const id = checkResourceId(param!, "iface_id");
+        const body = json();
+        checkBodyId(id, body, "iface_id", "network-interface");
+        const n = checkNetworkInterfaceSupported(networkInterface(body, "network-interface"), "network-interface");
+        this.preBoot();
+        this.resources.networkInterfaces = insertNetworkInterface(this.resources.networkInterfaces ?? [], n, "network-interface");
+        return noContent();
+      }
+      case "PATCH /network-interfaces/{iface_id}": {
+        const id = checkResourceId(param!, "iface_id");
+        const body = json();
+        checkBodyId(id, body, "iface_id", "network-interface");
+        const patch = partialNetworkInterface(body, "network-interface");
+        this.postBoot();
+        this.patchNetworkInterface(id, patch);
+        return noContent();
+      }
       case "PUT /entropy": {
         // A second PUT replaces the device's configuration, as Firecracker's.
         const e = entropy(json(), "entropy");
@@ -461,7 +482,11 @@ class ApiServer extends EventEmitter implements ApiServerHandle {
   }
 
   private fullConfig(): Record<string, unknown> {
-    const out: Record<string, unknown> = { "machine-config": this.resources.machine, drives: this.resources.drives ?? [] };
+    const out: Record<string, unknown> = {
+      "machine-config": this.resources.machine,
+      drives: this.resources.drives ?? [],
+      "network-interfaces": this.resources.networkInterfaces ?? [],
+    };
     if (this.resources.bootSource) out["boot-source"] = this.resources.bootSource;
     if (this.resources.entropy) out["entropy"] = this.resources.entropy;
     if (this.resources.logger) out["logger"] = this.resources.logger;
@@ -475,6 +500,7 @@ class ApiServer extends EventEmitter implements ApiServerHandle {
     if (r.serial) this.resources.serial = { ...r.serial };
     if (r.drives) this.resources.drives = r.drives.map((d) => ({ ...d }));
     if (r.entropy) this.resources.entropy = { ...r.entropy };
+    if (r.networkInterfaces) this.resources.networkInterfaces = r.networkInterfaces.map((n) => ({ ...n }));
     if (r.logger) {
       this.log.configure(r.logger);
       this.resources.logger = this.log.current;
@@ -607,6 +633,34 @@ class ApiServer extends EventEmitter implements ApiServerHandle {
     this.log.info("vmm", "drive rate limiter updated", { drive: id, rate_limiter: { ...merged } });
   }
 
+  /**
+   * PATCH /network-interfaces: tx_rate_limiter reaches the interface's card at once (a bucket
+   * left out is kept, one with size or refill_time 0 is removed, as for drives); an enabled
+   * rx_rate_limiter is refused as at PUT.
+   */
+  private patchNetworkInterface(id: string, patch: PartialNetworkInterface): void {
+    const list = this.resources.networkInterfaces ?? [];
+    const i = list.findIndex((n) => n.iface_id === id);
+    if (i === -1) {
+      const known = list.map((n) => `"${n.iface_id}"`).join(", ");
+      throw new FaultError(`network interface "${id}" not found: ${known === "" ? "this microVM has none" : `its interfaces are ${known}`}`);
+    }
+    const current = list[i]!;
+    if (patch.rx_rate_limiter !== undefined) checkNetworkInterfaceSupported({ ...current, rx_rate_limiter: patch.rx_rate_limiter }, "network-interface");
+    if (patch.tx_rate_limiter === undefined) return;
+    const merged = mergeRateLimiter(current.tx_rate_limiter, patch.tx_rate_limiter);
+    try {
+      this.microvmValue!.updateNetworkInterface(id, { txRateLimiter: rateLimiterFrom(merged) });
+    } catch (e) {
+      throw new FaultError(`network interface "${id}": tx_rate_limiter: the update failed: ${(e as Error).message}`);
+    }
+    const next = { ...current };
+    if (merged.bandwidth !== undefined || merged.ops !== undefined) next.tx_rate_limiter = merged;
+    else delete next.tx_rate_limiter;
+    list[i] = next;
+    this.log.info("vmm", "network interface rate limiter updated", { iface: id, tx_rate_limiter: { ...merged } });
+  }
+
   private attest(req: { nonce?: Uint8Array; userData?: Uint8Array; publicKey?: Uint8Array }): Uint8Array {
     try {
       return this.microvmValue!.attest(req);
@@ -674,11 +728,11 @@ interface Answer {
   contentType?: string;
 }
 
-/** The drive_id in a drive body must be the one in the path. */
-function checkBodyId(id: string, body: unknown): void {
-  const bodyId = (body as { drive_id?: unknown } | null)?.drive_id;
+/** The id in a resource's body (drive_id, iface_id) must be the one in the path. */
+function checkBodyId(id: string, body: unknown, key = "drive_id", what = "drive"): void {
+  const bodyId = (body as Record<string, unknown> | null)?.[key];
   if (typeof bodyId === "string" && bodyId !== id) {
-    throw new FaultError(`drive: the drive_id in the path ("${id}") does not match the one in the body ("${bodyId}")`);
+    throw new FaultError(`${what}: the ${key} in the path ("${id}") does not match the one in the body ("${bodyId}")`);
   }
 }
 

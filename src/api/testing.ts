@@ -4,10 +4,8 @@
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { randomUUID } from "node:crypto";
 import { Vm } from "../vmm/vm.js";
-import { measureBoot } from "../security/pcr.js";
-import { fakeMachine, type FakeStep } from "../vmm/testing/fake-machine.js";
+import { fakeMachineBuilder, type FakeStep } from "../vmm/testing/fake-machine.js";
 import type { VmFactory } from "../sdk/microvm.js";
 
 export const BLOCK: FakeStep = { block: true };
@@ -16,16 +14,13 @@ export const RESET: FakeStep = { out: 0x64, bytes: [0xfe] };
 export const text = (s: string): FakeStep[] => [...Buffer.from(s)].map((b) => ({ out: 0x3f8, bytes: [b] }));
 
 /**
- * Each VM built gets a fake machine whose vCPU i replays `scripts[i]` (vCPUs beyond run until
- * stopped), with real cards for `config.drives`, `config.entropy` and `config.nsm`, and the boot measurements `Vm.create` makes
- * (PCR0/1/2 over the given kernel, initrd and command line; PCR4 over `config.id` or a UUID).
+ * Each VM is built by Vm.create itself — the same checks, device plan, boot measurements and
+ * command line as on KVM — on a fake machine whose vCPU i replays `scripts[i]` (vCPUs beyond run
+ * until stopped), with real cards for every device the config names.
  */
 export function fakeFactory(scripts: FakeStep[][] = [[BLOCK]], built: Vm[] = []): VmFactory {
   return (config) => {
-    const perVcpu = Array.from({ length: config.vcpus }, (_, i) => scripts[i] ?? [BLOCK]);
-    const id = config.id ?? randomUUID();
-    const pcrs = measureBoot({ kernel: config.kernel.bytes, initrd: config.initrd?.bytes, cmdline: config.cmdline, vmId: id, signingCert: config.signingCert });
-    const vm = new Vm(fakeMachine(perVcpu, { drives: config.drives ?? [], entropy: config.entropy, nsm: config.nsm }), config.consoleFd, { id, pcrs });
+    const vm = Vm.create(config, fakeMachineBuilder(scripts));
     built.push(vm);
     return vm;
   };

@@ -15,7 +15,7 @@ import { fetchDebianKernel, fetchDebianPackageFile, kernelModulesDir } from "../
 import { buildInitramfs, buildRootDisk, EXIT_MARK, fileMiB, type BoxAssets, type BoxCommand } from "./image.js";
 
 /** The repository root (dist/box/ or src/box/ → ../../). */
-export const PROJECT_ROOT = fileURLToPath(new URL("../..", import.meta.url)).replace(/\/$/, "");
+export const PROJECT_ROOT = fileURLToPath(new URL("../../", import.meta.url)).replace(/\/$/, "");
 
 /** Guest RAM of the box: room for the tests' own VMs (up to a few GiB) plus node and tmpfs. */
 export const BOX_MEM_MIB = 6144;

@@ -93,7 +93,7 @@ test("typervisor compare as a user runs it, on a host without /dev/kvm: exit 4, 
     t.skip("/dev/kvm exists here: the command would run the comparison");
     return;
   }
-  const bin = join(fileURLToPath(new URL("../..", import.meta.url)), "bin", "typervisor.js");
+  const bin = join(fileURLToPath(new URL("../../", import.meta.url)), "bin", "typervisor.js");
   const env = { ...process.env };
   delete env["TYPERVISOR_BOX"]; // the no-KVM answer, not the box's
   const r = spawnSync(process.execPath, [bin, "compare", "--runs", "1"], { encoding: "utf8", timeout: 60_000, env });
@@ -149,7 +149,7 @@ test("compare inside the box (TYPERVISOR_BOX=1): one line, exit 2, before KVM or
 });
 
 test("typervisor compare --help says what it measures, that it needs KVM on a real host, and refuses the box", () => {
-  const bin = join(fileURLToPath(new URL("../..", import.meta.url)), "bin", "typervisor.js");
+  const bin = join(fileURLToPath(new URL("../../", import.meta.url)), "bin", "typervisor.js");
   const r = spawnSync(process.execPath, [bin, "compare", "--help"], { encoding: "utf8", timeout: 30_000 });
   assert.equal(r.status, 0, r.stderr);
   assert.ok(r.stdout.startsWith("typervisor compare [--size 256M]"), r.stdout);

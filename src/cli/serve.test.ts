@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { apiRequest } from "../api/index.js";
 
-const root = fileURLToPath(new URL("../..", import.meta.url));
+const root = fileURLToPath(new URL("../../", import.meta.url));
 const bin = join(root, "bin", "typervisor.js");
 const noKvm = !existsSync("/dev/kvm");
 

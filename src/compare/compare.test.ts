@@ -21,7 +21,7 @@ test("countCodeLines skips blank and comment-only lines", () => {
 });
 
 test("every source file named on an I/O path exists and has code", () => {
-  const root = new URL("../..", import.meta.url).pathname;
+  const root = new URL("../../", import.meta.url).pathname;
   for (const a of Object.values(PATH_ANATOMY)) {
     const c = countPathLines(root, a);
     for (const p of c.perProcess) for (const f of p.files) assert.ok(f.lines !== null && f.lines > 0, `${a.path}: ${f.file}`);

@@ -220,7 +220,7 @@ export async function runCompare(opts: CompareOptions): Promise<CompareReport> {
   const log = opts.log ?? (() => {});
   const host = opts.tscHz !== undefined ? { hz: opts.tscHz, source: "given" } : hostTscHz();
   const image = makeImage(opts.imageDir, size);
-  const root = opts.root ?? new URL("../..", import.meta.url).pathname;
+  const root = opts.root ?? new URL("../../", import.meta.url).pathname;
   const figures: PathFigures[] = [];
   let tscSource = host.source;
   log(`${paths.length} path${paths.length === 1 ? "" : "s"} (${paths.join(", ")}), a baseline boot and ${runs} run${runs === 1 ? "" : "s"} each, a ${size / 2 ** 20} MiB image in ${image.dir}`);

@@ -8,11 +8,11 @@ export const PROBE_SHIM_ELF_RELATIVE = 'guest/build/probe-linux64-shim.elf';
 
 /** The package root: this file is dist/probe/path.js (or src/probe/path.ts). */
 export function packageRoot(): string {
-  return fileURLToPath(new URL('../..', import.meta.url));
+  return fileURLToPath(new URL('../../', import.meta.url));
 }
 
 function built(relative: string): string {
-  const path = fileURLToPath(new URL(relative, new URL('../..', import.meta.url)));
+  const path = fileURLToPath(new URL(relative, new URL('../../', import.meta.url)));
   if (!existsSync(path)) {
     throw new Error(`probe guest not built: run "npm run build:guest" (missing ${path})`);
   }

@@ -10,6 +10,7 @@ import { PassThrough, type Readable } from "node:stream";
 import { Vm, type VmConfig, type VmExit } from "../vmm/vm.js";
 import type { KernelSource } from "../vmm/builder.js";
 import type { DriveConfig, EntropyConfig, NsmConfig } from "../vmm/drives.js";
+import type { NetConfig } from "../devices/virtio/net/kind.js";
 import type { CardMetricsSnapshot, RateLimiterConfig } from "../cards/index.js";
 import { CHIP_FILES, ChipError, chipLoad, type Chip } from "../security/chip.js";
 import { createAttestationDocument, chipDocumentSource } from "../security/attestation.js";
@@ -67,6 +68,12 @@ export interface MicroVMConfig {
    * checked when the VM is built: a missing or unusable one throws a DriveConfigError ("nsm: ...").
    */
   nsm?: boolean | { moduleId?: string };
+  /**
+   * Network interfaces: virtio-net on a host TAP each (`{ id, tap, mac?, txRateLimiter? }`,
+   * Firecracker's network-interfaces). The TAP is opened (created if missing) when the VM starts,
+   * which needs CAP_NET_ADMIN.
+   */
+  net?: NetConfig[];
   /** The VM's identity, measured into PCR4. Default: a random UUID. */
   id?: string;
   /**
@@ -188,10 +195,12 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
   /** The VM underneath (for the API server and tests). */
   readonly vm: Vm;
   /** The resolved configuration. */
-  readonly config: Readonly<Required<Omit<MicroVMConfig, "initrd" | "consoleFd" | "vmFactory" | "kernel" | "drives" | "entropy" | "nsm" | "imageSignature">>> & {
+  readonly config: Readonly<Required<Omit<MicroVMConfig, "initrd" | "consoleFd" | "vmFactory" | "kernel" | "drives" | "entropy" | "nsm" | "net" | "imageSignature">>> & {
     kernel: string;
     initrd?: string;
     drives: readonly DriveConfig[];
+    /** The network interfaces. */
+    net: readonly NetConfig[];
     /** The entropy device, when configured. */
     entropy?: EntropyConfig;
     /** The NSM device as the VM got it (chip directory and module id), when configured. */
@@ -235,6 +244,7 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
     const kernel = loadSource(config.kernel, "kernel");
     const initrd = config.initrd === undefined ? undefined : loadSource(config.initrd, "initrd");
     const drives = (config.drives ?? []).map((d) => ({ ...d }));
+    const net = (config.net ?? []).map((n) => ({ ...n }));
     const chipDir = config.chipDir ?? defaultChipDir();
     const entropy = config.entropy === undefined ? undefined : { ...config.entropy };
     const nsm = resolveNsm(config.nsm, chipDir);
@@ -247,6 +257,7 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
       bootProtocol: config.bootProtocol ?? "linux64",
       consoleBufferBytes: config.consoleBufferBytes ?? DEFAULT_CONSOLE_BUFFER,
       drives,
+      net,
       chipDir,
       ...(entropy !== undefined ? { entropy } : {}),
       ...(nsm !== undefined ? { nsm } : {}),
@@ -268,6 +279,7 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
         ...(drives.length > 0 ? { drives } : {}),
         ...(entropy !== undefined ? { entropy } : {}),
         ...(nsm !== undefined ? { nsm } : {}),
+        ...(net.length > 0 ? { net } : {}),
         ...(config.id !== undefined ? { id: config.id } : {}),
         ...(signingCert !== undefined ? { signingCert } : {}),
       });
@@ -342,6 +354,15 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
     if (this.stateValue !== "running" && this.stateValue !== "paused") throw new Error(`cannot update a drive of a microVM that is ${this.stateValue}`);
     if (update.path !== undefined) await this.vm.updateDrivePath(driveId, update.path);
     if (update.rateLimiter !== undefined) this.vm.updateDriveRateLimiter(driveId, update.rateLimiter);
+  }
+
+  /**
+   * Changes a network interface of the running VM (Firecracker's PATCH /network-interfaces): its
+   * transmit rate limiter (null buckets: unlimited).
+   */
+  updateNetworkInterface(id: string, update: { txRateLimiter?: RateLimiterConfig }): void {
+    if (this.stateValue !== "running" && this.stateValue !== "paused") throw new Error(`cannot update a network interface of a microVM that is ${this.stateValue}`);
+    if (update.txRateLimiter !== undefined) this.vm.updateDeviceRateLimiter("net", id, update.txRateLimiter);
   }
 
   /** Counters: per-vCPU exits by reason, uptime, console bytes, per drive and per card. */

@@ -11,7 +11,7 @@ import { fetchDebianKernel as fetchKernel, fetchDebianPackageFile as fetchFile, 
 export { DEBIAN_KERNEL_META_PACKAGE, debianKernelRelease, failureReason, kernelModulesDir } from "../image/debian.js";
 
 // dist/testing/ (or src/testing/) → repository root.
-const ROOT = fileURLToPath(new URL("../..", import.meta.url));
+const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 /** Where fetched packages live; .gitignore lists .cache/. */
 export const DEBIAN_CACHE = join(ROOT, ".cache");
 /** The repository's package cache, for code that takes a DebianCache (src/image). */

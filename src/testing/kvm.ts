@@ -71,7 +71,7 @@ export interface KvmTestOptions extends Omit<TestOptions, "skip" | "only" | "tod
 type Fn = (t: TestContext) => void | Promise<void>;
 
 // dist/testing/ → repository root.
-const ROOT = fileURLToPath(new URL("../..", import.meta.url)).replace(/\/$/, "");
+const ROOT = fileURLToPath(new URL("../../", import.meta.url)).replace(/\/$/, "");
 const RUNS = join(ROOT, ".cache", "box", "runs");
 /**
  * Time limits of a box run. node --test kills a test file after --test-timeout (30 minutes in

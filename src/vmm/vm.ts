@@ -10,7 +10,7 @@ import { Bus } from "../devices/bus.js";
 import type { Serial8250 } from "../devices/legacy/serial.js";
 import type { I8042 } from "../devices/legacy/i8042.js";
 import type { GuestMemory } from "../memory/guest-memory.js";
-import { buildKvmMachine, type BootSummary, type KernelSource } from "./builder.js";
+import { buildKvmMachine, type BootSummary, type KernelSource, type KvmMachineConfig } from "./builder.js";
 import type { Machine } from "./machine.js";
 import { VmControl, type CounterName } from "./vcpu-control.js";
 import { attachLegacyDevices, createLegacyStates, type LegacyStates } from "./legacy.js";
@@ -24,6 +24,9 @@ import { startCard, SharedPcrBank, type CardHandle, type CardMetricsSnapshot, ty
 import { AtaDevice, FileAtaBackend, ATA_SECTOR_SIZE, type AtaMetrics } from "../devices/ata/index.js";
 import { spawnDom0, type Dom0Handle } from "../dom0/spawn.js";
 import { mapControl, C_BROKEN, C_XENBUS_BACK, type Dom0Metrics, type MappedControl } from "../dom0/control-page.js";
+
+/** Makes the machine a VM runs on from its planned config (builder.ts buildKvmMachine; a fake in tests). */
+export type MachineBuilder = (config: KvmMachineConfig) => Machine;
 
 export const MAX_VCPUS = 8;
 export const MIN_MEM_MIB = 16;
@@ -183,9 +186,15 @@ export class Vm extends EventEmitter {
   }
 
   /** Builds a KVM-backed VM ready to start: KVM objects, memory, the loaded kernel, vCPUs. */
-  static create(config: VmConfig): Vm {
+  /**
+   * The one way from validated config to a VM: checks the config, plans every device, measures the
+   * boot, and has `build` make the machine (KVM by default; tests plug a fake machine in here, below
+   * everything above).
+   */
+  static create(config: VmConfig, build: MachineBuilder = buildKvmMachine): Vm {
     validateVmConfig(config);
-    const plan = planDevices({ drives: config.drives, entropy: config.entropy, nsm: config.nsm, net: config.net });
+    // Each device kind reads its own field of the config (devices/virtio/kinds.ts).
+    const plan = planDevices(config);
     const id = config.id ?? randomUUID();
     // Measured boot, before any vCPU exists (DESIGN.md §5): the kernel and initrd bytes and the
     // command line as the user gave it. The device descriptions the VMM appends for its own
@@ -200,7 +209,7 @@ export class Vm extends EventEmitter {
     });
     const devices = devicesCmdline(plan);
     const cmdline = devices === "" ? config.cmdline : `${config.cmdline} ${devices}`.trim();
-    const machine = buildKvmMachine({ ...config, cmdline, deviceSlots: plan.virtio, legacyDrives: { ata: plan.ata, dom0: plan.dom0 } });
+    const machine = build({ ...config, cmdline, deviceSlots: plan.virtio, legacyDrives: { ata: plan.ata, dom0: plan.dom0 } });
     return new Vm(machine, config.consoleFd, { id, pcrs });
   }
 
@@ -421,6 +430,17 @@ export class Vm extends EventEmitter {
       throw new Error(`no running drive "${driveId}"`);
     }
     return card;
+  }
+
+  /**
+   * Replaces the rate limiter of the running device of kind `kind` whose id is `id` (a network
+   * interface's iface_id), or throws naming why there is none.
+   */
+  updateDeviceRateLimiter(kind: string, id: string, config: RateLimiterConfig): void {
+    const slot = this.machine.virtio.find((v) => v.device.kind.kind === kind && v.device.kind.instanceId?.(v.device.instance) === id);
+    const card = slot === undefined ? undefined : this.cards.get(slot.name);
+    if (card === undefined) throw new Error(`no running ${kind} device "${id}"`);
+    card.updateRateLimiter(config);
   }
 
   /** Replaces a drive's rate limiter while the VM runs (Firecracker's PATCH /drives semantics). */

@@ -7,7 +7,8 @@ import { GuestMemory } from "../../memory/guest-memory.js";
 import { createMemfdGuestMemory } from "../../memory/create.js";
 import * as sys from "../../sys/index.js";
 import { createTransportState } from "../../cards/index.js";
-import { planDevices, type DriveConfig, type EntropyConfig, type NsmConfig } from "../drives.js";
+import { planDevices, type DevicePlan, type DriveConfig, type EntropyConfig, type NsmConfig } from "../drives.js";
+import type { MachineBuilder } from "../vm.js";
 import type { AtaSlot, Dom0Slot, Machine, VirtioSlot } from "../machine.js";
 import { openAtaSlot, closeAtaSlot, openDom0Slot, closeDom0Slot } from "../comparison-drives.js";
 import type { BootSummary } from "../builder.js";
@@ -47,6 +48,22 @@ export interface FakeMachine extends Machine {
  */
 export function fakeMachine(scripts: FakeStep[][], opts: { drives?: DriveConfig[]; entropy?: EntropyConfig; nsm?: NsmConfig } = {}): FakeMachine {
   const plan = planDevices(opts);
+  return fakeMachineOf(scripts, plan);
+}
+
+/**
+ * A MachineBuilder for Vm.create: the fake machine of the devices Vm.create planned, vCPU i
+ * replaying `scripts[i]` (vCPUs beyond the scripts run until stopped).
+ */
+export function fakeMachineBuilder(scripts: FakeStep[][]): MachineBuilder {
+  return (config) =>
+    fakeMachineOf(
+      Array.from({ length: config.vcpus }, (_, i) => scripts[i] ?? [{ block: true }]),
+      { virtio: [...(config.deviceSlots ?? [])], ...config.legacyDrives },
+    );
+}
+
+function fakeMachineOf(scripts: FakeStep[][], plan: DevicePlan): FakeMachine {
   const slots = plan.virtio;
   const ram = slots.length > 0 || plan.dom0 !== undefined ? createMemfdGuestMemory([[0, 2 * 1024 * 1024]]) : undefined;
   const ata: AtaSlot | undefined = plan.ata !== undefined ? openAtaSlot(plan.ata) : undefined;
