@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { parseCommand, UsageError, parseConsole, parseDrive } from "./args.js";
+import { parseCommand, UsageError, parseConsole, parseDrive, parseNet } from "./args.js";
 import { toDriveConfig, withRootArgs } from "./main.js";
 import { runOptionsToResources } from "./serve.js";
 import { microVmConfigFrom } from "../api/config.js";
@@ -14,7 +14,7 @@ test("run with no options boots the probe demo defaults", () => {
   const c = parseCommand(["run"], limits);
   assert.deepEqual(c, {
     cmd: "run",
-    options: { kernel: undefined, initrd: undefined, cmdline: undefined, vcpus: 1, memMiB: 256, console: { kind: "stdio" }, bootProtocol: "linux64", drives: [], entropy: false, requireSigned: false },
+    options: { kernel: undefined, initrd: undefined, cmdline: undefined, vcpus: 1, memMiB: 256, console: { kind: "stdio" }, bootProtocol: "linux64", drives: [], nets: [], entropy: false, requireSigned: false },
   });
 });
 
@@ -133,6 +133,34 @@ test("--drive root adds root= to the command line as the API's is_root_device do
     const r = runOptionsToResources(c.run);
     assert.deepEqual(r.drives!.map((d) => [d.drive_id, d.is_root_device]), [["rootfs", true], ["data", false]]);
     assert.equal(microVmConfigFrom(r).cmdline, withRootArgs(base, c.run.drives));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("--net tap=NAME[,mac=][,id=]: network interfaces in order, ids eth0, eth1 by default; through --api-sock they become network-interfaces", () => {
+  const limits = { maxVcpus: 8, minMem: 16, maxMem: 65536 };
+  const c = parseCommand(["run", "--kernel", "k", "--net", "tap=tap0,mac=06:00:ac:10:00:02", "--net", "tap=tap1,id=lan"], limits);
+  assert.equal(c.cmd, "run");
+  if (c.cmd !== "run") return;
+  assert.deepEqual(c.options.nets, [
+    { id: "eth0", tap: "tap0", mac: "06:00:ac:10:00:02" },
+    { id: "lan", tap: "tap1" },
+  ]);
+  assert.throws(() => parseNet("mac=06:00:ac:10:00:02", 0), /--net needs tap=NAME/);
+  assert.throws(() => parseNet("tap=t,speed=10G", 0), /--net: unknown key "speed"/);
+  assert.throws(() => parseNet("tap=", 0), /--net tap= needs a value/);
+  const dir = mkdtempSync(join(tmpdir(), "typervisor-net-args-"));
+  try {
+    const kernel = join(dir, "k");
+    writeFileSync(kernel, "x");
+    const s = parseCommand(["run", "--api-sock", join(dir, "s"), "--kernel", kernel, "--net", "tap=tap0,mac=06:00:ac:10:00:02"], limits);
+    assert.equal(s.cmd, "serve");
+    if (s.cmd !== "serve") return;
+    assert.deepEqual(runOptionsToResources(s.run!).networkInterfaces, [{ iface_id: "eth0", host_dev_name: "tap0", guest_mac: "06:00:ac:10:00:02" }]);
+    const bad = parseCommand(["run", "--api-sock", join(dir, "s"), "--kernel", kernel, "--net", "tap=tap0,mac=01:00:00:00:00:00"], limits);
+    if (bad.cmd !== "serve") return;
+    assert.throws(() => runOptionsToResources(bad.run!), /network-interfaces\[0\] "eth0": .*(multicast|group)/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -28,6 +28,16 @@ export interface DriveOption {
   partuuid?: string;
 }
 
+/** `--net tap=NAME[,mac=MAC][,id=ID]`: a network interface (virtio-net on a host TAP). */
+export interface NetOption {
+  /** iface_id (default eth<index>). */
+  id: string;
+  /** host_dev_name: the TAP (created if missing). */
+  tap: string;
+  /** guest_mac. */
+  mac?: string;
+}
+
 /** `typervisor compare`: the Xen-vs-Nitro comparison (docs/xen-vs-nitro.md). */
 export interface CompareCliOptions {
   /** Image size in bytes. */
@@ -49,6 +59,8 @@ export interface RunOptions {
   console: ConsoleTarget;
   bootProtocol: "linux64" | "pvh";
   drives: DriveOption[];
+  /** Network interfaces, in guest order (eth0 first). */
+  nets: NetOption[];
   /** A virtio-rng device. */
   entropy: boolean;
   /** The NSM device, signing with the chip in this directory (undefined: no NSM). */
@@ -224,6 +236,21 @@ export function parseDrive(spec: string, index: number): DriveOption {
   return { ...out, id: out.id ?? `drive${index}`, path: out.path } as DriveOption;
 }
 
+/** `tap=NAME[,mac=06:00:ac:10:00:02][,id=eth0]`. The values are checked where the API's are (a MAC, a TAP name). */
+export function parseNet(spec: string, index: number): NetOption {
+  const out: Partial<NetOption> = {};
+  for (const part of spec.split(",")) {
+    const eq = part.indexOf("=");
+    const key = eq < 0 ? part : part.slice(0, eq);
+    const value = eq < 0 ? undefined : part.slice(eq + 1);
+    if (key !== "tap" && key !== "mac" && key !== "id") throw new UsageError(`--net: unknown key "${key}" (use tap=, mac=, id=)`);
+    if (value === undefined || value === "") throw new UsageError(`--net ${key}= needs a value`);
+    out[key] = value;
+  }
+  if (out.tap === undefined) throw new UsageError(`--net needs tap=NAME (a TAP device on this host), got "${spec}"`);
+  return { id: out.id ?? `eth${index}`, tap: out.tap, ...(out.mac !== undefined ? { mac: out.mac } : {}) };
+}
+
 /**
  * The drives in guest order: the root drive first (so it is /dev/vda, as Firecracker's
  * BlockBuilder places it), the rest as given. At most one root drive.
@@ -270,6 +297,7 @@ export function parseCommand(argv: string[], limits: { maxVcpus: number; minMem:
             console: { type: "string" },
             boot: { type: "string" },
             drive: { type: "string", multiple: true },
+            net: { type: "string", multiple: true },
             entropy: { type: "boolean" },
             nsm: { type: "boolean" },
             "chip-dir": { type: "string" },
@@ -292,6 +320,7 @@ export function parseCommand(argv: string[], limits: { maxVcpus: number; minMem:
             console: parseConsole(values.console),
             bootProtocol: boot,
             drives: rootFirst((values.drive ?? []).map((d, i) => parseDrive(d, i))),
+            nets: (values.net ?? []).map((n, i) => parseNet(n, i)),
             entropy: values.entropy === true,
             ...(values.nsm === true ? { nsmChipDir: values["chip-dir"] ?? defaultChipDir() } : {}),
             ...(serve.signature !== undefined ? { signature: serve.signature } : {}),
@@ -400,6 +429,8 @@ Options of run:
                        io=card (default): virtio-blk served by a card; io=emulated: an ATA disk emulated
                        on the vCPU thread (at most one); io=dom0: a Xen-style blkif ring served by a
                        separate Dom0 process (at most one); rates apply to card drives only
+  --net SPEC           a network interface, repeatable: tap=NAME[,mac=06:00:ac:10:00:02][,id=eth0] — virtio-net
+                       on the host TAP NAME (created if missing; needs CAP_NET_ADMIN)
   --entropy            a virtio-rng device fed from the host CSPRNG
   --signature SIG --trust CERT [--require-signed]
                        verify a signature over PCR0 (typervisor sign) before booting; a bad one refuses the

@@ -180,6 +180,7 @@ async function run(opts: RunOptions): Promise<number> {
       bootProtocol: opts.bootProtocol,
       drives: opts.drives.map(toDriveConfig),
       ...(opts.entropy ? { entropy: {} } : {}),
+      ...(opts.nets.length > 0 ? { net: opts.nets.map((n) => ({ ...n })) } : {}),
       ...(opts.nsmChipDir !== undefined ? { nsm: { chipDir: opts.nsmChipDir } } : {}),
       ...(signingCert !== undefined ? { signingCert } : {}),
     });

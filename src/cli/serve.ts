@@ -56,6 +56,7 @@ export function runOptionsToResources(o: RunOptions): VmResources {
     },
     "machine-config": { vcpu_count: o.vcpus, mem_size_mib: o.memMiB },
     ...(o.entropy ? { entropy: {} } : {}),
+    "network-interfaces": o.nets.map((n) => ({ iface_id: n.id, host_dev_name: n.tap, ...(n.mac !== undefined ? { guest_mac: n.mac } : {}) })),
     drives: o.drives.map((d) => {
       const bandwidth = bucket(d.bandwidth);
       const ops = bucket(d.ops);
