@@ -45,7 +45,7 @@ const SKIPPED_MODULES = new Set(["typescript", "playwright-core", "@types", ".ca
  * irqbypass) and the virtio-pci block driver for its root disk. Everything they depend on is
  * added by `resolveModules`.
  */
-export const BOX_MODULES = ["kvm-amd", "virtio_blk", "virtio_pci"] as const;
+export const BOX_MODULES = ["kvm-amd", "virtio_blk", "virtio_pci", "tun"] as const;
 
 /** The result port: the second 8250 (ttyS1); the box prints `BOX-EXIT <status>` there last. */
 export const RESULT_TTY = "/dev/ttyS1";
@@ -153,7 +153,7 @@ export function sharedLibraries(binary: string): string[] {
 }
 
 /** Host tools the box carries for tests (see buildRootDisk). */
-const E2FS_TOOLS = ["mke2fs", "debugfs"];
+const HOST_TOOLS = ["mke2fs", "debugfs", "ip"];
 
 /** Mirrors `src` (a file, symlink or folder) at `dst`, hard-linking files where it can. */
 function mirror(src: string, dst: string, skip?: (rel: string) => boolean, rel = ""): void {
@@ -222,10 +222,11 @@ export function buildRootDisk(o: RootDiskOptions): string {
   mirror(node, join(stage, "usr/bin/node"));
   for (const lib of sharedLibraries(node)) mirrorResolved(lib, stage);
   mirror(o.assets.busybox, join(stage, "bin/busybox"));
-  // e2fsprogs at their host paths, for KVM tests that build and read ext4 images inside (the
-  // starter image's test runs `typervisor image build`, which uses mke2fs -d, and reads the root
-  // disk back with debugfs). The box runs only where mke2fs exists (boxUnavailable).
-  for (const name of E2FS_TOOLS) {
+  // e2fsprogs and iproute2's ip at their host paths, for KVM tests that build and read ext4 images
+  // inside (the starter image's test runs `typervisor image build`, which uses mke2fs -d, and reads
+  // the root disk back with debugfs) and that put a TAP in a network namespace (ip netns). The box
+  // runs only where mke2fs exists (boxUnavailable).
+  for (const name of HOST_TOOLS) {
     const tool = findTool(name);
     if (tool === undefined) continue;
     mirrorResolved(tool, stage);

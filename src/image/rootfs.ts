@@ -119,7 +119,25 @@ case $1 in
       ""|*[!A-Za-z0-9_-]*) echo "typervisor.test: the marker must be letters, digits, _ or -: $m" ;;
       *) if echo "$m" > ${TEST_MARKER_PATH} && sync; then echo "${TEST_WROTE}"; else echo "typervisor.test: could not write ${TEST_MARKER_PATH}"; fi ;;
     esac ;;
-  *) echo "typervisor.test: unknown test $1 (this image knows marker:<token>)" ;;
+  net:*)
+    # net:<host>:<port>:<MiB>: ping the host; read <MiB> MiB from <host>:<port> and send <MiB> MiB
+    # of random bytes to <host>:<port+1>, printing the SHA-256 of both for the host to compare.
+    a=\${1#net:}; host=\${a%%:*}; a=\${a#*:}; port=\${a%%:*}; mib=\${a#*:}
+    n=0
+    until ping -c 1 -W 2 "$host" >/dev/null 2>&1; do
+      n=$((n + 1)); [ $n -ge 60 ] && break
+      echo "typervisor.test: waiting for $host ($n)"; sleep 1
+    done
+    if [ $n -ge 60 ]; then echo "typervisor.test: no answer from $host"; else
+      echo "typervisor.test: ping ok $(ping -c 3 -W 2 "$host" | grep -c 'bytes from')/3"
+      nc "$host" "$port" > /tmp/net-rx
+      echo "typervisor.test: rx bytes=$(wc -c < /tmp/net-rx) sha256=$(sha256sum < /tmp/net-rx | cut -d' ' -f1)"
+      head -c $((mib * 1048576)) /dev/urandom > /tmp/net-tx
+      echo "typervisor.test: tx bytes=$(wc -c < /tmp/net-tx) sha256=$(sha256sum < /tmp/net-tx | cut -d' ' -f1)"
+      nc "$host" $((port + 1)) < /tmp/net-tx
+      echo "typervisor.test: tx sent"
+    fi ;;
+  *) echo "typervisor.test: unknown test $1 (this image knows marker:<token> and net:<host>:<port>:<MiB>)" ;;
 esac
 reboot
 sleep 60
