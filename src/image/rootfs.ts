@@ -123,6 +123,7 @@ case $1 in
     # net:<host>:<port>:<MiB>: ping the host; read <MiB> MiB from <host>:<port> and send <MiB> MiB
     # of random bytes to <host>:<port+1>, printing the SHA-256 of both for the host to compare.
     a=\${1#net:}; host=\${a%%:*}; a=\${a#*:}; port=\${a%%:*}; mib=\${a#*:}
+    echo "typervisor.test: eth0 mac=$(cat /sys/class/net/eth0/address 2>/dev/null) $(ifconfig eth0 2>/dev/null | grep -o 'inet addr:[0-9.]*')"
     n=0
     until ping -c 1 -W 2 "$host" >/dev/null 2>&1; do
       n=$((n + 1)); [ $n -ge 60 ] && break
