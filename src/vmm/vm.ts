@@ -54,6 +54,8 @@ export interface VmConfig {
   nsm?: NsmConfig;
   /** Network interfaces: virtio-net on a host TAP each (Firecracker's network-interfaces). */
   net?: NetConfig[];
+  /** The vsock device: guest AF_VSOCK flows to host Unix sockets (Firecracker's /vsock). */
+  vsock?: import("../devices/virtio/vsock/kind.js").VsockConfig;
   /** DER of the certificate whose signature over PCR0 was verified before boot: measured into PCR8. */
   signingCert?: Uint8Array;
 }
@@ -185,7 +187,7 @@ export class Vm extends EventEmitter {
   /** Builds a KVM-backed VM ready to start: KVM objects, memory, the loaded kernel, vCPUs. */
   static create(config: VmConfig): Vm {
     validateVmConfig(config);
-    const plan = planDevices({ drives: config.drives, entropy: config.entropy, nsm: config.nsm, net: config.net });
+    const plan = planDevices({ drives: config.drives, entropy: config.entropy, nsm: config.nsm, net: config.net, vsock: config.vsock });
     const id = config.id ?? randomUUID();
     // Measured boot, before any vCPU exists (DESIGN.md §5): the kernel and initrd bytes and the
     // command line as the user gave it. The device descriptions the VMM appends for its own
