@@ -75,6 +75,8 @@ interface Flow {
   gotShutdown: boolean;
   creditUpdatesSent: number;
   creditRequestsSeen: number;
+  /** Bytes the guest app wrote that wait for the host's credit (sent by pump). */
+  outgoing: Uint8Array;
 }
 
 /** The guest's vsock driver and its applications, over real rings in guest memory. */
@@ -113,7 +115,7 @@ class Guest {
   private newFlow(guestPort: number, hostPort: number, mode: Mode, state: Flow["state"]): Flow {
     const f: Flow = {
       guestPort, hostPort, state, mode, data: [], received: 0, lastFwdSent: 0, peerBufAlloc: 0, peerFwdCnt: 0, txCnt: 0,
-      gotShutdown: false, creditUpdatesSent: 0, creditRequestsSeen: 0,
+      gotShutdown: false, creditUpdatesSent: 0, creditRequestsSeen: 0, outgoing: new Uint8Array(0),
     };
     this.flows.set(`${guestPort}:${hostPort}`, f);
     return f;
@@ -152,6 +154,27 @@ class Guest {
       assert.ok(chunk.byteLength <= credit, `the guest stays within the host's credit (${credit} left, ${chunk.byteLength} to send)`);
       f.txCnt = (f.txCnt + chunk.byteLength) >>> 0;
       this.send(f, VSOCK_OP_RW, chunk);
+    }
+  }
+
+  /** Queues `bytes` to go out as the host's credit allows (pump sends them). */
+  queueWrite(f: Flow, bytes: Uint8Array): void {
+    const all = new Uint8Array(f.outgoing.byteLength + bytes.byteLength);
+    all.set(f.outgoing);
+    all.set(bytes, f.outgoing.byteLength);
+    f.outgoing = all;
+  }
+
+  private sendQueued(): void {
+    for (const f of this.flows.values()) {
+      if (f.state !== "open") continue;
+      for (;;) {
+        const credit = f.peerBufAlloc - ((f.txCnt - f.peerFwdCnt) >>> 0);
+        const n = Math.min(f.outgoing.byteLength, credit, TX_SLOT - VSOCK_HDR_SIZE);
+        if (n <= 0) break;
+        this.write(f, f.outgoing.subarray(0, n));
+        f.outgoing = f.outgoing.subarray(n);
+      }
     }
   }
 
@@ -231,6 +254,7 @@ class Guest {
       this.handle(pkt);
     }
     if (rxTaken > 0) w32(this.dev, MMIO_QUEUE_NOTIFY, VSOCK_RX_QUEUE);
+    this.sendQueued();
     this.txInFlight -= this.tx.takeUsed().length;
     let sent = 0;
     while (this.outbox.length > 0 && this.txInFlight < QSIZE) {
@@ -452,6 +476,49 @@ test("vsock card: 4 MiB host -> guest with credit updates from the guest, bytes 
   await guest.until(() => rig.group().conns_open === 0, 10_000, "the flow's end");
   assert.equal(rig.group().rx_bytes_count, 4 * MiB);
   assert.equal(rig.card.metrics().errors, 0);
+});
+
+test("vsock card: 1 MiB guest -> host into a host program that stops reading for a while: the card holds at most its credit, polls for writable, and the bytes arrive in order", { timeout: 60_000 }, async (t) => {
+  const rig = await startRig(t);
+  const { guest } = rig;
+  const got: Buffer[] = [];
+  let server: Socket | undefined;
+  let ended = false;
+  await listenOn(t, `${rig.config.udsPath}_6000`, (s) => {
+    server = s;
+    s.pause(); // a host program that is busy elsewhere: its socket buffer fills
+    s.on("data", (b) => got.push(b));
+    s.on("end", () => {
+      ended = true;
+      s.end();
+    });
+  });
+  const flow = guest.connect(1027, 6000);
+  await guest.until(() => flow.state === "open" && server !== undefined, 10_000, "RESPONSE");
+  const payload = randomBytes(1 * MiB);
+  guest.queueWrite(flow, payload);
+  // The guest gets stuck on credit: the host socket is full and the card holds what it may not write.
+  let stuckSince = Date.now();
+  let sentBefore = -1;
+  await guest.until(() => {
+    if (flow.txCnt !== sentBefore) {
+      sentBefore = flow.txCnt;
+      stuckSince = Date.now();
+    }
+    return Date.now() - stuckSince > 200;
+  }, 20_000, "the guest to run out of credit");
+  assert.ok(flow.outgoing.byteLength > 0, "the paused host program held the guest back");
+  assert.ok(flow.txCnt < payload.length);
+  server!.resume();
+  await guest.until(() => flow.outgoing.byteLength === 0, 30_000, "everything sent");
+  guest.shutdown(flow);
+  await guest.until(() => ended && flow.state === "closed", 20_000, "the close");
+  const all = Buffer.concat(got);
+  assert.equal(all.length, payload.length);
+  assert.ok(all.equals(payload), "every byte arrived, in order");
+  await guest.until(() => rig.group().conns_open === 0 && rig.group().host_sockets === 0, 10_000, "no state left");
+  assert.equal(rig.group().credit_overruns, 0);
+  assert.equal(rig.group().tx_bytes_count, payload.length);
 });
 
 test("vsock card: 200 short host-initiated connections open and close, leaving no state", { timeout: 60_000 }, async (t) => {
