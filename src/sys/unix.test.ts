@@ -12,8 +12,11 @@ import { SysError } from "./errors.js";
 import { O_CLOEXEC, O_NONBLOCK, close } from "./libc.js";
 import { UNIX_PATH_MAX_BYTES, sockRead, sockWrite, unixAccept, unixConnect, unixListen } from "./unix.js";
 
+/** A temporary directory short enough for socket paths (sun_path holds 107 bytes): TMPDIR, unless it is long. */
+const shortTmp = (): string => (tmpdir().length <= 48 ? tmpdir() : "/tmp");
+
 function tempDir(t: TestContext): string {
-  const dir = mkdtempSync(join(tmpdir(), "tv-unix-"));
+  const dir = mkdtempSync(join(shortTmp(), "tv-unix-"));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   return dir;
 }

@@ -42,6 +42,8 @@ import {
 import { vsockKind, type VsockConfig } from "./kind.js";
 
 const MiB = 1024 * 1024;
+/** A temporary directory short enough for socket paths (sun_path holds 107 bytes): TMPDIR, unless it is long. */
+const shortTmp = (): string => (tmpdir().length <= 48 ? tmpdir() : "/tmp");
 const GUEST_CID = 3;
 const QSIZE = 64;
 const RX_LAYOUT = layoutAt(0x1000, QSIZE);
@@ -295,7 +297,7 @@ interface Rig {
 }
 
 async function startRig(t: TestContext, config?: Partial<VsockConfig>): Promise<Rig> {
-  const dir = mkdtempSync(join(tmpdir(), "tv-vsock-"));
+  const dir = mkdtempSync(join(shortTmp(), "tv-vsock-"));
   const cfg: VsockConfig = { guestCid: GUEST_CID, udsPath: join(dir, "v.sock"), ...config };
   const guest = createMemfdGuestMemory([[0, 8 * MiB]]);
   const notifyFd = sys.eventfd(0, sys.EFD_CLOEXEC);
@@ -628,7 +630,7 @@ test("vsock card: a client that never finishes its CONNECT line is dropped at th
 });
 
 test("vsock kind: config checked at the edge — guest_cid, uds_path, one device, stale sockets replaced, other files refused", async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), "tv-vsock-cfg-"));
+  const dir = mkdtempSync(join(shortTmp(), "tv-vsock-cfg-"));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const ok = { guestCid: 3, udsPath: join(dir, "v.sock") };
   assert.deepEqual(vsockKind.instances({}), []);
