@@ -627,6 +627,9 @@ test("vsock card: a client that never finishes its CONNECT line is dropped at th
   await guest.until(() => closed, 5_000, "the drop");
   assert.equal(rig.group().connect_bad_line, 1);
   assert.equal(rig.group().pending_clients, 0);
+  // Waiting for the deadline is sleeping, not spinning: a busy worker would have burnt the 2 s.
+  const cpu = rig.card.metrics().cpuMicros;
+  assert.ok(cpu < 1_000_000, `the card used ${cpu} µs of CPU while it waited`);
 });
 
 test("vsock kind: config checked at the edge — guest_cid, uds_path, one device, stale sockets replaced, other files refused", async (t) => {

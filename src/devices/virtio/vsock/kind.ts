@@ -360,6 +360,7 @@ export const vsockKind: VirtioDeviceKind<VsockConfig> = {
     if (v === undefined) return [];
     if (Array.isArray(v)) throw new DriveConfigError(`at most one vsock device per VM: vsock must be one object, not a list of ${v.length}`);
     checkConfig(v as VsockConfig);
+    // The config object itself, not a copy: metricGroups finds the card's counters by it.
     return [v as VsockConfig];
   },
   slotName: () => "virtio-vsock",
