@@ -1,6 +1,7 @@
 /*
  * ABI check for src/sys: prints, as one JSON object, every ioctl number, constant, struct size and
- * field offset that src/sys/kvm-abi.ts, src/sys/libc.ts and src/sys/tun.ts declare (tun.ts under "tun"), computed by the C compiler from
+ * field offset that src/sys/kvm-abi.ts, src/sys/libc.ts, src/sys/tun.ts and src/sys/unix.ts declare (tun.ts under "tun",
+ * unix.ts under "unix"), computed by the C compiler from
  * the system headers. src/sys/kvm-abi.test.ts compiles this with gcc, runs it, and compares every
  * value name by name, in both directions (a name missing on either side fails the test).
  *
@@ -15,8 +16,10 @@
 #include <stdio.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <sys/un.h>
 #include <net/if.h>
 #include <poll.h>
 #include <time.h>
@@ -126,6 +129,7 @@ int main(void) {
   V(EISDIR); V(EINVAL); V(ENFILE); V(EMFILE); V(ENOTTY); V(EFBIG); V(ENOSPC); V(ESPIPE); V(EROFS);
   V(EMLINK); V(EPIPE); V(ERANGE); V(EDEADLK); V(ENAMETOOLONG); V(ENOSYS); V(ENOTEMPTY); V(ELOOP);
   V(ENODATA); V(EOVERFLOW); V(EOPNOTSUPP); V(ECONNREFUSED); V(ETIMEDOUT); V(EHOSTUNREACH); V(ECANCELED);
+  V(EADDRINUSE); V(ECONNRESET); V(ENOTSOCK);
   close_obj();
 
   open_obj("structs");
@@ -276,6 +280,22 @@ int main(void) {
   END_STRUCT();
   close_obj(); /* structs */
   close_obj(); /* tun */
+
+  /* unix.ts: UNIX_CONSTANTS, UNIX_STRUCTS (Unix-domain stream sockets for the vsock card). */
+  open_obj("unix");
+  first = 1;
+  open_obj("constants");
+  first = 1;
+  V(AF_UNIX); V(SOCK_STREAM); V(SOCK_NONBLOCK); V(SOCK_CLOEXEC); V(MSG_NOSIGNAL);
+  num("SUN_PATH_LEN", LEN(sockaddr_un, sun_path));
+  close_obj();
+  open_obj("structs");
+  first = 1;
+  STRUCT(sockaddr_un);
+  F(sockaddr_un, sun_family); F(sockaddr_un, sun_path);
+  END_STRUCT();
+  close_obj(); /* structs */
+  close_obj(); /* unix */
   printf("}\n");
   return 0;
 }

@@ -1,5 +1,5 @@
-// Proves the ioctl numbers, constants and struct layouts in kvm-abi.ts / libc.ts / errors.ts / tun.ts
-// against the system headers (linux/kvm.h, asm/kvm.h, sys/mman.h, linux/if_tun.h, ...): abi-check.c is compiled with gcc and
+// Proves the ioctl numbers, constants and struct layouts in kvm-abi.ts / libc.ts / errors.ts / tun.ts / unix.ts
+// against the system headers (linux/kvm.h, asm/kvm.h, sys/mman.h, linux/if_tun.h, sys/un.h, ...): abi-check.c is compiled with gcc and
 // its JSON output is compared with the TypeScript declarations, name by name, in both directions.
 // This is how the KVM ABI is verified on hosts without /dev/kvm.
 import { test, type TestContext } from "node:test";
@@ -16,6 +16,7 @@ import {
 import { LIBC_CONSTANTS, MAP_FAILED } from "./libc.js";
 import { errnoName, errnoValue } from "./errors.js";
 import { TUN_CONSTANTS, TUN_IOCTLS, TUN_STRUCTS, TUNSETIFF, TUNSETOFFLOAD, TUNSETVNETHDRSZ } from "./tun.js";
+import { UNIX_CONSTANTS, UNIX_STRUCTS, UNIX_PATH_MAX_BYTES } from "./unix.js";
 import { MpState } from "../kvm/types.js";
 
 interface AbiJson {
@@ -27,6 +28,10 @@ interface AbiJson {
   structs: Record<string, { size: number; fields: Record<string, number> }>;
   tun: {
     ioctls: Record<string, number>;
+    constants: Record<string, number>;
+    structs: Record<string, { size: number; fields: Record<string, number> }>;
+  };
+  unix: {
     constants: Record<string, number>;
     structs: Record<string, { size: number; fields: Record<string, number> }>;
   };
@@ -145,6 +150,23 @@ test("TUN/TAP ABI: tun.ts matches linux/if_tun.h, net/if.h (struct ifreq), sys/u
       assertSameTable(`struct ${name} field offset`, ts.fields, c.fields);
     });
   }
+});
+
+test("Unix socket ABI: unix.ts matches sys/socket.h and sys/un.h (struct sockaddr_un)", async (t) => {
+  const abi = abiOrSkip(t);
+  if (abi === undefined) return;
+  assertSameTable("unix constant", UNIX_CONSTANTS, abi.unix.constants);
+  assert.deepEqual(Object.keys(UNIX_STRUCTS).sort(), Object.keys(abi.unix.structs).sort(), "unix struct names differ");
+  for (const [name, ts] of Object.entries(UNIX_STRUCTS)) {
+    await t.test(`struct ${name}`, () => {
+      const c = abi.unix.structs[name]!;
+      assert.equal(ts.size, c.size, `sizeof(struct ${name})`);
+      assertSameTable(`struct ${name} field offset`, ts.fields, c.fields);
+    });
+  }
+  // sun_path runs to the end of the struct, and a path is what it holds less the NUL.
+  assert.equal(UNIX_STRUCTS.sockaddr_un!.fields.sun_path! + abi.unix.constants.SUN_PATH_LEN!, abi.unix.structs.sockaddr_un!.size);
+  assert.equal(UNIX_PATH_MAX_BYTES, abi.unix.constants.SUN_PATH_LEN! - 1);
 });
 
 // Pure checks that need no compiler.

@@ -57,6 +57,8 @@ export interface VmConfig {
   nsm?: NsmConfig;
   /** Network interfaces: virtio-net on a host TAP each (Firecracker's network-interfaces). */
   net?: NetConfig[];
+  /** The vsock device: guest AF_VSOCK flows to host Unix sockets (Firecracker's /vsock). */
+  vsock?: import("../devices/virtio/vsock/kind.js").VsockConfig;
   /** DER of the certificate whose signature over PCR0 was verified before boot: measured into PCR8. */
   signingCert?: Uint8Array;
 }

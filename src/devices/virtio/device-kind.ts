@@ -141,4 +141,6 @@ export interface VirtioDevicesConfig {
   nsm?: import("../../vmm/drives.js").NsmConfig;
   /** Network interfaces (virtio-net on a TAP each). */
   net?: readonly import("./net/kind.js").NetConfig[];
+  /** The vsock device (virtio-vsock on host Unix sockets, Firecracker's /vsock): at most one. */
+  vsock?: import("./vsock/kind.js").VsockConfig;
 }

@@ -1,12 +1,13 @@
 // Every virtio device kind the VMM knows, one line each (device-kind.ts). Slots are given in this
 // order: card drives first (so the first is the guest's /dev/vda), then entropy, then the NSM, then
-// the network interfaces.
+// the network interfaces, then the vsock device.
 
 import type { VirtioDeviceKind } from "./device-kind.js";
 import { blkKind, type BlkCardConfig } from "./blk/kind.js";
 import { rngKind, type RngCardConfig } from "./rng/kind.js";
 import { nsmKind, type NsmCardConfig } from "./nsm/kind.js";
 import { netKind, type NetConfig } from "./net/kind.js";
+import { vsockKind, type VsockConfig } from "./vsock/kind.js";
 
 /** Each kind's card config, by kind name. */
 export interface KindConfigs {
@@ -14,6 +15,7 @@ export interface KindConfigs {
   rng: RngCardConfig | undefined;
   nsm: NsmCardConfig;
   net: NetConfig;
+  vsock: VsockConfig;
 }
 
 export const VIRTIO_KINDS: { readonly [K in keyof KindConfigs]: VirtioDeviceKind<KindConfigs[K], any> } = {
@@ -21,6 +23,7 @@ export const VIRTIO_KINDS: { readonly [K in keyof KindConfigs]: VirtioDeviceKind
   rng: rngKind,
   nsm: nsmKind,
   net: netKind,
+  vsock: vsockKind,
 };
 
 export type KindName = keyof KindConfigs;
