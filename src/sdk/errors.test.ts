@@ -84,7 +84,7 @@ test("a file that is not a kernel: KernelImageError from the builder's KernelFor
   const dir = tempDir("typervisor-err-");
   const kernel = fakeKernel(dir);
   // The builder parses the image before it opens KVM: the missing device is never reached.
-  const e = caught(() => MicroVM.create({ kernel, vmFactory: kvmAt(join(dir, "no-kvm")) }), KernelImageError, /^the kernel image ".*vmlinux" is not a kernel Typervisor can boot: /);
+  const e = caught(() => MicroVM.create({ kernel, vmFactory: kvmAt(join(dir, "no-kvm")) }), KernelImageError, /^the kernel image ".*vmlinux" cannot be booted: not a kernel image: /);
   assert.ok(e.cause instanceof KernelFormatError);
   assert.equal(e.path, kernel);
 });

@@ -125,7 +125,7 @@ export function toMicroVMError(e: unknown, ctx: ErrorContext): unknown {
   }
   if (e instanceof KernelFormatError) {
     const path = ctx.kernel ?? "(bytes)";
-    return new KernelImageError(`the kernel image "${path}" is not a kernel Typervisor can boot: ${e.message}`, "kernel", path, { cause: e });
+    return new KernelImageError(`the kernel image "${path}" cannot be booted: ${e.message}`, "kernel", path, { cause: e });
   }
   if (e instanceof BootSetupError) {
     return new MicroVMConfigError(`the kernel image "${ctx.kernel ?? "(bytes)"}" cannot boot in this microVM: ${e.message}`, { cause: e });
