@@ -207,9 +207,28 @@ function installWithNpm(): string[] {
 }
 
 /**
+ * The package's runtime dependencies as installed under `root`/node_modules: its dependencies, and
+ * theirs (optional ones where present), by name. A dependency installed only inside another's
+ * node_modules is reached through that one.
+ */
+function runtimeDependencies(root: string): string[] {
+  const found = new Set<string>();
+  const todo = Object.keys(PKG.dependencies);
+  while (todo.length > 0) {
+    const name = todo.pop()!;
+    const manifest = join(root, "node_modules", name, "package.json");
+    if (found.has(name) || !existsSync(manifest)) continue;
+    found.add(name);
+    const p = JSON.parse(readFileSync(manifest, "utf8")) as { dependencies?: Record<string, string>; optionalDependencies?: Record<string, string> };
+    todo.push(...Object.keys(p.dependencies ?? {}), ...Object.keys(p.optionalDependencies ?? {}));
+  }
+  return [...found].sort();
+}
+
+/**
  * Without npm: the package's files (as packedFiles selects them) copied into
  * STAND_IN/node_modules/typervisor, its runtime dependencies linked from this repository's
- * node_modules (the lockfile's non-dev entries), and the same scripts.
+ * node_modules, and the same scripts.
  */
 function buildStandIn(): string {
   rmSync(STAND_IN, { recursive: true, force: true });
@@ -218,12 +237,10 @@ function buildStandIn(): string {
     mkdirSync(dirname(join(pkgDir, f)), { recursive: true });
     cpSync(join(ROOT, f), join(pkgDir, f));
   }
-  const lock = JSON.parse(readFileSync(join(ROOT, "package-lock.json"), "utf8")) as { packages: Record<string, { dev?: boolean }> };
-  for (const [k, v] of Object.entries(lock.packages)) {
-    const name = k.replace(/^node_modules\//, "");
-    if (k === "" || v.dev === true || name.includes("node_modules/") || !existsSync(join(ROOT, k))) continue;
-    mkdirSync(dirname(join(STAND_IN, k)), { recursive: true });
-    symlinkSync(join(ROOT, k), join(STAND_IN, k));
+  for (const name of runtimeDependencies(ROOT)) {
+    const link = join(STAND_IN, "node_modules", name);
+    mkdirSync(dirname(link), { recursive: true });
+    symlinkSync(join(ROOT, "node_modules", name), link);
   }
   writeFileSync(join(STAND_IN, "package.json"), `${JSON.stringify({ name: "typervisor-user-project", private: true, type: "module", dependencies: { typervisor: PKG.version } }, null, 2)}\n`);
   writeScripts(STAND_IN);
@@ -297,8 +314,12 @@ test(
     assert.deepEqual(packed, packedFiles(ROOT), "packedFiles agrees with npm pack");
     assert.deepEqual(filesUnder(installed(PROJECT)), packed, "the installed package holds exactly the packed files");
     assert.ok(packed.includes("guest/build/probe.elf"));
-    // The dependencies were installed into the project, so nothing resolves from this repository's node_modules.
-    for (const dep of Object.keys(PKG.dependencies)) assert.ok(existsSync(join(PROJECT, "node_modules", dep, "package.json")), `${dep} is installed in the project`);
+    // The dependencies were installed into the project, so nothing resolves from this repository's
+    // node_modules; and they are the ones the box's stand-in links.
+    const topLevel = readdirSync(join(PROJECT, "node_modules"))
+      .filter((n) => !n.startsWith("."))
+      .flatMap((n) => (n.startsWith("@") ? readdirSync(join(PROJECT, "node_modules", n)).map((m) => `${n}/${m}`) : [n]));
+    assert.deepEqual(topLevel.filter((n) => n !== PKG.name).sort(), runtimeDependencies(ROOT), "npm installed the dependencies the stand-in links");
 
     const npx = (args: string[]) => {
       const r = spawnSync("npx", ["--offline", "typervisor", ...args], { cwd: PROJECT, encoding: "utf8", env: npmEnv(), timeout: 60_000 });
