@@ -36,7 +36,11 @@ export interface BoxCommand {
 }
 
 /** The project folders and files the box carries (relative to the project root). */
-export const PROJECT_ENTRIES = ["package.json", "bin", "dist", "guest/build", "node_modules", "examples", ".cache/debian-kernel/extract", ".cache/debian-packages"];
+export const PROJECT_ENTRIES = [
+  "package.json", "bin", "dist", "guest/build", "node_modules", "examples", ".cache/debian-kernel/extract", ".cache/debian-packages",
+  // A user's project with the packed package installed by npm (src/sdk/package.test.ts).
+  ".cache/sdk-package/project",
+];
 /** node_modules entries no KVM test or command needs inside the box: the compiler, the browser driver, types. */
 const SKIPPED_MODULES = new Set(["typescript", "playwright-core", "@types", ".cache", ".bin"]);
 

@@ -4,6 +4,10 @@ export {
   MicroVM, PROBE_KERNEL, AttestationUnavailableError, defaultVmFactory,
   type MicroVMConfig, type MicroVMMetrics, type MicroVMState, type MicroVMEvents, type VmFactory, type AttestOptions,
 } from "./microvm.js";
+export {
+  MicroVMError, MicroVMConfigError, KernelImageError, ProbeNotBuiltError, KvmUnavailableError, HostError, MicroVMStateError,
+} from "./errors.js";
+export { AttestationInputError } from "../security/attestation.js";
 export type { DriveConfig } from "../vmm/drives.js";
 export { ImageSignatureError, type BootSignature } from "../security/image.js";
 export type { RateLimiterConfig, TokenBucketConfig, CardMetricsSnapshot } from "../cards/index.js";

@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { createHash } from "node:crypto";
 import { mkdirSync, unlinkSync } from "node:fs";
 import { MicroVM, AttestationUnavailableError } from "./microvm.js";
+import { MicroVMConfigError } from "./errors.js";
 import { BLOCK, RESET, fakeFactory, fakeImage, fakeKernel, tempDir, text } from "../api/testing.js";
 import { CHIP_FILES, chipInit } from "../security/chip.js";
 import { verifyAttestation } from "../security/attestation.js";
@@ -220,11 +221,12 @@ test("nsm: { moduleId } reaches the VM; entropy's rate limiter too; nsm false or
   await plain.stop("test");
 });
 
-test("nsm without a chip identity: create() throws the DriveConfigError naming the chip; a bad moduleId is refused", () => {
+test("nsm without a chip identity: create() throws a MicroVMConfigError naming the chip (the VM's DriveConfigError its cause); a bad moduleId is refused", () => {
   const dir = tempDir("typervisor-sdk-");
   assert.throws(
     () => MicroVM.create({ kernel: fakeKernel(dir), nsm: true, chipDir: join(dir, "nochip"), vmFactory: fakeFactory() }),
-    (e: unknown) => e instanceof Error && e.name === "DriveConfigError" && /^nsm: no chip identity at .*nochip/.test(e.message),
+    (e: unknown) =>
+      e instanceof MicroVMConfigError && /^nsm: no chip identity at .*nochip/.test(e.message) && (e.cause as Error).name === "DriveConfigError",
   );
   assert.throws(() => MicroVM.create({ kernel: fakeKernel(dir), nsm: { moduleId: "" }, chipDir: join(dir, "nochip"), vmFactory: fakeFactory() }), /nsm\.moduleId must be a non-empty string/);
 });

@@ -2,6 +2,8 @@
 // its console as a stream, its counters and how it ended. The REST server (src/api) is a façade
 // over this class, so the lifecycle rules live in one place. `attest()` signs a Nitro-format
 // attestation document over the VM's locked PCRs with the host's security chip (src/security).
+// Every failure a user meets is one of the typed errors of errors.ts, each one sentence, with the
+// lower layer's error as its cause.
 
 import { EventEmitter } from "node:events";
 import { existsSync, readFileSync } from "node:fs";
@@ -16,8 +18,13 @@ import { CHIP_FILES, ChipError, chipLoad, type Chip } from "../security/chip.js"
 import { createAttestationDocument, chipDocumentSource } from "../security/attestation.js";
 import { defaultChipDir } from "../security/cli.js";
 import { verifyBootSignature, type BootSignature } from "../security/image.js";
-import { probePath } from "../probe/path.js";
+import { packageRoot, PROBE_ELF_RELATIVE } from "../probe/path.js";
 import { openConsolePipe, type ConsolePipe, DEFAULT_CONSOLE_BUFFER } from "./console-pipe.js";
+import {
+  AttestationUnavailableError, HostError, KernelImageError, MicroVMConfigError, MicroVMStateError, ProbeNotBuiltError, toMicroVMError,
+} from "./errors.js";
+
+export { AttestationUnavailableError };
 
 /** Builds the VM for a validated config. Tests pass a factory over a fake machine. */
 export type VmFactory = (config: VmConfig) => Vm;
@@ -65,7 +72,7 @@ export interface MicroVMConfig {
    * The guest's Nitro Secure Module (virtio-nsm, card `virtio-nsm`): DescribeNSM, PCR extend/lock
    * over the VM's PCR bank, attestation documents signed by the security chip in `chipDir`.
    * `true` or `{ moduleId? }` (module_id; default `typervisor-<VM id>`). The chip identity is
-   * checked when the VM is built: a missing or unusable one throws a DriveConfigError ("nsm: ...").
+   * checked when the VM is built: a missing or unusable one throws a MicroVMConfigError ("nsm: ...").
    */
   nsm?: boolean | { moduleId?: string };
   /**
@@ -96,14 +103,6 @@ export interface AttestOptions {
   nonce?: Uint8Array;
   userData?: Uint8Array;
   publicKey?: Uint8Array;
-}
-
-/** `attest()` cannot sign: there is no usable security chip identity. */
-export class AttestationUnavailableError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "AttestationUnavailableError";
-  }
 }
 
 /** Where the VM is in its life. */
@@ -161,24 +160,64 @@ function loadChip(dir: string): Chip {
 function resolveNsm(nsm: MicroVMConfig["nsm"], chipDir: string): NsmConfig | undefined {
   if (nsm === undefined || nsm === false) return undefined;
   if (nsm === true) return { chipDir };
-  if (typeof nsm !== "object" || nsm === null) throw new Error(`nsm must be true, false or { moduleId? }, got ${String(nsm)}`);
+  if (typeof nsm !== "object" || nsm === null) throw new MicroVMConfigError(`nsm must be true, false or { moduleId? }, got ${String(nsm)}`);
   const { moduleId } = nsm;
   if (moduleId !== undefined && (typeof moduleId !== "string" || moduleId.length === 0)) {
-    throw new Error("nsm.moduleId must be a non-empty string");
+    throw new MicroVMConfigError("nsm.moduleId must be a non-empty string");
   }
   return moduleId === undefined ? { chipDir } : { chipDir, moduleId };
 }
 
-/** Reads a kernel/initrd choice into bytes, with a message naming the path on failure. */
-export function loadSource(src: string | KernelSource, what: string): KernelSource {
-  if (typeof src !== "string") return src;
-  const path = src === PROBE_KERNEL && what === "kernel" ? probePath() : src;
+/** What an errno from reading an image means, for the one sentence. */
+const READ_FAILURES: Readonly<Record<string, string>> = {
+  ENOENT: "no such file",
+  EACCES: "permission denied",
+  EPERM: "permission denied",
+  EISDIR: "it is a directory",
+  ENOTDIR: "a part of the path is not a directory",
+  ELOOP: "too many symbolic links",
+  ENAMETOOLONG: "the path is too long",
+};
+
+/** The probe guest's path in the package at `root` (this one); ProbeNotBuiltError when it has not been built. */
+export function probeKernelPath(root = packageRoot()): string {
+  const guest = join(root, "guest");
+  const path = join(root, PROBE_ELF_RELATIVE);
+  if (!existsSync(path)) {
+    throw new ProbeNotBuiltError(`the probe guest is not built (${path} is missing): build it with "make -C ${guest} build/probe.elf" (needs gcc and make)`, path);
+  }
+  return path;
+}
+
+/**
+ * Reads a kernel/initrd choice (a path, `"probe"` for the kernel, or `{ name, bytes }`) into bytes.
+ * Throws KernelImageError naming the path and why it cannot be read, ProbeNotBuiltError, or
+ * MicroVMConfigError for a value that is none of these.
+ */
+export function loadSource(src: string | KernelSource, what: "kernel" | "initrd"): KernelSource {
+  if (typeof src !== "string") {
+    if (typeof src !== "object" || src === null || !(src.bytes instanceof Uint8Array) || typeof src.name !== "string") {
+      throw new MicroVMConfigError(`${what} must be a path${what === "kernel" ? `, "${PROBE_KERNEL}"` : ""} or { name, bytes: Uint8Array }, got ${describe(src)}`);
+    }
+    return src;
+  }
+  if (src === "") throw new MicroVMConfigError(`${what} must be a path${what === "kernel" ? ` or "${PROBE_KERNEL}"` : ""}, got an empty string`);
+  const path = src === PROBE_KERNEL && what === "kernel" ? probeKernelPath() : src;
   try {
     return { name: path, bytes: new Uint8Array(readFileSync(path)) };
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
-    throw new Error(`cannot read the ${what} image "${path}": ${code}`);
+    const code = (e as NodeJS.ErrnoException).code ?? "EIO";
+    const why = READ_FAILURES[code] ?? (e as Error).message;
+    throw new KernelImageError(`cannot read the ${what} image "${path}": ${code} (${why})`, what, path, { cause: e });
   }
+}
+
+/** A value as a message shows it: its type, and the value itself when short. */
+function describe(v: unknown): string {
+  if (v === null) return "null";
+  if (typeof v === "object") return Array.isArray(v) ? "an array" : "an object without name and bytes";
+  const s = String(v);
+  return `${typeof v} ${s.length > 40 ? `${s.slice(0, 40)}...` : s}`;
 }
 
 /**
@@ -237,9 +276,17 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
 
   /**
    * Builds a microVM (KVM objects, guest memory, the loaded kernel) ready to `start()`.
-   * Throws with a message naming the field for bad config and the path for unreadable images.
+   * Throws MicroVMConfigError naming the field for bad config, KernelImageError naming the path
+   * for an unreadable image or one that is not a kernel, ProbeNotBuiltError, KvmUnavailableError
+   * when this host has no usable KVM, HostError when the host refuses memory or descriptors, and
+   * ImageSignatureError for an `imageSignature` that does not verify.
    */
   static create(config: MicroVMConfig): MicroVM {
+    if (typeof config !== "object" || config === null) throw new MicroVMConfigError(`MicroVM.create needs a config object ({ kernel, ... }), got ${String(config)}`);
+    if (config.kernel === undefined) throw new MicroVMConfigError(`kernel is required: a path, "${PROBE_KERNEL}" or { name, bytes }`);
+    for (const list of ["drives", "net"] as const) {
+      if (config[list] !== undefined && !Array.isArray(config[list])) throw new MicroVMConfigError(`${list} must be an array, got ${typeof config[list]}`);
+    }
     const isProbe = config.kernel === PROBE_KERNEL;
     const kernel = loadSource(config.kernel, "kernel");
     const initrd = config.initrd === undefined ? undefined : loadSource(config.initrd, "initrd");
@@ -266,7 +313,12 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
       config.imageSignature === undefined
         ? undefined
         : verifyBootSignature(config.imageSignature, { kernel: kernel.bytes, initrd: initrd?.bytes, cmdline: resolved.cmdline });
-    const pipe = config.consoleFd === undefined ? openConsolePipe(resolved.consoleBufferBytes) : undefined;
+    let pipe: ConsolePipe | undefined;
+    try {
+      pipe = config.consoleFd === undefined ? openConsolePipe(resolved.consoleBufferBytes) : undefined;
+    } catch (e) {
+      throw new HostError(`the console pipe cannot be made: ${(e as Error).message}`, (e as NodeJS.ErrnoException).code, { cause: e });
+    }
     try {
       const vm = (config.vmFactory ?? defaultVmFactory)({
         kernel,
@@ -291,7 +343,7 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
       return new MicroVM(vm, { ...resolved, id: vm.id }, pipe, empty);
     } catch (e) {
       pipe?.destroy();
-      throw e;
+      throw toMicroVMError(e, { during: "create", kernel: kernel.name });
     }
   }
 
@@ -309,11 +361,15 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
     return this.exitValue;
   }
 
-  /** Starts every vCPU; resolves once they run. */
+  /** Starts every vCPU; resolves once they run. Rejects with MicroVMStateError unless created, HostError or MicroVMConfigError when a device or thread cannot start. */
   async start(): Promise<void> {
-    if (this.stateValue !== "created") throw new Error(`cannot start a microVM that is ${this.stateValue}`);
+    this.requireState("start", "created");
     this.pipe?.hold();
-    await this.vm.start();
+    try {
+      await this.vm.start();
+    } catch (e) {
+      throw toMicroVMError(e, { during: "start", kernel: this.config.kernel });
+    }
     if (this.exitValue === undefined && this.stateValue === "created") {
       this.stateValue = "running";
       this.emit("start");
@@ -322,8 +378,12 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
 
   /** Parks every vCPU (guest time stops); resolves once all are parked. Throws unless running. */
   async pause(): Promise<void> {
-    if (this.stateValue !== "running") throw new Error(`cannot pause a microVM that is ${this.stateValue}`);
-    await this.vm.pause();
+    this.requireState("pause", "running");
+    try {
+      await this.vm.pause();
+    } catch (e) {
+      throw toMicroVMError(e, { during: "pause" });
+    }
     if (this.exitValue === undefined) {
       this.stateValue = "paused";
       this.emit("pause");
@@ -332,7 +392,7 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
 
   /** Resumes a paused VM. */
   resume(): void {
-    if (this.stateValue !== "paused") throw new Error(`cannot resume a microVM that is ${this.stateValue}`);
+    this.requireState("resume", "paused");
     this.vm.resume();
     this.stateValue = "running";
     this.emit("resume");
@@ -348,12 +408,18 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
    * Changes a drive of the running VM (Firecracker's PATCH /drives): `path` puts another image under
    * it — the guest is told the new capacity by a config change, and a missing or unusable file
    * rejects with nothing changed; `rateLimiter` replaces its limits (a null bucket removes one).
-   * Card drives only (the emulated and dom0 paths have neither).
+   * Card drives only (the emulated and dom0 paths have neither). Rejects with MicroVMConfigError
+   * for an unknown drive, a missing or unusable image or bad limits, and MicroVMStateError unless
+   * the VM is running or paused.
    */
   async updateDrive(driveId: string, update: { path?: string; rateLimiter?: RateLimiterConfig }): Promise<void> {
-    if (this.stateValue !== "running" && this.stateValue !== "paused") throw new Error(`cannot update a drive of a microVM that is ${this.stateValue}`);
-    if (update.path !== undefined) await this.vm.updateDrivePath(driveId, update.path);
-    if (update.rateLimiter !== undefined) this.vm.updateDriveRateLimiter(driveId, update.rateLimiter);
+    this.requireState("update a drive of", "running", "paused");
+    try {
+      if (update.path !== undefined) await this.vm.updateDrivePath(driveId, update.path);
+      if (update.rateLimiter !== undefined) this.vm.updateDriveRateLimiter(driveId, update.rateLimiter);
+    } catch (e) {
+      throw toMicroVMError(e, { during: "update" });
+    }
   }
 
   /**
@@ -361,8 +427,17 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
    * transmit rate limiter (null buckets: unlimited).
    */
   updateNetworkInterface(id: string, update: { txRateLimiter?: RateLimiterConfig }): void {
-    if (this.stateValue !== "running" && this.stateValue !== "paused") throw new Error(`cannot update a network interface of a microVM that is ${this.stateValue}`);
-    if (update.txRateLimiter !== undefined) this.vm.updateDeviceRateLimiter("net", id, update.txRateLimiter);
+    this.requireState("update a network interface of", "running", "paused");
+    try {
+      if (update.txRateLimiter !== undefined) this.vm.updateDeviceRateLimiter("net", id, update.txRateLimiter);
+    } catch (e) {
+      throw toMicroVMError(e, { during: "update" });
+    }
+  }
+
+  /** Throws MicroVMStateError (`cannot <what> a microVM that is <state>`) unless the state is one of `allowed`. */
+  private requireState(what: string, ...allowed: MicroVMState[]): void {
+    if (!allowed.includes(this.stateValue)) throw new MicroVMStateError(`cannot ${what} a microVM that is ${this.stateValue}`, this.stateValue);
   }
 
   /** Counters: per-vCPU exits by reason, uptime, console bytes, per drive and per card. */
@@ -390,10 +465,10 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
    * `verifyAttestation(doc, { root })` against the chip's root certificate.
    *
    * Throws {@link AttestationUnavailableError} when there is no chip identity ("run typervisor
-   * chip init"), `AttestationInputError` for oversized fields, and refuses a stopped VM.
+   * chip init"), `AttestationInputError` for oversized fields, and MicroVMStateError for a stopped VM.
    */
   attest(opts: AttestOptions = {}): Uint8Array {
-    if (this.stateValue === "stopped") throw new Error("cannot attest a microVM that is stopped");
+    this.requireState("attest", "created", "running", "paused");
     const chip = loadChip(this.config.chipDir);
     const src = chipDocumentSource(chip, this.vm.id, this.vm.pcrs.lockedValues());
     return createAttestationDocument(src, { nonce: opts.nonce, userData: opts.userData, publicKey: opts.publicKey });
