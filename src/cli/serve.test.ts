@@ -120,3 +120,24 @@ test("without /dev/kvm, booting through --config-file or run --api-sock says so 
     assert.match(r.stderr, /\/dev\/kvm/);
   }
 });
+
+test("--config-file whose kernel is not a kernel, or whose network interface has a bad MAC: exit 2 in one line, before KVM", () => {
+  const dir = mkdtempSync(join(tmpdir(), "typervisor-serve-bad-"));
+  const notKernel = join(dir, "notes.txt");
+  writeFileSync(notKernel, "not a kernel at all, just text\n".repeat(100));
+  const cfg = (extra: Record<string, unknown>, kernel = notKernel): string => {
+    const p = join(dir, `vm${Object.keys(extra).length}.json`);
+    writeFileSync(p, JSON.stringify({ "boot-source": { kernel_image_path: kernel }, "machine-config": { vcpu_count: 1, mem_size_mib: 64 }, ...extra }));
+    return p;
+  };
+  const probe = cli(["probe", "--path"]).stdout.trim();
+  for (const [file, re] of [
+    [cfg({}), /notes\.txt/],
+    [cfg({ "network-interfaces": [{ iface_id: "eth0", host_dev_name: "tap0", guest_mac: "ff:ff:ff:ff:ff:ff" }] }, probe), /eth0.*(multicast|group|broadcast)/],
+  ] as const) {
+    const r = cli(["--config-file", file, "--no-api"], { TYPERVISOR_RUNTIME_DIR: join(dir, "run") });
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr, re);
+    assert.equal(r.stderr.trimEnd().split("\n").length, 1, `one line: ${r.stderr}`);
+  }
+});

@@ -39,7 +39,11 @@ export interface ServeIo {
 
 const EXIT_USAGE = 2;
 /** Errors that mean the configuration is wrong (exit 2), as opposed to the host (exit 4). */
-const USAGE_ERRORS = new Set(["FaultError", "DriveConfigError", "KernelFormatError", "VmConfigError", "BootSetupError", "ImageSignatureError"]);
+const USAGE_ERRORS = new Set([
+  "FaultError", "DriveConfigError", "KernelFormatError", "VmConfigError", "BootSetupError", "ImageSignatureError",
+  // The SDK's typed errors (src/sdk/errors.ts) for the same causes.
+  "MicroVMConfigError", "KernelImageError",
+]);
 const EXIT_HOST = 4;
 
 /** `run` options as a Firecracker config object, so they pass the same checks as a config file. */
