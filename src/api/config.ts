@@ -23,15 +23,18 @@
 // - serial.rate_limiter: the UART has no rate limiter.
 // - network-interfaces[].mtu (VIRTIO_NET_F_MTU is not offered) and an enabled rx_rate_limiter
 //   (the card limits what the guest sends, not what it receives); tx_rate_limiter is served.
+// - vsock: served (Firecracker's hybrid Unix-socket model); the card listens on uds_path at
+//   InstanceStart.
 
 import { MAX_VCPUS, MIN_MEM_MIB, MAX_MEM_MIB } from "../vmm/vm.js";
 import { assignDeviceSlots, assignDriveSlots, DriveConfigError, type DriveConfig, type EntropyConfig } from "../vmm/drives.js";
 import type { NetConfig } from "../devices/virtio/net/kind.js";
+import type { VsockConfig } from "../devices/virtio/vsock/kind.js";
 import { openImage, type RateLimiterConfig, type TokenBucketConfig } from "../cards/index.js";
 import type { MicroVMConfig } from "../sdk/microvm.js";
 import {
-  FaultError, bootSource, checkResourceId, drive, entropy, logger, machineConfig, metrics, networkInterface, serial,
-  type BootSource, type Drive, type EntropyDevice, type NetworkInterface, type LoggerConfig, type MachineConfiguration, type MetricsConfig, type SerialConfig,
+  FaultError, bootSource, checkResourceId, drive, entropy, logger, machineConfig, metrics, networkInterface, serial, vsock,
+  type BootSource, type Drive, type EntropyDevice, type NetworkInterface, type Vsock, type LoggerConfig, type MachineConfiguration, type MetricsConfig, type SerialConfig,
   type RateLimiter, type TokenBucket,
 } from "./schema.js";
 
@@ -57,6 +60,20 @@ export interface VmResources {
   entropy?: EntropyDevice;
   /** Network interfaces (virtio-net on a TAP each), in the order they were first put. */
   networkInterfaces?: NetworkInterface[];
+  /** The vsock device, as PUT /vsock gave it. */
+  vsock?: Vsock;
+}
+
+/** Firecracker's Vsock → the VM layer's, checked as the VM will check it (guest_cid, uds_path). */
+export function vsockConfigFrom(v: Vsock, where = "vsock"): VsockConfig {
+  const config: VsockConfig = { guestCid: v.guest_cid, udsPath: v.uds_path, ...(v.vsock_id !== undefined ? { id: v.vsock_id } : {}) };
+  try {
+    assignDeviceSlots({ vsock: config });
+  } catch (e) {
+    if (e instanceof DriveConfigError) throw new FaultError(`${where}: ${e.message}`);
+    throw e;
+  }
+  return config;
 }
 
 /**
@@ -288,19 +305,19 @@ export function microVmConfigFrom(r: VmResources): Omit<MicroVMConfig, "vmFactor
     ...(drives.length > 0 ? { drives: driveConfigsFrom(drives) } : {}),
     ...(r.entropy !== undefined ? { entropy: entropyConfigFrom(r.entropy) } : {}),
     ...(r.networkInterfaces !== undefined && r.networkInterfaces.length > 0 ? { net: netConfigsFrom(r.networkInterfaces) } : {}),
+    ...(r.vsock !== undefined ? { vsock: vsockConfigFrom(r.vsock) } : {}),
   };
 }
 
 /** Top-level sections of Firecracker's config file that this build has no device for. */
 const UNSUPPORTED_SECTIONS: Record<string, string> = {
-  vsock: "vsock is not supported yet by this Typervisor build: there is no virtio-vsock device",
   balloon: "the balloon device is not supported by this Typervisor build",
   "mmds-config": "MMDS is not supported by this Typervisor build",
   "cpu-config": "custom CPU configuration is not supported by this Typervisor build",
   pmem: "pmem devices are not supported by this Typervisor build",
   "memory-hotplug": "memory hotplug is not supported by this Typervisor build",
 };
-const SECTIONS = ["boot-source", "machine-config", "drives", "network-interfaces", "logger", "metrics", "entropy", "serial", ...Object.keys(UNSUPPORTED_SECTIONS)];
+const SECTIONS = ["boot-source", "machine-config", "drives", "network-interfaces", "vsock", "logger", "metrics", "entropy", "serial", ...Object.keys(UNSUPPORTED_SECTIONS)];
 
 function isEmptySection(v: unknown): boolean {
   return v === null || (Array.isArray(v) && v.length === 0);
@@ -341,6 +358,10 @@ export function configFromFirecrackerJson(obj: unknown): VmResources {
       list = insertNetworkInterface(list, checkNetworkInterfaceSupported(networkInterface(n, where), where), where);
     });
     if (list.length > 0) r.networkInterfaces = list;
+  }
+  if (o["vsock"] !== undefined && o["vsock"] !== null) {
+    r.vsock = vsock(o["vsock"], "vsock");
+    vsockConfigFrom(r.vsock);
   }
   if (o["entropy"] !== undefined && o["entropy"] !== null) r.entropy = entropy(o["entropy"], "entropy");
   if (o["logger"] !== undefined && o["logger"] !== null) r.logger = logger(o["logger"], "logger");

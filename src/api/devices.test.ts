@@ -5,7 +5,7 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { startApiServer } from "./server.js";
 import { apiRequest, faultOf } from "./client.js";
@@ -189,4 +189,30 @@ test("PUT /network-interfaces then InstanceStart: the VM gets a virtio-net card 
   assert.deepEqual(cfg["network-interfaces"]![0]!["tx_rate_limiter"], { bandwidth: { size: 1 << 20, refill_time: 100 }, ops: { size: 1000, refill_time: 1000 } });
   r = await apiRequest(sock, "PATCH", "/network-interfaces/eth9", { iface_id: "eth9", tx_rate_limiter: {} });
   assert.match(faultOf(r), /network interface "eth9" not found: its interfaces are "eth0"/);
+});
+
+test("PUT /vsock then InstanceStart: the card listens on uds_path; GET /vm/config echoes it; a bad CID or a second InstanceStart's refusals name the field", async (t) => {
+  const dir = tempDir();
+  const sock = join(dir, "api.sock");
+  const configs: VmConfig[] = [];
+  const h = await startApiServer({ socketPath: sock, vmFactory: recordingFactory(configs), consoleFd: -1 });
+  t.after(() => h.close());
+  assert.equal((await apiRequest(sock, "PUT", "/boot-source", { kernel_image_path: fakeKernel(dir) })).status, 204);
+  let r = await apiRequest(sock, "PUT", "/vsock", { guest_cid: 2, uds_path: join(dir, "v.sock") });
+  assert.equal(r.status, 400);
+  assert.match(faultOf(r), /vsock\.guest_cid must be at least 3|guest_cid/);
+  r = await apiRequest(sock, "PUT", "/vsock", { guest_cid: 0xffffffff, uds_path: join(dir, "v.sock") });
+  assert.equal(r.status, 400);
+  assert.match(faultOf(r), /^vsock: .*guest_cid|^vsock: .*CID/);
+  const body = { guest_cid: 3, uds_path: join(dir, "v.sock") };
+  r = await apiRequest(sock, "PUT", "/vsock", body);
+  assert.equal(r.status, 204, r.text);
+  assert.deepEqual(((await apiRequest(sock, "GET", "/vm/config")).body as Record<string, unknown>)["vsock"], body);
+  r = await apiRequest(sock, "PUT", "/actions", { action_type: "InstanceStart" });
+  assert.equal(r.status, 204, r.text);
+  assert.deepEqual(configs[0]!.vsock, { guestCid: 3, udsPath: body.uds_path });
+  assert.ok(existsSync(body.uds_path), "the vsock card listens on uds_path");
+  assert.ok("virtio-vsock" in h.vm!.deviceMetrics());
+  r = await apiRequest(sock, "PUT", "/vsock", body);
+  assert.match(faultOf(r), /not supported after starting the microVM/);
 });

@@ -166,6 +166,10 @@ export type NetworkInterface = ReturnType<typeof networkInterface>;
 export const partialNetworkInterface = object({ iface_id: str(), rx_rate_limiter: rateLimiter, tx_rate_limiter: rateLimiter }, ["iface_id"]);
 export type PartialNetworkInterface = ReturnType<typeof partialNetworkInterface>;
 
+/** #/definitions/Vsock */
+export const vsock = object({ guest_cid: int(3), uds_path: str(), vsock_id: str() }, ["guest_cid", "uds_path"]);
+export type Vsock = ReturnType<typeof vsock>;
+
 export const LOG_LEVELS = ["Error", "Warning", "Info", "Debug", "Trace", "Off"] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 /** #/definitions/Logger (the level is case-insensitive, as the spec says). */

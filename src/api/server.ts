@@ -22,11 +22,11 @@ import { AttestationInputError } from "../security/attestation.js";
 import type { BootSignature } from "../security/image.js";
 import {
   FaultError, bootSource, checkResourceId, drive, entropy, instanceAction, logger as loggerSchema, machineConfig,
-  machineConfigPatch, metrics as metricsSchema, networkInterface, partialDrive, partialNetworkInterface, serial as serialSchema, vmState,
+  machineConfigPatch, metrics as metricsSchema, networkInterface, partialDrive, partialNetworkInterface, serial as serialSchema, vmState, vsock as vsockSchema,
   type PartialDrive, type PartialNetworkInterface,
 } from "./schema.js";
 import {
-  DEFAULT_MACHINE, checkDriveSupported, checkMachineSupported, checkNetworkInterfaceSupported, checkSerialSupported, insertDrive, insertNetworkInterface,
+  DEFAULT_MACHINE, checkDriveSupported, checkMachineSupported, checkNetworkInterfaceSupported, checkSerialSupported, insertDrive, insertNetworkInterface, vsockConfigFrom,
   mergeRateLimiter, microVmConfigFrom, rateLimiterFrom, type VmResources,
 } from "./config.js";
 import { JsonLogger, type LogSink } from "./logger.js";
@@ -145,7 +145,7 @@ const KNOWN_ROUTES = new Set([
   "PUT /machine-config", "PATCH /machine-config", "PUT /boot-source",
   "PUT /drives/{drive_id}", "PATCH /drives/{drive_id}",
   "PUT /network-interfaces/{iface_id}", "PATCH /network-interfaces/{iface_id}",
-  "PUT /logger", "PUT /metrics", "PUT /entropy", "PUT /serial", "PUT /actions", "PATCH /vm",
+  "PUT /vsock", "PUT /logger", "PUT /metrics", "PUT /entropy", "PUT /serial", "PUT /actions", "PATCH /vm",
   ATTESTATION_ROUTE,
 ]);
 
@@ -157,7 +157,6 @@ const NOT_SUPPORTED: Array<[RegExp, string]> = [
   [/^\/mmds(\/config)?$/, "MMDS is not supported by this Typervisor build"],
   [/^\/hotplug\/memory$/, "memory hotplug is not supported by this Typervisor build"],
   [/^\/snapshot\/(create|load)$/, "snapshots are not supported by this Typervisor build"],
-  [/^\/vsock$/, "vsock is not supported yet by this Typervisor build: there is no virtio-vsock device"],
 ];
 
 const NOT_AFTER_START = "the requested operation is not supported after starting the microVM";
@@ -426,6 +425,14 @@ class ApiServer extends EventEmitter implements ApiServerHandle {
         this.patchNetworkInterface(id, patch);
         return noContent();
       }
+      case "PUT /vsock": {
+        // A second PUT replaces the device's configuration, as Firecracker's.
+        const v = vsockSchema(json(), "vsock");
+        vsockConfigFrom(v);
+        this.preBoot();
+        this.resources.vsock = v;
+        return noContent();
+      }
       case "PUT /entropy": {
         // A second PUT replaces the device's configuration, as Firecracker's.
         const e = entropy(json(), "entropy");
@@ -489,6 +496,7 @@ class ApiServer extends EventEmitter implements ApiServerHandle {
     };
     if (this.resources.bootSource) out["boot-source"] = this.resources.bootSource;
     if (this.resources.entropy) out["entropy"] = this.resources.entropy;
+    if (this.resources.vsock) out["vsock"] = this.resources.vsock;
     if (this.resources.logger) out["logger"] = this.resources.logger;
     if (this.resources.metrics) out["metrics"] = this.resources.metrics;
     return out;
@@ -501,6 +509,7 @@ class ApiServer extends EventEmitter implements ApiServerHandle {
     if (r.drives) this.resources.drives = r.drives.map((d) => ({ ...d }));
     if (r.entropy) this.resources.entropy = { ...r.entropy };
     if (r.networkInterfaces) this.resources.networkInterfaces = r.networkInterfaces.map((n) => ({ ...n }));
+    if (r.vsock) this.resources.vsock = { ...r.vsock };
     if (r.logger) {
       this.log.configure(r.logger);
       this.resources.logger = this.log.current;

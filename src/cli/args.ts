@@ -61,6 +61,8 @@ export interface RunOptions {
   drives: DriveOption[];
   /** Network interfaces, in guest order (eth0 first). */
   nets: NetOption[];
+  /** `--vsock cid=N,uds=PATH`: a virtio-vsock device (Firecracker's hybrid Unix-socket model). */
+  vsock?: { guestCid: number; udsPath: string };
   /** A virtio-rng device. */
   entropy: boolean;
   /** The NSM device, signing with the chip in this directory (undefined: no NSM). */
@@ -251,6 +253,22 @@ export function parseNet(spec: string, index: number): NetOption {
   return { id: out.id ?? `eth${index}`, tap: out.tap, ...(out.mac !== undefined ? { mac: out.mac } : {}) };
 }
 
+/** `cid=3,uds=/tmp/vm.vsock`: the guest's CID and the Unix socket host programs connect to. */
+export function parseVsock(spec: string): { guestCid: number; udsPath: string } {
+  const out: { cid?: string; uds?: string } = {};
+  for (const part of spec.split(",")) {
+    const eq = part.indexOf("=");
+    const key = eq < 0 ? part : part.slice(0, eq);
+    const value = eq < 0 ? undefined : part.slice(eq + 1);
+    if (key !== "cid" && key !== "uds") throw new UsageError(`--vsock: unknown key "${key}" (use cid=, uds=)`);
+    if (value === undefined || value === "") throw new UsageError(`--vsock ${key}= needs a value`);
+    out[key] = value;
+  }
+  if (out.cid === undefined || out.uds === undefined) throw new UsageError(`--vsock needs cid=N and uds=PATH, got "${spec}"`);
+  if (!/^\d+$/.test(out.cid)) throw new UsageError(`--vsock cid= must be a number, got "${out.cid}"`);
+  return { guestCid: Number(out.cid), udsPath: out.uds };
+}
+
 /**
  * The drives in guest order: the root drive first (so it is /dev/vda, as Firecracker's
  * BlockBuilder places it), the rest as given. At most one root drive.
@@ -298,6 +316,7 @@ export function parseCommand(argv: string[], limits: { maxVcpus: number; minMem:
             boot: { type: "string" },
             drive: { type: "string", multiple: true },
             net: { type: "string", multiple: true },
+            vsock: { type: "string" },
             entropy: { type: "boolean" },
             nsm: { type: "boolean" },
             "chip-dir": { type: "string" },
@@ -321,6 +340,7 @@ export function parseCommand(argv: string[], limits: { maxVcpus: number; minMem:
             bootProtocol: boot,
             drives: rootFirst((values.drive ?? []).map((d, i) => parseDrive(d, i))),
             nets: (values.net ?? []).map((n, i) => parseNet(n, i)),
+            ...(values.vsock !== undefined ? { vsock: parseVsock(values.vsock) } : {}),
             entropy: values.entropy === true,
             ...(values.nsm === true ? { nsmChipDir: values["chip-dir"] ?? defaultChipDir() } : {}),
             ...(serve.signature !== undefined ? { signature: serve.signature } : {}),
@@ -431,6 +451,9 @@ Options of run:
                        separate Dom0 process (at most one); rates apply to card drives only
   --net SPEC           a network interface, repeatable: tap=NAME[,mac=06:00:ac:10:00:02][,id=eth0] — virtio-net
                        on the host TAP NAME (created if missing; needs CAP_NET_ADMIN)
+  --vsock cid=N,uds=PATH
+                       a virtio-vsock device: host programs connect to PATH and write "CONNECT <port>\n";
+                       the guest's connections to host port P reach a listener on PATH_P
   --entropy            a virtio-rng device fed from the host CSPRNG
   --signature SIG --trust CERT [--require-signed]
                        verify a signature over PCR0 (typervisor sign) before booting; a bad one refuses the

@@ -181,6 +181,7 @@ async function run(opts: RunOptions): Promise<number> {
       drives: opts.drives.map(toDriveConfig),
       ...(opts.entropy ? { entropy: {} } : {}),
       ...(opts.nets.length > 0 ? { net: opts.nets.map((n) => ({ ...n })) } : {}),
+      ...(opts.vsock !== undefined ? { vsock: { ...opts.vsock } } : {}),
       ...(opts.nsmChipDir !== undefined ? { nsm: { chipDir: opts.nsmChipDir } } : {}),
       ...(signingCert !== undefined ? { signingCert } : {}),
     });

@@ -60,6 +60,7 @@ export function runOptionsToResources(o: RunOptions): VmResources {
     },
     "machine-config": { vcpu_count: o.vcpus, mem_size_mib: o.memMiB },
     ...(o.entropy ? { entropy: {} } : {}),
+    ...(o.vsock !== undefined ? { vsock: { guest_cid: o.vsock.guestCid, uds_path: o.vsock.udsPath } } : {}),
     "network-interfaces": o.nets.map((n) => ({ iface_id: n.id, host_dev_name: n.tap, ...(n.mac !== undefined ? { guest_mac: n.mac } : {}) })),
     drives: o.drives.map((d) => {
       const bandwidth = bucket(d.bandwidth);

@@ -8,6 +8,9 @@ export {
   MicroVMError, MicroVMConfigError, KernelImageError, ProbeNotBuiltError, KvmUnavailableError, HostError, MicroVMStateError,
 } from "./errors.js";
 export { AttestationInputError } from "../security/attestation.js";
+export { connectVsock, VsockConnectError } from "./vsock.js";
+export type { NetConfig } from "../devices/virtio/net/kind.js";
+export type { VsockConfig } from "../devices/virtio/vsock/kind.js";
 export type { DriveConfig } from "../vmm/drives.js";
 export { ImageSignatureError, type BootSignature } from "../security/image.js";
 export type { RateLimiterConfig, TokenBucketConfig, CardMetricsSnapshot } from "../cards/index.js";

@@ -6,7 +6,9 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { createHash } from "node:crypto";
-import { mkdirSync, unlinkSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, unlinkSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { VsockConnectError } from "./vsock.js";
 import { MicroVM, AttestationUnavailableError } from "./microvm.js";
 import { MicroVMConfigError } from "./errors.js";
 import { BLOCK, RESET, fakeFactory, fakeImage, fakeKernel, tempDir, text } from "../api/testing.js";
@@ -229,4 +231,16 @@ test("nsm without a chip identity: create() throws a MicroVMConfigError naming t
       e instanceof MicroVMConfigError && /^nsm: no chip identity at .*nochip/.test(e.message) && (e.cause as Error).name === "DriveConfigError",
   );
   assert.throws(() => MicroVM.create({ kernel: fakeKernel(dir), nsm: { moduleId: "" }, chipDir: join(dir, "nochip"), vmFactory: fakeFactory() }), /nsm\.moduleId must be a non-empty string/);
+});
+
+test("vsock: connect(port) reaches the card's socket; a guest that never accepts is a VsockConnectError; no device is a MicroVMConfigError", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "typervisor-sdk-vsock-"));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const plain = MicroVM.create({ kernel: kernel(), vmFactory: fakeFactory([[BLOCK]]) });
+  await assert.rejects(plain.vsock.connect(52), (e: unknown) => e instanceof MicroVMConfigError && /no vsock device/.test((e as Error).message));
+  const vm = MicroVM.create({ kernel: kernel(), vsock: { guestCid: 3, udsPath: join(dir, "v.sock") }, vmFactory: fakeFactory([[BLOCK]]) });
+  await vm.start();
+  t.after(() => vm.stop("test"));
+  // The fake guest has no driver: the card sends its REQUEST nowhere and the connection times out.
+  await assert.rejects(vm.vsock.connect(52, { timeoutMs: 300 }), (e: unknown) => e instanceof VsockConnectError && /port 52/.test((e as Error).message));
 });

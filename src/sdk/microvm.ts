@@ -13,6 +13,9 @@ import { Vm, type VmConfig, type VmExit } from "../vmm/vm.js";
 import type { KernelSource } from "../vmm/builder.js";
 import type { DriveConfig, EntropyConfig, NsmConfig } from "../vmm/drives.js";
 import type { NetConfig } from "../devices/virtio/net/kind.js";
+import type { VsockConfig } from "../devices/virtio/vsock/kind.js";
+import type { Socket } from "node:net";
+import { connectVsock } from "./vsock.js";
 import type { CardMetricsSnapshot, RateLimiterConfig } from "../cards/index.js";
 import { CHIP_FILES, ChipError, chipLoad, type Chip } from "../security/chip.js";
 import { createAttestationDocument, chipDocumentSource } from "../security/attestation.js";
@@ -81,6 +84,12 @@ export interface MicroVMConfig {
    * which needs CAP_NET_ADMIN.
    */
   net?: NetConfig[];
+  /**
+   * A virtio-vsock device in Firecracker's hybrid model (`{ guestCid, udsPath }`): the VMM listens
+   * on `udsPath` for host-initiated connections (see {@link MicroVM.vsock}); a guest connecting to
+   * host port P reaches a listener on `${udsPath}_${P}`.
+   */
+  vsock?: VsockConfig;
   /** The VM's identity, measured into PCR4. Default: a random UUID. */
   id?: string;
   /**
@@ -234,12 +243,14 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
   /** The VM underneath (for the API server and tests). */
   readonly vm: Vm;
   /** The resolved configuration. */
-  readonly config: Readonly<Required<Omit<MicroVMConfig, "initrd" | "consoleFd" | "vmFactory" | "kernel" | "drives" | "entropy" | "nsm" | "net" | "imageSignature">>> & {
+  readonly config: Readonly<Required<Omit<MicroVMConfig, "initrd" | "consoleFd" | "vmFactory" | "kernel" | "drives" | "entropy" | "nsm" | "net" | "vsock" | "imageSignature">>> & {
     kernel: string;
     initrd?: string;
     drives: readonly DriveConfig[];
     /** The network interfaces. */
     net: readonly NetConfig[];
+    /** The vsock device, when configured. */
+    vsock?: VsockConfig;
     /** The entropy device, when configured. */
     entropy?: EntropyConfig;
     /** The NSM device as the VM got it (chip directory and module id), when configured. */
@@ -292,6 +303,7 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
     const initrd = config.initrd === undefined ? undefined : loadSource(config.initrd, "initrd");
     const drives = (config.drives ?? []).map((d) => ({ ...d }));
     const net = (config.net ?? []).map((n) => ({ ...n }));
+    const vsock = config.vsock === undefined ? undefined : { ...config.vsock };
     const chipDir = config.chipDir ?? defaultChipDir();
     const entropy = config.entropy === undefined ? undefined : { ...config.entropy };
     const nsm = resolveNsm(config.nsm, chipDir);
@@ -305,6 +317,7 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
       consoleBufferBytes: config.consoleBufferBytes ?? DEFAULT_CONSOLE_BUFFER,
       drives,
       net,
+      ...(vsock !== undefined ? { vsock } : {}),
       chipDir,
       ...(entropy !== undefined ? { entropy } : {}),
       ...(nsm !== undefined ? { nsm } : {}),
@@ -332,6 +345,7 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
         ...(entropy !== undefined ? { entropy } : {}),
         ...(nsm !== undefined ? { nsm } : {}),
         ...(net.length > 0 ? { net } : {}),
+        ...(vsock !== undefined ? { vsock } : {}),
         ...(config.id !== undefined ? { id: config.id } : {}),
         ...(signingCert !== undefined ? { signingCert } : {}),
       });
@@ -420,6 +434,23 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
     } catch (e) {
       throw toMicroVMError(e, { during: "update" });
     }
+  }
+
+  /**
+   * The host side of the guest's vsock listeners: `connect(port)` resolves with a Duplex (a
+   * net.Socket) to the guest's listener on `port` (Firecracker's CONNECT/OK handshake on
+   * `udsPath`). Rejects with VsockConnectError when the guest does not accept, and with
+   * MicroVMConfigError when the VM has no vsock device.
+   */
+  get vsock(): { connect(port: number, opts?: { timeoutMs?: number }): Promise<Socket> } {
+    const v = this.config.vsock;
+    return {
+      connect: async (port, opts) => {
+        if (v === undefined) throw new MicroVMConfigError("this microVM has no vsock device: give vsock: { guestCid, udsPath } to MicroVM.create");
+        this.requireState("connect to the vsock of", "running", "paused");
+        return (await connectVsock(v.udsPath, port, opts)).socket;
+      },
+    };
   }
 
   /**
