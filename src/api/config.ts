@@ -32,6 +32,7 @@ import type { NetConfig } from "../devices/virtio/net/kind.js";
 import type { VsockConfig } from "../devices/virtio/vsock/kind.js";
 import { openImage, type RateLimiterConfig, type TokenBucketConfig } from "../cards/index.js";
 import type { MicroVMConfig } from "../sdk/microvm.js";
+import { DEFAULT_LINUX_CMDLINE } from "../sdk/defaults.js";
 import {
   FaultError, bootSource, checkResourceId, drive, entropy, logger, machineConfig, metrics, networkInterface, serial, vsock,
   type BootSource, type Drive, type EntropyDevice, type NetworkInterface, type Vsock, type LoggerConfig, type MachineConfiguration, type MetricsConfig, type SerialConfig,
@@ -286,7 +287,7 @@ export function rootDeviceArgs(list: readonly Drive[]): string {
 }
 
 /** Firecracker's default boot_args when PUT /boot-source gave none. */
-export const DEFAULT_BOOT_ARGS = "console=ttyS0 reboot=k panic=1";
+export const DEFAULT_BOOT_ARGS = DEFAULT_LINUX_CMDLINE;
 
 /** What a MicroVM needs from the resources; the kernel must be configured. */
 export function microVmConfigFrom(r: VmResources): Omit<MicroVMConfig, "vmFactory" | "consoleFd"> {

@@ -620,7 +620,7 @@ class ApiServer extends EventEmitter implements ApiServerHandle {
     if (patch.path_on_host !== undefined) {
       let size: number;
       try {
-        ({ sizeBytes: size } = await this.vm!.updateDrivePath(id, patch.path_on_host));
+        size = (await this.microvmValue!.updateDrive(id, { path: patch.path_on_host })).sizeBytes!;
       } catch (e) {
         throw new FaultError(`drive "${id}": path_on_host: ${(e as Error).message}`);
       }
@@ -631,7 +631,7 @@ class ApiServer extends EventEmitter implements ApiServerHandle {
     if (patch.rate_limiter === undefined) return;
     const merged = mergeRateLimiter(current.rate_limiter, patch.rate_limiter);
     try {
-      this.vm!.updateDriveRateLimiter(id, rateLimiterFrom(merged));
+      await this.microvmValue!.updateDrive(id, { rateLimiter: rateLimiterFrom(merged) });
     } catch (e) {
       throw new FaultError(`drive "${id}": rate_limiter: the update failed: ${(e as Error).message}`);
     }
@@ -684,7 +684,7 @@ class ApiServer extends EventEmitter implements ApiServerHandle {
   private sendCtrlAltDel(): void {
     this.postBoot();
     try {
-      this.vm!.sendCtrlAltDel();
+      this.microvmValue!.sendCtrlAltDel();
     } catch (e) {
       throw new FaultError(`SendCtrlAltDel: ${(e as Error).message}`, 400, e);
     }

@@ -23,8 +23,8 @@ import { COMPARE_HELP, compareCommand } from "./compare.js";
 
 export { EXIT_OK, EXIT_GUEST_FAILURE, EXIT_USAGE, EXIT_CRASH, EXIT_HOST };
 
-export const DEFAULT_PROBE_CMDLINE = "probe.run=demo";
-export const DEFAULT_LINUX_CMDLINE = "console=ttyS0 reboot=k panic=1 pci=off";
+export { DEFAULT_PROBE_CMDLINE, DEFAULT_LINUX_CMDLINE } from "../sdk/defaults.js";
+import { DEFAULT_PROBE_CMDLINE, DEFAULT_LINUX_CMDLINE } from "../sdk/defaults.js";
 
 /** Ctrl-A then x, as in QEMU, stops the VM from a raw-mode terminal. */
 const CTRL_A = 0x01;

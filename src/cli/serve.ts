@@ -2,6 +2,7 @@
 // `typervisor run … --api-sock PATH`: the VMM driven through the Firecracker-compatible API (one
 // VM per process, as Firecracker), registered in the runtime directory for `ps`/`pause`/`stop`.
 
+import { DEFAULT_LINUX_CMDLINE, DEFAULT_PROBE_CMDLINE } from "../sdk/defaults.js";
 import { readFileSync } from "node:fs";
 import { randomUUID } from "node:crypto";
 import {
@@ -56,7 +57,7 @@ export function runOptionsToResources(o: RunOptions): VmResources {
     "boot-source": {
       kernel_image_path: o.kernel ?? probePath(),
       ...(o.initrd !== undefined ? { initrd_path: o.initrd } : {}),
-      boot_args: o.cmdline ?? (o.kernel === undefined ? "probe.run=demo" : "console=ttyS0 reboot=k panic=1 pci=off"),
+      boot_args: o.cmdline ?? (o.kernel === undefined ? DEFAULT_PROBE_CMDLINE : DEFAULT_LINUX_CMDLINE),
     },
     "machine-config": { vcpu_count: o.vcpus, mem_size_mib: o.memMiB },
     ...(o.entropy ? { entropy: {} } : {}),

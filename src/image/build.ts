@@ -2,6 +2,7 @@
 // (vmlinuz), an initrd that loads the virtio modules and mounts the root disk (initrd.img), and a
 // busybox root disk (rootfs.ext4) — plus the `typervisor run` command that boots it.
 
+import { DEFAULT_LINUX_CMDLINE } from "../sdk/defaults.js";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, copyFileSync, renameSync } from "node:fs";
 import { homedir, tmpdir } from "node:os";
 import { basename, isAbsolute, join, relative, resolve } from "node:path";
@@ -20,7 +21,7 @@ export const IMAGE_MEM_MIB = 256;
  * ttyS0, reboot through the i8042, reboot a second after a panic, no PCI bus) — the drive's
  * `root` flag adds `root=/dev/vda rw`.
  */
-export const IMAGE_CMDLINE = "console=ttyS0 reboot=k panic=1 pci=off";
+export const IMAGE_CMDLINE = DEFAULT_LINUX_CMDLINE;
 
 /** $XDG_CACHE_HOME/typervisor, else ~/.cache/typervisor. */
 export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string {

@@ -11,21 +11,16 @@
 
 import type { TestContext } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { kvmTests } from "../testing/kvm.js";
-import { DEBIAN_CACHE, failureReason } from "../testing/debian.js";
-import { buildImage, runCommand, IMAGE_CMDLINE } from "./build.js";
+import { runCommand, IMAGE_CMDLINE } from "./build.js";
 import { findTool, TEST_MARKER_PATH, TEST_WROTE } from "./rootfs.js";
 import { INITRD_TAG } from "./initramfs.js";
+import { runTypervisor, starterImage } from "./testing.js";
 
 const kvmTest = kvmTests(import.meta.url);
-
-const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 /** A few seconds on hardware KVM; about 30 s of guest time under nested TCG in the box. */
 const BOOT_TIMEOUT_MS = 300_000;
 
@@ -33,34 +28,18 @@ kvmTest(
   "the starter image boots from its root disk: initrd modules, /dev/vda mounted rw, busybox init runs typervisor.test, the marker reaches the disk, reboot ends the VM",
   { need: "hardware", timeout: BOOT_TIMEOUT_MS + 120_000 },
   async (t: TestContext) => {
-    const debugfs = findTool("debugfs");
-    if (findTool("mke2fs") === undefined || debugfs === undefined) return t.skip("mke2fs and debugfs are missing: install Debian's e2fsprogs");
-    const dir = mkdtempSync(join(tmpdir(), "typervisor-image-kvm-"));
-    t.after(() => rmSync(dir, { recursive: true, force: true }));
-    const out = join(dir, "image");
-    try {
-      buildImage({ outDir: out, cacheDir: DEBIAN_CACHE });
-    } catch (e) {
-      if ((e as Error).name === "DebianFetchError") return t.skip(`Debian's packages could not be fetched: ${failureReason(e)}`);
-      throw e;
-    }
-
+    const image = starterImage(t, "tv-image-kvm-");
+    if (image === undefined) return;
+    const { out } = image;
     // The printed command, word for word (the temporary folder has no spaces), plus the test's options.
     const printed = runCommand(out);
     const words = printed.split(" ");
     assert.equal(words[0], "typervisor");
     const marker = `m${randomBytes(12).toString("hex")}`;
-    const consolePath = join(dir, "console.log");
-    const args = [...words.slice(1), "--vcpus", "1", "--cmdline", `${IMAGE_CMDLINE} typervisor.test=marker:${marker}`, "--console", `file:${consolePath}`];
-    const child = spawn(process.execPath, [join(ROOT, "bin/typervisor.js"), ...args], { stdio: ["ignore", "pipe", "pipe"] });
-    let stderr = "";
-    child.stderr.setEncoding("utf8").on("data", (c: string) => (stderr += c));
-    child.stdout.resume();
-    const timer = setTimeout(() => child.kill("SIGTERM"), BOOT_TIMEOUT_MS);
-    const status = await new Promise<number | null>((res) => child.on("close", (c) => res(c)));
-    clearTimeout(timer);
-    const output = readFileSync(consolePath, "utf8");
-    const tail = `\n--- typervisor ${args.join(" ")}\n--- stderr ---\n${stderr}--- console (last 4000 chars) ---\n${output.slice(-4000)}`;
+    const run = runTypervisor(t, [...words.slice(1), "--vcpus", "1", "--cmdline", `${IMAGE_CMDLINE} typervisor.test=marker:${marker}`], BOOT_TIMEOUT_MS);
+    const status = await run.status;
+    const output = run.console();
+    const tail = run.tail();
 
     assert.match(output, /Kernel command line: .* root=\/dev\/vda rw/, `the root drive flag added root=/dev/vda rw${tail}`);
     assert.doesNotMatch(output, new RegExp(`${INITRD_TAG}:`), `the initrd reported no failure${tail}`);
@@ -70,6 +49,7 @@ kvmTest(
     assert.match(output, /reboot: Restarting system/, `reboot went through init to the kernel${tail}`);
     assert.equal(status, 0, `typervisor exits 0 on the guest's reboot (i8042 reset)${tail}`);
 
+    const debugfs = findTool("debugfs")!;
     const read = (req: string): string => {
       const r = spawnSync(debugfs, ["-R", req, join(out, "rootfs.ext4")], { encoding: "utf8" });
       assert.equal(r.status, 0, r.stderr);

@@ -138,7 +138,13 @@ case $1 in
       nc "$host" $((port + 1)) < /tmp/net-tx
       echo "typervisor.test: tx sent"
     fi ;;
-  *) echo "typervisor.test: unknown test $1 (this image knows marker:<token> and net:<host>:<port>:<MiB>)" ;;
+  run:*)
+    # run:<program>[:<arg>...]: a program on the root disk (a test puts it there), its status printed.
+    a=\${1#run:}
+    set -- $(echo "$a" | tr ':' ' ')
+    "$@"
+    echo "typervisor.test: run status=$?" ;;
+  *) echo "typervisor.test: unknown test $1 (this image knows marker:<token>, net:<host>:<port>:<MiB> and run:<program>[:<arg>...])" ;;
 esac
 reboot
 sleep 60

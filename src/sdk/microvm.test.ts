@@ -27,7 +27,7 @@ async function readAll(s: NodeJS.ReadableStream): Promise<string> {
 test("console is a Readable of guest output that ends with the VM; exit event; metrics", async () => {
   const vm = MicroVM.create({ kernel: kernel(), vcpus: 2, memMiB: 64, vmFactory: fakeFactory([[...text("PROBE hello\n"), RESET]]) });
   assert.equal(vm.state, "created");
-  assert.equal(vm.config.cmdline, "console=ttyS0 reboot=k panic=1");
+  assert.equal(vm.config.cmdline, "console=ttyS0 reboot=k panic=1 pci=off", "the default Linux command line (sdk/defaults.ts), the same as the CLI's and the API's");
   const exitEvent = new Promise<VmExit>((r) => vm.once("exit", r));
   const out = readAll(vm.console);
   assert.equal(vm.metrics().uptimeMs, 0, "0 before start");

@@ -16,6 +16,7 @@ import type { NetConfig } from "../devices/virtio/net/kind.js";
 import type { VsockConfig } from "../devices/virtio/vsock/kind.js";
 import type { Socket } from "node:net";
 import { connectVsock } from "./vsock.js";
+import { DEFAULT_LINUX_CMDLINE, DEFAULT_PROBE_CMDLINE } from "./defaults.js";
 import type { CardMetricsSnapshot, RateLimiterConfig } from "../cards/index.js";
 import { CHIP_FILES, ChipError, chipLoad, type Chip } from "../security/chip.js";
 import { createAttestationDocument, chipDocumentSource } from "../security/attestation.js";
@@ -44,7 +45,7 @@ export interface MicroVMConfig {
   kernel: string | KernelSource;
   /** An initrd path or its bytes. */
   initrd?: string | KernelSource;
-  /** Kernel command line. Default: `probe.run=demo` for the probe, `console=ttyS0 reboot=k panic=1` otherwise. */
+  /** Kernel command line. Default: `probe.run=demo` for the probe, DEFAULT_LINUX_CMDLINE (`console=ttyS0 reboot=k panic=1 pci=off`) otherwise. */
   cmdline?: string;
   /** vCPUs, 1 to 8. Default 1. */
   vcpus?: number;
@@ -310,7 +311,7 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
     const resolved = {
       kernel: kernel.name,
       initrd: initrd?.name,
-      cmdline: config.cmdline ?? (isProbe ? "probe.run=demo" : "console=ttyS0 reboot=k panic=1"),
+      cmdline: config.cmdline ?? (isProbe ? DEFAULT_PROBE_CMDLINE : DEFAULT_LINUX_CMDLINE),
       vcpus: config.vcpus ?? 1,
       memMiB: config.memMiB ?? 128,
       bootProtocol: config.bootProtocol ?? "linux64",
@@ -426,11 +427,25 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
    * for an unknown drive, a missing or unusable image or bad limits, and MicroVMStateError unless
    * the VM is running or paused.
    */
-  async updateDrive(driveId: string, update: { path?: string; rateLimiter?: RateLimiterConfig }): Promise<void> {
+  async updateDrive(driveId: string, update: { path?: string; rateLimiter?: RateLimiterConfig }): Promise<{ sizeBytes?: number }> {
     this.requireState("update a drive of", "running", "paused");
     try {
-      if (update.path !== undefined) await this.vm.updateDrivePath(driveId, update.path);
+      const swapped = update.path !== undefined ? await this.vm.updateDrivePath(driveId, update.path) : {};
       if (update.rateLimiter !== undefined) this.vm.updateDriveRateLimiter(driveId, update.rateLimiter);
+      return swapped;
+    } catch (e) {
+      throw toMicroVMError(e, { during: "update" });
+    }
+  }
+
+  /**
+   * Presses Ctrl+Alt+Del on the guest's keyboard (Firecracker's SendCtrlAltDel): a Linux guest
+   * booted with `reboot=k` then reboots, which ends the VM.
+   */
+  sendCtrlAltDel(): void {
+    this.requireState("send Ctrl+Alt+Del to", "running", "paused");
+    try {
+      this.vm.sendCtrlAltDel();
     } catch (e) {
       throw toMicroVMError(e, { during: "update" });
     }

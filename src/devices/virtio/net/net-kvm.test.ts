@@ -13,18 +13,14 @@
 import type { TestContext } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { kvmTests } from "../../../testing/kvm.js";
-import { DEBIAN_CACHE, failureReason } from "../../../testing/debian.js";
-import { buildImage, IMAGE_CMDLINE } from "../../../image/build.js";
+import { IMAGE_CMDLINE } from "../../../image/build.js";
 import { findTool } from "../../../image/rootfs.js";
+import { runTypervisor, starterImage } from "../../../image/testing.js";
 
 const kvmTest = kvmTests(import.meta.url);
-
-const ROOT = fileURLToPath(new URL("../../../../", import.meta.url));
 const HOST_IP = "192.0.2.1";
 const GUEST_IP = "192.0.2.2";
 const GUEST_MAC = "06:00:c0:00:02:02";
@@ -75,58 +71,38 @@ kvmTest(
   async (t: TestContext) => {
     const ip = findTool("ip");
     if (ip === undefined) return t.skip("iproute2's ip is missing: install Debian's iproute2");
-    if (findTool("mke2fs") === undefined) return t.skip("mke2fs is missing: install Debian's e2fsprogs");
     if (!existsSync("/dev/net/tun")) return t.skip("no /dev/net/tun: load the tun module (modprobe tun)");
-    const dir = mkdtempSync(join(tmpdir(), "typervisor-net-kvm-"));
+    const image = starterImage(t, "tv-net-kvm-");
+    if (image === undefined) return;
+    const { dir, out } = image;
     const tag = `${process.pid.toString(36)}${Date.now().toString(36).slice(-3)}`;
     const tap = `tvk${tag}`;
     const ns = `typervisor-net-${tag}`;
+    execFileSync(ip, ["netns", "add", ns]);
     const children: ChildProcess[] = [];
     t.after(() => {
       for (const c of children) c.kill("SIGKILL");
       try {
         execFileSync(ip, ["netns", "del", ns], { stdio: "ignore" });
       } catch {
-        // not made, or gone
+        // gone already
       }
-      rmSync(dir, { recursive: true, force: true });
     });
-    const out = join(dir, "image");
-    try {
-      buildImage({ outDir: out, cacheDir: DEBIAN_CACHE });
-    } catch (e) {
-      if ((e as Error).name === "DebianFetchError") return t.skip(`Debian's packages could not be fetched: ${failureReason(e)}`);
-      throw e;
-    }
-    execFileSync(ip, ["netns", "add", ns]);
     const serverJs = join(dir, "server.cjs");
     writeFileSync(serverJs, SERVER);
 
     // The VM: the starter image as `image build` prints it, plus the interface and the test.
     const cmdline = `${IMAGE_CMDLINE} ip=${GUEST_IP}::${HOST_IP}:255.255.255.0::eth0:off typervisor.test=net:${HOST_IP}:${PORT}:${NET_MIB}`;
-    const args = [
+    const vm = runTypervisor(t, [
       "run", "--kernel", join(out, "vmlinuz"), "--initrd", join(out, "initrd.img"), "--drive", `path=${join(out, "rootfs.ext4")},root`,
-      "--net", `tap=${tap},mac=${GUEST_MAC}`, "--vcpus", "1", "--mem", "512", "--cmdline", cmdline, "--console", "stdio",
-    ];
-    const vm = spawn(process.execPath, [join(ROOT, "bin/typervisor.js"), ...args], { stdio: ["ignore", "pipe", "pipe"] });
-    children.push(vm);
-    let console = "";
-    let stderr = "";
-    // The guest's console goes to this test's stderr as it comes: the box sees progress.
-    vm.stdout!.setEncoding("utf8").on("data", (c: string) => {
-      console += c;
-      process.stderr.write(c);
-    });
-    vm.stderr!.setEncoding("utf8").on("data", (c: string) => (stderr += c));
-    const status = new Promise<number | null>((res) => vm.on("close", (c) => res(c)));
-    const timer = setTimeout(() => vm.kill("SIGTERM"), TIMEOUT_MS);
-    t.after(() => clearTimeout(timer));
-    const tail = (): string => `\n--- typervisor ${args.join(" ")}\n--- stderr ---\n${stderr}--- console (last 4000 chars) ---\n${console.slice(-4000)}`;
+      "--net", `tap=${tap},mac=${GUEST_MAC}`, "--vcpus", "1", "--mem", "512", "--cmdline", cmdline,
+    ], TIMEOUT_MS);
+    const tail = vm.tail;
 
     // The card creates the TAP when the VM starts; then it moves into the namespace (the card's
     // descriptor stays attached) and the host end comes up there.
-    await until(() => existsSync(`/sys/class/net/${tap}`) || vm.exitCode !== null, 60_000, `the TAP ${tap}`).catch((e) => assert.fail(`${(e as Error).message}${tail()}`));
-    assert.equal(vm.exitCode, null, `the VM is running${tail()}`);
+    await until(() => existsSync(`/sys/class/net/${tap}`) || !vm.running(), 60_000, `the TAP ${tap}`).catch((e) => assert.fail(`${(e as Error).message}${tail()}`));
+    assert.ok(vm.running(), `the VM is running${tail()}`);
     execFileSync(ip, ["link", "set", tap, "netns", ns]);
     execFileSync(ip, ["-n", ns, "addr", "add", `${HOST_IP}/24`, "dev", tap]);
     execFileSync(ip, ["-n", ns, "link", "set", tap, "up"]);
@@ -136,7 +112,8 @@ kvmTest(
     server.stdout!.setEncoding("utf8").on("data", (c: string) => (serverOut += c));
     server.stderr!.setEncoding("utf8").on("data", (c: string) => (serverOut += c));
 
-    const code = await status;
+    const code = await vm.status;
+    const console = vm.console();
     const report = serverOut
       .split("\n")
       .filter((l) => l.startsWith("{"))
