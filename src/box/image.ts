@@ -93,6 +93,7 @@ export function rootInit(): string {
     "mount -t proc proc /proc; mount -t sysfs sysfs /sys",
     "mount -t tmpfs -o mode=1777 tmpfs /tmp; mkdir -p /dev/shm /dev/pts; mount -t tmpfs tmpfs /dev/shm; mount -t devpts devpts /dev/pts",
     "[ -d /box/tmp ] && cp -a /box/tmp/. /tmp/",
+    "[ -f /box/mounts ] && . /box/mounts",
     "ip link set lo up 2>/dev/null",
     `stty -F ${RESULT_TTY} raw -echo`,
     `export HOME=/root PATH=/usr/local/bin:/usr/bin:/bin TERM=dumb ${BOX_ENV}=1`,
@@ -155,6 +156,10 @@ export function sharedLibraries(binary: string): string[] {
   }
   return libs;
 }
+
+/** Where a project that lives under /tmp on the host is staged on the root disk (see buildRootDisk). */
+const BOX_PROJECT = "box/project";
+const BOX_PROJECT_PATH = `/${BOX_PROJECT}`;
 
 /** Host tools the box carries for tests (see buildRootDisk). */
 const HOST_TOOLS = ["mke2fs", "debugfs", "ip"];
@@ -239,9 +244,17 @@ export function buildRootDisk(o: RootDiskOptions): string {
   mirror("/etc/mke2fs.conf", join(stage, "etc/mke2fs.conf"));
   // busybox's applets are installed by /box/init; /bin/sh must exist before that.
   symlinkSync("busybox", join(stage, "bin/sh"));
+  // The project appears at its host path. Under /tmp (a tmpfs inside) it is staged at /box/project
+  // and bind-mounted there by /box/init (/box/mounts), so a checkout in /tmp runs in the box too.
+  const projectUnderTmp = o.projectRoot === "/tmp" || o.projectRoot.startsWith("/tmp/");
+  const projectStage = projectUnderTmp ? join(stage, BOX_PROJECT) : join(stage, o.projectRoot);
   for (const e of PROJECT_ENTRIES) {
     const skip = e === "node_modules" ? (r: string) => SKIPPED_MODULES.has(r) : undefined;
-    mirror(join(o.projectRoot, e), join(stage, o.projectRoot, e), skip);
+    mirror(join(o.projectRoot, e), join(projectStage, e), skip);
+  }
+  if (projectUnderTmp) {
+    mkdirSync(join(stage, "box"), { recursive: true });
+    writeFileSync(join(stage, "box/mounts"), `mkdir -p ${shQuote(o.projectRoot)} && mount -o bind ${BOX_PROJECT_PATH} ${shQuote(o.projectRoot)}\n`);
   }
   writeFileSync(join(stage, "usr/local/bin/typervisor"), `#!/bin/sh\nexec /usr/bin/node ${shQuote(join(o.projectRoot, "bin/typervisor.js"))} "$@"\n`, { mode: 0o755 });
   for (const p of o.extraPaths ?? []) {
