@@ -98,7 +98,10 @@ export function createModel(ctx: ModelContext<NetWorkerData>): CardModel {
     return r;
   };
   return {
-    pollFds: () => (pending === 0 ? [{ fd: tapFd, read: true }] : []),
+    // The TAP is polled only while a frame can move: the driver has set the device up since its last
+    // reset (a pass ran) and no frame waits for receive buffers. Otherwise a readable TAP would wake
+    // the worker again and again with nothing it may do (a guest still booting, a full ring).
+    pollFds: () => (pending === 0 && negotiated !== undefined && negotiated.reset === ctx.resetCount() ? [{ fd: tapFd, read: true }] : []),
     onReady({ fd }) {
       if (fd === tapFd) tapReadable = true;
     },
