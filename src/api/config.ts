@@ -21,8 +21,8 @@
 // - machine-config: smt, track_dirty_pages (no snapshots), CPU templates and huge pages; more
 //   than MAX_VCPUS vCPUs (the spec allows 32), less than MIN_MEM_MIB of memory.
 // - serial.rate_limiter: the UART has no rate limiter.
-// - network-interfaces[].mtu (VIRTIO_NET_F_MTU is not offered) and an enabled rx_rate_limiter
-//   (the card limits what the guest sends, not what it receives); tx_rate_limiter is served.
+// - network-interfaces[].mtu (VIRTIO_NET_F_MTU is not offered); tx_rate_limiter and
+//   rx_rate_limiter are served by the interface's card.
 // - vsock: served (Firecracker's hybrid Unix-socket model); the card listens on uds_path at
 //   InstanceStart.
 
@@ -86,9 +86,6 @@ export function checkNetworkInterfaceSupported(n: NetworkInterface, where = "net
   checkResourceId(n.iface_id, `${at}: iface_id`);
   if (n.host_dev_name === "") throw new FaultError(`${at}: host_dev_name must name a TAP device`);
   if (n.mtu !== undefined) throw new FaultError(`${at}: mtu: VIRTIO_NET_F_MTU is not offered by this Typervisor build; leave mtu out (the guest uses 1500)`);
-  if (n.rx_rate_limiter !== undefined && Object.values(rateLimiterFrom(n.rx_rate_limiter)).some((b) => b !== null)) {
-    throw new FaultError(`${at}: rx_rate_limiter: this Typervisor build limits what the guest sends (tx_rate_limiter), not what it receives`);
-  }
   return n;
 }
 
@@ -123,6 +120,7 @@ export function netConfigsFrom(list: readonly NetworkInterface[]): NetConfig[] {
     tap: n.host_dev_name,
     ...(n.guest_mac !== undefined ? { mac: n.guest_mac } : {}),
     ...(n.tx_rate_limiter !== undefined ? { txRateLimiter: rateLimiterFrom(n.tx_rate_limiter) } : {}),
+    ...(n.rx_rate_limiter !== undefined ? { rxRateLimiter: rateLimiterFrom(n.rx_rate_limiter) } : {}),
   }));
 }
 

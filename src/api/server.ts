@@ -422,7 +422,7 @@ class ApiServer extends EventEmitter implements ApiServerHandle {
         checkBodyId(id, body, "iface_id", "network-interface");
         const patch = partialNetworkInterface(body, "network-interface");
         this.postBoot();
-        this.patchNetworkInterface(id, patch);
+        await this.patchNetworkInterface(id, patch);
         return noContent();
       }
       case "PUT /vsock": {
@@ -643,31 +643,31 @@ class ApiServer extends EventEmitter implements ApiServerHandle {
   }
 
   /**
-   * PATCH /network-interfaces: tx_rate_limiter reaches the interface's card at once (a bucket
-   * left out is kept, one with size or refill_time 0 is removed, as for drives); an enabled
-   * rx_rate_limiter is refused as at PUT.
+   * PATCH /network-interfaces: tx_rate_limiter and rx_rate_limiter reach the interface's card at
+   * once (a bucket left out is kept, one with size or refill_time 0 is removed, as for drives).
    */
-  private patchNetworkInterface(id: string, patch: PartialNetworkInterface): void {
+  private async patchNetworkInterface(id: string, patch: PartialNetworkInterface): Promise<void> {
     const list = this.resources.networkInterfaces ?? [];
     const i = list.findIndex((n) => n.iface_id === id);
     if (i === -1) {
       const known = list.map((n) => `"${n.iface_id}"`).join(", ");
       throw new FaultError(`network interface "${id}" not found: ${known === "" ? "this microVM has none" : `its interfaces are ${known}`}`);
     }
-    const current = list[i]!;
-    if (patch.rx_rate_limiter !== undefined) checkNetworkInterfaceSupported({ ...current, rx_rate_limiter: patch.rx_rate_limiter }, "network-interface");
-    if (patch.tx_rate_limiter === undefined) return;
-    const merged = mergeRateLimiter(current.tx_rate_limiter, patch.tx_rate_limiter);
-    try {
-      this.microvmValue!.updateNetworkInterface(id, { txRateLimiter: rateLimiterFrom(merged) });
-    } catch (e) {
-      throw new FaultError(`network interface "${id}": tx_rate_limiter: the update failed: ${(e as Error).message}`);
+    const next = { ...list[i]! };
+    for (const [key, field] of [["tx_rate_limiter", "txRateLimiter"], ["rx_rate_limiter", "rxRateLimiter"]] as const) {
+      const p = patch[key];
+      if (p === undefined) continue;
+      const merged = mergeRateLimiter(next[key], p);
+      try {
+        await this.microvmValue!.updateNetworkInterface(id, { [field]: rateLimiterFrom(merged) });
+      } catch (e) {
+        throw new FaultError(`network interface "${id}": ${key}: the update failed: ${(e as Error).message}`);
+      }
+      if (merged.bandwidth !== undefined || merged.ops !== undefined) next[key] = merged;
+      else delete next[key];
+      this.log.info("vmm", "network interface rate limiter updated", { iface: id, [key]: { ...merged } });
     }
-    const next = { ...current };
-    if (merged.bandwidth !== undefined || merged.ops !== undefined) next.tx_rate_limiter = merged;
-    else delete next.tx_rate_limiter;
     list[i] = next;
-    this.log.info("vmm", "network interface rate limiter updated", { iface: id, tx_rate_limiter: { ...merged } });
   }
 
   private attest(req: { nonce?: Uint8Array; userData?: Uint8Array; publicKey?: Uint8Array }): Uint8Array {

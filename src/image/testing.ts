@@ -51,9 +51,13 @@ export interface TypervisorRun {
   tail(): string;
 }
 
-/** Runs `typervisor <args> --console stdio` from this checkout; killed when the test ends. */
+/**
+ * Runs `typervisor <args>` from this checkout with the guest's console on stdout (`--console stdio`
+ * is added for `run`; `--config-file` and `--api-sock` put it there themselves); killed when the
+ * test ends.
+ */
 export function runTypervisor(t: TestContext, args: string[], timeoutMs: number): TypervisorRun {
-  const all = [...args, "--console", "stdio"];
+  const all = args[0] === "run" ? [...args, "--console", "stdio"] : args;
   const child = spawn(process.execPath, [join(ROOT, "bin/typervisor.js"), ...all], { stdio: ["ignore", "pipe", "pipe"] });
   let console = "";
   let stderr = "";

@@ -80,7 +80,7 @@ export interface MicroVMConfig {
    */
   nsm?: boolean | { moduleId?: string };
   /**
-   * Network interfaces: virtio-net on a host TAP each (`{ id, tap, mac?, txRateLimiter? }`,
+   * Network interfaces: virtio-net on a host TAP each (`{ id, tap, mac?, txRateLimiter?, rxRateLimiter? }`,
    * Firecracker's network-interfaces). The TAP is opened (created if missing) when the VM starts,
    * which needs CAP_NET_ADMIN.
    */
@@ -470,12 +470,13 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
 
   /**
    * Changes a network interface of the running VM (Firecracker's PATCH /network-interfaces): its
-   * transmit rate limiter (null buckets: unlimited).
+   * transmit and receive rate limiters (null buckets: unlimited).
    */
-  updateNetworkInterface(id: string, update: { txRateLimiter?: RateLimiterConfig }): void {
+  async updateNetworkInterface(id: string, update: { txRateLimiter?: RateLimiterConfig; rxRateLimiter?: RateLimiterConfig }): Promise<void> {
     this.requireState("update a network interface of", "running", "paused");
     try {
       if (update.txRateLimiter !== undefined) this.vm.updateDeviceRateLimiter("net", id, update.txRateLimiter);
+      if (update.rxRateLimiter !== undefined) await this.vm.updateDevice("net", id, "rxRateLimiter", update.rxRateLimiter);
     } catch (e) {
       throw toMicroVMError(e, { during: "update" });
     }

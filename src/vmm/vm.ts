@@ -439,10 +439,20 @@ export class Vm extends EventEmitter {
    * interface's iface_id), or throws naming why there is none.
    */
   updateDeviceRateLimiter(kind: string, id: string, config: RateLimiterConfig): void {
+    this.deviceCard(kind, id).updateRateLimiter(config);
+  }
+
+  /** A runtime update the device's kind defines (device-kind.ts `updates`), e.g. net's "rxRateLimiter". */
+  updateDevice(kind: string, id: string, update: string, arg: unknown): Promise<unknown> {
+    return this.deviceCard(kind, id).update(update, arg);
+  }
+
+  /** The running card of the device of kind `kind` whose id is `id`, or an error naming why there is none. */
+  private deviceCard(kind: string, id: string): CardHandle {
     const slot = this.machine.virtio.find((v) => v.device.kind.kind === kind && v.device.kind.instanceId?.(v.device.instance) === id);
     const card = slot === undefined ? undefined : this.cards.get(slot.name);
     if (card === undefined) throw new Error(`no running ${kind} device "${id}"`);
-    card.updateRateLimiter(config);
+    return card;
   }
 
   /** Replaces a drive's rate limiter while the VM runs (Firecracker's PATCH /drives semantics). */

@@ -15,6 +15,7 @@ import { TestDriver, initDevice, layoutAt, w32 } from "../testing.js";
 import { MMIO_CONFIG, MMIO_QUEUE_NOTIFY } from "../spec.js";
 import { NET_HDR_SIZE, NET_RX_QUEUE, NET_TX_QUEUE } from "./spec.js";
 import { formatMac } from "./mac.js";
+import type { NetConfig } from "./kind.js";
 
 const MiB = 1024 * 1024;
 const HOST_IP = "192.0.2.1";
@@ -37,12 +38,8 @@ function skipReason(): string | undefined {
 
 const ip4 = (s: string): number[] => s.split(".").map(Number);
 
-test("net card: an ARP request from the host reaches the guest's receive queue; the guest's ARP reply teaches the host its MAC", { timeout: 60_000 }, async (t: TestContext) => {
-  const why = skipReason();
-  if (why !== undefined) {
-    t.skip(why);
-    return;
-  }
+/** A net card on memfd RAM whose TAP lives in a network namespace of its own at HOST_IP, both queues set up. */
+async function netRig(t: TestContext, config: Partial<NetConfig> = {}) {
   const tag = `${process.pid.toString(36)}${Date.now().toString(36).slice(-3)}`;
   const tapName = `tvn${tag}`;
   const ns = `typervisor-net-${tag}`;
@@ -54,7 +51,7 @@ test("net card: an ARP request from the host reaches the guest's receive queue; 
   const transportState = createTransportState();
   const card = await startCard({
     kind: "net",
-    config: { id: "eth0", tap: tapName, mac: GUEST_MAC },
+    config: { id: "eth0", tap: tapName, mac: GUEST_MAC, ...config },
     memfd: guest.fd,
     regions: guest.memory.regions.map((r) => ({ gpa: r.gpa, size: r.size, fdOffset: r.fdOffset })),
     transportState,
@@ -87,6 +84,16 @@ test("net card: an ARP request from the host reaches the guest's receive queue; 
   assert.equal(initDevice(dev, layouts) & 0xff, 0xf, "the driver accepted every offered feature and both queues");
   const rx = new TestDriver(guest.memory, rxLayout);
   const tx = new TestDriver(guest.memory, txLayout);
+  return { card, dev, rx, tx, guest, inNs, tapName };
+}
+
+test("net card: an ARP request from the host reaches the guest's receive queue; the guest's ARP reply teaches the host its MAC", { timeout: 60_000 }, async (t: TestContext) => {
+  const why = skipReason();
+  if (why !== undefined) {
+    t.skip(why);
+    return;
+  }
+  const { card, dev, rx, tx, guest, inNs, tapName } = await netRig(t);
   // The MAC in config space is the one configured (virtio 1.2 §5.1.4).
   const cfg = new Uint8Array(6);
   for (let i = 0; i < 6; i++) {
@@ -136,5 +143,26 @@ test("net card: an ARP request from the host reaches the guest's receive queue; 
   const m = card.metrics();
   assert.equal(m.errors, 0);
   assert.ok(m.requests >= 2, `frames both ways counted (${m.requests})`);
+  assert.equal(card.failure, undefined);
+});
+
+test("net card: the receive rate limiter holds frames back (counted as throttled) until the limit is lifted", { timeout: 60_000 }, async (t: TestContext) => {
+  const why = skipReason();
+  if (why !== undefined) {
+    t.skip(why);
+    return;
+  }
+  // One frame a minute: the first ARP request gets through, the others wait.
+  const { card, dev, rx, inNs } = await netRig(t, { rxRateLimiter: { ops: { size: 1, refillTime: 60_000 } } });
+  for (let i = 0; i < 8; i++) rx.publish(rx.addChain([{ addr: 0x100000 + i * 0x1000, len: 2048, write: true }]));
+  w32(dev, MMIO_QUEUE_NOTIFY, NET_RX_QUEUE);
+  // Three addresses: three ARP requests, each broadcast out of the TAP.
+  inNs(process.execPath, "-e", `const s = require("dgram").createSocket("udp4"); let n = 0; for (const a of ["192.0.2.5", "192.0.2.6", "192.0.2.7"]) s.send("x", 9, a, () => ++n === 3 && process.exit(0));`);
+  await until(() => rx.usedIdx() >= 1);
+  await until(() => card.metrics().throttled >= 1);
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(rx.usedIdx(), 1, "one frame within the limit, the others held back");
+  await card.update("rxRateLimiter", { bandwidth: null, ops: null });
+  await until(() => rx.usedIdx() >= 3);
   assert.equal(card.failure, undefined);
 });

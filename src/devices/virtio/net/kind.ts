@@ -4,7 +4,8 @@
 // threads, and tells the TAP which offloads the guest accepted (TUNSETOFFLOAD).
 
 import * as sys from "../../../sys/index.js";
-import type { RateLimiterConfig } from "../../../cards/rate-limiter.js";
+import { RateLimiter, type RateLimiterConfig } from "../../../cards/rate-limiter.js";
+import { CTL_KIND_BYTES, CTL_KIND_OFFSET, LIMITER_BYTES, readLimiterAt, writeLimiterAt } from "../../../cards/control-block.js";
 import { DriveConfigError } from "../../../cards/blk-file.js";
 import type { CardModel, ModelContext, VirtioDeviceKind } from "../device-kind.js";
 import type { ProcessResult } from "../blk/device.js";
@@ -23,11 +24,21 @@ export interface NetConfig {
   mac?: string;
   /** tx_rate_limiter: bytes (bandwidth) and frames (ops) the guest may send. */
   txRateLimiter?: RateLimiterConfig;
+  /** rx_rate_limiter: bytes (bandwidth) and frames (ops) the guest may receive; more waits in the TAP's queue. */
+  rxRateLimiter?: RateLimiterConfig;
 }
 
 interface NetWorkerData {
   tapFd: number;
+  /** The receive limiter the card starts with; later ones come through the control block. */
+  rxRateLimiter?: RateLimiterConfig;
 }
+
+// The net card's area of the control block (cards/control-block.ts CTL_KIND_OFFSET): the receive
+// limiter's generation word, then its parameters (8-byte aligned).
+const RX_LIMITER_GEN_OFFSET = CTL_KIND_OFFSET;
+const RX_LIMITER_OFFSET = CTL_KIND_OFFSET + 8;
+if (RX_LIMITER_OFFSET + LIMITER_BYTES > CTL_KIND_OFFSET + CTL_KIND_BYTES) throw new Error("net: the receive limiter does not fit the card's control area");
 
 /** Frames one pass moves from the TAP into the receive queue at most, so transmit gets its turn. */
 const RX_FRAMES_PER_PASS = 256;
@@ -48,6 +59,11 @@ export function createModel(ctx: ModelContext<NetWorkerData>): CardModel {
   // One frame at a time from the TAP: header + the largest frame + 1, so an over-long frame shows
   // as a full buffer (tapRead: the kernel cuts it silently) and deliverRx drops it.
   const rxBuf = new Uint8Array(NET_HDR_SIZE + NET_FRAME_MAX + 1);
+  const rxLimiter = new RateLimiter(ctx.data.rxRateLimiter ?? {});
+  const rxGen = new Int32Array(ctx.control, RX_LIMITER_GEN_OFFSET, 1);
+  let rxLimiterGen = Atomics.load(rxGen, 0);
+  /** The pending frame has been charged to the receive limiter (a throttled frame is charged once). */
+  let charged = false;
   /** Bytes of a frame read from the TAP that waits for receive buffers (0: none). */
   let pending = 0;
   /** The TAP may have frames (poll said so, or the last read was not EAGAIN). */
@@ -82,6 +98,16 @@ export function createModel(ctx: ModelContext<NetWorkerData>): CardModel {
           return { kind: "idle", interrupt };
         }
         pending = got;
+        charged = false;
+      }
+      if (!charged) {
+        const wait = rxLimiter.consume(Math.max(0, pending - NET_HDR_SIZE), 1);
+        if (wait > 0) {
+          ctx.stats.throttled();
+          // The frame waits here (and the rest in the TAP's queue) until the limiter allows it.
+          return { kind: "throttled", interrupt, waitMs: wait };
+        }
+        charged = true;
       }
       const r = dev.deliverRx(q, rxBuf.subarray(0, pending));
       interrupt ||= r.interrupt;
@@ -98,6 +124,13 @@ export function createModel(ctx: ModelContext<NetWorkerData>): CardModel {
     return r;
   };
   return {
+    beforePass() {
+      const gen = Atomics.load(rxGen, 0);
+      if (gen !== rxLimiterGen) {
+        rxLimiterGen = gen;
+        rxLimiter.update(readLimiterAt(ctx.control, RX_LIMITER_OFFSET));
+      }
+    },
     // The TAP is polled only while a frame can move: the driver has set the device up since its last
     // reset (a pass ran) and no frame waits for receive buffers. Otherwise a readable TAP would wake
     // the worker again and again with nothing it may do (a guest still booting, a full ring).
@@ -147,7 +180,8 @@ export const netKind: VirtioDeviceKind<NetConfig> = {
     }
     try {
       const mac = n.mac !== undefined ? parseMac(n.mac) : defaultMac(n.id);
-      const data: NetWorkerData = { tapFd: tap.fd };
+      if (n.rxRateLimiter !== undefined) new RateLimiter(n.rxRateLimiter); // checks the buckets now (RateLimiterConfigError)
+      const data: NetWorkerData = { tapFd: tap.fd, ...(n.rxRateLimiter !== undefined ? { rxRateLimiter: n.rxRateLimiter } : {}) };
       return {
         info: netDeviceInfo({ mac }),
         workerData: data,
@@ -161,6 +195,14 @@ export const netKind: VirtioDeviceKind<NetConfig> = {
     }
   },
   model: new URL(import.meta.url),
+  updates: {
+    /** PATCH rx_rate_limiter: the card takes the new limiter at its next pass. */
+    rxRateLimiter: async (card, arg) => {
+      writeLimiterAt(card.control, arg as RateLimiterConfig, RX_LIMITER_OFFSET, RX_LIMITER_GEN_OFFSET);
+      card.wake();
+      return undefined;
+    },
+  },
   // Firecracker's per-interface group name; our card counts both directions together.
   metricGroups: (n, m) => ({
     [`net_${n.id}`]: {

@@ -1,5 +1,6 @@
 // Integration test: a stock Debian guest on the network. The starter image (`typervisor image
-// build`) boots with `--net tap=...`; its initrd loads virtio_net, its init brings eth0 up from
+// build`) boots from a Firecracker config file (boot-source, a root drive, network-interfaces and
+// vsock); its initrd loads virtio_net, its init brings eth0 up from
 // `ip=`, and `typervisor.test=net:...` pings the host, reads NET_MIB MiB from a host TCP server and
 // sends NET_MIB MiB of random bytes back, printing the SHA-256 of each. The host end is a network
 // namespace this test makes (192.0.2.0/24, TEST-NET-1, only inside it): the TAP the card opened
@@ -66,7 +67,7 @@ async function until(cond: () => boolean, ms: number, what: string): Promise<voi
 }
 
 kvmTest(
-  `virtio-net: the Debian guest configures eth0 on a TAP, pings the host and moves ${NET_MIB} MiB over TCP each way with the bytes checked`,
+  `virtio-net, from a Firecracker config file with a root drive, a network interface and vsock: the Debian guest configures eth0 on a TAP, pings the host and moves ${NET_MIB} MiB over TCP each way with the bytes checked`,
   { need: "hardware", timeout: TIMEOUT_MS + 120_000 },
   async (t: TestContext) => {
     const ip = findTool("ip");
@@ -91,12 +92,18 @@ kvmTest(
     const serverJs = join(dir, "server.cjs");
     writeFileSync(serverJs, SERVER);
 
-    // The VM: the starter image as `image build` prints it, plus the interface and the test.
+    // The VM, as a Firecracker user configures one: a config file with the boot source, the root
+    // drive, the network interface and a vsock device (which this test does not use beyond its boot).
     const cmdline = `${IMAGE_CMDLINE} ip=${GUEST_IP}::${HOST_IP}:255.255.255.0::eth0:off typervisor.test=net:${HOST_IP}:${PORT}:${NET_MIB}`;
-    const vm = runTypervisor(t, [
-      "run", "--kernel", join(out, "vmlinuz"), "--initrd", join(out, "initrd.img"), "--drive", `path=${join(out, "rootfs.ext4")},root`,
-      "--net", `tap=${tap},mac=${GUEST_MAC}`, "--vcpus", "1", "--mem", "512", "--cmdline", cmdline,
-    ], TIMEOUT_MS);
+    const config = join(dir, "vm.json");
+    writeFileSync(config, JSON.stringify({
+      "boot-source": { kernel_image_path: join(out, "vmlinuz"), initrd_path: join(out, "initrd.img"), boot_args: cmdline },
+      "machine-config": { vcpu_count: 1, mem_size_mib: 512 },
+      drives: [{ drive_id: "rootfs", path_on_host: join(out, "rootfs.ext4"), is_root_device: true, is_read_only: false }],
+      "network-interfaces": [{ iface_id: "eth0", host_dev_name: tap, guest_mac: GUEST_MAC }],
+      vsock: { guest_cid: 3, uds_path: join(dir, "v.sock") },
+    }));
+    const vm = runTypervisor(t, ["--config-file", config, "--no-api"], TIMEOUT_MS);
     const tail = vm.tail;
 
     // The card creates the TAP when the VM starts; then it moves into the namespace (the card's

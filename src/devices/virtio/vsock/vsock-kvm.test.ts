@@ -1,5 +1,6 @@
 // Integration test: vsock between a stock Debian guest and host programs, in Firecracker's hybrid
-// model. The starter image boots with `--vsock cid=3,uds=...`; its initrd loads vsock and
+// model. The starter image boots through the API socket (Firecracker's getting-started sequence:
+// boot-source, machine-config, the root drive, vsock, InstanceStart); its initrd loads vsock and
 // vmw_vsock_virtio_transport; `typervisor.test=run:...` runs guest-vsock-test.c (a static program
 // `npm run build` makes, written into the root disk here with debugfs), which
 //  - connects to the host (CID 2) on HOST_PORT: this test's listener on `${uds}_${HOST_PORT}`
@@ -25,6 +26,7 @@ import { IMAGE_CMDLINE } from "../../../image/build.js";
 import { findTool } from "../../../image/rootfs.js";
 import { runTypervisor, starterImage } from "../../../image/testing.js";
 import { connectVsock } from "../../../sdk/vsock.js";
+import { apiRequest } from "../../../api/client.js";
 
 const kvmTest = kvmTests(import.meta.url);
 
@@ -97,7 +99,7 @@ async function exchange(uds: string, first: Uint8Array, body: Iterable<Uint8Arra
 }
 
 kvmTest(
-  `vsock: the Debian guest reaches a host listener, and host programs reach the guest's: an echo, ${SHORT_CONNECTIONS} short connections, a ${STREAM_MIB} MiB stream with its bytes checked`,
+  `vsock, through the API: the Debian guest reaches a host listener, and host programs reach the guest's: an echo, ${SHORT_CONNECTIONS} short connections, a ${STREAM_MIB} MiB stream with its bytes checked`,
   { need: "hardware", timeout: TIMEOUT_MS + 120_000 },
   async (t: TestContext) => {
     if (!existsSync(GUEST_PROGRAM)) return t.skip(`${GUEST_PROGRAM} is missing: npm run build makes it (gcc and Debian's libc6-dev for a static link)`);
@@ -124,12 +126,22 @@ kvmTest(
     await new Promise<void>((r) => hostListener.listen(`${uds}_${HOST_PORT}`, r));
     t.after(() => hostListener.close());
 
+    // Firecracker's getting-started sequence over the API socket, with a vsock device added.
     const cmdline = `${IMAGE_CMDLINE} typervisor.test=run:/vsock-test:${GUEST_PORT}:${HOST_PORT}`;
-    const vm = runTypervisor(t, [
-      "run", "--kernel", join(out, "vmlinuz"), "--initrd", join(out, "initrd.img"), "--drive", `path=${rootfs},root`,
-      "--vsock", `cid=3,uds=${uds}`, "--vcpus", "1", "--mem", "256", "--cmdline", cmdline,
-    ], TIMEOUT_MS);
+    const api = join(dir, "api.sock");
+    const vm = runTypervisor(t, ["--api-sock", api], TIMEOUT_MS);
     const tail = vm.tail;
+    for (let i = 0; i < 300 && !existsSync(api) && vm.running(); i++) await new Promise((r) => setTimeout(r, 100));
+    for (const [method, path, body] of [
+      ["PUT", "/boot-source", { kernel_image_path: join(out, "vmlinuz"), initrd_path: join(out, "initrd.img"), boot_args: cmdline }],
+      ["PUT", "/machine-config", { vcpu_count: 1, mem_size_mib: 256 }],
+      ["PUT", "/drives/rootfs", { drive_id: "rootfs", path_on_host: rootfs, is_root_device: true, is_read_only: false }],
+      ["PUT", "/vsock", { guest_cid: 3, uds_path: uds }],
+      ["PUT", "/actions", { action_type: "InstanceStart" }],
+    ] as const) {
+      const r = await apiRequest(api, method, path, body);
+      assert.equal(r.status, 204, `${method} ${path}: ${r.text}${tail()}`);
+    }
 
     // The guest listens before it calls the host: once it has called, its listener is up.
     const end = Date.now() + TIMEOUT_MS;
