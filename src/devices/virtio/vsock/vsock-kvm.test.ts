@@ -139,7 +139,8 @@ kvmTest(
       ["PUT", "/vsock", { guest_cid: 3, uds_path: uds }],
       ["PUT", "/actions", { action_type: "InstanceStart" }],
     ] as const) {
-      const r = await apiRequest(api, method, path, body);
+      // InstanceStart reads and measures the kernel and starts every card: minutes under nested TCG.
+      const r = await apiRequest(api, method, path, body, { timeoutMs: 240_000 });
       assert.equal(r.status, 204, `${method} ${path}: ${r.text}${tail()}`);
     }
 
