@@ -152,7 +152,7 @@ test("calls the state does not allow: MicroVMStateError with the state", async (
     vm.updateDrive("rootfs", { path: join(dir, "gone.img") }),
     (e: unknown) => e instanceof MicroVMConfigError && e.cause instanceof DriveConfigError && /gone\.img does not exist/.test(e.message),
   );
-  assert.throws(() => vm.updateNetworkInterface("eth0", { txRateLimiter: {} }), (e: unknown) => e instanceof MicroVMConfigError && /^no running net device "eth0"$/.test(e.message));
+  await assert.rejects(vm.updateNetworkInterface("eth0", { txRateLimiter: {} }), (e: unknown) => e instanceof MicroVMConfigError && /^no running net device "eth0"$/.test(e.message));
   await vm.stop("test");
   assert.throws(() => vm.attest(), (e: unknown) => e instanceof MicroVMStateError && e.state === "stopped" && e.message === "cannot attest a microVM that is stopped");
 });
