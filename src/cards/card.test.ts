@@ -27,7 +27,7 @@ import {
   MMIO_STATUS,
   STATUS_DEVICE_NEEDS_RESET,
 } from "../devices/virtio/spec.js";
-import { waitIrq } from "./testing.js";
+import { startWiredCard, waitIrq } from "./testing.js";
 import { DriveConfigError, createTransportState, createVirtioMmioDevice, signalEventfd, startCard, type CardHandle, type RateLimiterConfig } from "./index.js";
 
 const MiB = 1 << 20;
@@ -51,27 +51,10 @@ async function rig(t: TestContext, opts: { readOnly?: boolean; rateLimiter?: Rat
   const dir = mkdtempSync(join(tmpdir(), "card-"));
   const image = join(dir, "disk.img");
   writeFileSync(image, Buffer.alloc(IMG, 0xee));
-  const guest = createMemfdGuestMemory([[0, 2 * MiB]]);
-  const notifyFd = sys.eventfd(0, sys.EFD_CLOEXEC);
-  const irqFd = sys.eventfd(0, sys.EFD_CLOEXEC | sys.EFD_NONBLOCK);
-  const transportState = createTransportState();
-  const card = await startCard({
-    kind: "blk",
-    memfd: guest.fd,
-    regions: guest.memory.regions.map((r) => ({ gpa: r.gpa, size: r.size, fdOffset: r.fdOffset })),
-    transportState,
-    notifyFd,
-    irqFd,
-    config: { path: image, readOnly: opts.readOnly, rateLimiter: opts.rateLimiter, id: "card-test" },
-  });
-  t.after(async () => {
-    await card.stop();
-    sys.close(notifyFd);
-    sys.close(irqFd);
-    guest.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
-  const dev = createVirtioMmioDevice(transportState, notifyFd);
+  const { card, guest, dev, notifyFd, irqFd } = await startWiredCard(t, 2 * MiB, (wiring) =>
+    startCard({ ...wiring, kind: "blk", config: { path: image, readOnly: opts.readOnly, rateLimiter: opts.rateLimiter, id: "card-test" } }),
+  );
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
   const layout = layoutAt(opts.base ?? 0x1000, 64);
   assert.equal(initDevice(dev, layout), 0xf);
   const mem = guest.memory;

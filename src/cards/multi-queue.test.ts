@@ -8,8 +8,8 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as sys from "../sys/index.js";
-import { createMemfdGuestMemory } from "../memory/create.js";
-import { createTransportState, createVirtioMmioDevice, signalEventfd } from "./index.js";
+import { signalEventfd } from "./index.js";
+import { startWiredCard } from "./testing.js";
 import { startKindCard } from "./card.js";
 import { TestDriver, initDevice, layoutAt, w32 } from "../devices/virtio/testing.js";
 import { F_RING_INDIRECT_DESC, F_VERSION_1, MMIO_QUEUE_NOTIFY, bit } from "../devices/virtio/spec.js";
@@ -42,27 +42,14 @@ async function until(cond: () => boolean, ms = 5000): Promise<void> {
 
 test("card runtime: a kick on queue 0 and a ready descriptor of the model's own are both served, queue 1 too, with one interrupt line", async (t) => {
   const dir = mkdtempSync(join(tmpdir(), "typervisor-two-queue-"));
-  const guest = createMemfdGuestMemory([[0, 2 * MiB]]);
-  const notifyFd = sys.eventfd(0, sys.EFD_CLOEXEC);
-  const irqFd = sys.eventfd(0, sys.EFD_CLOEXEC | sys.EFD_NONBLOCK);
   const inFd = sys.eventfd(0, sys.EFD_CLOEXEC | sys.EFD_NONBLOCK);
   const outPath = join(dir, "out");
   const outFd = sys.open(outPath, sys.O_RDWR | sys.O_CREAT | sys.O_CLOEXEC, 0o600);
-  const transportState = createTransportState();
-  const card = await startKindCard(twoQueueKind, { outFd, inFd }, {
-    memfd: guest.fd,
-    regions: guest.memory.regions.map((r) => ({ gpa: r.gpa, size: r.size, fdOffset: r.fdOffset })),
-    transportState,
-    notifyFd,
-    irqFd,
-  });
-  t.after(async () => {
-    await card.stop();
-    for (const fd of [notifyFd, irqFd, inFd, outFd]) sys.close(fd);
-    guest.close();
+  const { card, guest, dev, irqFd } = await startWiredCard(t, 2 * MiB, (wiring) => startKindCard(twoQueueKind, { outFd, inFd }, wiring));
+  t.after(() => {
+    for (const fd of [inFd, outFd]) sys.close(fd);
     rmSync(dir, { recursive: true, force: true });
   });
-  const dev = createVirtioMmioDevice(transportState, notifyFd);
   const tx = layoutAt(0x1000, 16);
   const rx = layoutAt(0x4000, 16);
   assert.equal(initDevice(dev, [tx, rx]) & 0xff, 0xf, "both queues set up, DRIVER_OK");

@@ -8,9 +8,57 @@ import { TestDriver, initDevice, layoutAt } from "../devices/virtio/testing.js";
 import { createTransportState } from "../devices/virtio/mmio.js";
 import { F_RING_EVENT_IDX, bit } from "../devices/virtio/spec.js";
 import { createVirtioMmioDevice } from "./index.js";
-import { startCard, type CardHandle, type CardOptions, type CardKindOptions } from "./card.js";
+import { startCard, type CardBase, type CardHandle, type CardOptions, type CardKindOptions } from "./card.js";
 
 const MiB = 1 << 20;
+
+/** A card on test wiring: memfd RAM, the notify and irq eventfds, the transport and its register file. */
+export interface WiredCard {
+  card: CardHandle;
+  guest: ReturnType<typeof createMemfdGuestMemory>;
+  /** The virtio-mmio register file a vCPU would reach (a QueueNotify write signals notifyFd). */
+  dev: ReturnType<typeof createVirtioMmioDevice>;
+  notifyFd: number;
+  /** Non-blocking, for the test to read as KVM's irqfd would. */
+  irqFd: number;
+  transportState: SharedArrayBuffer;
+}
+
+/**
+ * Wires a card as the VMM does, without KVM: `ramBytes` of memfd guest RAM at 0, a notify eventfd
+ * (the test writes it as a guest kick would), a non-blocking irq eventfd and fresh transport
+ * state; `start` starts the card on that wiring. After the test the card is stopped first, then
+ * the descriptors and RAM are released (cleanups the caller registers later run after that).
+ */
+export async function startWiredCard(t: TestContext, ramBytes: number, start: (wiring: CardBase) => Promise<CardHandle>): Promise<WiredCard> {
+  const guest = createMemfdGuestMemory([[0, ramBytes]]);
+  const notifyFd = sys.eventfd(0, sys.EFD_CLOEXEC);
+  const irqFd = sys.eventfd(0, sys.EFD_CLOEXEC | sys.EFD_NONBLOCK);
+  const transportState = createTransportState();
+  const release = (): void => {
+    sys.close(notifyFd);
+    sys.close(irqFd);
+    guest.close();
+  };
+  let card: CardHandle;
+  try {
+    card = await start({
+      memfd: guest.fd,
+      regions: guest.memory.regions.map((r) => ({ gpa: r.gpa, size: r.size, fdOffset: r.fdOffset })),
+      transportState,
+      notifyFd,
+      irqFd,
+    });
+  } catch (e) {
+    release();
+    throw e;
+  }
+  t.after(async () => {
+    await card.stop();
+    release();
+  });
+  return { card, guest, dev: createVirtioMmioDevice(transportState, notifyFd), notifyFd, irqFd, transportState };
+}
 
 /** Reads the (non-blocking) irq eventfd until it fires or `ms` pass; returns the counter. */
 export async function waitIrq(fd: number, ms = 5000): Promise<number> {
@@ -55,25 +103,7 @@ type KindOptions = Extract<CardKindOptions, { kind: "rng" | "nsm" }>;
 
 /** Starts a card of `kind` over 2 MiB of memfd guest RAM and brings queue 0 up (driver init, §3.1.1). */
 export async function cardRig(t: TestContext, k: KindOptions, queueSize = 64): Promise<CardRig> {
-  const guest = createMemfdGuestMemory([[0, 2 * MiB]]);
-  const notifyFd = sys.eventfd(0, sys.EFD_CLOEXEC);
-  const irqFd = sys.eventfd(0, sys.EFD_CLOEXEC | sys.EFD_NONBLOCK);
-  const transportState = createTransportState();
-  const base = {
-    memfd: guest.fd,
-    regions: guest.memory.regions.map((r) => ({ gpa: r.gpa, size: r.size, fdOffset: r.fdOffset })),
-    transportState,
-    notifyFd,
-    irqFd,
-  };
-  const card = await startCard({ ...base, ...k } as CardOptions);
-  t.after(async () => {
-    await card.stop();
-    sys.close(notifyFd);
-    sys.close(irqFd);
-    guest.close();
-  });
-  const dev = createVirtioMmioDevice(transportState, notifyFd);
+  const { card, guest, dev, notifyFd, irqFd, transportState } = await startWiredCard(t, 2 * MiB, (wiring) => startCard({ ...wiring, ...k } as CardOptions));
   const layout = layoutAt(0x1000, queueSize);
   // Without EVENT_IDX, so every completion batch interrupts (the blk card test covers EVENT_IDX).
   assert.equal(initDevice(dev, layout, (f) => f & ~bit(F_RING_EVENT_IDX)) & 0xff, 0xf, "device accepted the driver");

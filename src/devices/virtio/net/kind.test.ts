@@ -9,8 +9,8 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import * as sys from "../../../sys/index.js";
-import { createMemfdGuestMemory } from "../../../memory/create.js";
-import { createTransportState, createVirtioMmioDevice, startCard } from "../../../cards/index.js";
+import { startCard } from "../../../cards/index.js";
+import { startWiredCard } from "../../../cards/testing.js";
 import { TestDriver, initDevice, layoutAt, w32 } from "../testing.js";
 import { MMIO_CONFIG, MMIO_QUEUE_NOTIFY } from "../spec.js";
 import { NET_HDR_SIZE, NET_RX_QUEUE, NET_TX_QUEUE } from "./spec.js";
@@ -45,37 +45,22 @@ async function netRig(t: TestContext, config: Partial<NetConfig> = {}) {
   const ns = `typervisor-net-${tag}`;
   const inNs = (...args: string[]): string => execFileSync("ip", ["netns", "exec", ns, ...args], { encoding: "utf8" });
 
-  const guest = createMemfdGuestMemory([[0, 4 * MiB]]);
-  const notifyFd = sys.eventfd(0, sys.EFD_CLOEXEC);
-  const irqFd = sys.eventfd(0, sys.EFD_CLOEXEC | sys.EFD_NONBLOCK);
-  const transportState = createTransportState();
-  const card = await startCard({
-    kind: "net",
-    config: { id: "eth0", tap: tapName, mac: GUEST_MAC, ...config },
-    memfd: guest.fd,
-    regions: guest.memory.regions.map((r) => ({ gpa: r.gpa, size: r.size, fdOffset: r.fdOffset })),
-    transportState,
-    notifyFd,
-    irqFd,
-  });
+  const { card, guest, dev } = await startWiredCard(t, 4 * MiB, (wiring) =>
+    startCard({ ...wiring, kind: "net", config: { id: "eth0", tap: tapName, mac: GUEST_MAC, ...config } }),
+  );
   execFileSync("ip", ["netns", "add", ns]);
-  t.after(async () => {
-    await card.stop();
+  t.after(() => {
     try {
       execFileSync("ip", ["netns", "del", ns]);
     } catch {
       // already gone
     }
-    sys.close(notifyFd);
-    sys.close(irqFd);
-    guest.close();
   });
   // The card's descriptor stays attached to the TAP when its interface moves into the namespace.
   execFileSync("ip", ["link", "set", tapName, "netns", ns]);
   inNs("ip", "addr", "add", `${HOST_IP}/24`, "dev", tapName);
   inNs("ip", "link", "set", tapName, "up");
 
-  const dev = createVirtioMmioDevice(transportState, notifyFd);
   const rxLayout = layoutAt(0x1000, 16);
   const txLayout = layoutAt(0x4000, 16);
   const layouts = [];

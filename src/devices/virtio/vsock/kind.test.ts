@@ -12,8 +12,8 @@ import { createConnection, createServer, type Server, type Socket } from "node:n
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as sys from "../../../sys/index.js";
-import { createMemfdGuestMemory } from "../../../memory/create.js";
-import { DriveConfigError, createTransportState, createVirtioMmioDevice, startCard, type CardHandle } from "../../../cards/index.js";
+import { DriveConfigError, startCard, type CardHandle } from "../../../cards/index.js";
+import { startWiredCard } from "../../../cards/testing.js";
 import type { GuestMemory } from "../../../memory/guest-memory.js";
 import type { BusDevice } from "../../bus.js";
 import { TestDriver, initDevice, layoutAt, w32 } from "../testing.js";
@@ -299,27 +299,8 @@ interface Rig {
 async function startRig(t: TestContext, config?: Partial<VsockConfig>): Promise<Rig> {
   const dir = mkdtempSync(join(shortTmp(), "tv-vsock-"));
   const cfg: VsockConfig = { guestCid: GUEST_CID, udsPath: join(dir, "v.sock"), ...config };
-  const guest = createMemfdGuestMemory([[0, 8 * MiB]]);
-  const notifyFd = sys.eventfd(0, sys.EFD_CLOEXEC);
-  const irqFd = sys.eventfd(0, sys.EFD_CLOEXEC | sys.EFD_NONBLOCK);
-  const transportState = createTransportState();
-  const card = await startCard({
-    kind: "vsock",
-    config: cfg,
-    memfd: guest.fd,
-    regions: guest.memory.regions.map((r) => ({ gpa: r.gpa, size: r.size, fdOffset: r.fdOffset })),
-    transportState,
-    notifyFd,
-    irqFd,
-  });
-  t.after(async () => {
-    await card.stop();
-    sys.close(notifyFd);
-    sys.close(irqFd);
-    guest.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
-  const dev = createVirtioMmioDevice(transportState, notifyFd);
+  const { card, guest, dev } = await startWiredCard(t, 8 * MiB, (wiring) => startCard({ ...wiring, kind: "vsock", config: cfg }));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
   const layouts = [];
   layouts[VSOCK_RX_QUEUE] = RX_LAYOUT;
   layouts[VSOCK_TX_QUEUE] = TX_LAYOUT;
