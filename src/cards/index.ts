@@ -17,7 +17,6 @@ export {
   type NsmSigner,
   type CardRegion,
 } from "./card.js";
-export { CTL_BYTES, writeLimiterConfig, readLimiterConfig } from "./control-block.js";
 export { SharedPcrBank, SHARED_PCR_BANK_BYTES, type PcrBankState } from "./shared-pcr-bank.js";
 export type { PcrRegisters } from "../security/pcr.js";
 export { DriveConfigError, openImage, FileBackend } from "./blk-file.js";

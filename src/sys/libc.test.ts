@@ -245,20 +245,21 @@ test("threadCpuMicros: this thread's CPU time grows with work done here, not wit
   assert.ok(c - b < 20_000, `sleeping 100 ms cost ${c - b} µs of CPU`);
 });
 
-test("pollReadable: only the descriptors with something to read, none on timeout; a bad fd is refused", () => {
+test("pollReady for reading: only the descriptors with something to read, none on timeout; a bad fd is refused", () => {
+  const readable = (fds: number[], ms: number): number[] => sys.pollReady(fds.map((fd) => ({ fd, read: true })), ms).map((r) => r.fd);
   const a = sys.eventfd(0, sys.EFD_CLOEXEC | sys.EFD_NONBLOCK);
   const b = sys.eventfd(0, sys.EFD_CLOEXEC | sys.EFD_NONBLOCK);
   const c = sys.eventfd(0, sys.EFD_CLOEXEC | sys.EFD_NONBLOCK);
   try {
     const t0 = performance.now();
-    assert.deepEqual(sys.pollReadable([a, b, c], 30), []);
+    assert.deepEqual(readable([a, b, c], 30), []);
     assert.ok(performance.now() - t0 >= 25, "waited for the timeout");
     sys.write(b, new Uint8Array(new BigUint64Array([1n]).buffer));
     sys.write(c, new Uint8Array(new BigUint64Array([5n]).buffer));
-    assert.deepEqual(sys.pollReadable([a, b, c], -1), [b, c]);
+    assert.deepEqual(readable([a, b, c], -1), [b, c]);
     sys.read(b, new Uint8Array(8));
-    assert.deepEqual(sys.pollReadable([a, b, c], 0), [c]);
-    assert.throws(() => sys.pollReadable([a, -1], 0), /not a file descriptor/);
+    assert.deepEqual(readable([a, b, c], 0), [c]);
+    assert.throws(() => readable([a, -1], 0), /not a file descriptor/);
   } finally {
     for (const fd of [a, b, c]) sys.close(fd);
   }

@@ -405,11 +405,6 @@ export function pollReady(interests: readonly PollInterest[], ms: number): PollR
   return out;
 }
 
-/** The descriptors of `fds` that are readable, hung up or in error within `ms` (pollReady for reading). */
-export function pollReadable(fds: readonly number[], ms: number): number[] {
-  return pollReady(fds.map((fd) => ({ fd, read: true })), ms).map((r) => r.fd);
-}
-
 const installedHandlers = new Set<NodeJS.Signals>();
 
 /**

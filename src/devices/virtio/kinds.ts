@@ -26,8 +26,6 @@ export const VIRTIO_KINDS: { readonly [K in keyof KindConfigs]: VirtioDeviceKind
   vsock: vsockKind,
 };
 
-export type KindName = keyof KindConfigs;
-
 /** The kind named `name` (a CardConfigError-free lookup: names come from code, not from users). */
 export function virtioKind(name: string): VirtioDeviceKind<unknown, unknown> {
   const k = (VIRTIO_KINDS as unknown as Record<string, VirtioDeviceKind<unknown, unknown> | undefined>)[name];
