@@ -9,6 +9,7 @@ import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, tru
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Vm } from "../vmm/vm.js";
+import { describeExit } from "../vmm/exit-report.js";
 import { probePath } from "../probe/path.js";
 import { findQemu, qemuArgs } from "../probe/qemu.js";
 import { parseProbeLines, type ProbeLine } from "../probe/probe-lines.js";
@@ -70,7 +71,7 @@ async function typervisor(image: string, dir: string): Promise<Run> {
     await vm.start();
     const exit = await vm.wait();
     const cpu = process.cpuUsage(cpu0);
-    if (exit.kind !== "debug-exit" || exit.status !== 0) throw new Error(`typervisor run ended with ${JSON.stringify(exit)}`);
+    if (exit.kind !== "debug-exit" || exit.status !== 0) throw new Error(`typervisor run ended with ${describeExit(exit)}`);
     const c = vm.exitCounters()[0]!;
     return {
       lines: parseProbeLines(readFileSync(consolePath, "utf8")),

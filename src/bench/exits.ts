@@ -9,6 +9,7 @@
 
 import { existsSync, readFileSync } from "node:fs";
 import { Vm } from "../vmm/vm.js";
+import { describeExit } from "../vmm/exit-report.js";
 import { probePath } from "../probe/path.js";
 import { findQemu, runProbeInQemu } from "../probe/qemu.js";
 import { buildKvmMachine } from "../vmm/builder.js";
@@ -51,7 +52,7 @@ async function typervisorSeconds(kind: Kind, n: number): Promise<number> {
     await vm.start();
     const exit = await vm.wait();
     const t1 = process.hrtime.bigint();
-    if (exit.kind !== "debug-exit" || exit.status !== 0) throw new Error(`typervisor run ended with ${JSON.stringify(exit)}`);
+    if (exit.kind !== "debug-exit" || exit.status !== 0) throw new Error(`typervisor run ended with ${describeExit(exit)}`);
     return Number(t1 - t0) / 1e9;
   } finally {
     vm.close();

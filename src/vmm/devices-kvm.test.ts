@@ -14,6 +14,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Vm, type VmConfig } from "./vm.js";
+import { describeExit } from "./exit-report.js";
 import { probePath } from "../probe/path.js";
 import { parseProbeLines, findLine, type ProbeLine } from "../probe/probe-lines.js";
 import { chipInit } from "../security/chip.js";
@@ -47,7 +48,7 @@ async function boot(t: TestContext, dir: string, config: Partial<VmConfig> & { c
     await vm.start();
     const exit = await vm.wait();
     const lines = parseProbeLines(readFileSync(consolePath, "utf8"));
-    assert.equal(exit.kind, "debug-exit", `${JSON.stringify(exit)}\n${JSON.stringify(lines)}`);
+    assert.equal(exit.kind, "debug-exit", `${describeExit(exit)}\n${JSON.stringify(lines)}`);
     return lines;
   } finally {
     clearTimeout(timer);

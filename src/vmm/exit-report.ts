@@ -24,3 +24,12 @@ export function formatCrash(exit: Extract<VmExit, { kind: "crash" }>): string {
   }
   return lines.join("\n") + "\n";
 }
+
+/**
+ * Any exit in one line or block for logs and test messages: a crash with its registers, the rest as
+ * JSON (register values are bigints, which JSON.stringify refuses).
+ */
+export function describeExit(exit: VmExit): string {
+  if (exit.kind === "crash") return formatCrash(exit).trimEnd();
+  return JSON.stringify(exit);
+}

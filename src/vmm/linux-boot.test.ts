@@ -14,6 +14,7 @@ import { join } from "node:path";
 import { S_IFDIR, S_IFREG, writeCpio } from "../initramfs/cpio.js";
 import { debianKernelRelease, failureReason, fetchDebianKernel, fetchDebianPackageFile } from "../testing/debian.js";
 import { Vm, type VmExit } from "./vm.js";
+import { describeExit } from "./exit-report.js";
 import { HOST_KVM, IN_BOX, kvmTests, meets } from "../testing/kvm.js";
 
 const kvmTest = kvmTests(import.meta.url);
@@ -122,7 +123,7 @@ async function bootDebian(t: TestContext, vcpus: number): Promise<void> {
     if (!(IN_BOX && hung && attempt < 2)) break;
     t.diagnostic(`boot ${attempt} stalled under nested TCG (last console line: ${output.trim().split("\n").pop()?.slice(0, 160)}); booting once more`);
   }
-  const tail = `\nexit: ${JSON.stringify(exit)}\n--- console (last 4000 chars) ---\n${output.slice(-4000)}`;
+  const tail = `\nexit: ${describeExit(exit)}\n--- console (last 4000 chars) ---\n${output.slice(-4000)}`;
 
   assert.doesNotMatch(output, /A valid RSDP was not found/, `the kernel found our RSDP${tail}`);
   assert.match(output, new RegExp(`smpboot: Allowing ${vcpus} CPUs`), `the MADT lists ${vcpus} CPUs${tail}`);

@@ -8,6 +8,7 @@ import { randomBytes, createHash } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Vm, type VmConfig, type VmExit } from "./vm.js";
+import { describeExit } from "./exit-report.js";
 import { probePath } from "../probe/path.js";
 import { parseProbeLines, findLine, hexToString, fnv1a64, type ProbeLine } from "../probe/probe-lines.js";
 import { KernelFormatError } from "../arch/x86_64/index.js";
@@ -139,7 +140,7 @@ kvmTest("bench:exits' C baseline runs the same VM (same builder) to the probe's 
 // vector=13, then done status=1; measured on a PVM host), so on PVM hosts this runs in the box.
 kvmTest("fault: a deliberate triple fault is reported as a crash with registers", { need: "hardware" }, async (t) => {
   const r = await boot(t, { cmdline: "probe.run=fault" });
-  assert.equal(r.exit.kind, "crash", JSON.stringify(r.exit, (_k, v) => (typeof v === "bigint" ? v.toString(16) : v)));
+  assert.equal(r.exit.kind, "crash", describeExit(r.exit));
   if (r.exit.kind !== "crash") return;
   assert.equal(r.exit.reason, "triple fault");
   const state = r.exit.state as { regs?: { rip?: bigint } };
