@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { envFile, initramfsInit, rootInit, EXIT_MARK, RESULT_TTY } from "./image.js";
 import { namedPaths } from "./main.js";
+import { wedgedCpu } from "./box.js";
 import boxReporter, { parseResults, RESULT_PREFIX, FILE_ENV } from "./reporter.js";
 import { meets, qemuAccel, route, kvmKind, boxShell, endedFiles, FILE_MARK } from "../testing/kvm.js";
 import { shQuote } from "./image.js";
@@ -142,4 +143,13 @@ test("the box's shell runs each KVM file under a time limit, marks its end with 
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test("wedgedCpu reads the box kernel's soft-lockup reports (the last in a chunk); other console text is none", () => {
+  assert.equal(wedgedCpu("box: pass dist/x.test.js › a test\n"), undefined);
+  assert.deepEqual(wedgedCpu("[  200.948197] watchdog: BUG: soft lockup - CPU#1 stuck for 131s! [node:128]\n"), { cpu: 1, seconds: 131 });
+  assert.deepEqual(
+    wedgedCpu("[ 1.0] watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [a:1]\n[ 2.0] watchdog: BUG: soft lockup - CPU#1 stuck for 48s! [node:9]\n"),
+    { cpu: 1, seconds: 48 },
+  );
 });

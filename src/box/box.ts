@@ -70,6 +70,16 @@ export interface BoxRunOptions {
   assets?: BoxAssets;
 }
 
+/** How long a box CPU may be reported stuck (soft lockup) before the box counts as wedged. */
+const WEDGED_S = 120;
+
+/** The CPU and seconds of the last soft-lockup report in a console chunk (Linux kernel/watchdog.c's "BUG: soft lockup - CPU#%d stuck for %us!"). */
+export function wedgedCpu(chunk: string): { cpu: number; seconds: number } | undefined {
+  let last: { cpu: number; seconds: number } | undefined;
+  for (const m of chunk.matchAll(/BUG: soft lockup - CPU#(\d+) stuck for (\d+)s!/g)) last = { cpu: Number(m[1]), seconds: Number(m[2]) };
+  return last;
+}
+
 export interface BoxRunResult {
   /** The command's exit status, or null when the box stopped without reporting one. */
   status: number | null;
@@ -112,9 +122,16 @@ export async function runInBox(o: BoxRunOptions): Promise<BoxRunResult> {
     let stderr = "";
     let lastActivity = Date.now();
     child.stdout.setEncoding("utf8").on("data", (c: string) => {
-      lastActivity = Date.now();
       consoleText += c;
       o.onConsole?.(c);
+      // The box kernel's soft-lockup reports are no progress: they are what a wedged box prints
+      // (seen here: nested SVM under TCG leaves a CPU stuck in KVM_RUN, reported every ~30 s for
+      // as long as the box runs). Past WEDGED_S the box is stopped, as a silent one is.
+      const stuck = wedgedCpu(c);
+      if (stuck !== undefined && stuck.seconds >= WEDGED_S) {
+        kill(`the box's kernel reports CPU#${stuck.cpu} stuck for ${stuck.seconds} s (a soft lockup: the box is wedged) and was stopped`);
+      }
+      if (stuck === undefined) lastActivity = Date.now();
     });
     child.stderr.setEncoding("utf8").on("data", (c: string) => (stderr += c));
     let seen = 0;
