@@ -91,7 +91,9 @@ ipconf=$(cmdline_value ip)
 ip_fields "$ipconf"
 hostname "\${ip_host:-$(cat /etc/hostname)}"
 ifconfig lo 127.0.0.1 up
-[ -n "$ipconf" ] && net_up "$ipconf"
+if [ -n "$ipconf" ] && net_up "$ipconf"; then
+  case $ip_client in ""|off|none) ;; *) echo "typervisor: $ip_dev up: mac $(cat "/sys/class/net/$ip_dev/address") address $ip_client" ;; esac
+fi
 echo "typervisor: $(hostname) up ($(uname -r)); root shell on ttyS0; reboot or poweroff ends the VM"
 `;
 
@@ -102,7 +104,32 @@ export const CONSOLE = `#!/bin/sh
 t=$(cmdline_value typervisor.test)
 [ -n "$t" ] && exec /etc/typervisor/test "$t"
 cd /root
+# A serial line carries no window size: ask the terminal for it (resize) before the shell starts.
+[ -t 0 ] && resize >/dev/null
 exec sh -l
+`;
+
+/**
+ * /usr/bin/resize (busybox has none): a serial console carries no window size, so ask the terminal
+ * at the other end, as xterm's resize does — save the cursor, move it to the far corner, ask where
+ * it is (ECMA-48 §8.3.35 DSR, CSI 6 n; the answer is CPR, CSI <row> ; <col> R, §8.3.14), restore
+ * the cursor, and give the size to the tty (stty rows/cols). Prints the shell assignments, as
+ * xterm's does; run it again after resizing the window.
+ */
+export const RESIZE = `#!/bin/sh
+[ -t 0 ] || { echo "resize: standard input is not a terminal" >&2; exit 1; }
+old=$(stty -g)
+stty raw -echo
+printf '\\0337\\033[999;999H\\033[6n\\0338'
+IFS= read -r -s -t 3 -d R answer
+stty "$old"
+answer=\${answer##*[}
+rows=\${answer%;*} cols=\${answer#*;}
+case "$rows:$cols" in
+  :*|*:|*[!0-9:]*) echo "resize: the terminal did not say its size" >&2; exit 1 ;;
+esac
+stty rows "$rows" cols "$cols"
+echo "COLUMNS=$cols; LINES=$rows; export COLUMNS LINES;"
 `;
 
 /**
@@ -177,6 +204,7 @@ export function rootfsFiles(hostname = "typervisor"): Array<{ path: string; mode
     { path: "etc/typervisor/lib.sh", mode: 0o644, text: LIB_SH },
     { path: "etc/typervisor/console", mode: 0o755, text: CONSOLE },
     { path: "etc/typervisor/test", mode: 0o755, text: TEST },
+    { path: "usr/bin/resize", mode: 0o755, text: RESIZE },
     { path: "sbin/poweroff", mode: 0o755, text: POWEROFF },
     { path: "sbin/halt", mode: 0o755, text: POWEROFF },
     { path: "etc/hostname", mode: 0o644, text: `${hostname}\n` },

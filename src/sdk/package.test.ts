@@ -24,7 +24,11 @@ import {
 import { tmpdir } from "node:os";
 import { dirname, join, relative } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
+import { spawn } from "node:child_process";
 import { kvmTests } from "../testing/kvm.js";
+import { findTool } from "../image/rootfs.js";
+import { starterImage } from "../image/testing.js";
+import { GUEST_MAC, assertNetTest, netNames, netTestCmdline, tapPeer } from "../devices/virtio/net/testing.js";
 
 const kvmTest = kvmTests(import.meta.url);
 
@@ -155,6 +159,24 @@ const SCRIPTS: Record<string, string> = {
     `await ended;`,
     `const line = out.split("\\n").find((l) => l.startsWith("PROBE demo"));`,
     `console.log(JSON.stringify({ exit, line, kernel: vm.config.kernel, resolved: import.meta.resolve("typervisor") }));`,
+  ].join("\n"),
+  // A stock kernel from the user's project: the starter image with its root drive, a network
+  // interface and vsock; the guest's console on stdout as it comes, the exit as the last line.
+  "linux.mjs": [
+    `import { MicroVM } from "typervisor";`,
+    `const [kernel, initrd, rootfs, tap, mac, udsPath, cmdline] = process.argv.slice(2);`,
+    `const vm = MicroVM.create({`,
+    `  kernel, initrd, cmdline: \`\${cmdline} root=/dev/vda rw\`, memMiB: 512,`,
+    `  drives: [{ id: "rootfs", path: rootfs }],`,
+    `  net: [{ id: "eth0", tap, mac }],`,
+    `  vsock: { guestCid: 3, udsPath },`,
+    `});`,
+    `vm.console.on("data", (c) => process.stdout.write(c));`,
+    `const ended = new Promise((r) => vm.console.on("end", r));`,
+    `await vm.start();`,
+    `const exit = await vm.exited;`,
+    `await ended;`,
+    `console.log("\\n" + JSON.stringify({ exit, kernel: vm.config.kernel, net: vm.config.net, vsock: vm.config.vsock, resolved: import.meta.resolve("typervisor") }));`,
   ].join("\n"),
   "missing-kernel.mjs": [
     `import { MicroVM, KernelImageError, MicroVMError } from "typervisor";`,
@@ -363,6 +385,51 @@ kvmTest(
     assert.equal(out.kernel, join(installed(project), "guest/build/probe.elf"), "the probe guest of the installed copy");
     assert.ok(out.resolved.startsWith(pathToFileURL(installed(project)).href + "/"), `"typervisor" resolves into the project: ${out.resolved}`);
     assert.ok(statSync(out.kernel).isFile());
+    t.diagnostic(`project: ${relative(ROOT, project)}`);
+  },
+);
+
+/** MiB each way for the SDK's network check (the net KVM test moves 64 MiB through the CLI's path). */
+const SDK_NET_MIB = 16;
+
+kvmTest(
+  `from the user's project, the installed SDK boots Debian's kernel (the starter image) with a root drive, a network interface and vsock: / is /dev/vda read-write, eth0 on a TAP pings the host and moves ${SDK_NET_MIB} MiB each way with the bytes checked, a clean reboot`,
+  { need: "hardware", timeout: 600_000 },
+  async (t) => {
+    const ip = findTool("ip");
+    if (ip === undefined) return t.skip("iproute2's ip is missing: install Debian's iproute2");
+    if (!existsSync("/dev/net/tun")) return t.skip("no /dev/net/tun: load the tun module (modprobe tun)");
+    const image = starterImage(t, "tv-sdk-linux-");
+    if (image === undefined) return;
+    const project = userProject(t);
+    const { dir, out } = image;
+    const { tap, ns } = netNames();
+    const uds = join(dir, "v.sock");
+    const args = ["linux.mjs", join(out, "vmlinuz"), join(out, "initrd.img"), join(out, "rootfs.ext4"), tap, GUEST_MAC, uds, netTestCmdline(SDK_NET_MIB)];
+    const child = spawn(process.execPath, args, { cwd: project, stdio: ["ignore", "pipe", "pipe"] });
+    t.after(() => child.kill("SIGKILL"));
+    let stdout = "";
+    let stderr = "";
+    child.stdout.setEncoding("utf8").on("data", (c: string) => {
+      stdout += c;
+      process.stderr.write(c); // progress the box can see
+    });
+    child.stderr.setEncoding("utf8").on("data", (c: string) => (stderr += c));
+    const status = new Promise<number | null>((res) => child.on("close", res));
+    const timer = setTimeout(() => child.kill("SIGTERM"), 480_000);
+    t.after(() => clearTimeout(timer));
+    const tail = (): string => `\n--- node ${args.join(" ")}\n--- stderr ---\n${stderr}--- stdout (last 4000 chars) ---\n${stdout.slice(-4000)}`;
+    const peer = await tapPeer(t, { ip, dir, tap, ns, mib: SDK_NET_MIB, running: () => child.exitCode === null && child.signalCode === null, tail });
+
+    assert.equal(await status, 0, `node linux.mjs${tail()}`);
+    assert.match(stdout, /EXT4-fs \(vda\): mounted filesystem/, `the root drive mounted${tail()}`);
+    assert.match(stdout, new RegExp(`typervisor: eth0 up: mac ${GUEST_MAC} address`), `the image's init brought eth0 up${tail()}`);
+    assertNetTest(stdout, peer, SDK_NET_MIB, tail());
+    const end = lastJson<{ exit: unknown; kernel: string; net: unknown; vsock: unknown; resolved: string }>({ stdout, stderr });
+    assert.deepEqual(end.exit, { kind: "reset" }, `the guest's reboot ended the VM${tail()}`);
+    assert.deepEqual(end.net, [{ id: "eth0", tap, mac: GUEST_MAC }]);
+    assert.deepEqual(end.vsock, { guestCid: 3, udsPath: uds });
+    assert.ok(end.resolved.startsWith(pathToFileURL(installed(project)).href + "/"), `"typervisor" resolves into the project: ${end.resolved}`);
     t.diagnostic(`project: ${relative(ROOT, project)}`);
   },
 );

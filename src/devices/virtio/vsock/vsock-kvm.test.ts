@@ -1,6 +1,6 @@
 // Integration test: vsock between a stock Debian guest and host programs, in Firecracker's hybrid
 // model. The starter image boots through the API socket (Firecracker's getting-started sequence:
-// boot-source, machine-config, the root drive, vsock, InstanceStart); its initrd loads vsock and
+// boot-source, machine-config, the root drive, a network interface, vsock, InstanceStart); its initrd loads vsock and
 // vmw_vsock_virtio_transport; `typervisor.test=run:...` runs guest-vsock-test.c (a static program
 // `npm run build` makes, written into the root disk here with debugfs), which
 //  - connects to the host (CID 2) on HOST_PORT: this test's listener on `${uds}_${HOST_PORT}`
@@ -27,6 +27,7 @@ import { findTool } from "../../../image/rootfs.js";
 import { runTypervisor, starterImage } from "../../../image/testing.js";
 import { connectVsock } from "../../../sdk/vsock.js";
 import { apiRequest } from "../../../api/client.js";
+import { GUEST_IP, GUEST_MAC, HOST_IP, netNames } from "../net/testing.js";
 
 const kvmTest = kvmTests(import.meta.url);
 
@@ -99,10 +100,11 @@ async function exchange(uds: string, first: Uint8Array, body: Iterable<Uint8Arra
 }
 
 kvmTest(
-  `vsock, through the API: the Debian guest reaches a host listener, and host programs reach the guest's: an echo, ${SHORT_CONNECTIONS} short connections, a ${STREAM_MIB} MiB stream with its bytes checked`,
+  `vsock, through the API (getting-started with a network interface and vsock added): the Debian guest reaches a host listener, and host programs reach the guest's: an echo, ${SHORT_CONNECTIONS} short connections, a ${STREAM_MIB} MiB stream with its bytes checked`,
   { need: "hardware", timeout: TIMEOUT_MS + 120_000 },
   async (t: TestContext) => {
     if (!existsSync(GUEST_PROGRAM)) return t.skip(`${GUEST_PROGRAM} is missing: npm run build makes it (gcc and Debian's libc6-dev for a static link)`);
+    if (!existsSync("/dev/net/tun")) return t.skip("no /dev/net/tun: load the tun module (modprobe tun)");
     const image = starterImage(t, "tv-vsock-");
     if (image === undefined) return;
     const { dir, out } = image;
@@ -126,8 +128,10 @@ kvmTest(
     await new Promise<void>((r) => hostListener.listen(`${uds}_${HOST_PORT}`, r));
     t.after(() => hostListener.close());
 
-    // Firecracker's getting-started sequence over the API socket, with a vsock device added.
-    const cmdline = `${IMAGE_CMDLINE} typervisor.test=run:/vsock-test:${GUEST_PORT}:${HOST_PORT}`;
+    // Firecracker's getting-started sequence over the API socket, with the network interface (a TAP
+    // the card creates; eth0 comes up from ip=) and a vsock device added.
+    const { tap } = netNames();
+    const cmdline = `${IMAGE_CMDLINE} ip=${GUEST_IP}::${HOST_IP}:255.255.255.0::eth0:off typervisor.test=run:/vsock-test:${GUEST_PORT}:${HOST_PORT}`;
     const api = join(dir, "api.sock");
     const vm = runTypervisor(t, ["--api-sock", api], TIMEOUT_MS);
     const tail = vm.tail;
@@ -136,6 +140,7 @@ kvmTest(
       ["PUT", "/boot-source", { kernel_image_path: join(out, "vmlinuz"), initrd_path: join(out, "initrd.img"), boot_args: cmdline }],
       ["PUT", "/machine-config", { vcpu_count: 1, mem_size_mib: 256 }],
       ["PUT", "/drives/rootfs", { drive_id: "rootfs", path_on_host: rootfs, is_root_device: true, is_read_only: false }],
+      ["PUT", "/network-interfaces/eth0", { iface_id: "eth0", host_dev_name: tap, guest_mac: GUEST_MAC }],
       ["PUT", "/vsock", { guest_cid: 3, uds_path: uds }],
       ["PUT", "/actions", { action_type: "InstanceStart" }],
     ] as const) {
@@ -168,6 +173,7 @@ kvmTest(
 
     const code = await vm.status;
     const console = vm.console();
+    assert.ok(console.includes(`typervisor: eth0 up: mac ${GUEST_MAC} address ${GUEST_IP}`), `the guest's eth0, from PUT /network-interfaces, came up with its MAC and ip= address${tail()}`);
     assert.match(console, /vsock-test: guest->host ok/, `guest → host${tail()}`);
     assert.match(console, new RegExp(`vsock-test: served ${SHORT_CONNECTIONS + 3} connections`), `every connection reached the guest${tail()}`);
     assert.match(console, /typervisor\.test: run status=0/, `the guest program succeeded${tail()}`);
