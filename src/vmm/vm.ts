@@ -266,15 +266,15 @@ export class Vm extends EventEmitter {
     this.control.requestPause();
     this.kickAll();
     const deadline = Date.now() + PAUSE_TIMEOUT_MS;
-    while (this.control.parked < this.slots.filter((s) => !s.done).length && this.phase !== "stopped") {
+    while (this.control.parked < this.slots.filter((s) => !s.done).length && !this.control.stopRequested) {
       if (Date.now() > deadline) {
         this.control.requestResume();
         throw new Error(`pause: the vCPUs did not park within ${PAUSE_TIMEOUT_MS} ms`);
       }
       await new Promise((r) => setTimeout(r, 1));
     }
-    // A VM that ended meanwhile stays stopped.
-    if (this.phase === "running") this.moveTo("paused");
+    // A VM asked to stop meanwhile is ending, not paused: it goes on to stopped.
+    if (this.phase === "running" && !this.control.stopRequested) this.moveTo("paused");
   }
 
   /** Lets the vCPUs run again after pause(). */
