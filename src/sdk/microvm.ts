@@ -39,6 +39,11 @@ export const defaultVmFactory: VmFactory = (config) => Vm.create(config);
 /** The built-in probe guest (guest/build/probe.elf) as a kernel choice. */
 export const PROBE_KERNEL = "probe" as const;
 
+/** The command line a kernel choice gets when the config names none: the probe's demo, else a Linux kernel's. */
+export function defaultCmdline(kernel: string | KernelSource): string {
+  return kernel === PROBE_KERNEL ? DEFAULT_PROBE_CMDLINE : DEFAULT_LINUX_CMDLINE;
+}
+
 /** What a microVM is made of. Every field but `kernel` has a default. */
 export interface MicroVMConfig {
   /** A kernel image path, its bytes, or `"probe"` for the built-in probe guest. */
@@ -55,7 +60,8 @@ export interface MicroVMConfig {
   bootProtocol?: "linux64" | "pvh";
   /**
    * Where guest serial output goes. Omitted: into {@link MicroVM.console}. A file descriptor of
-   * this process: written there directly (then `console` ends at once and stays empty).
+   * this process: written there directly (then `console` ends at once and stays empty); -1
+   * discards it. The descriptor stays the caller's to close, after the VM has ended.
    */
   consoleFd?: number;
   /** Unread console bytes kept before output is dropped (counted in metrics). Default 1 MiB. */
@@ -298,7 +304,6 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
     for (const list of ["drives", "net"] as const) {
       if (config[list] !== undefined && !Array.isArray(config[list])) throw new MicroVMConfigError(`${list} must be an array, got ${typeof config[list]}`);
     }
-    const isProbe = config.kernel === PROBE_KERNEL;
     const kernel = loadSource(config.kernel, "kernel");
     const initrd = config.initrd === undefined ? undefined : loadSource(config.initrd, "initrd");
     const drives = (config.drives ?? []).map((d) => ({ ...d }));
@@ -310,7 +315,7 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
     const resolved = {
       kernel: kernel.name,
       initrd: initrd?.name,
-      cmdline: config.cmdline ?? (isProbe ? DEFAULT_PROBE_CMDLINE : DEFAULT_LINUX_CMDLINE),
+      cmdline: config.cmdline ?? defaultCmdline(config.kernel),
       vcpus: config.vcpus ?? 1,
       memMiB: config.memMiB ?? 128,
       bootProtocol: config.bootProtocol ?? "linux64",
