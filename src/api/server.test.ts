@@ -202,3 +202,36 @@ test("registry: register, list, prune dead pids and junk, unregister", async () 
   assert.deepEqual(listRunningVms(join(dir, "nope")), []);
   assert.equal(defaultRuntimeDir({ XDG_RUNTIME_DIR: "/run/user/1000" }), process.getuid?.() === 0 ? "/run/typervisor" : "/run/user/1000/typervisor");
 });
+
+test("GET / and PATCH /vm follow the VM's own state, whoever paused or resumed it", async (t) => {
+  const dir = tempDir();
+  const sock = join(dir, "api.sock");
+  const h = await startApiServer({ socketPath: sock, vmFactory: fakeFactory([[BLOCK]]), consoleFd: -1 });
+  t.after(() => h.close());
+  const state = async () => ((await apiRequest(sock, "GET", "/")).body as { state: string }).state;
+  const patch = (s: string) => apiRequest(sock, "PATCH", "/vm", { state: s });
+  assert.equal((await apiRequest(sock, "PUT", "/boot-source", { kernel_image_path: fakeKernel(dir) })).status, 204);
+  assert.equal((await apiRequest(sock, "PUT", "/actions", { action_type: "InstanceStart" })).status, 204);
+  assert.equal(await state(), "Running");
+  // Paused through the SDK, not the API: the API says so, and answers Paused with 204 (Firecracker's).
+  await h.microvm!.pause();
+  assert.equal(await state(), "Paused");
+  assert.equal(h.state, "Paused");
+  assert.equal((await patch("Paused")).status, 204);
+  assert.equal(h.vm!.state, "paused");
+  assert.equal((await patch("Resumed")).status, 204);
+  assert.equal(h.vm!.state, "running");
+  assert.equal(await state(), "Running");
+  // Paused under the SDK, on the Vm itself.
+  await h.vm!.pause();
+  assert.equal(await state(), "Paused");
+  h.vm!.resume();
+  assert.equal(await state(), "Running");
+  assert.equal((await patch("Resumed")).status, 204);
+  const exitP = new Promise<VmExit>((r) => h.once("exit", r));
+  h.vm!.stop("test");
+  const exit = await exitP;
+  assert.deepEqual(h.exit, exit);
+  assert.deepEqual(((await apiRequest(sock, "GET", "/")).body as Record<string, unknown>)["typervisor_exit"], exit);
+  assert.match(((await patch("Paused")).body as { fault_message: string }).fault_message, /the microVM has stopped \(stopped by test\)/);
+});

@@ -182,8 +182,6 @@ class ApiServer extends EventEmitter implements ApiServerHandle {
   private microvmValue: MicroVM | undefined;
   private serialFd = -1;
   private starting = false;
-  private paused = false;
-  private exitValue: VmExit | undefined;
   private queue: Promise<unknown> = Promise.resolve();
   private closed = false;
 
@@ -231,12 +229,18 @@ class ApiServer extends EventEmitter implements ApiServerHandle {
   get vm(): Vm | undefined {
     return this.microvmValue?.vm;
   }
+  /** How the VM ended: the VM's own record (vmm/vm.ts), never a copy. */
   get exit(): VmExit | undefined {
-    return this.exitValue;
+    return this.microvmValue?.exit;
   }
+  /**
+   * Firecracker's name for the VM's own state (vmm/vm.ts VM_TRANSITIONS), never a copy: the spec's
+   * states stop at Paused, so a VM that has ended still says Running (GET / adds how it ended).
+   */
   get state(): InstanceState {
-    if (this.microvmValue === undefined) return "Not started";
-    return this.paused ? "Paused" : "Running";
+    const s = this.microvmValue?.state;
+    if (s === undefined) return "Not started";
+    return s === "paused" ? "Paused" : "Running";
   }
 
   async listen(): Promise<void> {
@@ -273,7 +277,7 @@ class ApiServer extends EventEmitter implements ApiServerHandle {
     if (this.closed) return;
     this.closed = true;
     const mv = this.microvmValue;
-    if (mv !== undefined && this.exitValue === undefined) await mv.stop("api server closed");
+    if (mv !== undefined && mv.exit === undefined) await mv.stop("api server closed");
     await new Promise<void>((resolve) => {
       this.server.close(() => resolve());
       this.server.closeAllConnections();
@@ -484,7 +488,8 @@ class ApiServer extends EventEmitter implements ApiServerHandle {
   private instanceInfo(): Record<string, unknown> {
     const info: Record<string, unknown> = { id: this.id, state: this.state, vmm_version: this.version, app_name: APP_NAME };
     // The spec's states stop at Paused; a VM that has ended says how in a field of our own.
-    if (this.exitValue !== undefined) info["typervisor_exit"] = this.exitValue;
+    const exit = this.exit;
+    if (exit !== undefined) info["typervisor_exit"] = exit;
     return info;
   }
 
@@ -539,7 +544,8 @@ class ApiServer extends EventEmitter implements ApiServerHandle {
 
   private postBoot(): void {
     if (this.microvmValue === undefined) throw new FaultError(NOT_BEFORE_START);
-    if (this.exitValue !== undefined) throw new FaultError(`the microVM has stopped (${describeExit(this.exitValue)})`);
+    const exit = this.exit;
+    if (exit !== undefined) throw new FaultError(`the microVM has stopped (${describeExit(exit)})`);
   }
 
   private async instanceStart(): Promise<void> {
@@ -563,8 +569,6 @@ class ApiServer extends EventEmitter implements ApiServerHandle {
         throw new FaultError(`InstanceStart: ${(e as Error).message}`, 400, e);
       }
       mv.on("exit", (exit) => {
-        this.exitValue = exit;
-        this.paused = false;
         const level = exit.kind === "crash" || exit.kind === "error" ? "Error" : "Info";
         this.log.log(level, "vmm", "microVM stopped", { exit: exit as unknown as Record<string, unknown> });
         this.metricsWriter?.flush();
@@ -693,14 +697,10 @@ class ApiServer extends EventEmitter implements ApiServerHandle {
   private async setVmState(state: "Paused" | "Resumed"): Promise<void> {
     this.postBoot();
     const mv = this.microvmValue!;
-    // Firecracker answers 204 to Paused on a paused VM and Resumed on a running one.
-    if (state === "Paused" && !this.paused) {
-      await mv.pause();
-      this.paused = mv.state === "paused";
-    } else if (state === "Resumed" && this.paused) {
-      mv.resume();
-      this.paused = false;
-    }
+    // Firecracker answers 204 to Paused on a paused VM and Resumed on a running one. The VM's
+    // own state decides, whoever paused or resumed it (the SDK, a test, this API).
+    if (state === "Paused" && mv.state !== "paused") await mv.pause();
+    else if (state === "Resumed" && mv.state === "paused") mv.resume();
   }
 }
 

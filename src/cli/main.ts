@@ -3,18 +3,20 @@
 
 import { readFileSync, openSync, closeSync, fstatSync } from "node:fs";
 import { parseCommand, HELP, UsageError, type RunOptions, type DriveOption } from "./args.js";
-import { DriveConfigError, type DriveConfig } from "../vmm/drives.js";
-import { Vm, MAX_VCPUS, MIN_MEM_MIB, MAX_MEM_MIB, VmConfigError, type VmExit } from "../vmm/vm.js";
+import type { DriveConfig } from "../vmm/drives.js";
+import { MAX_VCPUS, MIN_MEM_MIB, MAX_MEM_MIB, type VmExit } from "../vmm/vm.js";
 import { probePath } from "../probe/path.js";
-import { parseKernelImage, KernelFormatError } from "../arch/x86_64/index.js";
+import { KernelFormatError } from "../arch/x86_64/index.js";
 import type { KernelSource } from "../vmm/builder.js";
-import { SysError } from "../sys/index.js";
-import { KvmError } from "../kvm/index.js";
+import { MicroVM, PROBE_KERNEL, defaultCmdline } from "../sdk/microvm.js";
+import {
+  HostError, KernelImageError, KvmUnavailableError, MicroVMConfigError, MicroVMError, ProbeNotBuiltError,
+} from "../sdk/errors.js";
 import { formatCrash } from "../vmm/exit-report.js";
 import { chipCommand, measureCommand, attestCommand, signCommand } from "../security/cli.js";
 import { psCommand, stopCommand, vmStateCommand, attestVmCommand, consoleCommand } from "./instances.js";
 import { serve, runOptionsToResources } from "./serve.js";
-import { ImageSignatureError, verifyBootSignature } from "../security/image.js";
+import { ImageSignatureError, type BootSignature } from "../security/image.js";
 import { readBootSignature, readInputFile } from "./input.js";
 import { checkDriveSupported, rootDeviceArgs } from "../api/config.js";
 
@@ -24,7 +26,6 @@ import { COMPARE_HELP, compareCommand } from "./compare.js";
 export { EXIT_OK, EXIT_GUEST_FAILURE, EXIT_USAGE, EXIT_CRASH, EXIT_HOST };
 
 export { DEFAULT_PROBE_CMDLINE, DEFAULT_LINUX_CMDLINE } from "../sdk/defaults.js";
-import { DEFAULT_PROBE_CMDLINE, DEFAULT_LINUX_CMDLINE } from "../sdk/defaults.js";
 
 /** Ctrl-A then x, as in QEMU, stops the VM from a raw-mode terminal. */
 const CTRL_A = 0x01;
@@ -125,35 +126,25 @@ async function control(verb: "ps" | "pause" | "resume" | "stop" | "console", arg
   }
 }
 
+/**
+ * `typervisor run`: the VM is a MicroVM (src/sdk), built and driven as an SDK user would, so the
+ * defaults, the image-signature check and the lifecycle are the SDK's. What is the CLI's own: the
+ * files it reads for the user (one-line errors naming them), the root drive's command-line
+ * arguments, the console target, stdin, signals, and the exit status.
+ */
 async function run(opts: RunOptions): Promise<number> {
-  let kernel: KernelSource;
+  let kernel: KernelSource | typeof PROBE_KERNEL = PROBE_KERNEL;
   let initrd: KernelSource | undefined;
+  let imageSignature: BootSignature | undefined;
+  let cmdline: string;
   try {
-    kernel = opts.kernel !== undefined ? readInputFile("kernel", opts.kernel) : readInputFile("probe guest", probePath());
-    // Refuse a file that is not a kernel before touching KVM: the edge validates.
-    parseKernelImage(kernel.bytes);
+    if (opts.kernel !== undefined) kernel = readInputFile("kernel", opts.kernel);
     if (opts.initrd !== undefined) initrd = readInputFile("initrd", opts.initrd);
+    cmdline = withRootArgs(opts.cmdline ?? defaultCmdline(kernel), opts.drives);
+    if (opts.signature !== undefined && opts.trust !== undefined) imageSignature = readBootSignature(opts.signature, opts.trust);
   } catch (e) {
-    if (e instanceof UsageError) return fail(EXIT_USAGE, e.message);
-    if (e instanceof KernelFormatError) return fail(EXIT_USAGE, `${opts.kernel ?? "probe guest"}: ${e.message}`);
-    if (e instanceof Error && /probe guest not built/.test(e.message)) return fail(EXIT_HOST, e.message);
+    if (e instanceof UsageError || (e as Error).name === "FaultError") return fail(EXIT_USAGE, (e as Error).message);
     throw e;
-  }
-  let cmdline = opts.cmdline ?? (opts.kernel === undefined ? DEFAULT_PROBE_CMDLINE : DEFAULT_LINUX_CMDLINE);
-  try {
-    cmdline = withRootArgs(cmdline, opts.drives);
-  } catch (e) {
-    if ((e as Error).name === "FaultError") return fail(EXIT_USAGE, (e as Error).message);
-    throw e;
-  }
-  let signingCert: Uint8Array | undefined;
-  if (opts.signature !== undefined && opts.trust !== undefined) {
-    try {
-      signingCert = checkImageSignature(opts.signature, opts.trust, kernel.bytes, initrd?.bytes, cmdline);
-    } catch (e) {
-      if (e instanceof UsageError) return fail(EXIT_USAGE, e.message);
-      throw e;
-    }
   }
 
   let consoleFd = -1;
@@ -168,11 +159,11 @@ async function run(opts: RunOptions): Promise<number> {
     }
   }
 
-  let vm: Vm;
+  let vm: MicroVM;
   try {
-    vm = Vm.create({
+    vm = MicroVM.create({
       kernel,
-      initrd,
+      ...(initrd !== undefined ? { initrd } : {}),
       cmdline,
       vcpus: opts.vcpus,
       memMiB: opts.memMiB,
@@ -182,18 +173,15 @@ async function run(opts: RunOptions): Promise<number> {
       ...(opts.entropy ? { entropy: {} } : {}),
       ...(opts.nets.length > 0 ? { net: opts.nets.map((n) => ({ ...n })) } : {}),
       ...(opts.vsock !== undefined ? { vsock: { ...opts.vsock } } : {}),
-      ...(opts.nsmChipDir !== undefined ? { nsm: { chipDir: opts.nsmChipDir } } : {}),
-      ...(signingCert !== undefined ? { signingCert } : {}),
+      ...(opts.nsmChipDir !== undefined ? { nsm: true, chipDir: opts.nsmChipDir } : {}),
+      ...(imageSignature !== undefined ? { imageSignature } : {}),
     });
   } catch (e) {
     if (ownFd) closeSync(consoleFd);
-    if (e instanceof KernelFormatError || e instanceof VmConfigError || e instanceof DriveConfigError) return fail(EXIT_USAGE, e.message);
-    if (e instanceof SysError || e instanceof KvmError) return fail(EXIT_HOST, e.message);
-    if (e instanceof Error && /BootSetupError|GuestMemoryError/.test(e.name)) return fail(EXIT_USAGE, e.message);
-    throw e;
+    return fail(createExitStatus(e), createFailureMessage(e, opts.kernel ?? "probe guest"));
   }
 
-  const onSignal = (sig: NodeJS.Signals) => vm.stop(`signal ${sig}`);
+  const onSignal = (sig: NodeJS.Signals) => void vm.stop(`signal ${sig}`);
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
   const restoreInput = opts.console.kind === "stdio" ? attachConsoleInput(vm) : () => {};
@@ -202,33 +190,40 @@ async function run(opts: RunOptions): Promise<number> {
     try {
       await vm.start();
     } catch (e) {
-      vm.stop("start failed");
-      await vm.wait();
-      return fail(EXIT_HOST, `cannot start the VM: ${(e as Error).message}`);
+      await vm.stop("start failed");
+      return fail(EXIT_HOST, `cannot start the VM: ${causeMessage(e)}`);
     }
-    exit = await vm.wait();
+    exit = await vm.exited;
   } finally {
     restoreInput();
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
-    vm.close();
     if (ownFd) closeSync(consoleFd);
   }
   return exitStatus(exit);
 }
 
 /**
- * Verifies a `typervisor sign` signature over the PCR0 this boot will have (kernel ‖ cmdline ‖
- * initrd) against the trusted certificate. Returns the certificate's DER (measured into PCR8);
- * throws a one-line UsageError naming the failed check.
+ * The exit status (HELP) of an error MicroVM.create threw: 2 for what the user gave (bad config,
+ * a file that is not a kernel, a signature that does not verify), 4 for what the host lacks (KVM,
+ * memory, descriptors, the built probe guest). Anything else is a bug and is thrown again.
  */
-export function checkImageSignature(sigPath: string, certPath: string, kernel: Uint8Array, initrd: Uint8Array | undefined, cmdline: string): Uint8Array {
-  try {
-    return verifyBootSignature(readBootSignature(sigPath, certPath), { kernel, initrd, cmdline });
-  } catch (e) {
-    if (e instanceof ImageSignatureError) throw new UsageError(e.message);
-    throw e;
-  }
+export function createExitStatus(e: unknown): number {
+  if (e instanceof MicroVMConfigError || e instanceof KernelImageError || e instanceof ImageSignatureError) return EXIT_USAGE;
+  if (e instanceof KvmUnavailableError || e instanceof HostError || e instanceof ProbeNotBuiltError) return EXIT_HOST;
+  throw e;
+}
+
+/** The one line for an error of MicroVM.create: a kernel that is not one is named as the user gave it (`FILE: why`). */
+export function createFailureMessage(e: unknown, kernelName: string): string {
+  if (e instanceof KernelImageError && e.cause instanceof KernelFormatError) return `${kernelName}: ${e.cause.message}`;
+  return (e as Error).message;
+}
+
+/** The lower layer's sentence of an SDK error that wraps one (for "cannot start the VM: ..."), else its own. */
+function causeMessage(e: unknown): string {
+  if (!(e instanceof Error)) return String(e);
+  return e instanceof MicroVMError && e.cause instanceof Error ? e.cause.message : e.message;
 }
 
 /**
@@ -285,9 +280,11 @@ export function exitStatus(exit: VmExit): number {
   }
 }
 
-/** Forwards stdin to the guest UART; raw mode on a terminal, Ctrl-A x stops the VM. */
-function attachConsoleInput(vm: Vm): () => void {
-  const stdin = process.stdin;
+/**
+ * Forwards stdin to the guest UART through MicroVM.write; raw mode on a terminal, where Ctrl-A x
+ * stops the VM (`stop("console escape")`) and Ctrl-A Ctrl-A sends one Ctrl-A. Returns the undo.
+ */
+export function attachConsoleInput(vm: Pick<MicroVM, "write" | "stop">, stdin: NodeJS.ReadStream = process.stdin): () => void {
   const tty = stdin.isTTY === true;
   if (!tty) {
     // Piped or redirected stdin is forwarded as it is; no stdin at all (CI) forwards nothing.
@@ -299,7 +296,7 @@ function attachConsoleInput(vm: Vm): () => void {
       return () => {};
     }
     if (kind === "other") return () => {};
-    const onPiped = (chunk: Buffer) => void vm.sendConsoleInput(chunk);
+    const onPiped = (chunk: Buffer) => void vm.write(chunk);
     stdin.on("data", onPiped);
     stdin.on("error", () => {});
     return () => {
@@ -314,15 +311,15 @@ function attachConsoleInput(vm: Vm): () => void {
       if (sawCtrlA) {
         sawCtrlA = false;
         if (b === 0x78 /* x */) {
-          vm.stop("console escape");
+          void vm.stop("console escape");
           return;
         }
-        if (b !== CTRL_A) vm.sendConsoleInput(Uint8Array.of(CTRL_A));
+        if (b !== CTRL_A) vm.write(Uint8Array.of(CTRL_A));
       } else if (b === CTRL_A) {
         sawCtrlA = true;
         continue;
       }
-      vm.sendConsoleInput(Uint8Array.of(b));
+      vm.write(Uint8Array.of(b));
     }
   };
   stdin.on("data", onData);

@@ -2,7 +2,6 @@
 // `typervisor run … --api-sock PATH`: the VMM driven through the Firecracker-compatible API (one
 // VM per process, as Firecracker), registered in the runtime directory for `ps`/`pause`/`stop`.
 
-import { DEFAULT_LINUX_CMDLINE, DEFAULT_PROBE_CMDLINE } from "../sdk/defaults.js";
 import { readFileSync } from "node:fs";
 import { randomUUID } from "node:crypto";
 import {
@@ -10,6 +9,7 @@ import {
   startPrometheusServer, parseHostPort, FaultError, type VmResources, type ApiServerHandle, type PrometheusServerHandle,
 } from "../api/index.js";
 import { MicroVM, type VmFactory } from "../sdk/index.js";
+import { PROBE_KERNEL, defaultCmdline } from "../sdk/microvm.js";
 import { openConsolePipe } from "../sdk/console-pipe.js";
 import { startConsoleRelay, consoleSocketPath } from "./console.js";
 import { mkdirSync } from "node:fs";
@@ -57,7 +57,7 @@ export function runOptionsToResources(o: RunOptions): VmResources {
     "boot-source": {
       kernel_image_path: o.kernel ?? probePath(),
       ...(o.initrd !== undefined ? { initrd_path: o.initrd } : {}),
-      boot_args: o.cmdline ?? (o.kernel === undefined ? DEFAULT_PROBE_CMDLINE : DEFAULT_LINUX_CMDLINE),
+      boot_args: o.cmdline ?? defaultCmdline(o.kernel ?? PROBE_KERNEL),
     },
     "machine-config": { vcpu_count: o.vcpus, mem_size_mib: o.memMiB },
     ...(o.entropy ? { entropy: {} } : {}),
@@ -124,7 +124,7 @@ export async function serve(opts: ServeOptions, io: ServeIo): Promise<number> {
   // Guest output: a pipe the main thread reads, to tee it to stdout and to `typervisor console`.
   const pipe = openConsolePipe();
   let handle: ApiServerHandle | undefined;
-  const relay = await startConsoleRelay(consoleSocketPath(dir, id), (bytes) => void handle?.vm?.sendConsoleInput(bytes));
+  const relay = await startConsoleRelay(consoleSocketPath(dir, id), (bytes) => void handle?.microvm?.write(bytes));
   pipe.stream.on("data", (chunk: Buffer) => {
     process.stdout.write(chunk);
     relay.output(chunk);
@@ -176,12 +176,12 @@ export async function serve(opts: ServeOptions, io: ServeIo): Promise<number> {
     const onSignal = (sig: NodeJS.Signals) => {
       // Firecracker's model: a signal ends the VMM, and with it the VM.
       const code = sig === "SIGINT" ? 130 : 143;
-      if (server.vm !== undefined && server.exit === undefined) server.vm.stop(`signal ${sig}`);
+      if (server.microvm !== undefined && server.exit === undefined) void server.microvm.stop(`signal ${sig}`);
       else resolve(code);
     };
     process.on("SIGINT", onSignal);
     process.on("SIGTERM", onSignal);
-    opts.onReady?.({ stop: () => server.vm?.stop("test"), handle: server });
+    opts.onReady?.({ stop: () => void server.microvm?.stop("test"), handle: server });
     server.once("exit", (exit: VmExit) => {
       process.off("SIGINT", onSignal);
       process.off("SIGTERM", onSignal);

@@ -244,3 +244,22 @@ test("vsock: connect(port) reaches the card's socket; a guest that never accepts
   // The fake guest has no driver: the card sends its REQUEST nowhere and the connection times out.
   await assert.rejects(vm.vsock.connect(52, { timeoutMs: 300 }), (e: unknown) => e instanceof VsockConnectError && /port 52/.test((e as Error).message));
 });
+
+test("state, exit and events are the Vm's own: driving the Vm underneath moves the MicroVM with it", async () => {
+  const vm = MicroVM.create({ kernel: kernel(), vmFactory: fakeFactory([[BLOCK]]) });
+  const events: Array<[string, string]> = [];
+  for (const e of ["start", "pause", "resume", "exit"] as const) vm.on(e, () => events.push([e, vm.state]));
+  await vm.vm.start();
+  assert.equal(vm.state, "running");
+  await vm.vm.pause();
+  assert.equal(vm.state, "paused");
+  await assert.rejects(vm.pause(), /cannot pause a microVM that is paused/);
+  vm.resume();
+  assert.equal(vm.vm.state, "running");
+  vm.vm.stop("under the SDK");
+  const exit = await vm.exited;
+  assert.deepEqual(exit, { kind: "stopped", by: "under the SDK" });
+  assert.equal(vm.state, "stopped");
+  assert.deepEqual(vm.exit, exit);
+  assert.deepEqual(events, [["start", "running"], ["pause", "paused"], ["resume", "running"], ["exit", "stopped"]]);
+});

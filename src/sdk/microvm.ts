@@ -9,7 +9,7 @@ import { EventEmitter } from "node:events";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { PassThrough, type Readable } from "node:stream";
-import { Vm, type VmConfig, type VmExit } from "../vmm/vm.js";
+import { Vm, type VmConfig, type VmExit, type VmState } from "../vmm/vm.js";
 import type { KernelSource } from "../vmm/builder.js";
 import type { DriveConfig, EntropyConfig, NsmConfig } from "../vmm/drives.js";
 import type { NetConfig } from "../devices/virtio/net/kind.js";
@@ -39,6 +39,11 @@ export const defaultVmFactory: VmFactory = (config) => Vm.create(config);
 /** The built-in probe guest (guest/build/probe.elf) as a kernel choice. */
 export const PROBE_KERNEL = "probe" as const;
 
+/** The command line a kernel choice gets when the config names none: the probe's demo, else a Linux kernel's. */
+export function defaultCmdline(kernel: string | KernelSource): string {
+  return kernel === PROBE_KERNEL ? DEFAULT_PROBE_CMDLINE : DEFAULT_LINUX_CMDLINE;
+}
+
 /** What a microVM is made of. Every field but `kernel` has a default. */
 export interface MicroVMConfig {
   /** A kernel image path, its bytes, or `"probe"` for the built-in probe guest. */
@@ -55,7 +60,8 @@ export interface MicroVMConfig {
   bootProtocol?: "linux64" | "pvh";
   /**
    * Where guest serial output goes. Omitted: into {@link MicroVM.console}. A file descriptor of
-   * this process: written there directly (then `console` ends at once and stays empty).
+   * this process: written there directly (then `console` ends at once and stays empty); -1
+   * discards it. The descriptor stays the caller's to close, after the VM has ended.
    */
   consoleFd?: number;
   /** Unread console bytes kept before output is dropped (counted in metrics). Default 1 MiB. */
@@ -115,8 +121,8 @@ export interface AttestOptions {
   publicKey?: Uint8Array;
 }
 
-/** Where the VM is in its life. */
-export type MicroVMState = "created" | "running" | "paused" | "stopped";
+/** Where the VM is in its life: the Vm's lifecycle state (vmm/vm.ts VM_TRANSITIONS). */
+export type MicroVMState = VmState;
 
 /** A snapshot of the counters of a running (or finished) microVM. */
 export interface MicroVMMetrics {
@@ -261,8 +267,6 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
   readonly exited: Promise<VmExit>;
   private readonly pipe: ConsolePipe | undefined;
   private readonly emptyConsole: Readable | undefined;
-  private stateValue: MicroVMState = "created";
-  private exitValue: VmExit | undefined;
 
   private constructor(vm: Vm, config: MicroVM["config"], pipe: ConsolePipe | undefined, empty: Readable | undefined) {
     super();
@@ -270,9 +274,10 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
     this.config = config;
     this.pipe = pipe;
     this.emptyConsole = empty;
+    // The lifecycle is the Vm's (VM_TRANSITIONS): its transitions are this object's events, and
+    // `state` reads its state, so the two cannot disagree however the VM is driven.
+    for (const event of ["start", "pause", "resume"] as const) vm.on(event, () => this.emit(event));
     this.exited = vm.wait().then((exit) => {
-      this.exitValue = exit;
-      this.stateValue = "stopped";
       // Every vCPU thread has stopped: no more console writes, so the stream may end.
       this.pipe?.closeWriteEnd();
       try {
@@ -299,7 +304,6 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
     for (const list of ["drives", "net"] as const) {
       if (config[list] !== undefined && !Array.isArray(config[list])) throw new MicroVMConfigError(`${list} must be an array, got ${typeof config[list]}`);
     }
-    const isProbe = config.kernel === PROBE_KERNEL;
     const kernel = loadSource(config.kernel, "kernel");
     const initrd = config.initrd === undefined ? undefined : loadSource(config.initrd, "initrd");
     const drives = (config.drives ?? []).map((d) => ({ ...d }));
@@ -311,7 +315,7 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
     const resolved = {
       kernel: kernel.name,
       initrd: initrd?.name,
-      cmdline: config.cmdline ?? (isProbe ? DEFAULT_PROBE_CMDLINE : DEFAULT_LINUX_CMDLINE),
+      cmdline: config.cmdline ?? defaultCmdline(config.kernel),
       vcpus: config.vcpus ?? 1,
       memMiB: config.memMiB ?? 128,
       bootProtocol: config.bootProtocol ?? "linux64",
@@ -367,13 +371,14 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
     return this.pipe?.stream ?? this.emptyConsole!;
   }
 
+  /** Where the VM is in its life: the Vm's own state (vmm/vm.ts VM_TRANSITIONS), never a copy. */
   get state(): MicroVMState {
-    return this.stateValue;
+    return this.vm.state;
   }
 
   /** How the VM ended, once it has. */
   get exit(): VmExit | undefined {
-    return this.exitValue;
+    return this.vm.exit;
   }
 
   /** Starts every vCPU; resolves once they run. Rejects with MicroVMStateError unless created, HostError or MicroVMConfigError when a device or thread cannot start. */
@@ -385,10 +390,6 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
     } catch (e) {
       throw toMicroVMError(e, { during: "start", kernel: this.config.kernel });
     }
-    if (this.exitValue === undefined && this.stateValue === "created") {
-      this.stateValue = "running";
-      this.emit("start");
-    }
   }
 
   /** Parks every vCPU (guest time stops); resolves once all are parked. Throws unless running. */
@@ -399,23 +400,17 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
     } catch (e) {
       throw toMicroVMError(e, { during: "pause" });
     }
-    if (this.exitValue === undefined) {
-      this.stateValue = "paused";
-      this.emit("pause");
-    }
   }
 
   /** Resumes a paused VM. */
   resume(): void {
     this.requireState("resume", "paused");
     this.vm.resume();
-    this.stateValue = "running";
-    this.emit("resume");
   }
 
   /** Stops the VM (if it has not stopped already) and resolves with how it ended. */
   stop(by = "sdk"): Promise<VmExit> {
-    if (this.stateValue !== "stopped") this.vm.stop(by);
+    if (this.vm.state !== "stopped") this.vm.stop(by);
     return this.exited;
   }
 
@@ -484,7 +479,8 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
 
   /** Throws MicroVMStateError (`cannot <what> a microVM that is <state>`) unless the state is one of `allowed`. */
   private requireState(what: string, ...allowed: MicroVMState[]): void {
-    if (!allowed.includes(this.stateValue)) throw new MicroVMStateError(`cannot ${what} a microVM that is ${this.stateValue}`, this.stateValue);
+    const state = this.state;
+    if (!allowed.includes(state)) throw new MicroVMStateError(`cannot ${what} a microVM that is ${state}`, state);
   }
 
   /** Counters: per-vCPU exits by reason, uptime, console bytes, per drive and per card. */

@@ -8,7 +8,7 @@ import { execFileSync } from "node:child_process";
 import { constants, mkdtempSync, openSync, closeSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Vm } from "./vm.js";
+import { Vm, VM_TRANSITIONS } from "./vm.js";
 import { fakeMachine, type FakeStep } from "./testing/fake-machine.js";
 
 const text = (s: string): FakeStep[] => [...Buffer.from(s)].map((b) => ({ out: 0x3f8, bytes: [b] }));
@@ -201,5 +201,49 @@ test("SendCtrlAltDel: the running guest's keyboard gets the chord and IRQ 1", as
   Atomics.notify(words, 4);
   assert.deepEqual(await withTimeout(vm.wait(), 10_000, "reset"), { kind: "reset" });
   assert.equal(words[2], 0x71, "the last byte the guest read is Delete's");
+  vm.close();
+});
+
+test("one state machine: every transition is one of VM_TRANSITIONS, emits its event, and state already says so", async () => {
+  const m = fakeMachine([[BLOCK], [BLOCK]]);
+  const vm = new Vm(m, -1);
+  const seen: Array<[string, string]> = [];
+  for (const e of ["start", "pause", "resume", "exit"]) vm.on(e, () => seen.push([e, vm.state]));
+  assert.equal(vm.state, "created");
+  assert.equal(vm.exit, undefined);
+  await vm.start();
+  // Two pause() calls while the vCPUs park are one pause: one event, "running" until both parked.
+  const first = vm.pause();
+  const second = vm.pause();
+  assert.equal(vm.state, "running", "not paused before every vCPU has parked");
+  await withTimeout(Promise.all([first, second]), 10_000, "pause");
+  assert.equal(vm.state, "paused");
+  assert.equal(vm.control.parked, 2);
+  vm.resume();
+  vm.stop("test");
+  const exit = await withTimeout(vm.wait(), 10_000, "stop");
+  assert.deepEqual(vm.exit, exit);
+  assert.deepEqual(seen, [["start", "running"], ["pause", "paused"], ["resume", "running"], ["exit", "stopped"]]);
+  // Each event names the transition into the state it reported.
+  for (const [event, state] of seen) {
+    assert.ok(Object.values(VM_TRANSITIONS).some((to) => to[state as keyof typeof to] === event), `${event} → ${state}`);
+  }
+  assert.deepEqual(VM_TRANSITIONS.stopped, {}, "nothing leaves stopped");
+  await assert.rejects(vm.pause(), /cannot pause a VM that is stopped/);
+  vm.close();
+});
+
+test("a VM stopped while its vCPUs park ends stopped, with no pause event", async () => {
+  const m = fakeMachine([[BLOCK]]);
+  const vm = new Vm(m, -1);
+  let paused = 0;
+  vm.on("pause", () => paused++);
+  await vm.start();
+  const p = vm.pause();
+  vm.stop("test");
+  await withTimeout(p, 10_000, "pause");
+  await withTimeout(vm.wait(), 10_000, "stop");
+  assert.equal(vm.state, "stopped");
+  assert.equal(paused, 0);
   vm.close();
 });

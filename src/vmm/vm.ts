@@ -92,6 +92,20 @@ export function validateVmConfig(c: VmConfig): void {
 export type VmState = "created" | "running" | "paused" | "stopped";
 
 /**
+ * The VM's lifecycle, the one state machine of a microVM (MicroVM and the API server read
+ * `Vm.state` and listen to these events; neither keeps a state of its own): each allowed
+ * transition and the event it emits. `created → running` once every vCPU is released,
+ * `running → paused` once every vCPU is parked, `paused → running` on resume, and any state
+ * `→ stopped` once every vCPU thread and back end has ended (with the VmExit).
+ */
+export const VM_TRANSITIONS: Readonly<Record<VmState, Readonly<Partial<Record<VmState, "start" | "pause" | "resume" | "exit">>>>> = {
+  created: { running: "start", stopped: "exit" },
+  running: { paused: "pause", stopped: "exit" },
+  paused: { running: "resume", stopped: "exit" },
+  stopped: {},
+};
+
+/**
  * A drive's counters, whatever its I/O path. The card counters (requests, bytes, errors, ...) are
  * filled for every path, so consumers that know only cards (the API's metrics) keep working:
  * emulated: requests = ATA commands, bytes = sectors moved x 512, kicks and interrupts not counted;
@@ -135,11 +149,14 @@ export class Vm extends EventEmitter {
   private stopBy: string | undefined;
   private readonly exited: Promise<VmExit>;
   private resolveExit!: (e: VmExit) => void;
+  /** Where the VM is in its life (VM_TRANSITIONS); changed only by `moveTo`. */
+  private phase: VmState = "created";
+  /** start() has been called (and has not failed): a second call is refused. */
   private started = false;
-  private settled = false;
+  /** The pause() under way, until every vCPU has parked (a second call waits for the same one). */
+  private pausing: Promise<void> | undefined;
   private closed = false;
   startedAt: number | undefined;
-  private paused = false;
   /** Running cards by slot name (virtio-blk-<drive id>, virtio-rng, virtio-nsm). */
   private readonly cards = new Map<string, CardHandle>();
   /** The dom0 drive's back end, from start() until close(). */
@@ -215,39 +232,56 @@ export class Vm extends EventEmitter {
     return new Vm(machine, config.consoleFd, { id, pcrs });
   }
 
+  /** Where the VM is in its life: the one state of the lifecycle (VM_TRANSITIONS). */
   get state(): VmState {
-    if (this.settled) return "stopped";
-    if (!this.started || this.startedAt === undefined) return "created";
-    return this.paused ? "paused" : "running";
+    return this.phase;
+  }
+
+  /** How the VM ended, once it has (state "stopped"). */
+  get exit(): VmExit | undefined {
+    return this.phase === "stopped" ? this.exitInfo : undefined;
+  }
+
+  /** The one place the state changes: refuses a transition VM_TRANSITIONS lacks (a bug), emits its event. */
+  private moveTo(next: VmState, ...args: unknown[]): void {
+    const event = VM_TRANSITIONS[this.phase][next];
+    if (event === undefined) throw new Error(`the VM cannot go from ${this.phase} to ${next}`);
+    this.phase = next;
+    this.emit(event, ...args);
   }
 
   /**
    * Parks every vCPU outside KVM_RUN (guest time stops; devices and the API keep running).
-   * Resolves once all of them are parked.
+   * Resolves once all of them are parked; the state is "paused" from then on (it stays
+   * "running" while they park, and a second call meanwhile waits for the same pause).
    */
   async pause(): Promise<void> {
-    if (this.state !== "running") throw new Error(`cannot pause a VM that is ${this.state}`);
-    this.paused = true;
+    if (this.pausing !== undefined) return this.pausing;
+    if (this.phase !== "running") throw new Error(`cannot pause a VM that is ${this.phase}`);
+    this.pausing = this.park().finally(() => (this.pausing = undefined));
+    return this.pausing;
+  }
+
+  private async park(): Promise<void> {
     this.control.requestPause();
     this.kickAll();
     const deadline = Date.now() + PAUSE_TIMEOUT_MS;
-    while (this.control.parked < this.slots.filter((s) => !s.done).length && !this.settled) {
+    while (this.control.parked < this.slots.filter((s) => !s.done).length && !this.control.stopRequested) {
       if (Date.now() > deadline) {
         this.control.requestResume();
-        this.paused = false;
         throw new Error(`pause: the vCPUs did not park within ${PAUSE_TIMEOUT_MS} ms`);
       }
       await new Promise((r) => setTimeout(r, 1));
     }
-    if (!this.settled) this.emit("pause");
+    // A VM asked to stop meanwhile is ending, not paused: it goes on to stopped.
+    if (this.phase === "running" && !this.control.stopRequested) this.moveTo("paused");
   }
 
   /** Lets the vCPUs run again after pause(). */
   resume(): void {
-    if (this.state !== "paused") throw new Error(`cannot resume a VM that is ${this.state}`);
-    this.paused = false;
+    if (this.phase !== "paused") throw new Error(`cannot resume a VM that is ${this.phase}`);
     this.control.requestResume();
-    this.emit("resume");
+    this.moveTo("running");
   }
 
   get boot(): BootSummary {
@@ -320,10 +354,10 @@ export class Vm extends EventEmitter {
       });
     });
     await Promise.all(ready);
-    if (this.exitInfo === undefined && !this.slots.some((s) => s.done)) {
+    if (this.phase === "created" && this.exitInfo === undefined && !this.slots.some((s) => s.done)) {
       this.startedAt = Date.now();
       this.control.go();
-      this.emit("start");
+      this.moveTo("running");
     } else {
       this.stop("start failed");
     }
@@ -580,11 +614,10 @@ export class Vm extends EventEmitter {
   }
 
   private settle(): void {
-    if (this.settled) return;
-    this.settled = true;
+    if (this.phase === "stopped") return;
     const exit = this.exitInfo ?? { kind: "stopped", by: this.stopBy ?? "request" };
     this.exitInfo = exit;
-    this.emit("exit", exit);
+    this.moveTo("stopped", exit);
     this.resolveExit(exit);
   }
 
