@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { parseCommand, UsageError, parseConsole, parseDrive, parseNet } from "./args.js";
-import { toDriveConfig, withRootArgs } from "./main.js";
+import { toDriveConfig, withRootArgs } from "./run.js";
 import { runOptionsToResources } from "./serve.js";
 import { microVmConfigFrom } from "../api/config.js";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";

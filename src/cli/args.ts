@@ -1,7 +1,7 @@
 // Argument parsing for `typervisor`, kept free of side effects so it is unit-tested.
 
 import { parseArgs } from "node:util";
-import { defaultChipDir } from "../security/cli.js";
+import { defaultChipDir } from "../security/chip-dir.js";
 
 export class UsageError extends Error {
   constructor(message: string) {
@@ -473,4 +473,27 @@ Exit status:
   3  the guest crashed (triple fault, KVM internal error, failed entry)
   4  the host cannot run the VM (no /dev/kvm, missing KVM capability, out of memory)
   130, 143  stopped by SIGINT, SIGTERM
+`;
+
+/** `typervisor compare --help`. */
+export const COMPARE_HELP = `typervisor compare [--size 256M] [--runs N] [--out DIR] [--paths emulated,dom0,card] [--hosted]
+
+Measures one block workload (the probe guest's bench: 4 KiB random read and write at QD1 and QD32,
+sequential read and write) through three I/O paths in one run: the emulated ATA disk (every register
+access an exit), a Xen-style blkif ring served by a Dom0 process, and a virtio-blk card. Per path:
+IOPS, MB/s, latency, exits per I/O, host CPU seconds per GiB, copies per request, privileged code
+(docs/xen-vs-nitro.md). Each path boots a baseline (no I/O), then --runs bench boots.
+
+Needs KVM on a real host: /dev/kvm and the built probe guest (npm run build). Inside the box
+(QEMU TCG, TYPERVISOR_BOX=1) it refuses: figures there mean nothing. --hosted runs no VM (the
+probe's drivers as a host library against the same back ends) and needs no KVM.
+
+Options:
+  --size SIZE     image size (default 256M)        --runs N      bench boots per path (default 3)
+  --out DIR       report.json and report.html (default ${DEFAULT_COMPARE_OUT})
+  --paths LIST    some of emulated,dom0,card        --hosted      no VM, no KVM
+
+Output: progress on stderr; the table, then "report: DIR/report.json DIR/report.html", on stdout.
+Exit status: 0 every run clean; 1 some run failed (listed); 2 bad arguments, or inside the box;
+4 no /dev/kvm or no built probe guest.
 `;

@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseCommand, parseDrive, UsageError, DEFAULT_COMPARE_OUT } from "./args.js";
-import { toDriveConfig } from "./main.js";
+import { toDriveConfig } from "./run.js";
 import { compareCommand } from "./compare.js";
 import { EXIT_GUEST_FAILURE, EXIT_HOST, EXIT_OK, EXIT_USAGE } from "./exit-codes.js";
 import type { BootProbe } from "../compare/run.js";

@@ -6,7 +6,7 @@
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { DEFAULT_COMPARE_OUT, type CompareCliOptions } from "./args.js";
+import type { CompareCliOptions } from "./args.js";
 import { EXIT_GUEST_FAILURE, EXIT_HOST, EXIT_OK, EXIT_USAGE } from "./exit-codes.js";
 import { Vm, type VmExit } from "../vmm/vm.js";
 import type { KernelSource } from "../vmm/builder.js";
@@ -46,28 +46,6 @@ export interface CompareDeps {
   env?: NodeJS.ProcessEnv;
 }
 
-/** `typervisor compare --help`. */
-export const COMPARE_HELP = `typervisor compare [--size 256M] [--runs N] [--out DIR] [--paths emulated,dom0,card] [--hosted]
-
-Measures one block workload (the probe guest's bench: 4 KiB random read and write at QD1 and QD32,
-sequential read and write) through three I/O paths in one run: the emulated ATA disk (every register
-access an exit), a Xen-style blkif ring served by a Dom0 process, and a virtio-blk card. Per path:
-IOPS, MB/s, latency, exits per I/O, host CPU seconds per GiB, copies per request, privileged code
-(docs/xen-vs-nitro.md). Each path boots a baseline (no I/O), then --runs bench boots.
-
-Needs KVM on a real host: /dev/kvm and the built probe guest (npm run build). Inside the box
-(QEMU TCG, TYPERVISOR_BOX=1) it refuses: figures there mean nothing. --hosted runs no VM (the
-probe's drivers as a host library against the same back ends) and needs no KVM.
-
-Options:
-  --size SIZE     image size (default 256M)        --runs N      bench boots per path (default 3)
-  --out DIR       report.json and report.html (default ${DEFAULT_COMPARE_OUT})
-  --paths LIST    some of emulated,dom0,card        --hosted      no VM, no KVM
-
-Output: progress on stderr; the table, then "report: DIR/report.json DIR/report.html", on stdout.
-Exit status: 0 every run clean; 1 some run failed (listed); 2 bad arguments, or inside the box;
-4 no /dev/kvm or no built probe guest.
-`;
 
 /** A BootProbe that boots `kernel` in a Typervisor VM with the image as drive "bench" on the I/O path asked for. */
 export function vmBootProbe(opts: { kernel: KernelSource; kvmPath?: string; memMiB?: number; timeoutMs?: number }): BootProbe {

@@ -1,6 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { exitStatus, EXIT_OK, EXIT_GUEST_FAILURE, EXIT_CRASH, EXIT_HOST } from "./main.js";
+import { exitStatus } from "./run.js";
+import { EXIT_OK, EXIT_GUEST_FAILURE, EXIT_CRASH, EXIT_HOST } from "./main.js";
 
 test("how the VM ended maps to the documented exit status", (t) => {
   const stderr = t.mock.method(process.stderr, "write", () => true);

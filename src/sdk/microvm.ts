@@ -20,7 +20,7 @@ import { DEFAULT_LINUX_CMDLINE, DEFAULT_PROBE_CMDLINE } from "./defaults.js";
 import type { CardMetricsSnapshot, RateLimiterConfig } from "../cards/index.js";
 import { CHIP_FILES, ChipError, chipLoad, type Chip } from "../security/chip.js";
 import { createAttestationDocument, chipDocumentSource } from "../security/attestation.js";
-import { defaultChipDir } from "../security/cli.js";
+import { defaultChipDir } from "../security/chip-dir.js";
 import { verifyBootSignature, type BootSignature } from "../security/image.js";
 import { packageRoot, PROBE_ELF_RELATIVE } from "../probe/path.js";
 import { openConsolePipe, type ConsolePipe, DEFAULT_CONSOLE_BUFFER } from "./console-pipe.js";

@@ -5,9 +5,8 @@
 // unreadable or malformed input files), one line on stderr; 4 host problem (a missing/corrupt chip identity).
 
 import { readFileSync, writeFileSync } from "node:fs";
-import { homedir } from "node:os";
-import { join } from "node:path";
 import { ChipError, chipInit, chipShow } from "./chip.js";
+import { defaultChipDir } from "./chip-dir.js";
 import { bootMeasurements, PCR_COUNT, PCR_IMAGE, toHex } from "./pcr.js";
 import { verifyAttestation } from "./attestation.js";
 import { ImageSignError, signImage, verifyImageSignature } from "./image.js";
@@ -75,10 +74,7 @@ function parseHex(what: string, s: string): Uint8Array {
   return new Uint8Array(Buffer.from(s, "hex"));
 }
 
-/** Default chip directory: $TYPERVISOR_CHIP_DIR, else ~/.typervisor/chip. */
-export function defaultChipDir(env: NodeJS.ProcessEnv = process.env): string {
-  return env["TYPERVISOR_CHIP_DIR"] ?? join(homedir(), ".typervisor", "chip");
-}
+export { defaultChipDir };
 
 async function guard(io: CliIo, prefix: string, f: () => number): Promise<number> {
   try {

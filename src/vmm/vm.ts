@@ -28,9 +28,8 @@ import { mapControl, C_BROKEN, C_XENBUS_BACK, type Dom0Metrics, type MappedContr
 /** Makes the machine a VM runs on from its planned config (builder.ts buildKvmMachine; a fake in tests). */
 export type MachineBuilder = (config: KvmMachineConfig) => Machine;
 
-export const MAX_VCPUS = 8;
-export const MIN_MEM_MIB = 16;
-export const MAX_MEM_MIB = 64 * 1024;
+import { MAX_VCPUS, MIN_MEM_MIB, MAX_MEM_MIB } from "./limits.js";
+export { MAX_VCPUS, MIN_MEM_MIB, MAX_MEM_MIB };
 
 export interface VmConfig {
   kernel: KernelSource;
