@@ -162,7 +162,7 @@ const BOX_PROJECT = "box/project";
 const BOX_PROJECT_PATH = `/${BOX_PROJECT}`;
 
 /** Host tools the box carries for tests (see buildRootDisk). */
-const HOST_TOOLS = ["mke2fs", "debugfs", "ip"];
+const HOST_TOOLS = ["mke2fs", "debugfs", "ip", "tmux"];
 
 /** Mirrors `src` (a file, symlink or folder) at `dst`, hard-linking files where it can. */
 function mirror(src: string, dst: string, skip?: (rel: string) => boolean, rel = ""): void {
@@ -234,7 +234,8 @@ export function buildRootDisk(o: RootDiskOptions): string {
   // e2fsprogs and iproute2's ip at their host paths, for KVM tests that build and read ext4 images
   // inside (the starter image's test runs `typervisor image build`, which uses mke2fs -d, and reads
   // the root disk back with debugfs) and that put a TAP in a network namespace (ip netns). The box
-  // runs only where mke2fs exists (boxUnavailable).
+  // runs only where mke2fs exists (boxUnavailable). tmux (and the terminal descriptions it reads)
+  // is the terminal a person would use, for the console test (src/image/console-kvm.test.ts).
   for (const name of HOST_TOOLS) {
     const tool = findTool(name);
     if (tool === undefined) continue;
@@ -242,6 +243,9 @@ export function buildRootDisk(o: RootDiskOptions): string {
     for (const lib of sharedLibraries(tool)) mirrorResolved(lib, stage);
   }
   mirror("/etc/mke2fs.conf", join(stage, "etc/mke2fs.conf"));
+  mirror("/lib/terminfo", join(stage, "lib/terminfo"));
+  // tmux refuses to start without a UTF-8 locale; glibc's C.UTF-8 (Debian's libc-bin) is enough.
+  mirror("/usr/lib/locale/C.utf8", join(stage, "usr/lib/locale/C.utf8"));
   // busybox's applets are installed by /box/init; /bin/sh must exist before that.
   symlinkSync("busybox", join(stage, "bin/sh"));
   // The project appears at its host path. Under /tmp (a tmpfs inside) it is staged at /box/project

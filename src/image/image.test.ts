@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { IMAGE_MODULES, INITRD_TAG, PARTUUID_FN, initrdEntries, initrdInit } from "./initramfs.js";
-import { INITTAB, LIB_SH, ROOTFS_LABEL, TEST, TEST_MARKER_PATH, busyboxApplets, findTool, rootfsFiles, stageRootfs, writeExt4 } from "./rootfs.js";
+import { INITTAB, LIB_SH, RESIZE, ROOTFS_LABEL, TEST, TEST_MARKER_PATH, busyboxApplets, findTool, rootfsFiles, stageRootfs, writeExt4 } from "./rootfs.js";
 import { buildImage, defaultCacheDir, runCommand, IMAGE_FILES } from "./build.js";
 import { moduleDepends, indexModules, resolveModules } from "./modules.js";
 import { S_IFDIR, S_IFREG } from "../initramfs/cpio.js";
@@ -277,4 +277,28 @@ test("typervisor image: bad arguments exit 2; a package that cannot be fetched e
   assert.equal(r.stderr.trim().split("\n").filter((l) => l.startsWith("typervisor:")).length, 1, r.stderr);
   assert.match(r.stderr, /typervisor: image: apt-cache depends linux-image-cloud-amd64 failed .*ENOENT.*apt-get update failed/);
   assert.equal(r.stdout, "", "no run command when nothing was built");
+});
+
+test("resize: asks the terminal for its size (CSI 6n on the terminal itself, not stdout) and gives it to the tty; a stale answer is dropped; under a pseudo-terminal with the image's busybox", (t) => {
+  const p = packages(t);
+  if (p === undefined) return;
+  // util-linux's script(1) runs the command on a new pseudo-terminal and forwards its own stdin to
+  // it: what a terminal would answer is written there. First a stale answer to an earlier question
+  // (a line editor's, CSI 3;15 R), already waiting when resize starts; then the answer to
+  // resize's own question (CSI 41;133 R).
+  if (spawnSync("script", ["--version"]).error !== undefined) return t.skip("script(1) is not installed (apt-get install bsdutils)");
+  const dir = tmp(t, "tv-resize-");
+  for (const a of ["sh", "stty", "printf"]) symlinkSync(p.busybox, join(dir, a));
+  writeFileSync(join(dir, "resize"), RESIZE, { mode: 0o755 });
+  const inner = (after: string) => `PATH=${dir} ${dir}/sh ${dir}/resize >/dev/null${after}; echo "size=$(PATH=${dir} ${dir}/stty size)"`;
+  const answers = `printf '\\033[3;15R'; sleep 1; printf '\\033[41;133R'`;
+  const r = spawnSync("sh", ["-c", `(${answers}) | script -qfec '${inner("")}' /dev/null`], { encoding: "utf8", timeout: 20_000 });
+  assert.equal(r.status, 0, r.stderr);
+  assert.ok(r.stdout.includes("\x1b7\x1b[999;999H\x1b[6n\x1b8"), `the question reached the terminal with stdout elsewhere: ${JSON.stringify(r.stdout)}`);
+  assert.match(r.stdout, /size=41 133/, `the tty took the size of the answer to resize's own question: ${JSON.stringify(r.stdout)}`);
+
+  // No answer: a clear line and status 1, the tty's size left alone.
+  const silent = spawnSync("sh", ["-c", `sleep 6 | script -qfec '${inner(" || echo status=$?")}' /dev/null`], { encoding: "utf8", timeout: 20_000 });
+  assert.match(silent.stdout, /resize: the terminal did not say its size/);
+  assert.match(silent.stdout, /status=1/);
 });

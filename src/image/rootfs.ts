@@ -113,18 +113,26 @@ exec sh -l
  * /usr/bin/resize (busybox has none): a serial console carries no window size, so ask the terminal
  * at the other end, as xterm's resize does — save the cursor, move it to the far corner, ask where
  * it is (ECMA-48 §8.3.35 DSR, CSI 6 n; the answer is CPR, CSI <row> ; <col> R, §8.3.14), restore
- * the cursor, and give the size to the tty (stty rows/cols). Prints the shell assignments, as
- * xterm's does; run it again after resizing the window.
+ * the cursor, and give the size to the tty (stty rows/cols). The question goes to the terminal
+ * itself (fd 0, open read-write), whatever stdout is; answers to earlier questions still waiting
+ * (busybox's line editor asks for the cursor too) are dropped first. Prints the shell
+ * assignments, as xterm's does; run it again after resizing the window.
  */
 export const RESIZE = `#!/bin/sh
 [ -t 0 ] || { echo "resize: standard input is not a terminal" >&2; exit 1; }
 old=$(stty -g)
 stty raw -echo
-printf '\\0337\\033[999;999H\\033[6n\\0338'
-IFS= read -r -s -t 3 -d R answer
+while IFS= read -r -t 0.2 -n 1 _; do :; done
+printf '\\0337\\033[999;999H\\033[6n\\0338' >&0
+answer=
+while IFS= read -r -t 3 -n 1 c; do
+  answer="$answer$c"
+  [ "$c" = R ] && break
+done
 stty "$old"
 answer=\${answer##*[}
-rows=\${answer%;*} cols=\${answer#*;}
+rows=\${answer%;*} cols=\${answer%R}
+cols=\${cols#*;}
 case "$rows:$cols" in
   :*|*:|*[!0-9:]*) echo "resize: the terminal did not say its size" >&2; exit 1 ;;
 esac
