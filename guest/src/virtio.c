@@ -55,6 +55,7 @@
 #define SECTOR 512
 
 #define AVAIL_F_NO_INTERRUPT 1 /* §2.7.7: the driver does not want interrupts (it polls) */
+#define USED_F_NO_NOTIFY     1 /* §2.7.8: the device does not want kicks (it polls) */
 #define DESC_F_NEXT  1         /* §2.7.5 */
 #define DESC_F_WRITE 2
 #define DEVICE_ID_BLOCK 2
@@ -100,6 +101,9 @@ struct blk {
 };
 
 static inline void barrier(void) { __asm__ volatile("" ::: "memory"); }
+/* A full barrier: the avail.idx store is visible before the used.flags load that follows it
+ * (§2.7.10; x86 may otherwise perform the load first). Unprivileged, so ring 3 may use it. */
+static inline void full_barrier(void) { __asm__ volatile("mfence" ::: "memory"); }
 static inline u8 *dma(u64 off) { return (u8 *)(DMA_BASE + off); }
 
 #ifdef PROBE_HOSTED
@@ -402,7 +406,13 @@ static void blk_queue(struct blk *b, u32 slot, u32 type, u64 sector, u64 buf, u3
     b->avail[1] = b->avail_idx;
 }
 
-static void blk_kick(struct blk *b) { barrier(); mmio_w32(b->dev, MMIO_QUEUE_NOTIFY, 0); }
+/* Kicks unless the device asked for none (§2.7.10: without EVENT_IDX, used.flags NO_NOTIFY means
+ * the driver SHOULD NOT notify; a polling device picks the buffer up by itself). */
+static void blk_kick(struct blk *b) {
+    full_barrier();
+    if (b->used16[0] & USED_F_NO_NOTIFY) return;
+    mmio_w32(b->dev, MMIO_QUEUE_NOTIFY, 0);
+}
 
 
 /* Waits (polling used->idx) until `n` more requests completed; 0 on timeout. */
@@ -856,7 +866,11 @@ u32 vq_add(struct vq *q, const struct vq_buf *b, u32 n) {
     return head;
 }
 
-void vq_kick(struct vq *q) { barrier(); mmio_w32(q->dev, MMIO_QUEUE_NOTIFY, 0); }
+void vq_kick(struct vq *q) {
+    full_barrier();
+    if (q->used16[0] & USED_F_NO_NOTIFY) return;   /* as blk_kick */
+    mmio_w32(q->dev, MMIO_QUEUE_NOTIFY, 0);
+}
 
 int vq_take(struct vq *q, u32 *id, u32 *len) {
     u64 t0 = rdtsc();

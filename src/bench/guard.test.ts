@@ -28,6 +28,11 @@ const BENCHES = [
     name: "bench:cards",
     line: "bench:cards measures worker-thread vs child-process card hosting; inside the box (QEMU TCG) its figures mean nothing — run it on a real machine, not an emulator (it needs no KVM)",
   },
+  {
+    file: "card-cost",
+    name: "bench:card-cost",
+    line: "bench:card-cost measures the block card's cost per request (hosted); inside the box (QEMU TCG) its figures mean nothing — run it on a real machine, not an emulator (it needs no KVM)",
+  },
 ] as const;
 
 test("inBox and boxRefusal read TYPERVISOR_BOX: set to 1 is the box; unset, empty or 0 is not", () => {
@@ -46,7 +51,7 @@ test("inBox and boxRefusal read TYPERVISOR_BOX: set to 1 is the box; unset, empt
 for (const b of BENCHES) {
   test(`${b.name} inside the box: one line on stderr, exit 2, nothing on stdout, nothing measured`, () => {
     // A tiny workload, so that a bench which did not refuse would still end (and fail here) quickly.
-    const r = runBench(b.file, [], { ...hostEnv(), TYPERVISOR_BOX: "1", BENCH_RUNS: "1", BENCH_CARDS_KICKS: "10", BENCH_EXITS_N: "10", BENCH_BLK_MIB: "1" });
+    const r = runBench(b.file, [], { ...hostEnv(), TYPERVISOR_BOX: "1", BENCH_RUNS: "1", BENCH_CARDS_KICKS: "10", BENCH_EXITS_N: "10", BENCH_BLK_MIB: "1", BENCH_OPS: "10" });
     assert.equal(r.status, EXIT_CANNOT_MEASURE, r.stderr);
     assert.equal(r.stderr, `${b.line}\n`);
     assert.equal(r.stdout, "");
@@ -63,7 +68,7 @@ for (const b of BENCHES) {
       assert.match(r.stdout, /[Ii]nside the box \(QEMU TCG, TYPERVISOR_BOX=1\) it refuses/);
       assert.match(r.stdout, /^Exit status: /m);
     }
-    if (b.file !== "card-host") assert.match(runBench(b.file, ["-h"], hostEnv()).stdout, /Needs KVM on a real host: \/dev\/kvm/);
+    if (b.file !== "card-host" && b.file !== "card-cost") assert.match(runBench(b.file, ["-h"], hostEnv()).stdout, /Needs KVM on a real host: \/dev\/kvm/);
   });
 
   test(`${b.name} refuses an argument it does not take: one line, exit 2`, () => {

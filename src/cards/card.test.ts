@@ -26,6 +26,8 @@ import {
   BLK_CFG_CAPACITY,
   MMIO_STATUS,
   STATUS_DEVICE_NEEDS_RESET,
+  F_RING_EVENT_IDX,
+  bit,
 } from "../devices/virtio/spec.js";
 import { startWiredCard, waitIrq } from "./testing.js";
 import { DriveConfigError, createTransportState, createVirtioMmioDevice, signalEventfd, startCard, type CardHandle, type RateLimiterConfig } from "./index.js";
@@ -45,18 +47,21 @@ interface Rig {
   /** Queues a request at slot `i`; returns its status byte address. */
   submit(i: number, type: number, sector: number, data?: Buf[]): number;
   mem: ReturnType<typeof createMemfdGuestMemory>["memory"];
+  /** used.flags and used.avail_event as the card left them (virtio 1.2 §2.7.8). */
+  usedFlags(): number;
+  availEvent(): number;
 }
 
-async function rig(t: TestContext, opts: { readOnly?: boolean; rateLimiter?: RateLimiterConfig; base?: number } = {}): Promise<Rig> {
+async function rig(t: TestContext, opts: { readOnly?: boolean; rateLimiter?: RateLimiterConfig; base?: number; pollMs?: number; eventIdx?: boolean } = {}): Promise<Rig> {
   const dir = mkdtempSync(join(tmpdir(), "card-"));
   const image = join(dir, "disk.img");
   writeFileSync(image, Buffer.alloc(IMG, 0xee));
   const { card, guest, dev, notifyFd, irqFd } = await startWiredCard(t, 2 * MiB, (wiring) =>
-    startCard({ ...wiring, kind: "blk", config: { path: image, readOnly: opts.readOnly, rateLimiter: opts.rateLimiter, id: "card-test" } }),
+    startCard({ ...wiring, ...(opts.pollMs !== undefined ? { pollMs: opts.pollMs } : {}), kind: "blk", config: { path: image, readOnly: opts.readOnly, rateLimiter: opts.rateLimiter, id: "card-test" } }),
   );
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const layout = layoutAt(opts.base ?? 0x1000, 64);
-  assert.equal(initDevice(dev, layout), 0xf);
+  assert.equal(initDevice(dev, layout, opts.eventIdx === false ? (f) => f & ~bit(F_RING_EVENT_IDX) : undefined), 0xf);
   const mem = guest.memory;
   const drv = new TestDriver(mem, layout);
   const submit = (i: number, type: number, sector: number, data: Buf[] = []): number => {
@@ -68,7 +73,7 @@ async function rig(t: TestContext, opts: { readOnly?: boolean; rateLimiter?: Rat
     drv.publish(drv.addChain([{ addr: hdr, len: 16 }, ...data, { addr: status, len: 1, write: true }]));
     return status;
   };
-  return { card, drv, dev, notifyFd, irqFd, image, submit, mem };
+  return { card, drv, dev, notifyFd, irqFd, image, submit, mem, usedFlags: () => mem.readU16(layout.used), availEvent: () => mem.readU16(layout.used + 4 + 8 * layout.size) };
 }
 
 test("card: a kick on the notify eventfd is answered in the worker, in memfd guest memory, with an irqfd write", { timeout: 20_000 }, async (t) => {
@@ -277,3 +282,39 @@ test("card: an unwritable image is a clear start-up error", { timeout: 20_000 },
   }
   await assert.rejects(startCard({ ...startupBase(), config: { path: unwritable } }), /cannot be opened for writing/);
 });
+
+for (const eventIdx of [false, true]) {
+  test(`card polling${eventIdx ? " (EVENT_IDX)" : ""}: after work the card asks for no kicks and serves an unkicked request; when the window ends it asks again`, { timeout: 20_000 }, async (t) => {
+    const r = await rig(t, { pollMs: 1500, eventIdx });
+    // Whether the card wants a kick for the driver's next buffer, `served` requests in (§2.7.10).
+    const wantsKick = (served: number): boolean => (eventIdx ? r.availEvent() === served : r.usedFlags() === 0);
+    const first = r.submit(0, BLK_T_IN, 0, [{ addr: 0x140000, len: 512, write: true }]);
+    signalEventfd(r.notifyFd);
+    assert.ok((await waitIrq(r.irqFd)) >= 1);
+    assert.equal(r.mem.readU8(first), BLK_S_OK);
+    assert.equal(r.drv.takeUsed().length, 1);
+    assert.equal(wantsKick(1), false, `while it polls the card asks for no kicks (flags ${r.usedFlags()}, avail_event ${r.availEvent()})`);
+    if (!eventIdx) assert.equal(r.usedFlags(), 1, "VIRTQ_USED_F_NO_NOTIFY");
+    else assert.equal(r.availEvent(), 0, "avail_event just behind the driver");
+    const kicksBefore = r.card.metrics().kicks;
+    // No kick: the polling card finds it.
+    const second = r.submit(1, BLK_T_IN, 8, [{ addr: 0x150000, len: 512, write: true }]);
+    // (With EVENT_IDX the driver's used_event, still 0, asks for no interrupt: look at the status.)
+    const answered = Date.now() + 5000;
+    while (r.mem.readU8(second) === 0xff && Date.now() < answered) await new Promise((res) => setTimeout(res, 5));
+    assert.equal(r.mem.readU8(second), BLK_S_OK);
+    assert.equal(r.drv.takeUsed().length, 1);
+    assert.equal(r.card.metrics().kicks, kicksBefore, "served without a kick");
+    // The window ends: kicks are wanted again, and a request then needs one.
+    const until = Date.now() + 10_000;
+    while (!wantsKick(2) && Date.now() < until) await new Promise((res) => setTimeout(res, 20));
+    assert.equal(wantsKick(2), true, "after the window the card asks for kicks again");
+    const third = r.submit(2, BLK_T_IN, 16, [{ addr: 0x160000, len: 512, write: true }]);
+    await new Promise((res) => setTimeout(res, 200));
+    assert.equal(r.mem.readU8(third), 0xff, "asleep: an unkicked request waits");
+    signalEventfd(r.notifyFd);
+    const kicked = Date.now() + 5000;
+    while (r.mem.readU8(third) === 0xff && Date.now() < kicked) await new Promise((res) => setTimeout(res, 5));
+    assert.equal(r.mem.readU8(third), BLK_S_OK);
+  });
+}

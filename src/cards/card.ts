@@ -40,6 +40,8 @@ export interface CardBase {
   irqFd: number;
   /** Card name in errors and metrics (default: the kind). */
   name?: string;
+  /** How long the card keeps polling the rings after work, ms (default card-worker.ts POLL_MS; 0: never). */
+  pollMs?: number;
 }
 
 /** A card of one of the kinds devices/virtio/kinds.ts lists, with that kind's card config. */
@@ -86,6 +88,7 @@ export interface CardWorkerData {
   control: SharedArrayBuffer;
   notifyFd: number;
   irqFd: number;
+  pollMs?: number;
 }
 
 /** Signals an eventfd once (8-byte counter add, eventfd(2)). */
@@ -130,6 +133,7 @@ export async function startKindCard<C>(kind: VirtioDeviceKind<C, unknown>, confi
       control,
       notifyFd: opts.notifyFd,
       irqFd: opts.irqFd,
+      ...(opts.pollMs !== undefined ? { pollMs: opts.pollMs } : {}),
     };
     worker = new Worker(new URL("./card-worker.js", import.meta.url), { workerData: data, name: `card-${name}` });
   } catch (e) {

@@ -10,6 +10,7 @@ import { GuestMemoryError, type GuestMemory } from "../../memory/guest-memory.js
 import {
   AVAIL_ALIGN,
   AVAIL_F_NO_INTERRUPT,
+  USED_F_NO_NOTIFY,
   CHAIN_BYTES_MAX,
   DESC_ALIGN,
   DESC_F_INDIRECT,
@@ -299,12 +300,38 @@ export class SplitQueue {
     return (this.mem.readU16Atomic(this.layout.avail) & AVAIL_F_NO_INTERRUPT) === 0;
   }
 
+  /**
+   * While true, the device is polling this ring and wants no kicks ({@link setKicks}):
+   * publishAvailEvent leaves used.avail_event where setKicks put it. The card worker sets it.
+   */
+  holdKicks = false;
+
   /** With EVENT_IDX, asks for a kick when the driver makes the next buffer available (§2.7.10). */
   publishAvailEvent(): void {
-    if (this.abandoned()) return;
+    if (this.abandoned() || this.holdKicks) return;
     // Atomic, so the store is a full barrier before the caller's pending() re-read of avail.idx:
     // otherwise a buffer made available in between could be missed with no kick coming.
     if (this.layout.eventIdx) this.mem.writeU16Atomic(this.availEventAddr, this.pos.lastAvail);
+  }
+
+  /**
+   * Notification suppression from the device side (virtio 1.2 §2.7.10): `false` asks the driver
+   * not to kick — used.flags VIRTQ_USED_F_NO_NOTIFY (§2.7.8), or with EVENT_IDX avail_event set
+   * just behind the driver (and kept there: holdKicks); `true` asks again for a kick at the next buffer (flags 0, or
+   * avail_event = lastAvail). The store is atomic, a full barrier: a caller that turns kicks back
+   * on and then finds avail.idx unchanged knows the driver's next buffer will kick.
+   */
+  setKicks(on: boolean): void {
+    this.holdKicks = !on;
+    if (this.abandoned()) return;
+    if (this.layout.eventIdx) {
+      // The driver kicks when its idx moves past avail_event (vring_need_event): lastAvail asks
+      // for the next buffer's kick; lastAvail - 1, just behind where the driver is, for none until
+      // it has gone all the way round the 16-bit index.
+      this.mem.writeU16Atomic(this.availEventAddr, on ? this.pos.lastAvail : (this.pos.lastAvail - 1) & 0xffff);
+    } else {
+      this.mem.writeU16Atomic(this.layout.used, on ? 0 : USED_F_NO_NOTIFY);
+    }
   }
 
   private readDesc(gpa: number): RawDesc {

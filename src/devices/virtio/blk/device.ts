@@ -141,7 +141,8 @@ export function blkDeviceInfo(sizeBytes: number, opts: BlkOptions): VirtioDevice
 /** A parsed request; `status` is where the answer goes (undefined: nowhere to answer). */
 export interface BlkRequest {
   type: number;
-  sector: bigint;
+  /** The first sector; -1 when its byte offset is 2^53 or more (then the request is rejected). */
+  sector: number;
   /** Data buffers (readable for OUT/DISCARD/WRITE_ZEROES, writable for IN/GET_ID). */
   data: Segment[];
   dataLen: number;
@@ -175,26 +176,43 @@ function sub(segs: readonly Segment[], skip: number, len: number): Segment[] {
  */
 export function parseBlkRequest(mem: GuestMemory, chain: DescriptorChain, capacityBytes: number, opts: BlkOptions): BlkRequest | undefined {
   if (chain.writableBytes < 1) return undefined;
-  const statusSeg = sub(chain.writable, chain.writableBytes - 1, 1)[0]!;
-  const req: BlkRequest = { type: -1, sector: 0n, data: [], dataLen: 0, status: statusSeg.addr };
-  const reject = (status: number, why: string): BlkRequest => ({ ...req, reject: status, why });
+  const { readable, writable } = chain;
+  // The status byte is the chain's last device-writable byte. Drivers put it in a descriptor of
+  // its own (Linux, the probe): then the segments before it are the data, with no copying.
+  const lastW = writable[writable.length - 1]!;
+  const status = lastW.addr + lastW.len - 1;
+  const req: BlkRequest = { type: -1, sector: 0, data: [], dataLen: 0, status };
+  const reject = (st: number, why: string): BlkRequest => ({ ...req, reject: st, why });
   if (chain.readableBytes < BLK_REQ_HEADER_SIZE) return reject(BLK_S_IOERR, `header needs ${BLK_REQ_HEADER_SIZE} device-readable bytes, chain has ${chain.readableBytes}`);
-  const header = new Uint8Array(BLK_REQ_HEADER_SIZE);
-  let o = 0;
-  for (const s of sub(chain.readable, 0, BLK_REQ_HEADER_SIZE)) {
-    header.set(mem.slice(s.addr, s.len), o);
-    o += s.len;
+  // The header (§5.2.6): type u32 at 0, sector u64 at 8, little-endian; read in place when one
+  // segment holds it, as the sector's two halves (no BigInt on the request path).
+  const first = readable[0]!;
+  let header: GuestMemory | Uint8Array = mem;
+  let at = first.addr;
+  if (first.len < BLK_REQ_HEADER_SIZE) {
+    const bytes = new Uint8Array(BLK_REQ_HEADER_SIZE);
+    let o = 0;
+    for (const seg of sub(readable, 0, BLK_REQ_HEADER_SIZE)) {
+      bytes.set(mem.slice(seg.addr, seg.len), o);
+      o += seg.len;
+    }
+    header = bytes;
+    at = 0;
   }
-  const hv = new DataView(header.buffer);
-  req.type = hv.getUint32(0, true);
-  req.sector = hv.getBigUint64(8, true);
-  const readData = sub(chain.readable, BLK_REQ_HEADER_SIZE, chain.readableBytes - BLK_REQ_HEADER_SIZE);
+  const u32 = (off: number): number =>
+    header instanceof Uint8Array ? new DataView(header.buffer).getUint32(off, true) : mem.readU32(at + off);
+  req.type = u32(0);
+  const lo = u32(8);
+  const hi = u32(12);
   const readLen = chain.readableBytes - BLK_REQ_HEADER_SIZE;
-  const writeData = sub(chain.writable, 0, chain.writableBytes - 1);
   const writeLen = chain.writableBytes - 1;
-  const sectorsFit = (len: number): boolean =>
-    req.sector <= BigInt(Number.MAX_SAFE_INTEGER) / BigInt(BLK_SECTOR_SIZE) &&
-    Number(req.sector) * BLK_SECTOR_SIZE + len <= capacityBytes;
+  const readData = (): Segment[] => (first.len === BLK_REQ_HEADER_SIZE ? readable.slice(1) : sub(readable, BLK_REQ_HEADER_SIZE, readLen));
+  const writeData = (): Segment[] => (lastW.len === 1 ? writable.slice(0, -1) : sub(writable, 0, writeLen));
+  // Byte offsets stay exact below 2^53: a sector whose offset would not is past any capacity.
+  const sectorOk = hi < 2 ** 21 / BLK_SECTOR_SIZE;
+  req.sector = sectorOk ? hi * 2 ** 32 + lo : -1;
+  const sectorsFit = (len: number): boolean => sectorOk && req.sector * BLK_SECTOR_SIZE + len <= capacityBytes;
+  const sectorText = (): string => ((BigInt(hi) << 32n) | BigInt(lo)).toString();
 
   switch (req.type) {
     case BLK_T_IN:
@@ -203,19 +221,21 @@ export function parseBlkRequest(mem: GuestMemory, chain: DescriptorChain, capaci
       // IN data is device-writable and OUT data device-readable; the other side holds nothing.
       if (isIn ? readLen !== 0 : writeLen !== 0) return reject(BLK_S_IOERR, `${isIn ? "IN" : "OUT"} request has data in the wrong direction`);
       const len = isIn ? writeLen : readLen;
-      const data = isIn ? writeData : readData;
       if (len % BLK_SECTOR_SIZE !== 0) return reject(BLK_S_IOERR, `data length ${len} is not a multiple of ${BLK_SECTOR_SIZE}`);
+      const data = isIn ? writeData() : readData();
       if (data.length > BLK_SEG_MAX) return reject(BLK_S_IOERR, `${data.length} data segments exceed seg_max ${BLK_SEG_MAX}`);
-      if (!sectorsFit(len)) return reject(BLK_S_IOERR, `sector ${req.sector} + ${len} bytes is past the capacity of ${capacityBytes} bytes`);
+      if (!sectorsFit(len)) return reject(BLK_S_IOERR, `sector ${sectorText()} + ${len} bytes is past the capacity of ${capacityBytes} bytes`);
       if (!isIn && opts.readOnly) return reject(BLK_S_IOERR, "write to a read-only drive");
-      return { ...req, data, dataLen: len };
+      req.data = data;
+      req.dataLen = len;
+      return req;
     }
     case BLK_T_FLUSH:
       if (readLen !== 0 || writeLen !== 0) return reject(BLK_S_IOERR, "FLUSH carries no data");
       return req;
     case BLK_T_GET_ID:
       if (readLen !== 0 || writeLen === 0) return reject(BLK_S_IOERR, "GET_ID needs a device-writable buffer and nothing readable");
-      return { ...req, data: writeData, dataLen: writeLen };
+      return { ...req, data: writeData(), dataLen: writeLen };
     case BLK_T_DISCARD:
     case BLK_T_WRITE_ZEROES: {
       if (opts.readOnly) return reject(BLK_S_UNSUPP, "DISCARD/WRITE_ZEROES are not offered on a read-only drive");
@@ -223,7 +243,7 @@ export function parseBlkRequest(mem: GuestMemory, chain: DescriptorChain, capaci
         return reject(BLK_S_IOERR, `DISCARD/WRITE_ZEROES need readable segments of ${BLK_DWZ_SEGMENT_SIZE} bytes, got ${readLen}`);
       }
       if (readLen / BLK_DWZ_SEGMENT_SIZE > BLK_MAX_DWZ_SEG) return reject(BLK_S_UNSUPP, `more than ${BLK_MAX_DWZ_SEG} segments`);
-      return { ...req, data: readData, dataLen: readLen };
+      return { ...req, data: readData(), dataLen: readLen };
     }
     default:
       return reject(BLK_S_UNSUPP, `unknown request type ${req.type}`);
@@ -311,7 +331,7 @@ export class BlkDevice {
   /** Runs one request: [status, bytes written to the driver's data buffers]. */
   private execute(req: BlkRequest): [number, number] {
     if (req.reject !== undefined) return [req.reject, 0];
-    const base = Number(req.sector) * BLK_SECTOR_SIZE;
+    const base = req.sector * BLK_SECTOR_SIZE;
     try {
       switch (req.type) {
         case BLK_T_IN: {
