@@ -101,10 +101,14 @@ static const char *xb_open(const struct boot_facts *f) {
     }
     mb();
     outl(xb.port + DOORBELL_XENBUS, XB_INITIALISED);
-    u64 t0 = rdtsc();
+    /* Each look at the xenbus state is a port read, an exit in a VM: while the back end starts,
+     * look less and less often (from ~1k cycles up to ~2M, about 1 ms), as a front end sleeping on
+     * xenstore would, so the connection costs tens of exits however long Dom0 takes to come up. */
+    u64 t0 = rdtsc(), gap = 1000;
     while ((inl(xb.port + DOORBELL_XENBUS) & 0xff) != XB_CONNECTED) {
         if (rdtsc() - t0 > XB_TSC_LIMIT) return "backend_not_connected";
-        cpu_relax();
+        for (u64 t = rdtsc(); rdtsc() - t < gap; ) cpu_relax();
+        if (gap < 2000000) gap *= 2;
     }
     return 0;
 }
