@@ -11,7 +11,7 @@ import { envFile, initramfsInit, rootInit, EXIT_MARK, RESULT_TTY } from "./image
 import { namedPaths } from "./main.js";
 import { wedgedCpu } from "./box.js";
 import boxReporter, { parseResults, RESULT_PREFIX, FILE_ENV } from "./reporter.js";
-import { meets, qemuAccel, route, kvmKind, boxShell, endedFiles, FILE_MARK } from "../testing/kvm.js";
+import { meets, qemuAccel, route, kvmKind, boxShell, endedFiles, FILE_MARK, onceMoreAfterGuestCrash } from "../testing/kvm.js";
 import { shQuote } from "./image.js";
 import { execFileSync } from "node:child_process";
 import { chmodSync, readFileSync } from "node:fs";
@@ -152,4 +152,29 @@ test("wedgedCpu reads the box kernel's soft-lockup reports (the last in a chunk)
     wedgedCpu("[ 1.0] watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [a:1]\n[ 2.0] watchdog: BUG: soft lockup - CPU#1 stuck for 48s! [node:9]\n"),
     { cpu: 1, seconds: 48 },
   );
+});
+
+test("onceMoreAfterGuestCrash: a stock guest's crash exit in the box runs the test once more, saying so; other failures and a second crash fail", async () => {
+  const notes: string[] = [];
+  const t = { diagnostic: (m: string) => notes.push(m) } as unknown as Parameters<ReturnType<typeof onceMoreAfterGuestCrash>>[0];
+  let calls = 0;
+  await onceMoreAfterGuestCrash(() => {
+    if (++calls === 1) throw new Error("exit\ntypervisor: guest crashed on vCPU 0: triple fault (KVM_EXIT_SHUTDOWN: the guest triple-faulted)");
+  })(t);
+  assert.equal(calls, 2);
+  assert.match(notes[0]!, /the guest crashed under nested SVM in QEMU TCG \(typervisor: guest crashed on vCPU 0.*\); the test runs once more/);
+
+  calls = 0;
+  await assert.rejects(async () => onceMoreAfterGuestCrash(() => {
+    calls++;
+    throw new Error("the guest pinged the host");
+  })(t), /pinged/);
+  assert.equal(calls, 1, "another failure is not retried");
+
+  calls = 0;
+  await assert.rejects(async () => onceMoreAfterGuestCrash(() => {
+    calls++;
+    throw new Error('{"exit":{"kind":"crash","vcpu":0}}');
+  })(t), /crash/);
+  assert.equal(calls, 2, "a second crash fails");
 });

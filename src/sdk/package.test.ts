@@ -176,7 +176,8 @@ const SCRIPTS: Record<string, string> = {
     `await vm.start();`,
     `const exit = await vm.exited;`,
     `await ended;`,
-    `console.log("\\n" + JSON.stringify({ exit, kernel: vm.config.kernel, net: vm.config.net, vsock: vm.config.vsock, resolved: import.meta.resolve("typervisor") }));`,
+    `const plain = (_k, v) => (typeof v === "bigint" ? \`0x\${v.toString(16)}\` : v); // a crash's registers are bigints`,
+    `console.log("\\n" + JSON.stringify({ exit, kernel: vm.config.kernel, net: vm.config.net, vsock: vm.config.vsock, resolved: import.meta.resolve("typervisor") }, plain));`,
   ].join("\n"),
   "missing-kernel.mjs": [
     `import { MicroVM, KernelImageError, MicroVMError } from "typervisor";`,

@@ -329,6 +329,30 @@ async function replay(t: TestContext, rec: BoxRunRecord, file: string, path: str
   } else if (own.outcome === "fail") throw new Error("in the box: a subtest failed");
 }
 
+/** What a stock guest's crash exit looks like in a test's failure (the CLI's report, or the exit as JSON). */
+const GUEST_CRASH = /KVM_EXIT_SHUTDOWN|guest crashed on vCPU|"kind":\s*"crash"/;
+
+/**
+ * Inside the box only, for stock-Linux tests: nested SVM under QEMU 7.2's TCG now and then ends
+ * a Debian guest in a crash exit at a random point (seen in about one box run in five: early in
+ * the kernel's boot, right after init started, bringing up the 4th vCPU), which no boot on a KVM
+ * host shows. A test that fails that way runs once more, and says so with the first failure's
+ * line; any other failure, or a second crash, fails it. Natively nothing is retried.
+ */
+export function onceMoreAfterGuestCrash(fn: Fn): Fn {
+  return async (t) => {
+    try {
+      await fn(t);
+    } catch (e) {
+      const message = e instanceof Error ? e.message : String(e);
+      if (!GUEST_CRASH.test(message)) throw e;
+      const line = message.split("\n").find((l) => GUEST_CRASH.test(l))?.trim().slice(0, 200);
+      t.diagnostic(`the guest crashed under nested SVM in QEMU TCG (${line}); the test runs once more (in the box only)`);
+      await fn(t);
+    }
+  };
+}
+
 /**
  * `kvmTests(import.meta.url)` → the `kvmTest(name, { need, ...options }, fn)` of that file.
  * The marker string above must appear as written: the box finds KVM files by it.
@@ -343,7 +367,7 @@ export function kvmTests(fileUrl: string): (name: string, options: KvmTestOption
         test(name, opts, fn);
         return;
       case "in-box-run":
-        test(name, { ...opts, only: true }, fn);
+        test(name, { ...opts, only: true }, need === "hardware" ? onceMoreAfterGuestCrash(fn) : fn);
         return;
       case "in-box-elsewhere":
         test(name, opts, fn); // not `only`: the box's --test-only run leaves it to the outer host
