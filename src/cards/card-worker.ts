@@ -194,7 +194,7 @@ function setKicks(on: boolean): void {
 
 /**
  * The polling phase after a pass that found work: with kicks off, serves what the driver makes
- * available until POLL_MS pass with nothing new (or throttling, a stop or a limiter update ends
+ * available until pollMs (POLL_MS unless CardBase.pollMs says) pass with nothing new (or throttling, a stop or a limiter update ends
  * it); then turns kicks back on and looks once more, since a buffer made available just before
  * that could have gone unkicked. Returns what service() returns: -1 when work is waiting.
  */
