@@ -212,11 +212,11 @@ int test_ata_bench(const struct boot_facts *f) {
             u64 lba = (runs[r].seq ? (seq++ % slots) : (bench_rand() % slots)) * runs[r].sectors;
             u64 s0 = rdtsc();
             if (ata_rw((u32)lba, runs[r].sectors, (u16 *)ATA_BUF, runs[r].write)) errors++;
-            if (samples < LAT_MAX) lat[samples++] = rdtsc() - s0;
+            lat[samples++ % LAT_MAX] = rdtsc() - s0;   /* the last LAT_MAX: steady state */
         }
         u64 tsc = slots ? rdtsc() - t0 : 0;
         bench_line("ata-bench", runs[r].mode, 1, runs[r].sectors * SECTOR, ops, tsc, errors);
-        lat_report(lat, samples);
+        lat_report(lat, samples < LAT_MAX ? samples : LAT_MAX);
         line_end();
         if (!tsc || errors) status = 1;
     }

@@ -1,5 +1,6 @@
 /* virtio.c — ring-3 virtio-mmio transport and virtio-blk driver, polling mode (virtio.h). */
 #include "virtio.h"
+#include "ata.h"   /* lat_report, LAT_SAMPLES_ADDR */
 
 /* ---- virtio 1.2 numbers ------------------------------------------------- */
 #define MMIO_MAGIC_VALUE      0x000  /* §4.2.2 */
@@ -727,6 +728,11 @@ int test_blk_hostile(const struct boot_facts *f) {
 /* ---- blk-bench: 4 KiB random at QD1 and QD32, 1 MiB sequential ------------- */
 
 /* Runs `ops` requests of `len` bytes, `qd` in flight; returns TSC cycles, or 0 on error. */
+/* Per-request latency samples: submit TSC by head descriptor, and the last LAT_MAX completions'
+ * submit-to-completion cycles (a ring, so a long run reports its steady state, not its start). */
+static u64 head_tsc[QSIZE];
+static u64 *lat, nlat;
+
 static u64 bench_run(struct blk *b, u32 type, u32 qd, u64 ops, u32 len, u64 span_sectors, int sequential, u64 *errors) {
     u32 per = 2 + (len + b->seg_bytes - 1) / b->seg_bytes;   /* descriptors per request */
     if (qd * per > b->qsize) qd = b->qsize / per;
@@ -744,6 +750,7 @@ static u64 bench_run(struct blk *b, u32 type, u32 qd, u64 ops, u32 len, u64 span
             u32 slot = (u32)(issued % qd);
             u64 sector = sequential ? (seq++ % slots) * lens : (bench_rand() % slots) * lens;
             u64 buf = len > 4096 ? DMA_BASE + BIG_OFF : DMA_BASE + SMALL_OFF + (u64)slot * 4096;
+            head_tsc[b->next_desc] = rdtsc();   /* blk_queue takes its head from next_desc */
             blk_queue(b, slot, type, sector, buf, len);
             issued++; batch++;
         }
@@ -754,7 +761,7 @@ static u64 bench_run(struct blk *b, u32 type, u32 qd, u64 ops, u32 len, u64 span
         u16 now = b->used16[1];
         while (b->used_seen != now) {
             u32 id = b->used32[2 * (b->used_seen % b->qsize)];
-            (void)id;
+            if (id < b->qsize) lat[nlat++ % LAT_MAX] = rdtsc() - head_tsc[id];
             b->used_seen++;
             done++;
         }
@@ -772,6 +779,7 @@ int test_blk_bench(const struct boot_facts *f) {
     struct blk *b = blk_open(f, "blk-bench", 0);
     if (!b) return 1;
     u64 span = disk_span(b, bytes) / SECTOR;
+    lat = (u64 *)LAT_SAMPLES_ADDR;
     /* Untimed 4 KiB reads first: the back end's first requests (a JIT warming up, cold caches) are
      * not the steady state the runs measure. */
     u64 warm_errors = 0;
@@ -786,8 +794,10 @@ int test_blk_bench(const struct boot_facts *f) {
     int status = 0;
     for (u32 r = 0; r < ARRAY_LEN(runs); r++) {
         u64 ops = runs[r].seq ? seq_n : n, errors = 0;
+        nlat = 0;
         u64 tsc = bench_run(b, runs[r].type, runs[r].qd, ops, runs[r].len, span, runs[r].seq, &errors);
         bench_line("blk-bench", runs[r].mode, runs[r].qd, runs[r].len, ops, tsc, errors);
+        lat_report(lat, nlat < LAT_MAX ? nlat : LAT_MAX);
         line_end();
         if (!tsc || errors) status = 1;
     }

@@ -252,7 +252,7 @@ static u64 submit_tsc[RING_SIZE];
 static u64 *lat; static u64 nlat, done_ops, bench_errors;
 static void bench_done(u64 id, short status) {
     if (status != RSP_OKAY) bench_errors++;
-    if (nlat < LAT_MAX) lat[nlat++] = rdtsc() - submit_tsc[id % RING_SIZE];
+    lat[nlat++ % LAT_MAX] = rdtsc() - submit_tsc[id % RING_SIZE];   /* the last LAT_MAX: steady state */
     done_ops++;
 }
 
@@ -304,12 +304,12 @@ int test_xenblk_bench(const struct boot_facts *f) {
             for (u64 k = 0; k < ops && slots; k++) {
                 u64 s0 = rdtsc();
                 if (xb_do(runs[r].op, (k % slots) * (runs[r].len / SECTOR), XB_BIG, runs[r].len)) bench_errors++;
-                if (nlat < LAT_MAX) lat[nlat++] = rdtsc() - s0;
+                lat[nlat++ % LAT_MAX] = rdtsc() - s0;
             }
             tsc = slots ? rdtsc() - t0 : 0;
         }
         bench_line("xenblk-bench", runs[r].mode, runs[r].qd, runs[r].len, ops, tsc, bench_errors);
-        lat_report(lat, nlat);
+        lat_report(lat, nlat < LAT_MAX ? nlat : LAT_MAX);
         line_end();
         if (!tsc || bench_errors) status = 1;
     }

@@ -4,10 +4,12 @@
 // file system can punch holes, a discard also gives the blocks back (st_blocks falls).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, fstatSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, fstatSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { FileBackend, openImage } from "./blk-file.js";
+import * as sys from "../sys/index.js";
+import { GuestMemory } from "../memory/guest-memory.js";
 
 const SIZE = 4 << 20;
 const HOLE_AT = 1 << 20;
@@ -66,4 +68,40 @@ test("FileBackend: a storage error other than 'not supported' is the request's (
   t.after(() => image.close());
   const be = new FileBackend(image.fd, image.sizeBytes);
   assert.throws(() => be.discard(0, 4096), { name: "SysError", code: "EBADF" });
+});
+
+test("FileBackend readAt/writeAt move bytes between the image and guest RAM by host address; GuestMemory checks the range first", (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "typervisor-blkfile-"));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, "rw.img");
+  const data = pattern();
+  writeFileSync(path, data);
+  const image = openImage(path, false);
+  t.after(() => image.close());
+  const be = new FileBackend(image.fd, image.sizeBytes);
+  // Guest RAM as the card maps it: a shared mapping of a memfd, at guest address 1 MiB.
+  const ram = 1 << 20;
+  const fd = sys.memfdCreate("blk-file-test", 0);
+  t.after(() => closeSync(fd));
+  sys.ftruncate(fd, ram);
+  const addr = sys.mmap(ram, sys.PROT_READ | sys.PROT_WRITE, sys.MAP_SHARED, fd, 0);
+  t.after(() => sys.munmap(addr, ram));
+  const mem = new GuestMemory([{ gpa: 0x100000, bytes: new Uint8Array(sys.view(addr, ram)), hostAddr: addr }]);
+  // Image -> guest at 0x100000 + 8 KiB, two pages from image offset 12 KiB.
+  be.readAt(mem.hostAddress(0x102000, 8192), 8192, 12288);
+  assert.deepEqual(mem.read(0x102000, 8192), data.subarray(12288, 12288 + 8192));
+  assert.equal(mem.readU8(0x101fff), 0, "nothing before the buffer");
+  assert.equal(mem.readU8(0x104000), 0, "nothing after it");
+  // Guest -> image at offset 1 MiB.
+  mem.fill(0x110000, 4096, 0xab);
+  be.writeAt(mem.hostAddress(0x110000, 4096), 4096, 1 << 20);
+  const back = new Uint8Array(4096);
+  be.read(back, 1 << 20);
+  assert.ok(back.every((b) => b === 0xab));
+  // A range that is not entirely guest RAM has no host address: the same error as any access.
+  assert.throws(() => mem.hostAddress(0x1ff000, 8192), { name: "GuestMemoryError" });
+  assert.throws(() => mem.hostAddress(0xff000, 4096), { name: "GuestMemoryError" });
+  assert.throws(() => mem.hostAddress(-1, 1), { name: "GuestMemoryError" });
+  // Memory that is no host mapping (a test's anonymous RAM) answers -1: the caller uses a view.
+  assert.equal(GuestMemory.anonymous([[0, 4096]]).hostAddress(0, 4096), -1);
 });

@@ -78,6 +78,22 @@ export class FileBackend implements BlockBackend {
     }
   }
 
+  readAt(host: number, len: number, offset: number): void {
+    for (let done = 0; done < len; ) {
+      const n = sys.preadAt(this.fd, host + done, len - done, offset + done);
+      if (n === 0) throw new BlockIoError(`image ended at ${offset + done} while reading ${len} bytes at ${offset}`);
+      done += n;
+    }
+  }
+
+  writeAt(host: number, len: number, offset: number): void {
+    for (let done = 0; done < len; ) {
+      const n = sys.pwriteAt(this.fd, host + done, len - done, offset + done);
+      if (n === 0) throw new BlockIoError(`image refused bytes at ${offset + done}`);
+      done += n;
+    }
+  }
+
   flush(): void {
     sys.fdatasync(this.fd);
   }

@@ -4,7 +4,7 @@
 import { parentPort, workerData } from "node:worker_threads";
 import * as sys from "../sys/index.js";
 import { GuestMemory, type RegionInit } from "../memory/guest-memory.js";
-import { TransportState } from "../devices/virtio/mmio.js";
+import { TransportState, type QueueSetup } from "../devices/virtio/mmio.js";
 import { SplitQueue, VirtqueueError } from "../devices/virtio/queue.js";
 import type { CreateModel, ModelContext } from "../devices/virtio/device-kind.js";
 import {
@@ -90,6 +90,8 @@ const watched: Array<{ queue: SplitQueue; gen: number } | undefined> = [];
 let progressed = false;
 /** True while the worker polls: passes keep kicks off (SplitQueue.holdKicks). */
 let polling = false;
+/** The polling window now, ms: pollMs, shrunk while windows catch nothing (pollPhase). */
+let pollWindow = pollMs;
 
 /**
  * Answers every queue inside the transport's service bracket (a reset waits for it to end).
@@ -135,19 +137,7 @@ function servicePass(index: number): { waitMs: number; more: boolean; interrupt:
   let result;
   let queue: SplitQueue;
   try {
-    queue = new SplitQueue(
-      mem,
-      {
-        size: snap.q.num,
-        desc: snap.q.desc,
-        avail: snap.q.driver,
-        used: snap.q.device,
-        eventIdx: (snap.features & bit(F_RING_EVENT_IDX)) !== 0n,
-        indirect: (snap.features & bit(F_RING_INDIRECT_DESC)) !== 0n,
-      },
-      { lastAvail: snap.q.lastAvail, nextUsed: snap.q.nextUsed },
-      () => transport.resetCount !== snap.gen,
-    );
+    queue = queueFor(index, snap.gen, snap.q, snap.features);
     queue.holdKicks = polling;
     result = device.process(queue, index);
   } catch (e) {
@@ -161,6 +151,35 @@ function servicePass(index: number): { waitMs: number; more: boolean; interrupt:
   // starts from 0 with nothing pending).
   const raised = transport.finishPass(snap.gen, index, queue.pos.lastAvail, queue.pos.nextUsed, result.interrupt ? INT_USED_BUFFER : 0);
   return { waitMs: result.kind === "throttled" ? result.waitMs : 0, more: result.kind === "more", interrupt: raised && result.interrupt };
+}
+
+/** Each queue's SplitQueue and what it was built from: a pass reuses it while none of that changed. */
+const built: Array<{ queue: SplitQueue; gen: number; num: number; desc: number; avail: number; used: number; features: bigint } | undefined> = [];
+const EVENT_IDX = bit(F_RING_EVENT_IDX);
+const INDIRECT = bit(F_RING_INDIRECT_DESC);
+
+/**
+ * Queue `index` as the driver set it up in reset generation `gen`, at the position `q` holds.
+ * Built (and its rings checked) when the set-up or the features changed since the last pass, so a
+ * pass does not pay for the checks and closures again. Throws a fatal VirtqueueError as the
+ * constructor does.
+ */
+function queueFor(index: number, gen: number, q: QueueSetup, features: bigint): SplitQueue {
+  let b = built[index];
+  if (b === undefined || b.gen !== gen || b.num !== q.num || b.desc !== q.desc || b.avail !== q.driver || b.used !== q.device || b.features !== features) {
+    built[index] = undefined;
+    const queue = new SplitQueue(
+      mem,
+      { size: q.num, desc: q.desc, avail: q.driver, used: q.device, eventIdx: (features & EVENT_IDX) !== 0n, indirect: (features & INDIRECT) !== 0n },
+      { lastAvail: q.lastAvail, nextUsed: q.nextUsed },
+      () => transport.resetCount !== gen,
+    );
+    b = { queue, gen, num: q.num, desc: q.desc, avail: q.driver, used: q.device, features };
+    built[index] = b;
+  }
+  b.queue.pos.lastAvail = q.lastAvail;
+  b.queue.pos.nextUsed = q.nextUsed;
+  return b.queue;
 }
 
 /** Whether a watched queue has buffers the last pass has not taken, or the device was reset since. */
@@ -194,23 +213,25 @@ function setKicks(on: boolean): void {
 
 /**
  * The polling phase after a pass that found work: with kicks off, serves what the driver makes
- * available until pollMs (POLL_MS unless CardBase.pollMs says) pass with nothing new (or throttling, a stop or a limiter update ends
+ * available until pollWindow (up to pollMs: POLL_MS unless CardBase.pollMs says) passes with nothing new (or throttling, a stop or a limiter update ends
  * it); then turns kicks back on and looks once more, since a buffer made available just before
  * that could have gone unkicked. Returns what service() returns: -1 when work is waiting.
  */
 function pollPhase(): number {
   polling = true;
   let wait = 0;
+  let caught = false;
   try {
     setKicks(false);
-    let until = performance.now() + pollMs;
+    let until = performance.now() + pollWindow;
     for (let idle = 0; ; ) {
       if (workPending()) {
         device.beforePass?.();
         wait = service();
         if (wait !== 0 || Atomics.load(ctl, CTL_STOP) !== 0 || Atomics.load(ctl, CTL_LIMITER_GEN) !== limiterGen) break;
         if (progressed) {
-          until = performance.now() + pollMs;
+          caught = true;
+          until = performance.now() + pollWindow;
           idle = 0;
           continue;
         }
@@ -224,6 +245,10 @@ function pollPhase(): number {
     polling = false;
     setKicks(true);
   }
+  // Adaptive: a window that caught nothing was CPU spent for nothing (the driver is slow, or this
+  // host has no core to spare and the driver did not run meanwhile): the next one is half as long,
+  // down to an eighth; a window that caught work is worth its full length again.
+  pollWindow = caught ? pollMs : Math.max(pollWindow / 2, pollMs / 8);
   return wait === 0 && workPending() ? -1 : wait;
 }
 

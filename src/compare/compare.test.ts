@@ -39,7 +39,7 @@ test("runCompare on synthetic results: per-path figures, median of N with min-ma
   assert.equal(images.size, 1, "the same image for every path");
   assert.ok(!existsSync([...images][0]!), "the image is removed afterwards");
   assert.ok(calls[1]!.cmdline.includes("probe.run=ata-bench") && calls[1]!.cmdline.includes(`probe.blk.bytes=${8 << 20}`));
-  assert.equal(benchCmdline("dom0", 1, 2, 3), `probe.run=${BENCH_TEST.dom0} probe.blk.bytes=1 probe.blk.bench.n=2 probe.blk.seq.n=3 probe.blk.warmup=2000`);
+  assert.equal(benchCmdline("dom0", 1, 2, 3), `probe.run=${BENCH_TEST.dom0} probe.blk.bytes=1 probe.blk.bench.n=2 probe.blk.seq.n=3 probe.blk.warmup=20000`);
   const dom0 = r.paths[1]!;
   const rr = dom0.modes.find((m) => m.mode === "randread" && m.qd === 1)!;
   // invented: 60 µs x (1 + 0.05k) for k = 1..3 -> median 66 µs -> 1/66e-6 IOPS
@@ -52,7 +52,7 @@ test("runCompare on synthetic results: per-path figures, median of N with min-ma
   assert.ok(Math.abs(dom0.cpuSecondsPerGiB.dom0!.median - 1.1 * 1.1) < 1e-9);
   assert.equal(dom0.cpuSecondsPerGiB.card, null);
   const card = r.paths[2]!;
-  assert.equal(card.modes.find((m) => m.mode === "randread" && m.qd === 1)!.latencySource, "mean", "blk-bench has no per-op samples");
+  assert.equal(card.modes.find((m) => m.mode === "randread" && m.qd === 1)!.latencySource, "samples", "blk-bench samples each request too");
   assert.equal(card.copiesPerRequest, 1);
   assert.equal(dom0.copiesPerRequest, 2);
   assert.ok(dom0.privileged.processes.length === 2 && dom0.privileged.totalLines > card.privileged.processes.length);

@@ -23,7 +23,7 @@ export function syntheticBootProbe(): { bootProbe: BootProbe; calls: Array<{ pat
     const n = Number(/probe\.blk\.bench\.n=(\d+)/.exec(cmdline)![1]);
     const sn = Number(/probe\.blk\.seq\.n=(\d+)/.exec(cmdline)![1]);
     const cyc = (u: number) => Math.round((u * TSC_HZ) / 1e6);
-    const lat = path === "card" ? "" : ` lat_p50=${cyc(us)} lat_p99=${cyc(us * 1.8)} lat_max=${cyc(us * 3)}`;
+    const lat = ` lat_p50=${cyc(us)} lat_p99=${cyc(us * 1.8)} lat_max=${cyc(us * 3)}`;
     const modes: Array<[string, number, number, number]> = [
       ["randread", 1, 4096, n],
       ["randwrite", 1, 4096, n],

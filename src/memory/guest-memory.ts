@@ -32,6 +32,8 @@ export class GuestRegion {
   readonly fd: number | undefined;
   readonly fdOffset: number;
   readonly hostAddr: bigint | undefined;
+  /** hostAddr as a Number (user-space addresses are below 2^47), or -1 when the bytes are not a host mapping. */
+  readonly host: number;
   /** 16-bit lanes over the region for single-instruction accesses (undefined when its host start is odd). */
   readonly u16: Uint16Array | undefined;
 
@@ -46,6 +48,7 @@ export class GuestRegion {
     this.fd = init.fd;
     this.fdOffset = init.fdOffset ?? 0;
     this.hostAddr = init.hostAddr;
+    this.host = init.hostAddr !== undefined ? Number(init.hostAddr) : -1;
     this.u16 =
       init.bytes.byteOffset % 2 === 0 ? new Uint16Array(init.bytes.buffer, init.bytes.byteOffset, Math.floor(this.size / 2)) : undefined;
   }
@@ -104,19 +107,45 @@ export class GuestMemory {
     return this.regionFor(gpa, len) !== undefined;
   }
 
-  private checked(gpa: number | bigint, len: number): [GuestRegion, number] {
+  /**
+   * The region of the last access that found one: virtqueue and request accesses come in runs
+   * within one region, so most checks are two comparisons against it (the card's per-request
+   * path makes a dozen of them).
+   */
+  private hit: GuestRegion | undefined;
+
+  /**
+   * Checks [gpa, gpa+len) is inside one region; returns the offset in it and leaves the region in
+   * `hit`. Throws GuestMemoryError otherwise.
+   */
+  private at(gpa: number | bigint, len: number): number {
+    const r = this.hit;
+    if (r !== undefined && typeof gpa === "number" && Number.isSafeInteger(gpa) && Number.isSafeInteger(len) && gpa >= r.gpa && len >= 0 && gpa + len <= r.gpa + r.size) {
+      return gpa - r.gpa;
+    }
     const addr = typeof gpa === "bigint" ? toSafe(gpa) : gpa;
-    const r = addr === undefined ? undefined : this.regionFor(addr, len);
-    if (r === undefined || addr === undefined) {
+    const found = addr === undefined ? undefined : this.regionFor(addr, len);
+    if (found === undefined || addr === undefined) {
       throw new GuestMemoryError(`guest access out of range: ${hex(gpa)}+${len} is not guest RAM`);
     }
-    return [r, addr - r.gpa];
+    this.hit = found;
+    return addr - found.gpa;
   }
 
-  /** A zero-copy view of guest bytes [gpa, gpa+len). Throws if the range is not entirely RAM. */
   slice(gpa: number | bigint, len: number): Uint8Array {
-    const [r, off] = this.checked(gpa, len);
-    return r.bytes.subarray(off, off + len);
+    const off = this.at(gpa, len);
+    return this.hit!.bytes.subarray(off, off + len);
+  }
+
+  /**
+   * The host virtual address of guest range [gpa, gpa+len), for a system call that reads or writes
+   * it in place (sys.preadAt); -1 when the region is not a host mapping (an anonymous test
+   * memory). Throws GuestMemoryError as every access does when the range is not guest RAM.
+   */
+  hostAddress(gpa: number, len: number): number {
+    const off = this.at(gpa, len);
+    const h = this.hit!.host;
+    return h < 0 ? -1 : h + off;
   }
 
   read(gpa: number | bigint, len: number): Uint8Array {
@@ -132,35 +161,43 @@ export class GuestMemory {
   }
 
   readU8(gpa: number | bigint): number {
-    const [r, off] = this.checked(gpa, 1);
+    const off = this.at(gpa, 1);
+    const r = this.hit!;
     return r.view.getUint8(off);
   }
   readU16(gpa: number | bigint): number {
-    const [r, off] = this.checked(gpa, 2);
+    const off = this.at(gpa, 2);
+    const r = this.hit!;
     return r.view.getUint16(off, true);
   }
   readU32(gpa: number | bigint): number {
-    const [r, off] = this.checked(gpa, 4);
+    const off = this.at(gpa, 4);
+    const r = this.hit!;
     return r.view.getUint32(off, true);
   }
   readU64(gpa: number | bigint): bigint {
-    const [r, off] = this.checked(gpa, 8);
+    const off = this.at(gpa, 8);
+    const r = this.hit!;
     return r.view.getBigUint64(off, true);
   }
   writeU8(gpa: number | bigint, v: number): void {
-    const [r, off] = this.checked(gpa, 1);
+    const off = this.at(gpa, 1);
+    const r = this.hit!;
     r.view.setUint8(off, v);
   }
   writeU16(gpa: number | bigint, v: number): void {
-    const [r, off] = this.checked(gpa, 2);
+    const off = this.at(gpa, 2);
+    const r = this.hit!;
     r.view.setUint16(off, v, true);
   }
   writeU32(gpa: number | bigint, v: number): void {
-    const [r, off] = this.checked(gpa, 4);
+    const off = this.at(gpa, 4);
+    const r = this.hit!;
     r.view.setUint32(off, v >>> 0, true);
   }
   writeU64(gpa: number | bigint, v: bigint): void {
-    const [r, off] = this.checked(gpa, 8);
+    const off = this.at(gpa, 8);
+    const r = this.hit!;
     r.view.setBigUint64(off, BigInt.asUintN(64, v), true);
   }
 
@@ -173,7 +210,8 @@ export class GuestMemory {
    * passes aligned ring addresses, virtio 1.2 §2.7).
    */
   readU16Atomic(gpa: number | bigint): number {
-    const [r, off] = this.checked(gpa, 2);
+    const off = this.at(gpa, 2);
+    const r = this.hit!;
     if (r.u16 === undefined || off % 2 !== 0) return r.view.getUint16(off, true);
     return Atomics.load(r.u16, off / 2); // x86 hosts are little-endian, as virtio's modern rings (§2.7)
   }
@@ -185,7 +223,8 @@ export class GuestMemory {
    * (virtio 1.2 §2.7.10; Firecracker puts fence(SeqCst) at the same places).
    */
   writeU16Atomic(gpa: number | bigint, v: number): void {
-    const [r, off] = this.checked(gpa, 2);
+    const off = this.at(gpa, 2);
+    const r = this.hit!;
     if (r.u16 === undefined || off % 2 !== 0) {
       r.view.setUint16(off, v, true);
       return;

@@ -118,7 +118,7 @@ type Fn = (...args: unknown[]) => unknown;
 
 interface Libc {
   koffi: typeof KoffiModule;
-  open: Fn; close: Fn; read: Fn; write: Fn; pread: Fn; pwrite: Fn;
+  open: Fn; close: Fn; read: Fn; write: Fn; pread: Fn; pwrite: Fn; preadAt: Fn; pwriteAt: Fn;
   ioctlPtr: Fn; ioctlVal: Fn;
   mmap: Fn; munmap: Fn; memfd_create: Fn; ftruncate: Fn; fallocate: Fn; fsync: Fn; fdatasync: Fn;
   eventfd: Fn; getpid: Fn; syscall: Fn; tgkill: Fn; poll: Fn; clock_gettime: Fn;
@@ -143,6 +143,9 @@ function bind(): Libc {
     write: lib.func("intptr_t write(int fd, const void *buf, size_t count)"),
     pread: lib.func("intptr_t pread(int fd, void *buf, size_t count, int64_t offset)"),
     pwrite: lib.func("intptr_t pwrite(int fd, const void *buf, size_t count, int64_t offset)"),
+    // The same calls with the buffer as a plain address: no typed array to unwrap per call.
+    preadAt: lib.func("intptr_t pread(int fd, uintptr_t buf, size_t count, int64_t offset)"),
+    pwriteAt: lib.func("intptr_t pwrite(int fd, uintptr_t buf, size_t count, int64_t offset)"),
     // ioctl(2) is variadic; two fixed prototypes are ABI-safe on x86-64 (DESIGN.md §6): the
     // third argument travels in rdx either way.
     ioctlPtr: lib.func("int ioctl(int fd, unsigned long request, void *arg)"),
@@ -215,6 +218,21 @@ export function pread(fd: number, buf: Uint8Array, offset: number | bigint): num
 export function pwrite(fd: number, buf: Uint8Array, offset: number | bigint): number {
   checkFd(fd, "pwrite");
   return check(bind().pwrite(fd, buf, buf.byteLength, offset) as number, "pwrite");
+}
+
+/**
+ * pread(2) of `len` bytes into host memory at `addr`. The caller vouches for the range: it must
+ * lie inside a live mapping the caller owns — guest RAM as GuestMemory.hostAddress checked it.
+ */
+export function preadAt(fd: number, addr: number, len: number, offset: number): number {
+  checkFd(fd, "pread");
+  return check(bind().preadAt(fd, addr, len, offset) as number, "pread");
+}
+
+/** pwrite(2) of `len` bytes from host memory at `addr` (the range as preadAt's). */
+export function pwriteAt(fd: number, addr: number, len: number, offset: number): number {
+  checkFd(fd, "pwrite");
+  return check(bind().pwriteAt(fd, addr, len, offset) as number, "pwrite");
 }
 
 /** ftruncate(2). */

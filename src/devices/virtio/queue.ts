@@ -106,7 +106,8 @@ export function isValidQueueSize(n: number): boolean {
 }
 
 interface RawDesc {
-  addr: bigint;
+  /** -1 when the guest's 64-bit address is 2^53 or more. */
+  addr: number;
   len: number;
   flags: number;
   next: number;
@@ -204,7 +205,8 @@ export class SplitQueue {
       if (++visited > tableLen) {
         throw new VirtqueueError("chain-loop", `chain from head ${head} is longer than its table of ${tableLen}: a loop`, false);
       }
-      const d = this.readDesc(table + DESC_SIZE * index);
+      const at = table + DESC_SIZE * index;
+      const d = this.readDesc(at);
       if ((d.flags & DESC_F_INDIRECT) !== 0) {
         if (!this.layout.indirect) {
           throw new VirtqueueError("indirect-not-negotiated", `descriptor ${index} is indirect but VIRTIO_RING_F_INDIRECT_DESC was not negotiated`, false);
@@ -216,7 +218,7 @@ export class SplitQueue {
         if (d.len === 0 || d.len % DESC_SIZE !== 0 || d.len / DESC_SIZE > QUEUE_SIZE_MAX) {
           throw new VirtqueueError("indirect-size", `indirect table length ${d.len} is not a non-zero multiple of ${DESC_SIZE} up to ${QUEUE_SIZE_MAX} entries`, false);
         }
-        const addr = this.checkedAddr(d.addr, d.len, index);
+        const addr = this.checkedAddr(d.addr, d.len, index, at);
         // The write flag of the descriptor naming a table is ignored. §2.7.5.3.2
         table = addr;
         tableLen = d.len / DESC_SIZE;
@@ -225,7 +227,7 @@ export class SplitQueue {
         visited = 0;
         continue;
       }
-      const addr = this.checkedAddr(d.addr, d.len, index);
+      const addr = this.checkedAddr(d.addr, d.len, index, at);
       if ((d.flags & DESC_F_WRITE) !== 0) {
         chain.writable.push({ addr, len: d.len });
         chain.writableBytes += d.len;
@@ -334,10 +336,16 @@ export class SplitQueue {
     }
   }
 
+  /**
+   * One descriptor (virtio 1.2 §2.7.5). The address is a Number: above 2^53 it cannot be guest
+   * RAM, and -1 says so (checkedAddr refuses it) without a BigInt per descriptor.
+   */
   private readDesc(gpa: number): RawDesc {
     try {
+      const lo = this.mem.readU32(gpa);
+      const hi = this.mem.readU32(gpa + 4);
       return {
-        addr: this.mem.readU64(gpa),
+        addr: hi < 0x200000 ? hi * 0x1_0000_0000 + lo : -1, // 2^21 * 2^32 = 2^53
         len: this.mem.readU32(gpa + 8),
         flags: this.mem.readU16(gpa + 12),
         next: this.mem.readU16(gpa + 14),
@@ -350,10 +358,11 @@ export class SplitQueue {
     }
   }
 
-  private checkedAddr(addr: bigint, len: number, index: number): number {
-    if (addr > BigInt(Number.MAX_SAFE_INTEGER) || !this.mem.contains(Number(addr), len)) {
-      throw new VirtqueueError("desc-address", `descriptor ${index} buffer ${hex(addr)}+${hex(len)} is not guest RAM`, false);
+  private checkedAddr(addr: number, len: number, index: number, gpa: number): number {
+    if (addr < 0 || !this.mem.contains(addr, len)) {
+      const shown = addr < 0 ? hex(this.mem.readU64(gpa)) : hex(addr);
+      throw new VirtqueueError("desc-address", `descriptor ${index} buffer ${shown}+${hex(len)} is not guest RAM`, false);
     }
-    return Number(addr);
+    return addr;
   }
 }

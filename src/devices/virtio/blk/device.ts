@@ -53,6 +53,12 @@ export interface BlockBackend {
   readonly sizeBytes: number;
   read(into: Uint8Array, offset: number): void;
   write(from: Uint8Array, offset: number): void;
+  /**
+   * Optional, the same as read/write with the guest's buffer given as a host address (guest RAM,
+   * checked by GuestMemory.hostAddress): a file backend passes it to the system call as is.
+   */
+  readAt?(host: number, len: number, offset: number): void;
+  writeAt?(host: number, len: number, offset: number): void;
   /** Makes every completed write durable (fdatasync). */
   flush(): void;
   /** The range reads as zeros afterwards; `unmap`: the backend may also deallocate it. */
@@ -336,9 +342,13 @@ export class BlkDevice {
       switch (req.type) {
         case BLK_T_IN: {
           let off = base;
-          // Straight into guest memory: each segment is a view of guest RAM, checked by the queue.
+          // Straight into guest memory: each segment is guest RAM, checked by the queue (and
+          // again by GuestMemory here).
+          const b = this.backend;
           for (const s of req.data) {
-            this.backend.read(this.mem.slice(s.addr, s.len), off);
+            const host = b.readAt !== undefined ? this.mem.hostAddress(s.addr, s.len) : -1;
+            if (host >= 0) b.readAt!(host, s.len, off);
+            else b.read(this.mem.slice(s.addr, s.len), off);
             off += s.len;
           }
           this.stats.request(req.dataLen);
@@ -346,8 +356,11 @@ export class BlkDevice {
         }
         case BLK_T_OUT: {
           let off = base;
+          const b = this.backend;
           for (const s of req.data) {
-            this.backend.write(this.mem.slice(s.addr, s.len), off);
+            const host = b.writeAt !== undefined ? this.mem.hostAddress(s.addr, s.len) : -1;
+            if (host >= 0) b.writeAt!(host, s.len, off);
+            else b.write(this.mem.slice(s.addr, s.len), off);
             off += s.len;
           }
           this.stats.request(req.dataLen);
