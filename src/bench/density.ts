@@ -16,20 +16,21 @@ import { densityReport } from "./density-report.js";
 
 const HELP = `npm run bench:density — microVM starts per second per core, and memory per microVM, in one process
 
-Measures, in one Node process, through the SDK (MicroVM.create with the probe kernel, as
-\`typervisor run\` builds its VM): BENCH_VMS probe VMs (1 vCPU, 128 MiB, probe.run=hold: the guest
-reports "PROBE hold", then spins without exits) created and started, BENCH_DENSITY_IN_FLIGHT of
-them at a time; each is paused once its guest has reported, so that all are up at once and idle.
-Then all are stopped. Figures: starts per second per core (cores = os.availableParallelism()) from
-the first create() until all are booted and paused; each VM's create() to "PROBE hold"; process
-CPU per start; memory per VM = (RSS with all up − RSS before) / VMs, RSS from /proc/self/status,
-"before" taken after one warm-up VM has started and stopped; the process's max RSS. The goals:
-≥ 10 starts per second per core (Firecracker's design states 5) and ≤ 8 MiB per VM; it says
-whether each is met.
+Measures how fast one Node process starts microVMs, and what each costs in memory, through the
+SDK (MicroVM.create with the probe kernel, as \`typervisor run\` builds its VM): BENCH_VMS probe
+VMs (1 vCPU, 128 MiB, probe.run=hold: the guest reports "PROBE hold", then spins without exits)
+created and started, BENCH_DENSITY_IN_FLIGHT of them at a time; each is paused once its guest has
+reported, so that all are up at once and idle. Then all are stopped. Figures: starts per second
+per core (cores = os.availableParallelism()) from the first create() until all are booted and
+paused; each VM's create() to "PROBE hold"; process CPU per start; memory per VM = (RSS with all
+up − RSS before) / VMs, RSS from /proc/self/status, "before" taken after one warm-up VM has
+started and stopped; the process's max RSS. The goals: ≥ 10 starts per second per core
+(Firecracker's design states 5) and ≤ 8 MiB per VM; it says whether each is met.
 
-Needs KVM on a real host: /dev/kvm and the built probe guest (npm run build). Inside the box (QEMU
-TCG, TYPERVISOR_BOX=1) it refuses: times there mean nothing. --memory-only (or BENCH_MEMORY_ONLY=1)
-prints the memory figures alone, and runs in the box as well: resident memory is real there.
+Needs KVM on a real host: /dev/kvm and the built probe guest (npm run build).
+Inside the box (QEMU TCG, TYPERVISOR_BOX=1) it refuses: times there mean nothing. --memory-only
+(or BENCH_MEMORY_ONLY=1) prints the memory figures alone, and runs in the box as well: resident
+memory is real there.
 
 Environment: BENCH_VMS (default 50), BENCH_DENSITY_IN_FLIGHT (starts at once, default the cores).
 Output: progress on stderr; a table, then one JSON object as the last line, on stdout.

@@ -20,7 +20,7 @@ import { caseKey, runOrder, startCases, startReport, type StartCase, type StartS
 
 const HELP = `npm run bench:start — start time and memory of a microVM process, Typervisor against QEMU
 
-Measures, for the probe guest's demo (probe.run=demo, 128 MiB) booted as one process per boot:
+Measures three figures of the probe guest's demo (probe.run=demo, 128 MiB), one process per boot:
 the wall time from spawn() to the first byte the process writes on stdout (the guest's first
 console line, "PROBE start ..."), the wall time until the process exits, and its maximum resident
 set size. Typervisor: \`node bin/typervisor.js run\`; QEMU: qemu-system-x86_64 -M microvm,acpi=off
@@ -32,8 +32,8 @@ Max RSS is the kernel's ru_maxrss of the process (wait4), read through GNU time
 
 Needs KVM on a real host: /dev/kvm, qemu-system-x86_64, /usr/bin/time (Debian package time) and
 the built probe guest (npm run build). Inside the box (QEMU TCG, TYPERVISOR_BOX=1) it refuses:
-times there mean nothing. --memory-only (or BENCH_MEMORY_ONLY=1) prints the max RSS figures alone,
-and runs in the box as well: resident memory is real there.
+times there mean nothing. --memory-only (or BENCH_MEMORY_ONLY=1) prints the max RSS figures
+alone, and runs in the box as well: resident memory is real there.
 
 Environment: BENCH_RUNS (runs of each of the four boots, default 5).
 Output: progress on stderr; a table, then one JSON object as the last line, on stdout.
