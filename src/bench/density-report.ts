@@ -29,7 +29,7 @@ export interface DensityInput {
   /** /proc/self/status before the N (after the warm-up VM) and with all N up. */
   before: ProcMemory;
   all: ProcMemory;
-  /** The process's maximum RSS (getrusage ru_maxrss), KiB. */
+  /** The process's maximum RSS (VmHWM of /proc/self/status, after the stop), KiB. */
   maxRssKiB: number;
   /** Wall seconds to stop all N. */
   stopSeconds: number;
@@ -80,7 +80,7 @@ export function densityReport(m: DensityInput): { table: string; json: Record<st
     [`RSS with all ${m.vms} up, MiB`, mib(m.all.vmRss), ""],
     ["memory per VM, MiB", f.mibPerVm.toFixed(2), `goal ≤ ${DENSITY_GOALS.mibPerVm}: ${met(f.memoryGoalMet)}`],
     ["  of which anon / file / shmem (guest RAM)", `${f.anonMibPerVm.toFixed(2)} / ${f.fileMibPerVm.toFixed(2)} / ${f.shmemMibPerVm.toFixed(2)}`, ""],
-    ["max RSS of the process, MiB", mib(m.maxRssKiB), ""],
+    ["max RSS of the process (VmHWM), MiB", mib(m.maxRssKiB), ""],
   );
   if (!m.memoryOnly) rows.push([`stop all ${m.vms}`, `${m.stopSeconds.toFixed(2)} s`, ""]);
   const table =

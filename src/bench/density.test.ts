@@ -64,7 +64,7 @@ test("densityReport: the table and JSON line carry the measured figures and say 
   assert.match(table, /^memory per VM, MiB +8\.00 +goal ≤ 8: met$/m);
   assert.match(table, /^ +of which anon \/ file \/ shmem \(guest RAM\) +6\.00 \/ 1\.00 \/ 1\.00$/m);
   assert.match(table, /^boot, create\(\) to "PROBE hold", ms +225 \(100–300\) +median \(min–max\)$/m);
-  assert.match(table, /^max RSS of the process, MiB +480\.0$/m);
+  assert.match(table, /^max RSS of the process \(VmHWM\), MiB +480\.0$/m);
   assert.match(table, /^stop all 50 +0\.50 s$/m);
   assert.deepEqual(json, {
     bench: "density", vms: 50, cores: 2, in_flight: 2, mem_mib: 128, cmdline: "probe.run=hold", memory_only: false,
