@@ -29,7 +29,7 @@ export interface DensityInput {
   /** /proc/self/status before the N (after the warm-up VM) and with all N up. */
   before: ProcMemory;
   all: ProcMemory;
-  /** The process's maximum RSS (VmHWM of /proc/self/status, after the stop), KiB. */
+  /** The process's maximum RSS (VmHWM of /proc/self/status, or the RSS with all up where that trails it), KiB. */
   maxRssKiB: number;
   /** Wall seconds to stop all N. */
   stopSeconds: number;

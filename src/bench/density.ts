@@ -135,9 +135,9 @@ async function main(): Promise<number> {
     const stopSeconds = Number(process.hrtime.bigint() - s0) / 1e9;
     const odd = ends.find((e) => e.kind !== "stopped");
     if (odd !== undefined) throw new Error(`a VM ended otherwise than by the stop: ${describeExit(odd)}`);
-    // The high-water mark, read with the current RSS in one look (getrusage's ru_maxrss is
-    // brought up to date lazily and may trail VmRSS).
-    const maxRssKiB = procMemory().vmHwm;
+    // The kernel brings its high-water mark up to date lazily (getrusage's ru_maxrss and VmHWM
+    // can trail an RSS seen earlier by a few pages): the largest of what was seen.
+    const maxRssKiB = Math.max(all.vmRss, all.vmHwm, procMemory().vmHwm);
     const { table, json } = densityReport({
       vms, cores, inFlight, memMiB: MEM_MIB, cmdline: CMDLINE, memoryOnly,
       startSeconds: Number(t1 - t0) / 1e9, cpuSeconds: (cpu.user + cpu.system) / 1e6, bootMs,
