@@ -79,6 +79,7 @@ NORETURN static void finish(int status) {
 static int run_test(const char *name, usize len, const struct options *o) {
     if (str_eq_n(name, len, "boot")) return test_boot(&facts);
     if (str_eq_n(name, len, "demo")) return test_demo(&facts);
+    if (str_eq_n(name, len, "hold")) return test_hold();
     if (str_eq_n(name, len, "smp")) return test_smp(o);
     if (str_eq_n(name, len, "exits")) return test_exits(o);
     if (str_eq_n(name, len, "syscall")) return test_syscall(o);

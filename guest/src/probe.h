@@ -132,6 +132,7 @@ int test_exits(const struct options *o);
 int test_syscall(const struct options *o);
 NORETURN void test_fault(void);
 int test_demo(const struct boot_facts *f);
+int test_hold(void);
 NORETURN void ap_main(u32 cpu);
 void smp_close(void);
 

@@ -55,6 +55,16 @@ int test_demo(const struct boot_facts *f) {
     return status;
 }
 
+/* ---- hold -------------------------------------------------------------- */
+/* Reports, then spins in ring 3 (pause, no exits) for good: the VM stays up until the host pauses or
+ * stops it. It does not park (cli; hlt): on a PVM host those #GP in the guest's ring 0. Never
+ * returns, so tests named after it in probe.run do not run. (bench:density boots many, pausing each.) */
+int test_hold(void) {
+    line_begin("hold");
+    line_end();
+    for (;;) cpu_relax();
+}
+
 /* ---- exits ------------------------------------------------------------- */
 #define EXITS_PORT 0x600          /* unassigned on QEMU microvm and our VMM (DESIGN.md §6) */
 #define EXITS_MMIO 0xd0000000ULL  /* likewise */

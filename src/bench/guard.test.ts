@@ -5,7 +5,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { BOX_ENV, EXIT_CANNOT_MEASURE, boxRefusal, inBox } from "./guard.js";
+import { BOX_ENV, EXIT_CANNOT_MEASURE, boxRefusal, entryDecision, envInt, inBox, type BenchEntry } from "./guard.js";
 
 const script = (name: string) => fileURLToPath(new URL(`./${name}.js`, import.meta.url));
 
@@ -33,6 +33,16 @@ const BENCHES = [
     name: "bench:card-cost",
     line: "bench:card-cost measures the block card's cost per request (hosted); inside the box (QEMU TCG) its figures mean nothing — run it on a real machine, not an emulator (it needs no KVM)",
   },
+  {
+    file: "start",
+    name: "bench:start",
+    line: "bench:start measures VM start times; inside the box (QEMU TCG) its figures mean nothing — run it on a host with KVM (--memory-only prints its memory figures alone: those are real in the box)",
+  },
+  {
+    file: "density",
+    name: "bench:density",
+    line: "bench:density measures microVM start rates and memory per microVM; inside the box (QEMU TCG) its figures mean nothing — run it on a host with KVM (--memory-only prints its memory figures alone: those are real in the box)",
+  },
 ] as const;
 
 test("inBox and boxRefusal read TYPERVISOR_BOX: set to 1 is the box; unset, empty or 0 is not", () => {
@@ -51,7 +61,7 @@ test("inBox and boxRefusal read TYPERVISOR_BOX: set to 1 is the box; unset, empt
 for (const b of BENCHES) {
   test(`${b.name} inside the box: one line on stderr, exit 2, nothing on stdout, nothing measured`, () => {
     // A tiny workload, so that a bench which did not refuse would still end (and fail here) quickly.
-    const r = runBench(b.file, [], { ...hostEnv(), TYPERVISOR_BOX: "1", BENCH_RUNS: "1", BENCH_CARDS_KICKS: "10", BENCH_EXITS_N: "10", BENCH_BLK_MIB: "1", BENCH_OPS: "10" });
+    const r = runBench(b.file, [], { ...hostEnv(), TYPERVISOR_BOX: "1", BENCH_RUNS: "1", BENCH_CARDS_KICKS: "10", BENCH_EXITS_N: "10", BENCH_BLK_MIB: "1", BENCH_OPS: "10", BENCH_VMS: "1" });
     assert.equal(r.status, EXIT_CANNOT_MEASURE, r.stderr);
     assert.equal(r.stderr, `${b.line}\n`);
     assert.equal(r.stdout, "");
@@ -78,3 +88,55 @@ for (const b of BENCHES) {
     assert.equal(r.stdout, "");
   });
 }
+
+const plain: BenchEntry = { name: "bench:x", what: "things", help: "npm run bench:x — x" };
+const withMemory: BenchEntry = { ...plain, memoryOnly: true };
+
+test("entryDecision: --help or -h wins over everything, its text ends in one newline", () => {
+  for (const argv of [["--help"], ["--bogus", "-h"], ["--memory-only", "--help"]]) {
+    assert.deepEqual(entryDecision(withMemory, argv, { TYPERVISOR_BOX: "1" }), { action: "help", text: "npm run bench:x — x\n" });
+  }
+});
+
+test("entryDecision: --memory-only is an unknown argument to a bench that does not take it, in the box or not", () => {
+  for (const env of [{}, { TYPERVISOR_BOX: "1" }]) {
+    assert.deepEqual(entryDecision(plain, ["--memory-only"], env), {
+      action: "refuse",
+      line: 'bench:x: unknown argument "--memory-only" (settings come from the environment; see --help)',
+    });
+  }
+  assert.deepEqual(entryDecision(withMemory, ["--memory-only", "--runs"], {}), {
+    action: "refuse",
+    line: 'bench:x: unknown argument "--runs" (settings come from the environment; see --help)',
+  });
+});
+
+test("entryDecision: in the box a memoryOnly bench refuses without --memory-only (saying it would run with it), runs with the flag or BENCH_MEMORY_ONLY", () => {
+  const box = { TYPERVISOR_BOX: "1" };
+  assert.deepEqual(entryDecision(withMemory, [], box), {
+    action: "refuse",
+    line: "bench:x measures things; inside the box (QEMU TCG) its figures mean nothing — run it on a host with KVM (--memory-only prints its memory figures alone: those are real in the box)",
+  });
+  assert.deepEqual(entryDecision(withMemory, ["--memory-only"], box), { action: "run", memoryOnly: true });
+  assert.deepEqual(entryDecision(withMemory, [], { ...box, BENCH_MEMORY_ONLY: "1" }), { action: "run", memoryOnly: true });
+  for (const v of ["", "0"]) assert.equal(entryDecision(withMemory, [], { ...box, BENCH_MEMORY_ONLY: v }).action, "refuse", JSON.stringify(v));
+  // BENCH_MEMORY_ONLY means nothing to a bench that does not take it: the box still refuses it.
+  assert.equal(entryDecision(plain, [], { ...box, BENCH_MEMORY_ONLY: "1" }).action, "refuse");
+});
+
+test("entryDecision outside the box: runs, with memoryOnly only when asked and taken", () => {
+  assert.deepEqual(entryDecision(plain, [], {}), { action: "run", memoryOnly: false });
+  assert.deepEqual(entryDecision(plain, [], { BENCH_MEMORY_ONLY: "1" }), { action: "run", memoryOnly: false });
+  assert.deepEqual(entryDecision(withMemory, [], {}), { action: "run", memoryOnly: false });
+  assert.deepEqual(entryDecision(withMemory, ["--memory-only"], {}), { action: "run", memoryOnly: true });
+});
+
+test("envInt: the default when unset or empty; a whole number in range; else the sentence naming the variable", () => {
+  assert.equal(envInt("BENCH_N", 5, 1, 100, {}), 5);
+  assert.equal(envInt("BENCH_N", 5, 1, 100, { BENCH_N: "" }), 5);
+  assert.equal(envInt("BENCH_N", 5, 1, 100, { BENCH_N: "7" }), 7);
+  assert.equal(envInt("BENCH_N", 5, 1, 100, { BENCH_N: "100" }), 100);
+  for (const v of ["0", "101", "2.5", "-3", "1e2", "x", " "]) {
+    assert.equal(envInt("BENCH_N", 5, 1, 100, { BENCH_N: v }), `BENCH_N must be a whole number from 1 to 100, got "${v}"`, JSON.stringify(v));
+  }
+});

@@ -42,25 +42,61 @@ export interface BenchEntry {
   runOn?: string;
   /** The --help text. */
   help: string;
+  /**
+   * Whether it takes --memory-only (or BENCH_MEMORY_ONLY=1): print the memory figures alone. Those
+   * are real inside the box (resident memory is not emulated), so there it runs with it.
+   */
+  memoryOnly?: boolean;
+}
+
+/** The flag (and the variable) that asks a bench with `memoryOnly` for its memory figures alone. */
+export const MEMORY_ONLY_FLAG = "--memory-only";
+export const MEMORY_ONLY_ENV = "BENCH_MEMORY_ONLY";
+
+/** What the entry checks decided: print the help, refuse (a line on stderr, exit 2), or run. */
+export type EntryDecision =
+  | { action: "help"; text: string }
+  | { action: "refuse"; line: string }
+  | { action: "run"; memoryOnly: boolean };
+
+/**
+ * The entry checks as a pure decision, in order: --help (or -h) anywhere; then any argument it
+ * does not take (all of them, or all but --memory-only for a `memoryOnly` bench); then the box,
+ * which refuses unless the bench takes --memory-only and was given it (flag, or
+ * BENCH_MEMORY_ONLY set to anything but "" or "0").
+ */
+export function entryDecision(entry: BenchEntry, argv: readonly string[], env: NodeJS.ProcessEnv = process.env): EntryDecision {
+  if (argv.includes("--help") || argv.includes("-h")) return { action: "help", text: entry.help.endsWith("\n") ? entry.help : `${entry.help}\n` };
+  const unknown = argv.find((a) => !(entry.memoryOnly === true && a === MEMORY_ONLY_FLAG));
+  if (unknown !== undefined) return { action: "refuse", line: `${entry.name}: unknown argument "${unknown}" (settings come from the environment; see --help)` };
+  const v = env[MEMORY_ONLY_ENV];
+  const memoryOnly = entry.memoryOnly === true && (argv.includes(MEMORY_ONLY_FLAG) || (v !== undefined && v !== "" && v !== "0"));
+  const refusal = memoryOnly ? null : boxRefusal(entry.name, entry.what, entry.runOn, env);
+  if (refusal !== null) return { action: "refuse", line: entry.memoryOnly === true ? `${refusal} (${MEMORY_ONLY_FLAG} prints its memory figures alone: those are real in the box)` : refusal };
+  return { action: "run", memoryOnly };
 }
 
 /**
- * The entry checks, in order: --help (or -h) prints the help on stdout and exits 0; any other
- * argument is refused (exit 2: the benchmarks take their settings from the environment); inside the
- * box, refuseInBox. Returns a progress function: `progress("pio: typervisor run 1/3")` writes
+ * The entry checks (entryDecision), acted on: the help goes to stdout, exit 0; a refusal is one line
+ * on stderr, exit 2. Returns a progress function: `progress("pio: typervisor run 1/3")` writes
  * "bench:exits: pio: typervisor run 1/3" on stderr.
  */
 export function benchEntry(entry: BenchEntry, argv: readonly string[] = process.argv.slice(2)): (line: string) => void {
-  if (argv.includes("--help") || argv.includes("-h")) {
-    process.stdout.write(entry.help.endsWith("\n") ? entry.help : `${entry.help}\n`);
+  return benchEntryOptions(entry, argv).progress;
+}
+
+/** benchEntry, also saying whether the run is --memory-only (for a bench that takes it). */
+export function benchEntryOptions(entry: BenchEntry, argv: readonly string[] = process.argv.slice(2)): { progress: (line: string) => void; memoryOnly: boolean } {
+  const d = entryDecision(entry, argv);
+  if (d.action === "help") {
+    process.stdout.write(d.text);
     process.exit(0);
   }
-  if (argv.length > 0) {
-    process.stderr.write(`${entry.name}: unknown argument "${argv[0]}" (settings come from the environment; see --help)\n`);
+  if (d.action === "refuse") {
+    process.stderr.write(`${d.line}\n`);
     process.exit(EXIT_CANNOT_MEASURE);
   }
-  refuseInBox(entry.name, entry.what, entry.runOn);
-  return progress(entry.name);
+  return { progress: progress(entry.name), memoryOnly: d.memoryOnly };
 }
 
 /** A progress line writer for `name`, on stderr. */
@@ -73,4 +109,17 @@ export function progress(name: string): (line: string) => void {
 /** Seconds since `t0` (process.hrtime.bigint()), for progress lines: "3.2 s". */
 export function elapsed(t0: bigint): string {
   return `${(Number(process.hrtime.bigint() - t0) / 1e9).toFixed(1)} s`;
+}
+
+/**
+ * A whole-number setting from the environment: `def` when unset or empty; a string naming the
+ * variable and what it takes when the value is not a whole number in [min, max] (the bench prints
+ * it and exits 2 rather than measure something else than asked).
+ */
+export function envInt(name: string, def: number, min: number, max: number, env: NodeJS.ProcessEnv = process.env): number | string {
+  const v = env[name];
+  if (v === undefined || v === "") return def;
+  const n = Number(v);
+  if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n) || n < min || n > max) return `${name} must be a whole number from ${min} to ${max}, got "${v}"`;
+  return n;
 }

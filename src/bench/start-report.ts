@@ -1,0 +1,114 @@
+// bench:start's pure half: the order of the runs, and the table and JSON line made from their
+// samples (start.ts takes the samples). No VM and no process here, so it is unit-tested.
+
+import { KIB_PER_MIB, alignTable, fmtRange, fmtRatio, rangeJson, ratio, round, summarize, type Range } from "./stats.js";
+
+export type StartSide = "typervisor" | "qemu";
+export const START_SIDES: readonly StartSide[] = ["typervisor", "qemu"];
+
+/** One boot of the probe demo, one process, timed from spawn(). */
+export interface StartSample {
+  /** Until the first byte on its stdout (the guest's "PROBE start ..." line). */
+  firstByteMs: number;
+  /** Until the process exited. */
+  exitMs: number;
+  /** Its maximum resident set size. */
+  maxRssKiB: number;
+}
+
+/** One kind of boot: which side, how many vCPUs. */
+export interface StartCase {
+  side: StartSide;
+  vcpus: number;
+}
+
+/** Every case, typervisor and QEMU alternating, at each vCPU count. */
+export function startCases(vcpuCounts: readonly number[]): StartCase[] {
+  return vcpuCounts.flatMap((vcpus) => START_SIDES.map((side) => ({ side, vcpus })));
+}
+
+/** The cases in the order of run `i` (from 0): as given on even runs, reversed on odd ones, so neither side always goes first. */
+export function runOrder<T>(cases: readonly T[], i: number): T[] {
+  return i % 2 === 0 ? [...cases] : [...cases].reverse();
+}
+
+export interface StartReportInput {
+  runs: number;
+  memMiB: number;
+  cmdline: string;
+  /** Where the RSS figure comes from, in words (printed and in the JSON line). */
+  rssSource: string;
+  /** Only the RSS figures (the times are taken but neither printed nor put in the JSON line). */
+  memoryOnly: boolean;
+  /** Samples per case, keyed `${side}:${vcpus}`. */
+  samples: ReadonlyMap<string, readonly StartSample[]>;
+  vcpuCounts: readonly number[];
+}
+
+export const caseKey = (c: StartCase): string => `${c.side}:${c.vcpus}`;
+
+type Metric = "firstByteMs" | "exitMs" | "maxRssMiB";
+const METRIC_LABEL: Record<Metric, string> = { firstByteMs: "first console byte, ms", exitMs: "exit, ms", maxRssMiB: "max RSS, MiB" };
+const METRIC_JSON: Record<Metric, string> = { firstByteMs: "first_byte_ms", exitMs: "exit_ms", maxRssMiB: "max_rss_mib" };
+const METRIC_DIGITS: Record<Metric, number> = { firstByteMs: 1, exitMs: 1, maxRssMiB: 1 };
+
+function metricRange(samples: readonly StartSample[], m: Metric): Range {
+  return summarize(samples.map((s) => (m === "maxRssMiB" ? s.maxRssKiB / KIB_PER_MIB : s[m])));
+}
+
+const vcpuLabel = (v: number): string => `${v} vCPU${v === 1 ? "" : "s"}`;
+
+/** The table (several lines) and the JSON line (one object) of a bench:start run. */
+export function startReport(input: StartReportInput): { table: string; json: Record<string, unknown> } {
+  const metrics: Metric[] = input.memoryOnly ? ["maxRssMiB"] : ["firstByteMs", "exitMs", "maxRssMiB"];
+  const get = (side: StartSide, vcpus: number): readonly StartSample[] => {
+    const s = input.samples.get(caseKey({ side, vcpus }));
+    if (s === undefined || s.length === 0) throw new Error(`bench:start has no samples for ${side} at ${vcpuLabel(vcpus)}`);
+    return s;
+  };
+  const rows: string[][] = [["", ...START_SIDES, "typervisor/qemu"]];
+  const json: Record<string, unknown> = {
+    bench: "start",
+    runs: input.runs,
+    mem_mib: input.memMiB,
+    cmdline: input.cmdline,
+    memory_only: input.memoryOnly,
+    rss_source: input.rssSource,
+  };
+  const perSide: Record<StartSide, Record<string, unknown>> = { typervisor: {}, qemu: {} };
+  const ratios: Record<string, Record<string, number | null>> = {};
+  for (const v of input.vcpuCounts) {
+    const r: Record<string, number | null> = {};
+    for (const side of START_SIDES) perSide[side][`vcpus_${v}`] = {};
+    for (const m of metrics) {
+      const [ours, peer] = START_SIDES.map((side) => metricRange(get(side, v), m)) as [Range, Range];
+      const q = ratio(ours.median, peer.median);
+      rows.push([`${vcpuLabel(v)}: ${METRIC_LABEL[m]}`, fmtRange(ours, METRIC_DIGITS[m]), fmtRange(peer, METRIC_DIGITS[m]), fmtRatio(q)]);
+      (perSide.typervisor[`vcpus_${v}`] as Record<string, unknown>)[METRIC_JSON[m]] = rangeJson(ours, 2);
+      (perSide.qemu[`vcpus_${v}`] as Record<string, unknown>)[METRIC_JSON[m]] = rangeJson(peer, 2);
+      r[METRIC_JSON[m]] = round(q, 3);
+    }
+    ratios[`vcpus_${v}`] = r;
+  }
+  json["typervisor"] = perSide.typervisor;
+  json["qemu"] = perSide.qemu;
+  json["ratio_typervisor_vs_qemu"] = ratios;
+  // The cost of each further vCPU: the median max RSS at the most vCPUs less that at the fewest,
+  // over the vCPUs between them.
+  const lo = Math.min(...input.vcpuCounts);
+  const hi = Math.max(...input.vcpuCounts);
+  if (hi > lo) {
+    const [ours, peer] = START_SIDES.map(
+      (side) => (metricRange(get(side, hi), "maxRssMiB").median - metricRange(get(side, lo), "maxRssMiB").median) / (hi - lo),
+    ) as [number, number];
+    const q = ratio(ours, peer);
+    rows.push([`each further vCPU (${lo}→${hi}): max RSS, MiB`, ours.toFixed(2), peer.toFixed(2), fmtRatio(q)]);
+    json["rss_per_further_vcpu_mib"] = { typervisor: round(ours, 3), qemu: round(peer, 3), ratio: round(q, 3) };
+  }
+  const what = input.memoryOnly ? "memory only (--memory-only: no times)" : "times from spawn()";
+  const table =
+    `the probe demo (${input.cmdline}, ${input.memMiB} MiB), one process per boot; median of ${input.runs} runs (min–max), ${what}\n` +
+    alignTable(rows) +
+    `max RSS: ${input.rssSource}\n`;
+  return { table, json };
+}

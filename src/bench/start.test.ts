@@ -1,0 +1,106 @@
+// bench:start (start.ts, start-report.ts) without a VM: the order of the boots, the table and the
+// JSON line from given samples (medians, ratios, the cost of a further vCPU, --memory-only), and
+// the entry: --memory-only gets it past the box, a bad BENCH_RUNS is refused. guard.test.ts checks
+// its --help, its plain box refusal and an unknown argument, as for every bench.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { caseKey, runOrder, startCases, startReport, type StartSample } from "./start-report.js";
+import { BOX_ENV, EXIT_CANNOT_MEASURE } from "./guard.js";
+
+const script = fileURLToPath(new URL("./start.js", import.meta.url));
+
+function hostEnv(): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  delete env[BOX_ENV];
+  delete env["BENCH_MEMORY_ONLY"];
+  return env;
+}
+
+test("startCases: typervisor and qemu at each vCPU count; runOrder reverses every other run so neither side always goes first", () => {
+  const cases = startCases([1, 2]);
+  assert.deepEqual(cases.map(caseKey), ["typervisor:1", "qemu:1", "typervisor:2", "qemu:2"]);
+  assert.deepEqual(runOrder(cases, 0).map(caseKey), ["typervisor:1", "qemu:1", "typervisor:2", "qemu:2"]);
+  assert.deepEqual(runOrder(cases, 1).map(caseKey), ["qemu:2", "typervisor:2", "qemu:1", "typervisor:1"]);
+  assert.deepEqual(runOrder(cases, 2), cases);
+  assert.deepEqual(cases.map(caseKey), ["typervisor:1", "qemu:1", "typervisor:2", "qemu:2"], "runOrder leaves its input alone");
+});
+
+const s = (firstByteMs: number, exitMs: number, maxRssMiB: number): StartSample => ({ firstByteMs, exitMs, maxRssKiB: maxRssMiB * 1024 });
+
+function samples(): Map<string, StartSample[]> {
+  return new Map([
+    ["typervisor:1", [s(300, 400, 90), s(200, 310, 80), s(250, 350, 85)]],
+    ["qemu:1", [s(100, 200, 30), s(80, 150, 34), s(90, 180, 32)]],
+    ["typervisor:2", [s(260, 380, 110), s(240, 360, 100), s(250, 370, 105)]],
+    ["qemu:2", [s(95, 190, 33), s(85, 170, 31), s(90, 185, 32)]],
+  ]);
+}
+
+const input = { runs: 3, memMiB: 128, cmdline: "probe.run=demo", rssSource: "GNU time %M", memoryOnly: false, vcpuCounts: [1, 2] };
+
+test("startReport: medians with min–max per side and vCPU count, typervisor/qemu ratios of the medians, and the RSS each further vCPU adds", () => {
+  const { table, json } = startReport({ ...input, samples: samples() });
+  const lines = table.trimEnd().split("\n");
+  assert.match(lines[0]!, /^the probe demo \(probe\.run=demo, 128 MiB\), one process per boot; median of 3 runs \(min–max\), times from spawn\(\)$/);
+  assert.match(table, /^1 vCPU: first console byte, ms +250\.0 \(200\.0–300\.0\) +90\.0 \(80\.0–100\.0\) +2\.78$/m);
+  assert.match(table, /^1 vCPU: exit, ms +350\.0 \(310\.0–400\.0\) +180\.0 \(150\.0–200\.0\) +1\.94$/m);
+  assert.match(table, /^1 vCPU: max RSS, MiB +85\.0 \(80\.0–90\.0\) +32\.0 \(30\.0–34\.0\) +2\.66$/m);
+  assert.match(table, /^2 vCPUs: max RSS, MiB +105\.0 \(100\.0–110\.0\) +32\.0 \(31\.0–33\.0\) +3\.28$/m);
+  // (105 − 85) / 1 = 20 MiB against (32 − 32) = 0: no ratio of a zero.
+  assert.match(table, /^each further vCPU \(1→2\): max RSS, MiB +20\.00 +0\.00 +—$/m);
+  assert.equal(lines.at(-1), "max RSS: GNU time %M");
+  assert.equal(json["bench"], "start");
+  assert.equal(json["memory_only"], false);
+  assert.deepEqual((json["typervisor"] as Record<string, unknown>)["vcpus_1"], {
+    first_byte_ms: { median: 250, min: 200, max: 300 },
+    exit_ms: { median: 350, min: 310, max: 400 },
+    max_rss_mib: { median: 85, min: 80, max: 90 },
+  });
+  assert.deepEqual((json["ratio_typervisor_vs_qemu"] as Record<string, unknown>)["vcpus_1"], { first_byte_ms: 2.778, exit_ms: 1.944, max_rss_mib: 2.656 });
+  assert.deepEqual(json["rss_per_further_vcpu_mib"], { typervisor: 20, qemu: 0, ratio: null });
+  assert.doesNotThrow(() => JSON.parse(JSON.stringify(json)));
+});
+
+test("startReport --memory-only: only the max RSS rows and keys; no time is printed or put in the JSON line", () => {
+  const { table, json } = startReport({ ...input, memoryOnly: true, samples: samples() });
+  assert.doesNotMatch(table, /first console byte|exit, ms/);
+  assert.match(table, /memory only \(--memory-only: no times\)/);
+  assert.match(table, /^1 vCPU: max RSS, MiB /m);
+  assert.match(table, /^each further vCPU/m);
+  assert.equal(json["memory_only"], true);
+  assert.deepEqual(Object.keys((json["qemu"] as Record<string, Record<string, unknown>>)["vcpus_2"]!), ["max_rss_mib"]);
+  assert.deepEqual((json["ratio_typervisor_vs_qemu"] as Record<string, unknown>)["vcpus_2"], { max_rss_mib: 3.281 });
+  assert.doesNotMatch(JSON.stringify(json), /_ms/);
+});
+
+test("startReport names a case with no samples instead of printing a figure for it", () => {
+  const m = samples();
+  m.set("qemu:2", []);
+  assert.throws(() => startReport({ ...input, samples: m }), /no samples for qemu at 2 vCPUs/);
+});
+
+test("bench:start --memory-only inside the box gets past the box (here: a bad BENCH_RUNS, exit 2), as BENCH_MEMORY_ONLY=1 does", () => {
+  for (const [args, extra] of [[["--memory-only"], {}], [[], { BENCH_MEMORY_ONLY: "1" }]] as const) {
+    const r = spawnSync(process.execPath, [script, ...args], { env: { ...hostEnv(), ...extra, TYPERVISOR_BOX: "1", BENCH_RUNS: "0" }, encoding: "utf8", timeout: 30_000 });
+    assert.equal(r.status, EXIT_CANNOT_MEASURE, r.stderr);
+    assert.equal(r.stderr, 'bench:start: BENCH_RUNS must be a whole number from 1 to 1000, got "0"\n');
+    assert.equal(r.stdout, "");
+  }
+});
+
+test("bench:start inside the box without --memory-only refuses and says that --memory-only would run; BENCH_MEMORY_ONLY=0 is not it", () => {
+  const r = spawnSync(process.execPath, [script], { env: { ...hostEnv(), TYPERVISOR_BOX: "1", BENCH_MEMORY_ONLY: "0", BENCH_RUNS: "0" }, encoding: "utf8", timeout: 30_000 });
+  assert.equal(r.status, EXIT_CANNOT_MEASURE);
+  assert.match(r.stderr, /^bench:start measures VM start times; inside the box \(QEMU TCG\) its figures mean nothing — run it on a host with KVM \(--memory-only prints its memory figures alone: those are real in the box\)\n$/);
+});
+
+test("bench:start refuses a BENCH_RUNS that is not a whole number, before it measures anything", () => {
+  for (const v of ["abc", "2.5", "-1", "1001"]) {
+    const r = spawnSync(process.execPath, [script], { env: { ...hostEnv(), BENCH_RUNS: v }, encoding: "utf8", timeout: 30_000 });
+    assert.equal(r.status, EXIT_CANNOT_MEASURE, v);
+    assert.equal(r.stderr, `bench:start: BENCH_RUNS must be a whole number from 1 to 1000, got "${v}"\n`);
+    assert.equal(r.stdout, "");
+  }
+});
