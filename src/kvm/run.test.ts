@@ -74,7 +74,7 @@ test("mmio write: address, len, is_write and the 8-byte data view", () => {
   bytes.set([0x78, 0x56, 0x34, 0x12], F["mmio.data"]);
   const exit = run.decode();
   assert.ok(exit.kind === "mmio");
-  assert.equal(exit.address, 0xd0000000n);
+  assert.equal(exit.address, 0xd0000000);
   assert.equal(exit.isWrite, true);
   assert.equal(exit.len, 4);
   assert.equal(exit.data.byteLength, 8);

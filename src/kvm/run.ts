@@ -54,13 +54,15 @@ export class KvmRun {
         const size = v.getUint8(F["io.size"]);
         const port = v.getUint16(F["io.port"], true);
         const count = v.getUint32(F["io.count"], true);
-        const offset = v.getBigUint64(F["io.data_offset"], true);
+        // A u64; read as two halves (no BigInt on the exit path): any high bit makes it out of range.
+        const offsetHi = v.getUint32(F["io.data_offset"] + 4, true);
+        const offset = offsetHi === 0 ? v.getUint32(F["io.data_offset"], true) : Infinity;
         const length = size * count;
         // The data lies inside the mapping (KVM puts it in the page after struct kvm_run); an offset
         // outside it would be a corrupt kvm_run, so refuse rather than alias other memory.
-        if (offset < BigInt(kvm_run.size) || offset + BigInt(length) > BigInt(this.buffer.byteLength)) {
+        if (offset < kvm_run.size || offset + length > this.buffer.byteLength) {
           throw new KvmError(
-            `kvm_run.io data at offset ${offset} (+${length} bytes) lies outside the ${this.buffer.byteLength}-byte kvm_run mapping`,
+            `kvm_run.io data at offset ${v.getBigUint64(F["io.data_offset"], true)} (+${length} bytes) lies outside the ${this.buffer.byteLength}-byte kvm_run mapping`,
           );
         }
         return {
@@ -69,13 +71,15 @@ export class KvmRun {
           port,
           size,
           count,
-          data: new Uint8Array(this.buffer, Number(offset), length),
+          data: new Uint8Array(this.buffer, offset, length),
         };
       }
       case KVM_EXIT_MMIO:
         return {
           kind: "mmio",
-          address: v.getBigUint64(F["mmio.phys_addr"], true),
+          // Two halves, exact as a Number: a guest-physical address has at most 52 bits (MAXPHYADDR,
+          // Intel SDM Vol. 3A §4.1.4; AMD APM Vol. 2 §5.1), below 2^53.
+          address: v.getUint32(F["mmio.phys_addr"] + 4, true) * 0x1_0000_0000 + v.getUint32(F["mmio.phys_addr"], true),
           isWrite: v.getUint8(F["mmio.is_write"]) !== 0,
           len: v.getUint32(F["mmio.len"], true),
           data: this.mmioData,

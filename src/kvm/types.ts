@@ -128,7 +128,7 @@ export const MpState = {
  */
 export type VcpuExit =
   | { kind: "io"; direction: "in" | "out"; port: number; size: number; count: number; data: Uint8Array }
-  | { kind: "mmio"; address: bigint; isWrite: boolean; len: number; data: Uint8Array }
+  | { kind: "mmio"; /** guest-physical, below 2^52 */ address: number; isWrite: boolean; len: number; data: Uint8Array }
   | { kind: "hlt" }
   | { kind: "shutdown" }
   | { kind: "intr" }

@@ -113,9 +113,8 @@ function dispatch(
       return undefined;
     }
     case "mmio": {
-      const addr = exit.address <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(exit.address) : -1;
       const data = exit.data.subarray(0, exit.len);
-      const handled = addr >= 0 && (exit.isWrite ? mmio.write(addr, data) : mmio.read(addr, data));
+      const handled = exit.isWrite ? mmio.write(exit.address, data) : mmio.read(exit.address, data);
       if (!handled) {
         counters[Counter.UNHANDLED_MMIO]!++;
         if (!exit.isWrite) data.fill(0xff);

@@ -66,7 +66,7 @@ runVcpuThread((backend, vcpuId) => {
         } else if ("mmioWrite" in step) {
           const data = new Uint8Array(8);
           data.set(step.bytes);
-          current = { kind: "mmio", address: BigInt(step.mmioWrite), isWrite: true, len: step.bytes.length, data };
+          current = { kind: "mmio", address: step.mmioWrite, isWrite: true, len: step.bytes.length, data };
         }
       },
     },
