@@ -6,7 +6,7 @@
 // See README.md for what the VMM must register with KVM.
 
 import { Worker } from "node:worker_threads";
-import * as sys from "../sys/index.js";
+import { signalEventfd } from "./notify.js";
 import { TransportState } from "../devices/virtio/mmio.js";
 import { INT_CONFIG_CHANGE } from "../devices/virtio/spec.js";
 import { virtioKind, type KindConfigs } from "../devices/virtio/kinds.js";
@@ -16,7 +16,7 @@ import { CardConfigError } from "./errors.js";
 import { CTL_BYTES, CTL_STOP, CTL_WORDS, writeLimiterConfig } from "./control-block.js";
 import type { RateLimiterConfig } from "./rate-limiter.js";
 
-export { CardConfigError };
+export { CardConfigError, signalEventfd };
 export type { BlkCardConfig } from "../devices/virtio/blk/kind.js";
 export type { RngCardConfig } from "../devices/virtio/rng/kind.js";
 export type { NsmCardConfig, NsmSigner } from "../devices/virtio/nsm/kind.js";
@@ -90,14 +90,6 @@ export interface CardWorkerData {
   irqFd: number;
   pollMs?: number;
 }
-
-/** Signals an eventfd once (8-byte counter add, eventfd(2)). */
-export function signalEventfd(fd: number): void {
-  sys.write(fd, ONE);
-}
-
-/** The 8-byte counter increment an eventfd write adds (one per thread: module state is per isolate). */
-const ONE = new Uint8Array(new BigUint64Array([1n]).buffer);
 
 /**
  * Starts a card. Per kind, on this thread: blk opens the image (a missing or unwritable image
