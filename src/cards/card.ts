@@ -9,7 +9,7 @@ import { Worker } from "node:worker_threads";
 import { signalEventfd } from "./notify.js";
 import { TransportState } from "../devices/virtio/mmio.js";
 import { INT_CONFIG_CHANGE } from "../devices/virtio/spec.js";
-import { virtioKind, type KindConfigs } from "../devices/virtio/kinds.js";
+import type { KindConfigs } from "../devices/virtio/kinds.js";
 import type { CardControl, OpenedDevice, VirtioDeviceKind } from "../devices/virtio/device-kind.js";
 import { CardMetrics, type CardMetricsSnapshot } from "./metrics.js";
 import { CardConfigError } from "./errors.js";
@@ -99,6 +99,9 @@ export interface CardWorkerData {
  * once the worker has mapped guest memory and waits for kicks.
  */
 export async function startCard(opts: CardOptions): Promise<CardHandle> {
+  // The kinds are imported here, not at the top: card-worker.ts imports this module too, and a card's
+  // worker needs its own kind's model (CardWorkerData.model), not every kind with what each imports.
+  const { virtioKind } = await import("../devices/virtio/kinds.js");
   return startKindCard(virtioKind(opts.kind), opts.config, opts);
 }
 
