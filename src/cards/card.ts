@@ -6,17 +6,17 @@
 // See README.md for what the VMM must register with KVM.
 
 import { Worker } from "node:worker_threads";
-import * as sys from "../sys/index.js";
+import { signalEventfd } from "./notify.js";
 import { TransportState } from "../devices/virtio/mmio.js";
 import { INT_CONFIG_CHANGE } from "../devices/virtio/spec.js";
-import { virtioKind, type KindConfigs } from "../devices/virtio/kinds.js";
+import type { KindConfigs } from "../devices/virtio/kinds.js";
 import type { CardControl, OpenedDevice, VirtioDeviceKind } from "../devices/virtio/device-kind.js";
 import { CardMetrics, type CardMetricsSnapshot } from "./metrics.js";
 import { CardConfigError } from "./errors.js";
 import { CTL_BYTES, CTL_STOP, CTL_WORDS, writeLimiterConfig } from "./control-block.js";
 import type { RateLimiterConfig } from "./rate-limiter.js";
 
-export { CardConfigError };
+export { CardConfigError, signalEventfd };
 export type { BlkCardConfig } from "../devices/virtio/blk/kind.js";
 export type { RngCardConfig } from "../devices/virtio/rng/kind.js";
 export type { NsmCardConfig, NsmSigner } from "../devices/virtio/nsm/kind.js";
@@ -91,14 +91,6 @@ export interface CardWorkerData {
   pollMs?: number;
 }
 
-/** Signals an eventfd once (8-byte counter add, eventfd(2)). */
-export function signalEventfd(fd: number): void {
-  sys.write(fd, ONE);
-}
-
-/** The 8-byte counter increment an eventfd write adds (one per thread: module state is per isolate). */
-const ONE = new Uint8Array(new BigUint64Array([1n]).buffer);
-
 /**
  * Starts a card. Per kind, on this thread: blk opens the image (a missing or unwritable image
  * rejects with a DriveConfigError naming it); nsm loads the chip (ChipError) or checks the given
@@ -107,6 +99,9 @@ const ONE = new Uint8Array(new BigUint64Array([1n]).buffer);
  * once the worker has mapped guest memory and waits for kicks.
  */
 export async function startCard(opts: CardOptions): Promise<CardHandle> {
+  // The kinds are imported here, not at the top: card-worker.ts imports this module too, and a card's
+  // worker needs its own kind's model (CardWorkerData.model), not every kind with what each imports.
+  const { virtioKind } = await import("../devices/virtio/kinds.js");
   return startKindCard(virtioKind(opts.kind), opts.config, opts);
 }
 

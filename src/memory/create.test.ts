@@ -1,5 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { fstatSync } from "node:fs";
 import * as sys from "../sys/index.js";
 import { createMemfdGuestMemory } from "./create.js";
 
@@ -48,4 +49,17 @@ test("a 4 GiB guest with the MMIO gap maps untouched (pages are committed on use
 test("unaligned layouts are refused before anything is created", () => {
   assert.throws(() => createMemfdGuestMemory([[0, 1000]]), /not page-aligned/);
   assert.throws(() => createMemfdGuestMemory([[0x800, 4096]]), /not page-aligned/);
+});
+
+test("a new guest commits no page: the memfd has no block until the guest (or the loader) touches one", () => {
+  const m = createMemfdGuestMemory([[0, 128 * MiB]]);
+  try {
+    // st_blocks of a memfd counts the shmem pages it holds (512-byte units): creating the
+    // memory neither zeroes nor pre-faults it.
+    assert.equal(fstatSync(m.fd).blocks, 0);
+    m.memory.writeU8(5 * 4096 + 3, 1);
+    assert.equal(fstatSync(m.fd).blocks * 512, 4096, "one write commits one page");
+  } finally {
+    m.close();
+  }
 });

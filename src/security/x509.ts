@@ -2,31 +2,23 @@
 // DER), parsing of the few extensions a chain check needs, and signature checks through node:crypto.
 
 import { createHash, createPublicKey, createSign, randomBytes, X509Certificate, type KeyObject } from "node:crypto";
-import { AsnConvert, OctetString } from "@peculiar/asn1-schema";
-import {
-  AlgorithmIdentifier,
-  AttributeTypeAndValue,
-  AttributeValue,
-  AuthorityKeyIdentifier,
-  BasicConstraints,
-  Certificate,
-  Extension,
-  Extensions,
-  KeyIdentifier,
-  KeyUsage,
-  KeyUsageFlags,
-  Name,
-  RelativeDistinguishedName,
-  SubjectKeyIdentifier,
-  SubjectPublicKeyInfo,
-  TBSCertificate,
-  Validity,
-  Version,
-  id_ce_authorityKeyIdentifier,
-  id_ce_basicConstraints,
-  id_ce_keyUsage,
-  id_ce_subjectKeyIdentifier,
-} from "@peculiar/asn1-x509";
+import { createRequire } from "node:module";
+import type * as Asn1Schema from "@peculiar/asn1-schema";
+import type * as Asn1X509 from "@peculiar/asn1-x509";
+
+/**
+ * The ASN.1 schema libraries, loaded on the first certificate made or parsed: they are CommonJS, so
+ * `require` loads them synchronously, and a process that only imports this module (every VM does,
+ * through the NSM kind and the SDK) pays nothing for them (about 15 MiB of RSS when loaded).
+ */
+let asn1: { schema: typeof Asn1Schema; x509: typeof Asn1X509 } | undefined;
+function lib(): { schema: typeof Asn1Schema; x509: typeof Asn1X509 } {
+  if (asn1 === undefined) {
+    const require = createRequire(import.meta.url);
+    asn1 = { schema: require("@peculiar/asn1-schema") as typeof Asn1Schema, x509: require("@peculiar/asn1-x509") as typeof Asn1X509 };
+  }
+  return asn1;
+}
 
 /** ecdsa-with-SHA384, RFC 5758 §3.2. */
 export const OID_ECDSA_WITH_SHA384 = "1.2.840.10045.4.3.3";
@@ -45,10 +37,11 @@ export interface SubjectName {
   c?: string;
 }
 
-function buildName(n: SubjectName): Name {
-  const rdn = (type: string, value: AttributeValue) =>
+function buildName(n: SubjectName): Asn1X509.Name {
+  const { AttributeTypeAndValue, AttributeValue, Name, RelativeDistinguishedName } = lib().x509;
+  const rdn = (type: string, value: Asn1X509.AttributeValue) =>
     new RelativeDistinguishedName([new AttributeTypeAndValue({ type, value })]);
-  const out: RelativeDistinguishedName[] = [];
+  const out: Asn1X509.RelativeDistinguishedName[] = [];
   // RFC 5280 Appendix A.1: countryName is a PrintableString of 2 characters; the rest are DirectoryString (UTF8String).
   if (n.c !== undefined) out.push(rdn(OID_AT_C, new AttributeValue({ printableString: n.c })));
   if (n.o !== undefined) out.push(rdn(OID_AT_O, new AttributeValue({ utf8String: n.o })));
@@ -62,7 +55,7 @@ function ab(u: Uint8Array): ArrayBuffer {
 }
 
 /** Key identifier: SHA-1 of the subjectPublicKey BIT STRING contents (RFC 5280 §4.2.1.2, method (1)). */
-function keyIdentifier(spki: SubjectPublicKeyInfo): Uint8Array {
+function keyIdentifier(spki: Asn1X509.SubjectPublicKeyInfo): Uint8Array {
   return new Uint8Array(createHash("sha1").update(new Uint8Array(spki.subjectPublicKey)).digest());
 }
 
@@ -82,6 +75,12 @@ export interface CertificateRequest {
 
 /** Creates a DER certificate signed with ECDSA P-384 / SHA-384. */
 export function createCertificate(req: CertificateRequest): Uint8Array {
+  const { AsnConvert, OctetString } = lib().schema;
+  const {
+    AlgorithmIdentifier, AuthorityKeyIdentifier, BasicConstraints, Certificate, Extension, Extensions, KeyIdentifier, KeyUsage,
+    KeyUsageFlags, SubjectKeyIdentifier, SubjectPublicKeyInfo, TBSCertificate, Validity, Version,
+    id_ce_authorityKeyIdentifier, id_ce_basicConstraints, id_ce_keyUsage, id_ce_subjectKeyIdentifier,
+  } = lib().x509;
   const spki = AsnConvert.parse(new Uint8Array(req.publicKey.export({ type: "spki", format: "der" })), SubjectPublicKeyInfo);
   const issuerSpki = req.issuer
     ? AsnConvert.parse(new Uint8Array(req.issuer.publicKey.export({ type: "spki", format: "der" })), SubjectPublicKeyInfo)
@@ -143,7 +142,9 @@ export class CertificateParseError extends Error {
 }
 
 export function parseCertificate(der: Uint8Array, what = "certificate"): CertInfo {
-  let cert: Certificate;
+  const { AsnConvert } = lib().schema;
+  const { BasicConstraints, Certificate, KeyUsage, id_ce_basicConstraints, id_ce_keyUsage } = lib().x509;
+  let cert: Asn1X509.Certificate;
   let x509: X509Certificate;
   try {
     cert = AsnConvert.parse(der, Certificate);
@@ -194,8 +195,22 @@ export function certificateDer(input: Uint8Array | string): Uint8Array {
   return input as Uint8Array;
 }
 
-/** KeyUsage bit names, for messages. */
-export const KEY_USAGE = KeyUsageFlags;
+/**
+ * KeyUsage bits as CertInfo.keyUsage holds them (@peculiar/asn1-x509's KeyUsageFlags: bit n of
+ * RFC 5280 §4.2.1.3's KeyUsage BIT STRING is 1 << n), here so that checking them loads no ASN.1
+ * library; x509.test.ts checks them against the library's.
+ */
+export const KEY_USAGE = {
+  digitalSignature: 1,
+  nonRepudiation: 2,
+  keyEncipherment: 4,
+  dataEncipherment: 8,
+  keyAgreement: 16,
+  keyCertSign: 32,
+  cRLSign: 64,
+  encipherOnly: 128,
+  decipherOnly: 256,
+} as const;
 
 /** A P-384 public key's SPKI in DER. */
 export function spkiDer(key: KeyObject): Uint8Array {

@@ -1,6 +1,9 @@
 // The body of a vCPU worker thread, whatever backs the vCPU: it attaches its own bus to the
 // shared legacy device state, reports its thread id (the main thread kicks it with a signal),
-// waits for the start signal, runs the exit loop and reports why it stopped.
+// waits for the start signal, runs the exit loop and reports why it stopped. It imports only what
+// every exit loop needs (the legacy devices, the virtio register file); the emulated disk and the
+// dom0 doorbell are imported by the workers of a VM that has them (each worker is an isolate of
+// its own: what it imports, it compiles and keeps, per vCPU).
 
 import { parentPort, workerData } from "node:worker_threads";
 import { writeSync } from "node:fs";
@@ -10,14 +13,9 @@ import { Bus } from "../devices/bus.js";
 import { VmControl } from "./vcpu-control.js";
 import { attachLegacyDevices, type LegacyStates } from "./legacy.js";
 import { runVcpuLoop, type VcpuStop } from "./exit-loop.js";
-import { createVirtioMmioDevice } from "../cards/index.js";
+import { createVirtioMmioDevice } from "../cards/notify.js";
 import { VIRTIO_MMIO_SLOT_SIZE } from "../arch/x86_64/layout.js";
-import {
-  ATA_COMMAND_BLOCK_LEN, ATA_CONTROL_BLOCK_LEN, ATA_PRIMARY_CONTROL_BASE, FileAtaBackend, createAtaBusDevices,
-} from "../devices/ata/index.js";
-import { mapControl, type MappedControl } from "../dom0/control-page.js";
-import { createXenblkDoorbell } from "../dom0/doorbell.js";
-import { XENBLK_DOORBELL_LEN } from "../dom0/blkif.js";
+import type { MappedControl } from "../dom0/control-page.js";
 
 export interface VcpuWorkerData {
   vcpuId: number;
@@ -50,7 +48,7 @@ export interface OpenedVcpu {
   clearImmediateExit(): void;
 }
 
-export function runVcpuThread(open: (backend: unknown, vcpuId: number) => OpenedVcpu): void {
+export async function runVcpuThread(open: (backend: unknown, vcpuId: number) => OpenedVcpu): Promise<void> {
   const port = parentPort;
   if (port === null) throw new Error("a vCPU thread must run as a worker thread");
   const data = workerData as VcpuWorkerData;
@@ -95,6 +93,7 @@ export function runVcpuThread(open: (backend: unknown, vcpuId: number) => Opened
   let dom0Control: MappedControl | undefined;
   try {
     if (data.ata !== undefined) {
+      const { ATA_COMMAND_BLOCK_LEN, ATA_CONTROL_BLOCK_LEN, ATA_PRIMARY_CONTROL_BASE, FileAtaBackend, createAtaBusDevices } = await import("../devices/ata/index.js");
       const a = data.ata;
       const irq = a.irq;
       const ata = createAtaBusDevices(a.state, new FileAtaBackend(a.imageFd, a.sizeBytes, a.readOnly), {
@@ -110,6 +109,11 @@ export function runVcpuThread(open: (backend: unknown, vcpuId: number) => Opened
     // The dom0 doorbell: on KVM the event-channel port is an ioeventfd and never reaches this bus;
     // the xenbus state port does (connect, disconnect). Each worker maps the control page itself.
     if (data.dom0 !== undefined) {
+      const [{ mapControl }, { createXenblkDoorbell }, { XENBLK_DOORBELL_LEN }] = await Promise.all([
+        import("../dom0/control-page.js"),
+        import("../dom0/doorbell.js"),
+        import("../dom0/blkif.js"),
+      ]);
       dom0Control = mapControl(data.dom0.controlFd);
       pio.insert(data.dom0.port, XENBLK_DOORBELL_LEN, "xenblk", createXenblkDoorbell(dom0Control.page, data.dom0.notifyFd));
     }

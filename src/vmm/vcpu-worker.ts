@@ -12,7 +12,7 @@ export interface KvmVcpuBackend {
   runSize: number;
 }
 
-runVcpuThread((backend, vcpuId) => {
+await runVcpuThread((backend, vcpuId) => {
   const b = backend as KvmVcpuBackend;
   const vm = VmFd.fromRaw(b.vmFd);
   // This handle shares the main thread's kvm_run mapping; only the main thread closes it.

@@ -9,7 +9,7 @@ import type { FakeVcpuBackend } from "./fake-machine.js";
 // errno.h: EINTR
 const EINTR = 4;
 
-runVcpuThread((backend, vcpuId) => {
+await runVcpuThread((backend, vcpuId) => {
   const b = backend as FakeVcpuBackend;
   const words = new Int32Array(b.shared);
   const script = [...b.script];

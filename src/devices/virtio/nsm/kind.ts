@@ -6,9 +6,8 @@ import { CardConfigError } from "../../../cards/errors.js";
 import { DriveConfigError } from "../../../cards/blk-file.js";
 import { SharedPcrBank } from "../../../cards/shared-pcr-bank.js";
 import { chipLoad } from "../../../security/chip.js";
-import { handleNsmRequest, type NsmState } from "../../../security/nsm.js";
-import { NsmDevice, nsmDeviceInfo } from "./device.js";
-import type { CardModel, ModelContext, VirtioDeviceKind } from "../device-kind.js";
+import { nsmDeviceInfo } from "./device.js";
+import type { VirtioDeviceKind } from "../device-kind.js";
 import type { NsmConfig } from "../../../vmm/drives.js";
 
 /** Who signs attestation documents: a chip directory (chipLoad), or its material directly. */
@@ -33,7 +32,8 @@ export interface NsmCardConfig {
   queueSize?: number;
 }
 
-interface NsmWorkerData {
+/** What the card worker gets (model.ts). */
+export interface NsmWorkerData {
   moduleId: string;
   pcrBank: SharedArrayBuffer;
   certificate: Uint8Array;
@@ -65,19 +65,6 @@ function resolveSigner(signer: NsmSigner): { certificate: Uint8Array; cabundle: 
   return { certificate: signer.certificate, cabundle: signer.cabundle, key };
 }
 
-/** Worker side: the NSM request handler over the shared PCR bank, signing with the key it was handed. */
-export function createModel(ctx: ModelContext<NsmWorkerData>): CardModel {
-  const d = ctx.data;
-  const key = createPrivateKey({ key: Buffer.from(d.signingKeyPkcs8), format: "der", type: "pkcs8" });
-  d.signingKeyPkcs8.fill(0);
-  const state: NsmState = {
-    moduleId: d.moduleId,
-    bank: new SharedPcrBank(d.pcrBank),
-    signer: { certificate: d.certificate, cabundle: d.cabundle, signingKey: key },
-  };
-  return new NsmDevice(ctx.mem, (req) => handleNsmRequest(state, req), ctx.stats);
-}
-
 export const nsmKind: VirtioDeviceKind<NsmCardConfig, NsmConfig> = {
   kind: "nsm",
   instances(config) {
@@ -101,7 +88,9 @@ export const nsmKind: VirtioDeviceKind<NsmCardConfig, NsmConfig> = {
     const data: NsmWorkerData = { moduleId: c.moduleId, pcrBank: c.pcrs.sab, certificate: s.certificate, cabundle: s.cabundle, signingKeyPkcs8: pkcs8 };
     return { info: nsmDeviceInfo({ queueSize: c.queueSize }), workerData: data, release: () => {}, handedOver: () => pkcs8.fill(0) };
   },
-  model: new URL(import.meta.url),
+  // The worker side is a module of its own: the NSM protocol (CBOR, COSE) is loaded by the card
+  // worker that answers it, not by every process that plans a VM.
+  model: new URL("./model.js", import.meta.url),
   // A group of our own (Firecracker has no NSM), with the block group's key names.
   metricGroups: (_, m) => ({
     nsm: {
