@@ -4,7 +4,7 @@
 import { parentPort, workerData } from "node:worker_threads";
 import * as sys from "../sys/index.js";
 import { GuestMemory, type RegionInit } from "../memory/guest-memory.js";
-import { TransportState, type QueueSetup } from "../devices/virtio/mmio.js";
+import { TransportState, type QueueSnapshot } from "../devices/virtio/mmio.js";
 import { SplitQueue, VirtqueueError } from "../devices/virtio/queue.js";
 import type { CreateModel, ModelContext } from "../devices/virtio/device-kind.js";
 import {
@@ -53,12 +53,25 @@ const regions: RegionInit[] = d.regions.map((r) => {
 });
 const mem = new GuestMemory(regions);
 
+let unflushedRequests = 0;
+let unflushedBytes = 0;
+/** Adds the requests the pass counted to the shared metrics (before its interrupt: a reader woken by it sees them). */
+function flushStats(): void {
+  if (unflushedRequests === 0) return;
+  metrics.add("requests", unflushedRequests);
+  metrics.add("bytes", unflushedBytes);
+  unflushedRequests = 0;
+  unflushedBytes = 0;
+}
+
 const limiter = new RateLimiter(readLimiterConfig(d.control));
 let limiterGen = Atomics.load(ctl, CTL_LIMITER_GEN);
 const stats: ModelContext<unknown>["stats"] = {
+  // Counted here and added to the shared metrics once per pass (flushStats): an Atomics.add of a
+  // BigInt per request was a measurable share of a request's cost.
   request: (bytes) => {
-    metrics.add("requests");
-    metrics.add("bytes", bytes);
+    unflushedRequests++;
+    unflushedBytes += bytes;
   },
   error: () => metrics.add("errors"),
   throttled: () => metrics.add("throttled"),
@@ -85,7 +98,7 @@ function fail(code: number, gen: number): void {
 }
 
 /** Each queue as the last pass left it (undefined: not ready then), for the polling phase. */
-const watched: Array<{ queue: SplitQueue; gen: number } | undefined> = [];
+const watched: Array<{ queue: SplitQueue | undefined; gen: number }> = Array.from({ length: d.numQueues }, () => ({ queue: undefined, gen: 0 }));
 /** Whether the last pass consumed any available buffer. */
 let progressed = false;
 /** True while the worker polls: passes keep kicks off (SplitQueue.holdKicks). */
@@ -111,6 +124,7 @@ function service(): number {
       more ||= r.more;
       interrupt ||= r.interrupt;
     }
+    flushStats();
     // One interrupt for the whole pass, however many queues used buffers.
     if (interrupt) {
       metrics.add("interrupts");
@@ -118,63 +132,83 @@ function service(): number {
     }
     return more ? -1 : wait;
   } finally {
+    flushStats();
     transport.endService();
   }
 }
 
+/** What servicePass answers: one object, overwritten by each call (read before the next). */
+const passResult = { waitMs: 0, more: false, interrupt: false };
+/** Each queue's set-up as the last pass read it (TransportState.snapshotQueue fills it in place). */
+const snaps: QueueSnapshot[] = Array.from({ length: d.numQueues }, () => ({
+  gen: 0, featLo: 0, featHi: 0, num: 0, ready: false, desc: 0, driver: 0, device: 0, lastAvail: 0, nextUsed: 0,
+}));
+
 /** Answers queue `index`: ms to wait when throttled (else 0), whether work is left, whether to interrupt. */
-function servicePass(index: number): { waitMs: number; more: boolean; interrupt: boolean } {
-  const none = { waitMs: 0, more: false, interrupt: false };
+function servicePass(index: number): typeof passResult {
+  const out = passResult;
+  out.waitMs = 0;
+  out.more = false;
+  out.interrupt = false;
+  const w = watched[index]!;
   if ((transport.status & (STATUS_DRIVER_OK | STATUS_DEVICE_NEEDS_RESET)) !== STATUS_DRIVER_OK) {
-    watched[index] = undefined; // nothing to poll until the driver sets the device up again
-    return none;
+    w.queue = undefined; // nothing to poll until the driver sets the device up again
+    return out;
   }
-  const snap = transport.lock.with(() => ({ gen: transport.resetCount, q: transport.queue(index), features: transport.driverFeatures }));
-  if (!snap.q.ready) {
-    watched[index] = undefined;
-    return none;
+  const snap = snaps[index]!;
+  transport.snapshotQueue(index, snap);
+  if (!snap.ready) {
+    w.queue = undefined;
+    return out;
   }
   let result;
   let queue: SplitQueue;
   try {
-    queue = queueFor(index, snap.gen, snap.q, snap.features);
+    queue = queueFor(index, snap);
     queue.holdKicks = polling;
     result = device.process(queue, index);
   } catch (e) {
-    watched[index] = undefined;
+    w.queue = undefined;
     fail(e instanceof VirtqueueError ? FAILURE_RING : FAILURE_INTERNAL, snap.gen);
-    return none;
+    return out;
   }
-  watched[index] = { queue, gen: snap.gen };
-  if (queue.pos.lastAvail !== snap.q.lastAvail) progressed = true;
+  w.queue = queue;
+  w.gen = snap.gen;
+  if (queue.pos.lastAvail !== snap.lastAvail) progressed = true;
   // Keep the position and raise the interrupt unless the driver reset the device meanwhile (then it
   // starts from 0 with nothing pending).
   const raised = transport.finishPass(snap.gen, index, queue.pos.lastAvail, queue.pos.nextUsed, result.interrupt ? INT_USED_BUFFER : 0);
-  return { waitMs: result.kind === "throttled" ? result.waitMs : 0, more: result.kind === "more", interrupt: raised && result.interrupt };
+  out.waitMs = result.kind === "throttled" ? result.waitMs : 0;
+  out.more = result.kind === "more";
+  out.interrupt = raised && result.interrupt;
+  return out;
 }
 
 /** Each queue's SplitQueue and what it was built from: a pass reuses it while none of that changed. */
-const built: Array<{ queue: SplitQueue; gen: number; num: number; desc: number; avail: number; used: number; features: bigint } | undefined> = [];
-const EVENT_IDX = bit(F_RING_EVENT_IDX);
-const INDIRECT = bit(F_RING_INDIRECT_DESC);
+const built: Array<{ queue: SplitQueue; gen: number; num: number; desc: number; avail: number; used: number; featLo: number; featHi: number } | undefined> = [];
 
 /**
- * Queue `index` as the driver set it up in reset generation `gen`, at the position `q` holds.
- * Built (and its rings checked) when the set-up or the features changed since the last pass, so a
- * pass does not pay for the checks and closures again. Throws a fatal VirtqueueError as the
+ * Queue `index` as the driver set it up (`q`: its reset generation, set-up and features), at the
+ * position `q` holds. Built (and its rings checked) when any of that changed since the last pass,
+ * so a pass does not pay for the checks and closures again. Throws a fatal VirtqueueError as the
  * constructor does.
  */
-function queueFor(index: number, gen: number, q: QueueSetup, features: bigint): SplitQueue {
+function queueFor(index: number, q: QueueSnapshot): SplitQueue {
   let b = built[index];
-  if (b === undefined || b.gen !== gen || b.num !== q.num || b.desc !== q.desc || b.avail !== q.driver || b.used !== q.device || b.features !== features) {
+  if (
+    b === undefined || b.gen !== q.gen || b.num !== q.num || b.desc !== q.desc || b.avail !== q.driver || b.used !== q.device ||
+    b.featLo !== q.featLo || b.featHi !== q.featHi
+  ) {
     built[index] = undefined;
+    const features = BigInt(q.featLo) | (BigInt(q.featHi) << 32n);
+    const gen = q.gen;
     const queue = new SplitQueue(
       mem,
-      { size: q.num, desc: q.desc, avail: q.driver, used: q.device, eventIdx: (features & EVENT_IDX) !== 0n, indirect: (features & INDIRECT) !== 0n },
+      { size: q.num, desc: q.desc, avail: q.driver, used: q.device, eventIdx: (features & bit(F_RING_EVENT_IDX)) !== 0n, indirect: (features & bit(F_RING_INDIRECT_DESC)) !== 0n },
       { lastAvail: q.lastAvail, nextUsed: q.nextUsed },
       () => transport.resetCount !== gen,
     );
-    b = { queue, gen, num: q.num, desc: q.desc, avail: q.driver, used: q.device, features };
+    b = { queue, gen, num: q.num, desc: q.desc, avail: q.driver, used: q.device, featLo: q.featLo, featHi: q.featHi };
     built[index] = b;
   }
   b.queue.pos.lastAvail = q.lastAvail;
@@ -190,7 +224,7 @@ function workPending(): boolean {
   try {
     const gen = transport.resetCount;
     for (const w of watched) {
-      if (w === undefined) continue;
+      if (w.queue === undefined) continue;
       if (w.gen !== gen) return true; // a pass sorts out what the reset left
       if (w.queue.availIdx() !== w.queue.pos.lastAvail) return true;
     }
@@ -205,7 +239,7 @@ function setKicks(on: boolean): void {
   transport.beginService();
   try {
     const gen = transport.resetCount;
-    for (const w of watched) if (w !== undefined && w.gen === gen) w.queue.setKicks(on);
+    for (const w of watched) if (w.queue !== undefined && w.gen === gen) w.queue.setKicks(on);
   } finally {
     transport.endService();
   }

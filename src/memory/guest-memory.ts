@@ -104,6 +104,8 @@ export class GuestMemory {
   }
 
   contains(gpa: number, len = 1): boolean {
+    const r = this.hit;
+    if (r !== undefined && Number.isSafeInteger(gpa) && Number.isSafeInteger(len) && gpa >= r.gpa && len >= 0 && gpa + len <= r.gpa + r.size) return true;
     return this.regionFor(gpa, len) !== undefined;
   }
 

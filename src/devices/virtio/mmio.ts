@@ -120,6 +120,13 @@ export interface VirtioDeviceInfo {
   config: Uint8Array;
 }
 
+/** QueueSetup with the reset generation and the driver's feature words (TransportState.snapshotQueue). */
+export interface QueueSnapshot extends QueueSetup {
+  gen: number;
+  featLo: number;
+  featHi: number;
+}
+
 export interface QueueSetup {
   num: number;
   ready: boolean;
@@ -223,6 +230,30 @@ export class TransportState {
     };
   }
 
+  /**
+   * Fills `into` with queue `q`'s set-up, the reset generation and the driver's feature words, all
+   * under the lock (one consistent view): the card's per-pass snapshot, without allocating.
+   */
+  snapshotQueue(q: number, into: QueueSnapshot): void {
+    const b = W_QUEUES + QUEUE_WORDS * q;
+    const w = this.words;
+    this.lock.lock();
+    try {
+      into.gen = w[W_RESET_COUNT]!;
+      into.featLo = w[W_DRV_FEAT_LO]! >>> 0;
+      into.featHi = w[W_DRV_FEAT_HI]! >>> 0;
+      into.num = w[b + Q_NUM]!;
+      into.ready = w[b + Q_READY] === 1;
+      into.desc = u64(w[b + Q_DESC_LO]!, w[b + Q_DESC_HI]!);
+      into.driver = u64(w[b + Q_DRV_LO]!, w[b + Q_DRV_HI]!);
+      into.device = u64(w[b + Q_DEV_LO]!, w[b + Q_DEV_HI]!);
+      into.lastAvail = w[b + Q_LAST_AVAIL]! & 0xffff;
+      into.nextUsed = w[b + Q_NEXT_USED]! & 0xffff;
+    } finally {
+      this.lock.unlock();
+    }
+  }
+
   /** Stores the device's ring position for queue `q`. Call under `lock`. */
   setQueuePosition(q: number, lastAvail: number, nextUsed: number): void {
     const b = W_QUEUES + QUEUE_WORDS * q;
@@ -252,12 +283,15 @@ export class TransportState {
    * device presents its initial state). Returns whether it did.
    */
   finishPass(generation: number, q: number, lastAvail: number, nextUsed: number, interrupt: number): boolean {
-    return this.lock.with(() => {
+    this.lock.lock(); // not lock.with: no closure per pass
+    try {
       if (this.words[W_RESET_COUNT] !== generation) return false;
       this.setQueuePosition(q, lastAvail, nextUsed);
       if (interrupt !== 0) this.raiseInterrupt(interrupt);
       return true;
-    });
+    } finally {
+      this.lock.unlock();
+    }
   }
 
   /** Replaces config bytes the device changed and bumps ConfigGeneration (virtio 1.2 §2.5.1, §4.2.2). */

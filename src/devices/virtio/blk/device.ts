@@ -187,6 +187,25 @@ export function parseBlkRequest(mem: GuestMemory, chain: DescriptorChain, capaci
   // its own (Linux, the probe): then the segments before it are the data, with no copying.
   const lastW = writable[writable.length - 1]!;
   const status = lastW.addr + lastW.len - 1;
+  // The shape every driver sends reads and writes in (Linux, the probe): a 16-byte header alone in
+  // the first descriptor, the status byte alone in the last. Taken without the general path's
+  // closures and copies, with the same checks; anything else goes the general way below.
+  if (readable.length > 0 && readable[0]!.len === BLK_REQ_HEADER_SIZE && lastW.len === 1) {
+    const first = readable[0]!;
+    const type = mem.readU32(first.addr);
+    const hi = mem.readU32(first.addr + 12);
+    if ((type === BLK_T_IN && readable.length === 1 && writable.length > 1) || (type === BLK_T_OUT && !opts.readOnly && writable.length === 1 && readable.length > 1)) {
+      const isIn = type === BLK_T_IN;
+      const len = isIn ? chain.writableBytes - 1 : chain.readableBytes - BLK_REQ_HEADER_SIZE;
+      const segs = isIn ? writable.length - 1 : readable.length - 1;
+      if (hi < 2 ** 21 / BLK_SECTOR_SIZE && len % BLK_SECTOR_SIZE === 0 && segs <= BLK_SEG_MAX) {
+        const sector = hi * 2 ** 32 + mem.readU32(first.addr + 8);
+        if (sector * BLK_SECTOR_SIZE + len <= capacityBytes) {
+          return { type, sector, data: isIn ? writable.slice(0, -1) : readable.slice(1), dataLen: len, status };
+        }
+      }
+    }
+  }
   const req: BlkRequest = { type: -1, sector: 0, data: [], dataLen: 0, status };
   const reject = (st: number, why: string): BlkRequest => ({ ...req, reject: st, why });
   if (chain.readableBytes < BLK_REQ_HEADER_SIZE) return reject(BLK_S_IOERR, `header needs ${BLK_REQ_HEADER_SIZE} device-readable bytes, chain has ${chain.readableBytes}`);
