@@ -138,6 +138,9 @@ export class RateLimiter {
 
   /** 0: go ahead (tokens taken). Otherwise ms to wait before asking again (nothing taken). */
   consume(bytes: number, ops: number): number {
+    // Unlimited (the usual drive): no clock read per request. blockedUntil is only ever set by a
+    // bucket and reset by update, so with none it is 0.
+    if (this.bandwidth === undefined && this.ops === undefined) return 0;
     const now = this.clock();
     if (now < this.blockedUntil) {
       this.throttledCount++;

@@ -64,7 +64,7 @@ export interface CompareOptions {
 
 /** The probe test each path runs. */
 export const BENCH_TEST: Record<IoPath, string> = { emulated: "ata-bench", dom0: "xenblk-bench", card: "blk-bench" };
-const DEFAULT_RAND: Record<IoPath, number> = { emulated: 64, dom0: 16384, card: 16384 };
+const DEFAULT_RAND: Record<IoPath, number> = { emulated: 64, dom0: 65536, card: 65536 };
 const DEFAULT_SEQ: Record<IoPath, number> = { emulated: 2, dom0: 16, card: 16 };
 /** Untimed 4 KiB reads each bench does first (probe.blk.warmup): the runs measure the steady state. */
 export const BENCH_WARMUP: Record<IoPath, number> = { emulated: 8, dom0: 20000, card: 20000 };
