@@ -134,6 +134,16 @@ export class GuestMemory {
     return addr - found.gpa;
   }
 
+  /**
+   * The region holding all of [gpa, gpa+len), for a caller that reads several fields of one
+   * structure through its view at gpa - region.gpa with one check (a descriptor: 4 fields).
+   * Throws GuestMemoryError as every access does.
+   */
+  regionAt(gpa: number, len: number): GuestRegion {
+    this.at(gpa, len);
+    return this.hit!;
+  }
+
   slice(gpa: number | bigint, len: number): Uint8Array {
     const off = this.at(gpa, len);
     return this.hit!.bytes.subarray(off, off + len);

@@ -342,13 +342,17 @@ export class SplitQueue {
    */
   private readDesc(gpa: number): RawDesc {
     try {
-      const lo = this.mem.readU32(gpa);
-      const hi = this.mem.readU32(gpa + 4);
+      // One check for the whole 16 bytes, then the fields through the region's view.
+      const r = this.mem.regionAt(gpa, DESC_SIZE);
+      const v = r.view;
+      const o = gpa - r.gpa;
+      const lo = v.getUint32(o, true);
+      const hi = v.getUint32(o + 4, true);
       return {
         addr: hi < 0x200000 ? hi * 0x1_0000_0000 + lo : -1, // 2^21 * 2^32 = 2^53
-        len: this.mem.readU32(gpa + 8),
-        flags: this.mem.readU16(gpa + 12),
-        next: this.mem.readU16(gpa + 14),
+        len: v.getUint32(o + 8, true),
+        flags: v.getUint16(o + 12, true),
+        next: v.getUint16(o + 14, true),
       };
     } catch (e) {
       if (e instanceof GuestMemoryError) {
