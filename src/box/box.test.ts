@@ -11,7 +11,7 @@ import { envFile, initramfsInit, rootInit, EXIT_MARK, RESULT_TTY } from "./image
 import { namedPaths } from "./main.js";
 import { wedgedCpu } from "./box.js";
 import boxReporter, { parseResults, RESULT_PREFIX, FILE_ENV } from "./reporter.js";
-import { meets, qemuAccel, route, kvmKind, boxShell, endedFiles, FILE_MARK, onceMoreAfterGuestCrash } from "../testing/kvm.js";
+import { meets, qemuAccel, route, kvmKind, boxShell, endedFiles, FILE_MARK, againAfterGuestCrash, GUEST_CRASH_RETRIES } from "../testing/kvm.js";
 import { shQuote } from "./image.js";
 import { execFileSync } from "node:child_process";
 import { chmodSync, readFileSync } from "node:fs";
@@ -154,27 +154,27 @@ test("wedgedCpu reads the box kernel's soft-lockup reports (the last in a chunk)
   );
 });
 
-test("onceMoreAfterGuestCrash: a stock guest's crash exit in the box runs the test once more, saying so; other failures and a second crash fail", async () => {
+test("againAfterGuestCrash: a stock guest's crash exit in the box runs the test again (twice at most), saying so; other failures and a third crash fail", async () => {
   const notes: string[] = [];
-  const t = { diagnostic: (m: string) => notes.push(m) } as unknown as Parameters<ReturnType<typeof onceMoreAfterGuestCrash>>[0];
+  const t = { diagnostic: (m: string) => notes.push(m) } as unknown as Parameters<ReturnType<typeof againAfterGuestCrash>>[0];
+  const crash = "exit\ntypervisor: guest crashed on vCPU 0: triple fault (KVM_EXIT_SHUTDOWN: the guest triple-faulted)";
   let calls = 0;
-  await onceMoreAfterGuestCrash(() => {
-    if (++calls === 1) throw new Error("exit\ntypervisor: guest crashed on vCPU 0: triple fault (KVM_EXIT_SHUTDOWN: the guest triple-faulted)");
+  await againAfterGuestCrash(() => {
+    if (++calls <= 2) throw new Error(crash);
   })(t);
-  assert.equal(calls, 2);
-  assert.match(notes[0]!, /the guest crashed under nested SVM in QEMU TCG \(typervisor: guest crashed on vCPU 0.*\); the test runs once more/);
-
-  calls = 0;
-  await assert.rejects(async () => onceMoreAfterGuestCrash(() => {
-    calls++;
-    throw new Error("the guest pinged the host");
-  })(t), /pinged/);
-  assert.equal(calls, 1, "another failure is not retried");
-
-  calls = 0;
-  await assert.rejects(async () => onceMoreAfterGuestCrash(() => {
-    calls++;
-    throw new Error('{"exit":{"kind":"crash","vcpu":0}}');
-  })(t), /crash/);
-  assert.equal(calls, 2, "a second crash fails");
+  assert.equal(calls, 3);
+  assert.equal(notes.length, 2);
+  assert.match(notes[0]!, /the guest crashed under nested SVM in QEMU TCG \(typervisor: guest crashed on vCPU 0.*\); the test runs again \(1 of 2, in the box only\)/);
+  assert.match(notes[1]!, /runs again \(2 of 2, in the box only\)/);
+  for (const [message, expected, why] of [
+    ["the guest pinged the host", 1, "another failure is not retried"],
+    ['{"exit":{"kind":"crash","vcpu":0}}', 1 + GUEST_CRASH_RETRIES, "a crash on the last attempt fails"],
+  ] as const) {
+    calls = 0;
+    await assert.rejects(async () => againAfterGuestCrash(() => {
+      calls++;
+      throw new Error(message);
+    })(t), (e: Error) => e.message === message);
+    assert.equal(calls, expected, why);
+  }
 });
