@@ -1,6 +1,7 @@
 // The benchmarks' entry checks (guard.ts): inside the box (TYPERVISOR_BOX=1) each one refuses in one
 // line on stderr with exit 2 before doing any work; --help says what it measures and that it needs a
-// real host; an argument it does not take is refused. None of this needs KVM.
+// real host; an argument it does not take is refused; one that takes --memory-only gets past the box
+// with it. None of this needs KVM.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
@@ -36,11 +37,14 @@ const BENCHES = [
   {
     file: "start",
     name: "bench:start",
+    // A bad setting it reads after the box check: how a test sees --memory-only get it past the box.
+    memoryOnly: { env: { BENCH_RUNS: "0" }, error: 'bench:start: BENCH_RUNS must be a whole number from 1 to 1000, got "0"' },
     line: "bench:start measures VM start times; inside the box (QEMU TCG) its figures mean nothing — run it on a host with KVM (--memory-only prints its memory figures alone: those are real in the box)",
   },
   {
     file: "density",
     name: "bench:density",
+    memoryOnly: { env: { BENCH_VMS: "0" }, error: 'bench:density: BENCH_VMS must be a whole number from 1 to 10000, got "0"' },
     line: "bench:density measures microVM start rates and memory per microVM; inside the box (QEMU TCG) its figures mean nothing — run it on a host with KVM (--memory-only prints its memory figures alone: those are real in the box)",
   },
 ] as const;
@@ -87,6 +91,17 @@ for (const b of BENCHES) {
     assert.equal(r.stderr, `${b.name}: unknown argument "--runs" (settings come from the environment; see --help)\n`);
     assert.equal(r.stdout, "");
   });
+
+  if ("memoryOnly" in b) {
+    test(`${b.name} --memory-only inside the box gets past the box (here: a bad setting, exit 2), as BENCH_MEMORY_ONLY does`, () => {
+      for (const [args, extra] of [[["--memory-only"], {}], [[], { BENCH_MEMORY_ONLY: "1" }], [[], { BENCH_MEMORY_ONLY: "yes" }]] as const) {
+        const r = runBench(b.file, [...args], { ...hostEnv(), ...extra, ...b.memoryOnly.env, TYPERVISOR_BOX: "1" });
+        assert.equal(r.status, EXIT_CANNOT_MEASURE, r.stderr);
+        assert.equal(r.stderr, `${b.memoryOnly.error}\n`);
+        assert.equal(r.stdout, "");
+      }
+    });
+  }
 }
 
 const plain: BenchEntry = { name: "bench:x", what: "things", help: "npm run bench:x — x" };
