@@ -2,7 +2,7 @@
 // benchmarks put their images) and the disk under the temporary directory. What must hold on
 // every file system: the range reads as zeros, the rest is untouched, the size stays. Where the
 // file system can punch holes, a discard also gives the blocks back (st_blocks falls).
-import { test } from "node:test";
+import { test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
 import { closeSync, existsSync, fstatSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -24,19 +24,24 @@ function pattern(): Uint8Array {
 const dirs: Array<[string, string]> = [["temporary directory", tmpdir()]];
 if (existsSync("/dev/shm")) dirs.push(["tmpfs (/dev/shm)", "/dev/shm"]);
 
+/** An image of `contents` in a fresh directory under `base`, opened, with its FileBackend; all undone after the test. */
+function imageBackend(t: TestContext, base: string, contents: Uint8Array, readOnly: boolean): { be: FileBackend; fd: number } {
+  const dir = mkdtempSync(join(base, "typervisor-blkfile-"));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, "disk.img");
+  writeFileSync(path, contents);
+  const image = openImage(path, readOnly);
+  t.after(() => image.close());
+  return { be: new FileBackend(image.fd, image.sizeBytes), fd: image.fd };
+}
+
 for (const [where, base] of dirs) {
   for (const op of ["discard", "writeZeroes", "writeZeroes+unmap"] as const) {
     test(`FileBackend ${op} on ${where}: the range reads as zeros, the rest and the size are kept`, (t) => {
-      const dir = mkdtempSync(join(base, "typervisor-blkfile-"));
-      t.after(() => rmSync(dir, { recursive: true, force: true }));
-      const path = join(dir, "disk.img");
       const want = pattern();
-      writeFileSync(path, want);
-      const image = openImage(path, false);
-      t.after(() => image.close());
-      const be = new FileBackend(image.fd, image.sizeBytes);
+      const { be, fd: imageFd } = imageBackend(t, base, want, false);
       be.flush();
-      const blocksBefore = fstatSync(image.fd).blocks;
+      const blocksBefore = fstatSync(imageFd).blocks;
 
       if (op === "discard") be.discard(HOLE_AT, HOLE_LEN);
       else be.writeZeroes(HOLE_AT, HOLE_LEN, op === "writeZeroes+unmap");
@@ -45,7 +50,7 @@ for (const [where, base] of dirs) {
       const got = new Uint8Array(SIZE);
       be.read(got, 0);
       assert.deepEqual(Buffer.from(got), Buffer.from(want));
-      const st = fstatSync(image.fd);
+      const st = fstatSync(imageFd);
       assert.equal(st.size, SIZE, "the image keeps its size");
       if (op === "writeZeroes") {
         assert.ok(st.blocks >= blocksBefore, `WRITE_ZEROES without unmap keeps the range allocated (${blocksBefore} → ${st.blocks} blocks)`);
@@ -60,25 +65,13 @@ for (const [where, base] of dirs) {
 }
 
 test("FileBackend: a storage error other than 'not supported' is the request's (SysError), not swallowed", (t) => {
-  const dir = mkdtempSync(join(tmpdir(), "typervisor-blkfile-"));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const path = join(dir, "ro.img");
-  writeFileSync(path, pattern());
-  const image = openImage(path, true); // O_RDONLY: fallocate answers EBADF
-  t.after(() => image.close());
-  const be = new FileBackend(image.fd, image.sizeBytes);
+  const { be } = imageBackend(t, tmpdir(), pattern(), true); // O_RDONLY: fallocate answers EBADF
   assert.throws(() => be.discard(0, 4096), { name: "SysError", code: "EBADF" });
 });
 
 test("FileBackend readAt/writeAt move bytes between the image and guest RAM by host address; GuestMemory checks the range first", (t) => {
-  const dir = mkdtempSync(join(tmpdir(), "typervisor-blkfile-"));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const path = join(dir, "rw.img");
   const data = pattern();
-  writeFileSync(path, data);
-  const image = openImage(path, false);
-  t.after(() => image.close());
-  const be = new FileBackend(image.fd, image.sizeBytes);
+  const { be } = imageBackend(t, tmpdir(), data, false);
   // Guest RAM as the card maps it: a shared mapping of a memfd, at guest address 1 MiB.
   const ram = 1 << 20;
   const fd = sys.memfdCreate("blk-file-test", 0);
