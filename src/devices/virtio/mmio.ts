@@ -217,42 +217,42 @@ export class TransportState {
 
   /** Queue `q`'s set-up as the driver left it. Call under `lock` for a consistent snapshot. */
   queue(q: number): QueueSetup {
+    const s: QueueSetup = { num: 0, ready: false, desc: 0, driver: 0, device: 0, lastAvail: 0, nextUsed: 0 };
+    this.readQueue(q, s);
+    return s;
+  }
+
+  /** Fills `into` with queue `q`'s set-up words (no lock: callers take it when they need a consistent view). */
+  private readQueue(q: number, into: QueueSetup): void {
     const b = W_QUEUES + QUEUE_WORDS * q;
     const w = this.words;
-    return {
-      num: w[b + Q_NUM]!,
-      ready: w[b + Q_READY] === 1,
-      desc: u64(w[b + Q_DESC_LO]!, w[b + Q_DESC_HI]!),
-      driver: u64(w[b + Q_DRV_LO]!, w[b + Q_DRV_HI]!),
-      device: u64(w[b + Q_DEV_LO]!, w[b + Q_DEV_HI]!),
-      lastAvail: w[b + Q_LAST_AVAIL]! & 0xffff,
-      nextUsed: w[b + Q_NEXT_USED]! & 0xffff,
-    };
+    into.num = w[b + Q_NUM]!;
+    into.ready = w[b + Q_READY] === 1;
+    into.desc = u64(w[b + Q_DESC_LO]!, w[b + Q_DESC_HI]!);
+    into.driver = u64(w[b + Q_DRV_LO]!, w[b + Q_DRV_HI]!);
+    into.device = u64(w[b + Q_DEV_LO]!, w[b + Q_DEV_HI]!);
+    into.lastAvail = w[b + Q_LAST_AVAIL]! & 0xffff;
+    into.nextUsed = w[b + Q_NEXT_USED]! & 0xffff;
   }
+
 
   /**
    * Fills `into` with queue `q`'s set-up, the reset generation and the driver's feature words, all
    * under the lock (one consistent view): the card's per-pass snapshot, without allocating.
    */
   snapshotQueue(q: number, into: QueueSnapshot): void {
-    const b = W_QUEUES + QUEUE_WORDS * q;
     const w = this.words;
     this.lock.lock();
     try {
       into.gen = w[W_RESET_COUNT]!;
       into.featLo = w[W_DRV_FEAT_LO]! >>> 0;
       into.featHi = w[W_DRV_FEAT_HI]! >>> 0;
-      into.num = w[b + Q_NUM]!;
-      into.ready = w[b + Q_READY] === 1;
-      into.desc = u64(w[b + Q_DESC_LO]!, w[b + Q_DESC_HI]!);
-      into.driver = u64(w[b + Q_DRV_LO]!, w[b + Q_DRV_HI]!);
-      into.device = u64(w[b + Q_DEV_LO]!, w[b + Q_DEV_HI]!);
-      into.lastAvail = w[b + Q_LAST_AVAIL]! & 0xffff;
-      into.nextUsed = w[b + Q_NEXT_USED]! & 0xffff;
+      this.readQueue(q, into);
     } finally {
       this.lock.unlock();
     }
   }
+
 
   /** Stores the device's ring position for queue `q`. Call under `lock`. */
   setQueuePosition(q: number, lastAvail: number, nextUsed: number): void {
