@@ -104,9 +104,7 @@ export class GuestMemory {
   }
 
   contains(gpa: number, len = 1): boolean {
-    const r = this.hit;
-    if (r !== undefined && Number.isSafeInteger(gpa) && Number.isSafeInteger(len) && gpa >= r.gpa && len >= 0 && gpa + len <= r.gpa + r.size) return true;
-    return this.regionFor(gpa, len) !== undefined;
+    return this.inHit(gpa, len) || this.regionFor(gpa, len) !== undefined;
   }
 
   /**
@@ -116,15 +114,18 @@ export class GuestMemory {
    */
   private hit: GuestRegion | undefined;
 
+  /** Whether [gpa, gpa+len) lies in the region of the last access (the fast path of every check). */
+  private inHit(gpa: number, len: number): boolean {
+    const r = this.hit;
+    return r !== undefined && Number.isSafeInteger(gpa) && Number.isSafeInteger(len) && gpa >= r.gpa && len >= 0 && gpa + len <= r.gpa + r.size;
+  }
+
   /**
    * Checks [gpa, gpa+len) is inside one region; returns the offset in it and leaves the region in
    * `hit`. Throws GuestMemoryError otherwise.
    */
   private at(gpa: number | bigint, len: number): number {
-    const r = this.hit;
-    if (r !== undefined && typeof gpa === "number" && Number.isSafeInteger(gpa) && Number.isSafeInteger(len) && gpa >= r.gpa && len >= 0 && gpa + len <= r.gpa + r.size) {
-      return gpa - r.gpa;
-    }
+    if (typeof gpa === "number" && this.inHit(gpa, len)) return gpa - this.hit!.gpa;
     const addr = typeof gpa === "bigint" ? toSafe(gpa) : gpa;
     const found = addr === undefined ? undefined : this.regionFor(addr, len);
     if (found === undefined || addr === undefined) {
