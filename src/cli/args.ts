@@ -55,6 +55,8 @@ export interface RunOptions {
   initrd?: string;
   cmdline?: string;
   vcpus: number;
+  /** `--vcpu-threads`: a worker thread per vCPU (dedicated) or KVM_RUN on libuv's pool (pooled). */
+  vcpuThreads: "dedicated" | "pooled";
   memMiB: number;
   console: ConsoleTarget;
   bootProtocol: "linux64" | "pvh";
@@ -311,6 +313,7 @@ export function parseCommand(argv: string[], limits: { maxVcpus: number; minMem:
             initrd: { type: "string" },
             cmdline: { type: "string" },
             vcpus: { type: "string" },
+            "vcpu-threads": { type: "string" },
             mem: { type: "string" },
             console: { type: "string" },
             boot: { type: "string" },
@@ -330,11 +333,16 @@ export function parseCommand(argv: string[], limits: { maxVcpus: number; minMem:
         }
         const boot = values.boot ?? "linux64";
         if (boot !== "linux64" && boot !== "pvh") throw new UsageError(`--boot must be linux64 or pvh, got "${boot}"`);
+        const vcpuThreads = values["vcpu-threads"] ?? "dedicated";
+        if (vcpuThreads !== "dedicated" && vcpuThreads !== "pooled") {
+          throw new UsageError(`--vcpu-threads must be dedicated or pooled, got "${vcpuThreads}"`);
+        }
         const options: RunOptions = {
             kernel: values.kernel,
             initrd: values.initrd,
             cmdline: values.cmdline,
             vcpus: integer("vcpus", values.vcpus, DEFAULT_VCPUS, 1, limits.maxVcpus),
+            vcpuThreads,
             memMiB: integer("mem", values.mem, DEFAULT_MEM_MIB, limits.minMem, limits.maxMem),
             console: parseConsole(values.console),
             bootProtocol: boot,
@@ -439,6 +447,8 @@ Options of run:
   --cmdline STRING     kernel command line (default: "${"probe.run=demo"}" for the probe,
                        "console=ttyS0 reboot=k panic=1 pci=off" for a kernel)
   --vcpus N            1 to 8 (default ${DEFAULT_VCPUS})
+  --vcpu-threads KIND  dedicated (default): a worker thread per vCPU, the fastest exits; pooled: KVM_RUN
+                       on libuv's thread pool and exits on the main thread, less memory per vCPU
   --mem MIB            guest memory in MiB (default ${DEFAULT_MEM_MIB}); 3 GiB or more gets the 32-bit MMIO gap
   --console TARGET     stdio (default), none, or file:PATH (guest serial output)
   --boot PROTOCOL      linux64 (default) or pvh (32-bit PVH entry of an ELF with a PVH note)

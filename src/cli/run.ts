@@ -65,6 +65,7 @@ export async function run(opts: RunOptions): Promise<number> {
       ...(initrd !== undefined ? { initrd } : {}),
       cmdline,
       vcpus: opts.vcpus,
+      vcpuThreads: opts.vcpuThreads,
       memMiB: opts.memMiB,
       consoleFd,
       bootProtocol: opts.bootProtocol,

@@ -8,4 +8,9 @@ export interface VcpuHandle {
   readonly kvmRun: KvmRun;
   /** KVM_RUN until the next exit; an interrupted run throws SysError with code "EINTR". */
   run(): void;
+  /**
+   * The same on a thread of libuv's pool, the caller's event loop running meanwhile (a pooled
+   * vCPU); it rejects as run() throws. Handles that can only run on their own thread omit it.
+   */
+  runAsync?(): Promise<void>;
 }

@@ -55,6 +55,20 @@ export class VcpuFd implements VcpuHandle {
     sys.ioctl(this.fd, KVM_RUN, null);
   }
 
+  /**
+   * KVM_RUN on a thread of libuv's pool (sys.ioctlAsync): resolves at the next exit, rejects as
+   * run() throws. Which pool thread runs it is not known to the caller: a kick is
+   * sys.signalThreadsIn(fd, KVM_RUN) after immediate_exit is set.
+   */
+  async runAsync(): Promise<void> {
+    await sys.ioctlAsync(this.fd, KVM_RUN, null);
+  }
+
+  /** Interrupts a runAsync() in progress, whichever pool thread runs it (see runAsync). */
+  interruptAsyncRun(): void {
+    sys.signalThreadsIn(this.fd, KVM_RUN, sys.SIGUSR2);
+  }
+
   getRegs(): Regs {
     const buf = new Uint8Array(kvm_regs.size);
     sys.ioctl(this.fd, KVM_GET_REGS, buf);

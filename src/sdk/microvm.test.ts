@@ -98,6 +98,10 @@ test("consoleFd sends output to a descriptor; console is then empty; bad config 
   assert.equal(await readAll(vm.console), "");
   assert.throws(() => MicroVM.create({ kernel: join(tempDir(), "nope") }), /cannot read the kernel image ".*nope": ENOENT/);
   assert.throws(() => MicroVM.create({ kernel: kernel(), vcpus: 99 }), /vcpus must be an integer from 1 to 8, got 99/);
+  assert.throws(
+    () => MicroVM.create({ kernel: kernel(), vcpuThreads: "shared" as "pooled" }),
+    /vcpuThreads must be "dedicated" or "pooled", got "shared"/,
+  );
 });
 
 test("drives: the VM gets them in order with real cards; metrics() has one entry per drive", async () => {

@@ -115,7 +115,7 @@ int main(void) {
   V(CLOCK_THREAD_CPUTIME_ID); num("TIMESPEC_SIZE", sizeof(struct timespec));
   V(POLLIN); V(POLLOUT); V(POLLERR); V(POLLHUP); V(POLLNVAL); num("POLLFD_SIZE", sizeof(struct pollfd));
   num("POLLFD_EVENTS_OFFSET", offsetof(struct pollfd, events)); num("POLLFD_REVENTS_OFFSET", offsetof(struct pollfd, revents));
-  V(EFD_SEMAPHORE); V(EFD_CLOEXEC); V(EFD_NONBLOCK); V(SIGUSR1); V(SIGUSR2); V(SYS_gettid);
+  V(EFD_SEMAPHORE); V(EFD_CLOEXEC); V(EFD_NONBLOCK); V(SIGUSR1); V(SIGUSR2); V(SYS_gettid); V(SYS_ioctl);
   close_obj();
 
   /* MAP_FAILED as an unsigned 64-bit number, in a string (it does not fit a JSON double). */

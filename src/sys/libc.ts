@@ -7,6 +7,7 @@
 // Calls are not retried on EINTR: the caller decides (KVM_RUN relies on EINTR surfacing).
 import { createRequire } from "node:module";
 import { isMainThread } from "node:worker_threads";
+import { readdirSync, readFileSync } from "node:fs";
 import type * as KoffiModule from "koffi";
 import { SysError, errnoName } from "./errors.js";
 import { ioctlName } from "./kvm-abi.js";
@@ -101,13 +102,15 @@ export const SIGUSR2 = 12;
 
 /** sys/syscall.h (asm/unistd_64.h): SYS_gettid on x86-64 */
 export const SYS_gettid = 186;
+/** sys/syscall.h (asm/unistd_64.h): SYS_ioctl on x86-64 (the number /proc/<pid>/syscall shows) */
+export const SYS_ioctl = 16;
 
 /** Every constant above, by header name (MAP_FAILED excluded: it is a pointer), for the ABI check. */
 export const LIBC_CONSTANTS: Readonly<Record<string, number>> = Object.freeze({
   O_RDONLY, O_WRONLY, O_RDWR, O_CREAT, O_TRUNC, O_NONBLOCK, O_CLOEXEC,
   PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC, MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS, MAP_NORESERVE, MAP_FIXED_NOREPLACE,
   MFD_CLOEXEC, MFD_ALLOW_SEALING, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, POLLIN, POLLOUT, POLLERR, POLLHUP, POLLNVAL, POLLFD_SIZE,
-  POLLFD_EVENTS_OFFSET, POLLFD_REVENTS_OFFSET, CLOCK_THREAD_CPUTIME_ID, TIMESPEC_SIZE, EFD_SEMAPHORE, EFD_CLOEXEC, EFD_NONBLOCK, SIGUSR1, SIGUSR2, SYS_gettid,
+  POLLFD_EVENTS_OFFSET, POLLFD_REVENTS_OFFSET, CLOCK_THREAD_CPUTIME_ID, TIMESPEC_SIZE, EFD_SEMAPHORE, EFD_CLOEXEC, EFD_NONBLOCK, SIGUSR1, SIGUSR2, SYS_gettid, SYS_ioctl,
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -286,6 +289,23 @@ export function ioctl(fd: number, request: number, arg: Uint8Array | null): numb
   return check(bind().ioctlPtr(fd, request >>> 0, arg) as number, () => ioctlName(request));
 }
 
+/**
+ * ioctl(2) with a pointer argument, run on a thread of libuv's pool (koffi's async call) so the
+ * caller's event loop goes on while the call blocks; errno travels back with the result. The
+ * call holds that pool thread until it returns: KVM_RUN of a pooled vCPU (vmm/vcpu-pooled.ts).
+ */
+export function ioctlAsync(fd: number, request: number, arg: Uint8Array | null): Promise<number> {
+  checkFd(fd, "ioctl");
+  const l = bind();
+  return new Promise((resolve, reject) => {
+    (l.ioctlPtr as Fn & { async: Fn }).async(fd, request >>> 0, arg, (err: unknown, res: number) => {
+      if (err !== null && err !== undefined) reject(err instanceof Error ? err : new Error(String(err)));
+      else if (res < 0) reject(new SysError(ioctlName(request), l.koffi.errno()));
+      else resolve(res);
+    });
+  });
+}
+
 /** ioctl(2) with an integer argument (KVM_CREATE_VCPU's id, KVM_CHECK_EXTENSION's cap, ...). */
 export function ioctlValue(fd: number, request: number, arg: number | bigint): number {
   checkFd(fd, "ioctl");
@@ -350,6 +370,46 @@ export function threadCpuMicros(): number {
 /** tgkill(2): send `sig` to one thread of process `pid`. */
 export function tgkill(pid: number, tid: number, sig: number): void {
   check(bind().tgkill(pid, tid, sig) as number, "tgkill");
+}
+
+/**
+ * Interrupts, with `sig`, whichever threads of this process may be inside ioctl(`fd`, `request`)
+ * right now, when the caller cannot know which thread that is (a call on libuv's pool: ioctlAsync):
+ * each thread other than the main one that /proc/self/task/<tid>/syscall shows blocked in exactly
+ * that call (syscall 16, ioctl, with those first two arguments: proc(5)), or running — a thread
+ * running a guest shows "running", never its syscall. A running thread that is not the one meant
+ * gets a signal its handler ignores (SA_RESTART; every blocking wait of ours takes EINTR as a
+ * shorter wait). Returns how many threads were signalled. Needs installSignalHandler(sig) first.
+ */
+export function signalThreadsIn(fd: number, request: number, sig: number): number {
+  checkFd(fd, "signalThreadsIn");
+  const pid = process.pid;
+  const blocked = `${SYS_ioctl} 0x${fd.toString(16)} 0x${(request >>> 0).toString(16)} `;
+  let tids: string[];
+  try {
+    tids = readdirSync("/proc/self/task");
+  } catch {
+    return 0;
+  }
+  let signalled = 0;
+  for (const t of tids) {
+    const tid = Number(t);
+    if (tid === pid) continue;
+    let line: string;
+    try {
+      line = readFileSync(`/proc/self/task/${t}/syscall`, "latin1");
+    } catch {
+      continue; // gone meanwhile
+    }
+    if (!line.startsWith("running") && !line.startsWith(blocked)) continue;
+    try {
+      tgkill(pid, tid, sig);
+      signalled++;
+    } catch {
+      // ESRCH: it left meanwhile.
+    }
+  }
+  return signalled;
 }
 
 /**

@@ -232,6 +232,15 @@ export function buildKvmMachine(config: KvmMachineConfig): Machine {
           v.kvmRun.immediateExit = value;
         },
         backend: { vmFd: vmFd.fd, vcpuFd: v.fd, runAddress: v.runAddress, runSize: v.runSize } satisfies KvmVcpuBackend,
+        openPooled: () => ({
+          vcpu: v,
+          irqLine: (line: number, level: boolean) => vmFd.irqLine(line, level),
+          dumpState: () => ({ regs: v.getRegs(), sregs: v.getSregs() }),
+          clearImmediateExit: () => {
+            v.kvmRun.immediateExit = 0;
+          },
+          interrupt: () => v.interruptAsyncRun(),
+        }),
       })),
       irqLine: (line, level) => vmFd.irqLine(line, level),
       boot,

@@ -1,5 +1,6 @@
 // The KVM_RUN loop of one vCPU and the dispatch of its exits. It runs on the vCPU's worker
-// thread; nothing here blocks except KVM_RUN itself. Only legacy port I/O and config-space
+// thread (or, for a pooled vCPU, on the event loop while KVM_RUN runs on a pool thread); nothing
+// here blocks except KVM_RUN itself. Only legacy port I/O and config-space
 // MMIO are handled here: device I/O proper is a card's job, off this thread.
 
 import type { VcpuHandle } from "../kvm/hypervisor.js";
@@ -48,7 +49,16 @@ function retryCode(e: unknown): "EINTR" | "EAGAIN" | undefined {
   return code === "EINTR" || code === "EAGAIN" ? code : undefined;
 }
 
-export function runVcpuLoop(opts: ExitLoopOptions): VcpuStop {
+/** What the loop does next, before it enters the guest: stop, park, or run. */
+const PARK = Symbol("park");
+const RUN = Symbol("run");
+
+/**
+ * The steps of the exit loop apart from the run itself, so the loop on a vCPU's own thread
+ * (runVcpuLoop: KVM_RUN blocks it) and the loop of a pooled vCPU (runVcpuLoopAsync: KVM_RUN on a
+ * pool thread, the exits handled on the event loop) are one loop.
+ */
+function loopSteps(opts: ExitLoopOptions) {
   const { vcpu, pio, mmio, control } = opts;
   const counters = control.row(vcpu.id);
   const crash = (reason: string, detail: string): VcpuStop => ({
@@ -57,38 +67,85 @@ export function runVcpuLoop(opts: ExitLoopOptions): VcpuStop {
     detail,
     state: safeDump(opts.dumpState),
   });
-
-  for (;;) {
-    if (control.stopRequested) return opts.pendingStop() ?? { kind: "stopped" };
-    if (control.pauseRequested) {
-      control.park();
-      // Clear the kick before looking at the flags again: a new pause request that comes in
-      // after this line is seen at the top of the loop, or by KVM through a new kick.
+  return {
+    /** Before each run: a stop to return, PARK (pause requested) or RUN. */
+    next(): VcpuStop | typeof PARK | typeof RUN {
+      if (control.stopRequested) return opts.pendingStop() ?? { kind: "stopped" };
+      return control.pauseRequested ? PARK : RUN;
+    },
+    /** After parking: clear the kick before looking at the flags again (a new pause request after this is seen at the top, or by KVM through a new kick). */
+    unparked(): void {
       opts.clearImmediateExit?.();
+    },
+    /** A failed run: true to run again (signal, immediate_exit, an AP's EAGAIN), false to rethrow. */
+    retry(e: unknown): boolean {
+      const retry = retryCode(e);
+      if (retry === undefined) return false;
+      if (retry === "EINTR") {
+        counters[Counter.INTERRUPTED]!++;
+        // Clear the kick now, as Firecracker does: the VMM raises its flags before it sets
+        // immediate_exit, so they are visible at the top of the loop. Left set (a resume that
+        // came before this vCPU parked, a pause that timed out), every later KVM_RUN would
+        // return EINTR at once, forever, with the guest frozen.
+        opts.clearImmediateExit?.();
+      }
+      return true;
+    },
+    /** After a run: dispatch the exit; a stop to return, or undefined to go on. */
+    exited(): VcpuStop | undefined {
+      const stop = dispatch(vcpu.kvmRun.decode(), pio, mmio, counters, crash);
+      return opts.pendingStop() ?? stop;
+    },
+  };
+}
+
+export function runVcpuLoop(opts: ExitLoopOptions): VcpuStop {
+  const steps = loopSteps(opts);
+  for (;;) {
+    const next = steps.next();
+    if (next === PARK) {
+      opts.control.park();
+      steps.unparked();
       continue;
     }
+    if (next !== RUN) return next;
     try {
-      vcpu.run();
+      opts.vcpu.run();
     } catch (e) {
-      const retry = retryCode(e);
-      if (retry !== undefined) {
-        // A signal (stop, pause) or immediate_exit: look at the flags again. EAGAIN: an AP woke.
-        if (retry === "EINTR") {
-          counters[Counter.INTERRUPTED]!++;
-          // Clear the kick now, as Firecracker does: the VMM raises its flags before it sets
-          // immediate_exit, so they are visible at the top of the loop. Left set (a resume that
-          // came before this vCPU parked, a pause that timed out), every later KVM_RUN would
-          // return EINTR at once, forever, with the guest frozen.
-          opts.clearImmediateExit?.();
-        }
-        continue;
-      }
+      if (steps.retry(e)) continue;
       throw e;
     }
-    const exit = vcpu.kvmRun.decode();
-    const stop = dispatch(exit, pio, mmio, counters, crash);
-    const requested = opts.pendingStop();
-    if (requested !== undefined) return requested;
+    const stop = steps.exited();
+    if (stop !== undefined) return stop;
+  }
+}
+
+/**
+ * The same loop for a pooled vCPU: each KVM_RUN on a thread of libuv's pool (VcpuHandle.runAsync),
+ * each exit handled on the caller's event loop between runs, a pause waited for without blocking.
+ * `beforeRun` is awaited before every run (a full console holds the guest back, as a slow UART).
+ */
+export async function runVcpuLoopAsync(opts: ExitLoopOptions & { beforeRun?: () => Promise<void> | undefined }): Promise<VcpuStop> {
+  const { vcpu } = opts;
+  if (vcpu.runAsync === undefined) throw new Error(`vCPU ${vcpu.id} cannot run on a pool thread`);
+  const steps = loopSteps(opts);
+  for (;;) {
+    const wait = opts.beforeRun?.();
+    if (wait !== undefined) await wait;
+    const next = steps.next();
+    if (next === PARK) {
+      await opts.control.parkAsync();
+      steps.unparked();
+      continue;
+    }
+    if (next !== RUN) return next;
+    try {
+      await vcpu.runAsync();
+    } catch (e) {
+      if (steps.retry(e)) continue;
+      throw e;
+    }
+    const stop = steps.exited();
     if (stop !== undefined) return stop;
   }
 }

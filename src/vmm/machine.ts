@@ -7,6 +7,7 @@ import type { GuestMemory } from "../memory/guest-memory.js";
 import type { CardRegion } from "../cards/index.js";
 import type { BootSummary } from "./builder.js";
 import type { DeviceSpec, DriveConfig } from "./drives.js";
+import type { PooledVcpuHandle } from "./vcpu-pooled.js";
 
 /** A virtio-mmio device slot whose backend is a card (DESIGN.md §1: off the vCPU threads). */
 export interface VirtioSlot {
@@ -55,6 +56,11 @@ export interface MachineVcpu {
   setImmediateExit(value: 0 | 1): void;
   /** Plain data the vCPU's worker thread opens its vCPU from (posted with the worker data). */
   readonly backend: unknown;
+  /**
+   * Opens the vCPU on the calling thread to run pooled (vcpu-pooled.ts): KVM_RUN on libuv's pool,
+   * exits on this thread's event loop. Absent where the machine cannot.
+   */
+  openPooled?(): PooledVcpuHandle;
 }
 
 export interface Machine {

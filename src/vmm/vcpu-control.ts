@@ -97,6 +97,22 @@ export class VmControl {
     }
   }
 
+  /**
+   * park() for a vCPU whose exits are handled on the event loop (a pooled vCPU): counts itself
+   * parked and resolves once resumed or stopped, without blocking the thread.
+   */
+  async parkAsync(): Promise<void> {
+    Atomics.add(this.words, W_PARKED, 1);
+    try {
+      while (Atomics.load(this.words, W_PAUSE) === 1 && !this.stopRequested) {
+        const w = Atomics.waitAsync(this.words, W_PAUSE, 1, 1000);
+        if (w.async) await w.value;
+      }
+    } finally {
+      Atomics.sub(this.words, W_PARKED, 1);
+    }
+  }
+
   /** Blocks a worker until `go()` or `requestStop()`. Returns false if stopped before starting. */
   waitForGo(): boolean {
     while (Atomics.load(this.words, 0) === RUN_CREATED) Atomics.wait(this.words, 0, RUN_CREATED, 1000);

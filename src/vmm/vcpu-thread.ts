@@ -9,13 +9,10 @@ import { parentPort, workerData } from "node:worker_threads";
 import { writeSync } from "node:fs";
 import type { VcpuHandle } from "../kvm/hypervisor.js";
 import { gettid, waitWritable } from "../sys/index.js";
-import { Bus } from "../devices/bus.js";
 import { VmControl } from "./vcpu-control.js";
-import { attachLegacyDevices, type LegacyStates } from "./legacy.js";
+import type { LegacyStates } from "./legacy.js";
 import { runVcpuLoop, type VcpuStop } from "./exit-loop.js";
-import { createVirtioMmioDevice } from "../cards/notify.js";
-import { VIRTIO_MMIO_SLOT_SIZE } from "../arch/x86_64/layout.js";
-import type { MappedControl } from "../dom0/control-page.js";
+import { attachVcpuBuses, type VcpuBuses } from "./vcpu-buses.js";
 
 export interface VcpuWorkerData {
   vcpuId: number;
@@ -68,63 +65,19 @@ export async function runVcpuThread(open: (backend: unknown, vcpuId: number) => 
     pending ??= stop;
     control.requestStop();
   };
-  const pio = new Bus("pio");
-  const mmio = new Bus("mmio");
-  attachLegacyDevices(pio, data.legacy, {
-    irq: (line) => ({
-      trigger: () => {
-        // An ISA edge: assert then deassert the line on the in-kernel PIC/IOAPIC.
-        opened.irqLine(line, true);
-        opened.irqLine(line, false);
-      },
-    }),
-    output: (bytes) => {
-      if (data.consoleFd >= 0) writeConsole(data.consoleFd, bytes, () => control.stopRequested);
-    },
-    onReset: () => requestStop({ kind: "reset" }),
-    onDebugExit: (status) => requestStop({ kind: "debug-exit", status }),
-  });
-
-  // Only the register file is handled on this thread: queue work belongs to the device's card.
-  for (const v of data.virtio) mmio.insert(v.base, VIRTIO_MMIO_SLOT_SIZE, v.name, createVirtioMmioDevice(v.state, v.notifyFd));
-
-  // The emulated disk is the opposite: the whole device runs here, every register access an exit,
-  // the image read and written on this thread while the vCPU waits (docs/xen-vs-nitro.md).
-  let dom0Control: MappedControl | undefined;
+  let buses: VcpuBuses;
   try {
-    if (data.ata !== undefined) {
-      const { ATA_COMMAND_BLOCK_LEN, ATA_CONTROL_BLOCK_LEN, ATA_PRIMARY_CONTROL_BASE, FileAtaBackend, createAtaBusDevices } = await import("../devices/ata/index.js");
-      const a = data.ata;
-      const irq = a.irq;
-      const ata = createAtaBusDevices(a.state, new FileAtaBackend(a.imageFd, a.sizeBytes, a.readOnly), {
-        trigger: () => {
-          // An ISA edge, as for the UART: INTRQ of the primary channel on IRQ 14.
-          opened.irqLine(irq, true);
-          opened.irqLine(irq, false);
-        },
-      });
-      pio.insert(a.port, ATA_COMMAND_BLOCK_LEN, "ata0", ata.commandBlock);
-      pio.insert(ATA_PRIMARY_CONTROL_BASE, ATA_CONTROL_BLOCK_LEN, "ata0-ctl", ata.controlBlock);
-    }
-    // The dom0 doorbell: on KVM the event-channel port is an ioeventfd and never reaches this bus;
-    // the xenbus state port does (connect, disconnect). Each worker maps the control page itself.
-    if (data.dom0 !== undefined) {
-      const [{ mapControl }, { createXenblkDoorbell }, { XENBLK_DOORBELL_LEN }] = await Promise.all([
-        import("../dom0/control-page.js"),
-        import("../dom0/doorbell.js"),
-        import("../dom0/blkif.js"),
-      ]);
-      dom0Control = mapControl(data.dom0.controlFd);
-      pio.insert(data.dom0.port, XENBLK_DOORBELL_LEN, "xenblk", createXenblkDoorbell(dom0Control.page, data.dom0.notifyFd));
-    }
+    buses = await attachVcpuBuses(data, opened, requestStop, (bytes) => {
+      if (data.consoleFd >= 0) writeConsole(data.consoleFd, bytes, () => control.stopRequested);
+    });
   } catch (e) {
-    dom0Control?.unmap();
     control.requestStop();
     post({ type: "error", vcpuId: data.vcpuId, message: e instanceof Error ? e.message : String(e) });
     return;
   }
+  const { pio, mmio } = buses;
   // The mapping outlives every doorbell write of this thread: unmapped once the loop is over.
-  const unmapControl = (): void => dom0Control?.unmap();
+  const unmapControl = (): void => buses.close();
 
   post({ type: "ready", vcpuId: data.vcpuId, tid: gettid() });
   if (!control.waitForGo()) {

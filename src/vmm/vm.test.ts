@@ -172,6 +172,56 @@ kvmTest("stop from the host interrupts a running guest", { need: "kvm" }, async 
   assert.deepEqual(await vm.wait(), { kind: "stopped", by: "test" });
 });
 
+// Pooled vCPUs (vcpu-pooled.ts): KVM_RUN on libuv's pool, the exits on this event loop. Two vCPUs
+// at most here: libuv's default pool has four threads and one must stay free.
+kvmTest("pooled vCPUs: the demo, two vCPUs checking in, and exits counted once per write", { need: "kvm" }, async (t) => {
+  const demo = await boot(t, { cmdline: "probe.run=demo", vcpuThreads: "pooled" });
+  assert.deepEqual(demo.exit, { kind: "debug-exit", status: 0 }, demo.output);
+  assert.equal(findLine(demo.lines, "done")!.fields["status"], "0");
+  const smp = await boot(t, { cmdline: "probe.run=smp probe.smp.wait_ms=60000", vcpus: 2, vcpuThreads: "pooled" }, 120_000);
+  assert.deepEqual(smp.exit, { kind: "debug-exit", status: 0 }, smp.output);
+  const summary = smp.lines.find((l) => l.name === "smp" && l.fields["expected"] !== undefined)!;
+  assert.equal(Number(summary.fields["online"]), 2);
+  const n = 2000;
+  const exits = await boot(t, { cmdline: `probe.run=exits probe.exits.kind=mmio probe.exits.n=${n}`, vcpuThreads: "pooled" });
+  assert.deepEqual(exits.exit, { kind: "debug-exit", status: 0 }, exits.output);
+  const c = exits.vm.exitCounters()[0]!;
+  assert.ok(c.UNHANDLED_MMIO >= n, `unhandled MMIO ${c.UNHANDLED_MMIO} >= ${n}`);
+});
+
+kvmTest("pooled vCPUs: pause, resume and stop reach guests running on pool threads", { need: "kvm" }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "typervisor-pooled-"));
+  const consolePath = join(dir, "console");
+  const fd = openSync(consolePath, "w");
+  // `hold` spins in ring 3 without exits: only a kick gets a vCPU out of KVM_RUN.
+  const vm = Vm.create({
+    kernel: { name: "probe.elf", bytes: new Uint8Array(readFileSync(probePath())) },
+    cmdline: "probe.run=hold",
+    vcpus: 2,
+    memMiB: 64,
+    consoleFd: fd,
+    vcpuThreads: "pooled",
+  });
+  t.after(() => {
+    vm.close();
+    closeSync(fd);
+  });
+  await vm.start();
+  const deadline = Date.now() + 60_000;
+  while (!readFileSync(consolePath, "utf8").includes("PROBE hold")) {
+    assert.ok(Date.now() < deadline, "the guest reached hold");
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  await vm.pause();
+  assert.equal(vm.state, "paused");
+  assert.equal(vm.control.parked, 2);
+  vm.resume();
+  await new Promise((r) => setTimeout(r, 50));
+  vm.stop("test");
+  assert.deepEqual(await vm.wait(), { kind: "stopped", by: "test" });
+  for (const c of vm.exitCounters()) assert.ok(c.INTERRUPTED >= 1, "each vCPU was kicked out of the guest");
+});
+
 test("a malformed kernel is refused before a VM exists (no KVM object is needed to say so)", () => {
   const junk = new Uint8Array(4096).fill(0x90);
   assert.throws(

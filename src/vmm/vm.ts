@@ -1,5 +1,5 @@
 // A microVM: built from validated config (builder.ts is the one wiring point), run by one
-// worker thread per vCPU, stopped by the guest (reset, debug exit, triple fault), by a signal,
+// worker thread per vCPU (or pooled vCPUs: KVM_RUN on libuv's pool, exits here), stopped by the guest (reset, debug exit, triple fault), by a signal,
 // or by the caller. The main thread never blocks on the guest: it starts and stops workers
 // and feeds console input.
 
@@ -16,6 +16,7 @@ import { VmControl, type CounterName } from "./vcpu-control.js";
 import { attachLegacyDevices, createLegacyStates, type LegacyStates } from "./legacy.js";
 import type { VcpuStop } from "./exit-loop.js";
 import type { VcpuWorkerData, VcpuWorkerMessage } from "./vcpu-thread.js";
+import { preparePooledVcpu, type PooledVcpuHandle } from "./vcpu-pooled.js";
 import { measureBoot, type PcrBank } from "../security/pcr.js";
 import { randomUUID } from "node:crypto";
 import type { NetConfig } from "../devices/virtio/net/kind.js";
@@ -60,7 +61,33 @@ export interface VmConfig {
   vsock?: import("../devices/virtio/vsock/kind.js").VsockConfig;
   /** DER of the certificate whose signature over PCR0 was verified before boot: measured into PCR8. */
   signingCert?: Uint8Array;
+  /** Where the vCPUs' exits are handled (VcpuThreads); "dedicated" when not given. */
+  vcpuThreads?: VcpuThreads;
 }
+
+/**
+ * "dedicated": a worker thread per vCPU blocks in KVM_RUN and handles its exits (vcpu-thread.ts):
+ * the fastest exits, and a V8 isolate per vCPU. "pooled": KVM_RUN on a thread of libuv's pool,
+ * the exits on the event loop of the thread that made the VM (vcpu-pooled.ts): no isolate per
+ * vCPU, a hop between threads per exit. Each running pooled vCPU holds one pool thread.
+ */
+export type VcpuThreads = "dedicated" | "pooled";
+export const VCPU_THREADS: readonly VcpuThreads[] = ["dedicated", "pooled"];
+
+/** libuv's default pool size (uv_threadpool.c: when UV_THREADPOOL_SIZE is not set). */
+const UV_DEFAULT_POOL = 4;
+/** libuv's largest pool (uv_threadpool.c MAX_THREADPOOL_SIZE). */
+const UV_MAX_POOL = 1024;
+
+/** The size libuv gives its pool in this process: read from UV_THREADPOOL_SIZE as libuv does when it starts it. */
+export function threadPoolSize(): number {
+  const n = Number.parseInt(process.env.UV_THREADPOOL_SIZE ?? "", 10);
+  if (!Number.isFinite(n) || n <= 0) return UV_DEFAULT_POOL;
+  return Math.min(n, UV_MAX_POOL);
+}
+
+/** Pooled vCPUs running in this process (each holds a pool thread while its VM runs). */
+let pooledVcpusRunning = 0;
 
 /** How the VM ended. */
 export type VmExit =
@@ -85,6 +112,9 @@ export function validateVmConfig(c: VmConfig): void {
   }
   if (!Number.isInteger(c.memMiB) || c.memMiB < MIN_MEM_MIB || c.memMiB > MAX_MEM_MIB) {
     throw new VmConfigError(`memory must be an integer from ${MIN_MEM_MIB} to ${MAX_MEM_MIB} MiB, got ${c.memMiB}`);
+  }
+  if (c.vcpuThreads !== undefined && !VCPU_THREADS.includes(c.vcpuThreads)) {
+    throw new VmConfigError(`vcpuThreads must be ${VCPU_THREADS.map((t) => `"${t}"`).join(" or ")}, got ${JSON.stringify(c.vcpuThreads)}`);
   }
 }
 
@@ -135,6 +165,8 @@ interface VcpuSlot {
   id: number;
   worker?: Worker;
   tid?: number;
+  /** A pooled vCPU: opened on this thread, run on libuv's pool. */
+  pooled?: PooledVcpuHandle;
   done: boolean;
 }
 
@@ -176,6 +208,7 @@ export class Vm extends EventEmitter {
     private readonly machine: Machine,
     private readonly consoleFd: number,
     measured?: { id: string; pcrs: PcrBank },
+    private readonly vcpuThreads: VcpuThreads = "dedicated",
   ) {
     super();
     this.id = measured?.id ?? randomUUID();
@@ -228,7 +261,7 @@ export class Vm extends EventEmitter {
     const devices = devicesCmdline(plan);
     const cmdline = devices === "" ? config.cmdline : `${config.cmdline} ${devices}`.trim();
     const machine = build({ ...config, cmdline, deviceSlots: plan.virtio, legacyDrives: { ata: plan.ata, dom0: plan.dom0 } });
-    return new Vm(machine, config.consoleFd, { id, pcrs });
+    return new Vm(machine, config.consoleFd, { id, pcrs }, config.vcpuThreads);
   }
 
   /** Where the VM is in its life: the one state of the lifecycle (VM_TRANSITIONS). */
@@ -295,6 +328,8 @@ export class Vm extends EventEmitter {
   async start(): Promise<void> {
     if (this.started) throw new Error("the VM has already been started");
     if (this.closed) throw new Error("the VM has been closed");
+    const pooled = this.vcpuThreads === "pooled";
+    if (pooled) this.checkPool();
     this.started = true;
     // KVM_RUN returns EINTR on the kick signal only if it has a handler (its default action
     // would end the process).
@@ -329,13 +364,14 @@ export class Vm extends EventEmitter {
           ? { dom0: { port: dom0.port, controlFd: this.dom0.handle.controlFd, notifyFd: dom0.notifyFd } }
           : {}),
       };
+      if (pooled) return this.preparePooled(slot, i, data);
       const worker = new Worker(this.machine.workerUrl, { workerData: data });
       slot.worker = worker;
-      return new Promise<void>((resolve) => {
+      return new Promise<undefined>((resolve) => {
         worker.on("message", (m: VcpuWorkerMessage) => {
           if (m.type === "ready") {
             slot.tid = m.tid;
-            resolve();
+            resolve(undefined);
           } else if (m.type === "stopped") {
             this.onVcpuStopped(slot, m.stop);
           } else {
@@ -349,16 +385,64 @@ export class Vm extends EventEmitter {
         });
         worker.on("exit", () => this.onVcpuDone(slot));
         // A worker that dies before it is ready must not hold start() forever.
-        this.exited.then(() => resolve());
+        this.exited.then(() => resolve(undefined));
       });
     });
-    await Promise.all(ready);
+    const runs = await Promise.all(ready);
     if (this.phase === "created" && this.exitInfo === undefined && !this.slots.some((s) => s.done)) {
       this.startedAt = Date.now();
       this.control.go();
       this.moveTo("running");
     } else {
       this.stop("start failed");
+    }
+    // Pooled vCPUs start their exit loops now (after a failed start, to see the stop and end).
+    for (const run of runs) run?.();
+  }
+
+  /** Refuses pooled vCPUs that would hold every thread of libuv's pool (file I/O and DNS need one too). */
+  private checkPool(): void {
+    const size = threadPoolSize();
+    const wanted = pooledVcpusRunning + this.slots.length;
+    if (wanted > size - 1) {
+      throw new Error(
+        `pooled vCPUs: ${wanted} would hold ${size > wanted ? "" : "all of "}libuv's ${size}-thread pool (each running pooled vCPU holds one, ` +
+          `and one must stay free): start the process with UV_THREADPOOL_SIZE of at least ${wanted + 1} (up to ${UV_MAX_POOL}), ` +
+          `or use dedicated vCPU threads`,
+      );
+    }
+  }
+
+  /**
+   * Opens slot i's vCPU on this thread and builds its buses; resolves with what starts its exit
+   * loop once the VM says go (or undefined when it could not be prepared: the VM then ends with
+   * the error, as for a vCPU thread that failed).
+   */
+  private async preparePooled(slot: VcpuSlot, i: number, data: VcpuWorkerData): Promise<(() => void) | undefined> {
+    const fail = (e: unknown): void => {
+      this.finish({ kind: "error", vcpu: slot.id, message: e instanceof Error ? e.message : String(e) });
+      this.onVcpuDone(slot);
+    };
+    try {
+      const open = this.machine.vcpus[i]!.openPooled;
+      if (open === undefined) throw new Error("this machine cannot run pooled vCPUs");
+      const handle = open();
+      const prepared = await preparePooledVcpu(data, handle, this.control);
+      slot.pooled = handle;
+      pooledVcpusRunning++;
+      return () => {
+        prepared.run().then(
+          (stop) => this.onVcpuStopped(slot, stop),
+          (e: unknown) => {
+            this.control.requestStop();
+            fail(e);
+          },
+        );
+      };
+    } catch (e) {
+      this.control.requestStop();
+      fail(e);
+      return undefined;
     }
   }
 
@@ -581,6 +665,8 @@ export class Vm extends EventEmitter {
       // immediate_exit makes the next KVM_RUN return at once; the signal interrupts a
       // KVM_RUN already in progress (it returns EINTR). DESIGN.md §6.
       this.machine.vcpus[i]!.setImmediateExit(1);
+      // A pooled vCPU runs on whichever pool thread took the call: its handle finds it.
+      slot.pooled?.interrupt();
       if (slot.tid !== undefined) {
         try {
           sys.tgkill(pid, slot.tid, sys.SIGUSR2);
@@ -605,6 +691,7 @@ export class Vm extends EventEmitter {
   private onVcpuDone(slot: VcpuSlot): void {
     if (slot.done) return;
     slot.done = true;
+    if (slot.pooled !== undefined) pooledVcpusRunning--;
     // One vCPU stopping stops the VM: wake the others out of KVM_RUN.
     this.control.requestStop();
     this.kickAll();

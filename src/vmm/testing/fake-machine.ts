@@ -12,6 +12,7 @@ import type { MachineBuilder } from "../vm.js";
 import type { AtaSlot, Dom0Slot, Machine, VirtioSlot } from "../machine.js";
 import { openAtaSlot, closeAtaSlot, openDom0Slot, closeDom0Slot } from "../comparison-drives.js";
 import type { BootSummary } from "../builder.js";
+import { openFakeVcpu } from "./fake-vcpu.js";
 
 export type FakeStep =
   | { out: number; bytes: number[] } // port write
@@ -93,6 +94,8 @@ function fakeMachineOf(scripts: FakeStep[][], plan: DevicePlan): FakeMachine {
       id,
       setImmediateExit: (v: 0 | 1) => Atomics.store(new Int32Array(shared[id]!), 0, v),
       backend: { script, shared: shared[id]! } satisfies FakeVcpuBackend,
+      // Pooled, a "block" step polls the kick flag: there is no pool thread to signal.
+      openPooled: () => ({ ...openFakeVcpu({ script, shared: shared[id]! }, id), interrupt: () => {} }),
     })),
     irqLine: () => {},
     boot,

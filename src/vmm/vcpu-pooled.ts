@@ -1,0 +1,119 @@
+// A pooled vCPU: no thread of its own. Each KVM_RUN is a call on a thread of libuv's pool
+// (VcpuHandle.runAsync), and its exits are handled on the event loop of the thread that created
+// the VM, between runs. What it saves is the V8 isolate and Node environment of a worker thread
+// (~9 MiB and ~30 ms of CPU to start, docs/benchmarks.md); what it costs is a hop between threads
+// per exit, and exits that wait while the event loop is busy. Fit for guests that exit rarely
+// (device I/O goes to cards by ioeventfd, never through here) and for many small VMs in one
+// process; a vCPU thread of its own (vcpu-thread.ts) stays the choice for exit-heavy guests.
+
+import { writeSync } from "node:fs";
+import { waitWritable } from "../sys/index.js";
+import type { VmControl } from "./vcpu-control.js";
+import { runVcpuLoopAsync, type VcpuStop } from "./exit-loop.js";
+import { attachVcpuBuses } from "./vcpu-buses.js";
+import type { OpenedVcpu, VcpuWorkerData } from "./vcpu-thread.js";
+
+/** A vCPU a machine opens on the VMM's own thread, to run pooled (MachineVcpu.openPooled). */
+export interface PooledVcpuHandle extends OpenedVcpu {
+  /** Interrupts a run in progress on whichever pool thread runs it (after immediate_exit is set). */
+  interrupt(): void;
+}
+
+/** The largest console write made at once: a pipe that polls writable takes this much without blocking (pipe(7): one page). */
+const CONSOLE_CHUNK = 4096;
+/** How often a full console is looked at again while the guest waits for it. */
+const CONSOLE_RETRY_MS = 2;
+
+/**
+ * Console output from the event loop, which must never block: bytes go out while the descriptor
+ * takes them, the rest waits in order, and the vCPU does not run again until it has gone (a full
+ * console holds the guest back, as a slow UART does, and as on a vCPU thread). A stop drops what
+ * is still waiting; a console that went away drops everything after it.
+ */
+class EventLoopConsole {
+  private readonly waiting: Uint8Array[] = [];
+  private broken = false;
+
+  constructor(
+    private readonly fd: number,
+    private readonly stopping: () => boolean,
+  ) {}
+
+  write(bytes: Uint8Array): void {
+    if (this.fd < 0 || this.broken) return;
+    this.waiting.push(bytes.slice());
+    this.flush();
+  }
+
+  /** Undefined when nothing waits; else resolves once it has gone out (or the VM is stopping). */
+  drained(): Promise<void> | undefined {
+    if (this.waiting.length === 0) return undefined;
+    return (async () => {
+      while (this.waiting.length > 0) {
+        if (this.stopping()) {
+          this.waiting.length = 0;
+          return;
+        }
+        await new Promise((r) => setTimeout(r, CONSOLE_RETRY_MS));
+        this.flush();
+      }
+    })();
+  }
+
+  private flush(): void {
+    while (this.waiting.length > 0) {
+      const head = this.waiting[0]!;
+      let wrote: number;
+      try {
+        if (!waitWritable(this.fd, 0)) return;
+        wrote = writeSync(this.fd, head, 0, Math.min(head.length, CONSOLE_CHUNK));
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === "EAGAIN") return;
+        // A console that went away (closed pipe) must not stop the guest.
+        this.broken = true;
+        this.waiting.length = 0;
+        return;
+      }
+      if (wrote >= head.length) this.waiting.shift();
+      else this.waiting[0] = head.subarray(wrote);
+    }
+  }
+}
+
+/**
+ * Attaches a pooled vCPU's buses (as a vCPU thread does) and returns its exit loop, to be run once
+ * the VM says go. Rejects as a vCPU thread reports an error: the buses could not be built.
+ */
+export async function preparePooledVcpu(
+  data: VcpuWorkerData,
+  opened: PooledVcpuHandle,
+  control: VmControl,
+): Promise<{ run(): Promise<VcpuStop> }> {
+  let pending: VcpuStop | undefined;
+  const requestStop = (stop: VcpuStop): void => {
+    pending ??= stop;
+    control.requestStop();
+  };
+  const console = new EventLoopConsole(data.consoleFd, () => control.stopRequested);
+  const buses = await attachVcpuBuses(data, opened, requestStop, (bytes) => console.write(bytes));
+  return {
+    async run(): Promise<VcpuStop> {
+      try {
+        return await runVcpuLoopAsync({
+          vcpu: opened.vcpu,
+          pio: buses.pio,
+          mmio: buses.mmio,
+          control,
+          pendingStop: () => pending,
+          dumpState: opened.dumpState,
+          clearImmediateExit: () => opened.clearImmediateExit(),
+          beforeRun: () => console.drained(),
+        });
+      } finally {
+        buses.close();
+        // Whatever stopped this vCPU stops the VM: the others leave at their next exit or kick.
+        control.requestStop();
+      }
+    },
+  };
+}
