@@ -19,6 +19,8 @@ export interface DensityInput {
   inFlight: number;
   memMiB: number;
   cmdline: string;
+  /** Where the VMs' exits are handled (vm.ts VcpuThreads). */
+  vcpuThreads: "dedicated" | "pooled";
   memoryOnly: boolean;
   /** Wall seconds from the first create() until all VMs had booted and were paused. */
   startSeconds: number;
@@ -84,7 +86,7 @@ export function densityReport(m: DensityInput): { table: string; json: Record<st
   );
   if (!m.memoryOnly) rows.push([`stop all ${m.vms}`, `${m.stopSeconds.toFixed(2)} s`, ""]);
   const table =
-    `${m.vms} probe VMs (${m.cmdline}, ${m.memMiB} MiB, 1 vCPU each) from one Node process through the SDK, ` +
+    `${m.vms} probe VMs (${m.cmdline}, ${m.memMiB} MiB, 1 vCPU each, ${m.vcpuThreads} vCPU threads) from one Node process through the SDK, ` +
     `${m.inFlight} start${m.inFlight === 1 ? "" : "s"} in flight${m.memoryOnly ? "; memory only (--memory-only)" : ""}\n` +
     alignTable(rows) +
     "memory per VM = (RSS with all up − RSS before) / VMs, from /proc/self/status; each VM is paused once booted\n";
@@ -95,6 +97,7 @@ export function densityReport(m: DensityInput): { table: string; json: Record<st
     in_flight: m.inFlight,
     mem_mib: m.memMiB,
     cmdline: m.cmdline,
+    vcpu_threads: m.vcpuThreads,
     memory_only: m.memoryOnly,
   };
   if (!m.memoryOnly) {

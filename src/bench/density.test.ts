@@ -25,7 +25,7 @@ const mem = (rssMiB: number, anonMiB: number, fileMiB: number, shmemMiB: number)
 
 function measured(over: Partial<DensityInput> = {}): DensityInput {
   return {
-    vms: 50, cores: 2, inFlight: 2, memMiB: 128, cmdline: "probe.run=hold", memoryOnly: false,
+    vms: 50, cores: 2, inFlight: 2, memMiB: 128, cmdline: "probe.run=hold", vcpuThreads: "dedicated", memoryOnly: false,
     startSeconds: 5, cpuSeconds: 4, bootMs: [100, 300, 200, 250],
     // 70 MiB before, 470 with all 50 up: 8 MiB each = 6 anon + 1 file + 1 shmem.
     before: mem(70, 60, 9, 1), all: mem(470, 360, 59, 51),
@@ -59,7 +59,7 @@ test("the goals at their edges: 10 starts/s/core and 8 MiB per VM are met, a hai
 
 test("densityReport: the table and JSON line carry the measured figures and say whether each goal is met", () => {
   const { table, json } = densityReport(measured());
-  assert.match(table, /^50 probe VMs \(probe\.run=hold, 128 MiB, 1 vCPU each\) from one Node process through the SDK, 2 starts in flight\n/);
+  assert.match(table, /^50 probe VMs \(probe\.run=hold, 128 MiB, 1 vCPU each, dedicated vCPU threads\) from one Node process through the SDK, 2 starts in flight\n/);
   assert.match(table, /^starts per second per core \(2 cores\) +5\.00 +goal ≥ 10 \(Firecracker's design: 5\): NOT met$/m);
   assert.match(table, /^memory per VM, MiB +8\.00 +goal ≤ 8: met$/m);
   assert.match(table, /^ +of which anon \/ file \/ shmem \(guest RAM\) +6\.00 \/ 1\.00 \/ 1\.00$/m);
@@ -67,7 +67,7 @@ test("densityReport: the table and JSON line carry the measured figures and say 
   assert.match(table, /^max RSS of the process \(VmHWM\), MiB +480\.0$/m);
   assert.match(table, /^stop all 50 +0\.50 s$/m);
   assert.deepEqual(json, {
-    bench: "density", vms: 50, cores: 2, in_flight: 2, mem_mib: 128, cmdline: "probe.run=hold", memory_only: false,
+    bench: "density", vms: 50, cores: 2, in_flight: 2, mem_mib: 128, cmdline: "probe.run=hold", vcpu_threads: "dedicated", memory_only: false,
     start_seconds: 5, starts_per_second: 10, starts_per_second_per_core: 5, boot_ms: { median: 225, min: 100, max: 300 },
     cpu_ms_per_start: 80, stop_seconds: 0.5, goal_starts_per_second_per_core: 10, start_goal_met: false,
     rss_before_mib: 70, rss_all_mib: 470, mib_per_vm: 8, mib_per_vm_anon: 6, mib_per_vm_file: 1, mib_per_vm_shmem: 1,

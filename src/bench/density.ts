@@ -8,7 +8,10 @@
 
 import { availableParallelism } from "node:os";
 import { existsSync, readFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { fileURLToPath } from "node:url";
 import { MicroVM, PROBE_KERNEL } from "../sdk/microvm.js";
+import { VCPU_THREADS, threadPoolSize, type VcpuThreads } from "../vmm/vm.js";
 import { describeExit } from "../vmm/exit-report.js";
 import { EXIT_CANNOT_MEASURE, benchEntryOptions, envInt, inBox } from "./guard.js";
 import { parseProcStatus, type ProcMemory } from "./stats.js";
@@ -32,8 +35,14 @@ Inside the box (QEMU TCG, TYPERVISOR_BOX=1) it refuses: times there mean nothing
 (or BENCH_MEMORY_ONLY=1) prints the memory figures alone, and runs in the box as well: resident
 memory is real there.
 
-Environment: BENCH_VMS (default 50), BENCH_DENSITY_IN_FLIGHT (starts at once, default the cores).
-Output: progress on stderr; a table, then one JSON object as the last line, on stdout.
+Each run is made twice, one after the other, each in a process of its own: with a worker thread per vCPU
+("dedicated", the default of the SDK) and with pooled vCPUs (KVM_RUN on libuv's thread pool, the
+exits on the event loop: no V8 isolate per VM; each running one holds a pool thread, so
+UV_THREADPOOL_SIZE must exceed BENCH_VMS + 1, which the npm script sees to).
+
+Environment: BENCH_VMS (default 50), BENCH_DENSITY_IN_FLIGHT (starts at once, default the cores),
+BENCH_VCPU_THREADS (default "dedicated,pooled": which runs, in order).
+Output: progress on stderr; a table per run, then one JSON object as the last line ({"runs": [...]}), on stdout.
 Exit status: 0 measured; 1 a run failed; 2 cannot measure here (no /dev/kvm, the box without
 --memory-only, a bad setting).
 `;
@@ -58,9 +67,9 @@ const procMemory = (): ProcMemory => parseProcStatus(readFileSync("/proc/self/st
  * Creates and starts one VM, waits for its guest's "PROBE hold" line, and pauses it. Returns the
  * VM (paused) and the ms from create() to the line. On failure the VM is stopped.
  */
-async function bootOne(): Promise<{ vm: MicroVM; bootMs: number }> {
+async function bootOne(vcpuThreads: VcpuThreads): Promise<{ vm: MicroVM; bootMs: number }> {
   const t0 = process.hrtime.bigint();
-  const vm = MicroVM.create({ kernel: PROBE_KERNEL, cmdline: CMDLINE, memMiB: MEM_MIB, vcpus: 1 });
+  const vm = MicroVM.create({ kernel: PROBE_KERNEL, cmdline: CMDLINE, memMiB: MEM_MIB, vcpus: 1, vcpuThreads });
   try {
     let seen = "";
     let reported = false;
@@ -94,14 +103,46 @@ async function main(): Promise<number> {
   if (typeof vms === "string") return cannot(vms);
   const inFlight = envInt("BENCH_DENSITY_IN_FLIGHT", cores, 1, 10_000);
   if (typeof inFlight === "string") return cannot(inFlight);
+  const modesSetting = process.env.BENCH_VCPU_THREADS ?? "dedicated,pooled";
+  const modes = modesSetting.split(",");
+  if (modes.length === 0 || modes.some((m) => !VCPU_THREADS.includes(m as VcpuThreads))) {
+    return cannot(`BENCH_VCPU_THREADS must be a comma-separated list of ${VCPU_THREADS.join(", ")}, got "${modesSetting}"`);
+  }
+  // Each pooled vCPU holds a thread of libuv's pool while it runs (the warm-up VM has stopped first).
+  if (modes.includes("pooled") && threadPoolSize() < vms + 2) {
+    return cannot(`${vms} pooled vCPUs need UV_THREADPOOL_SIZE of at least ${vms + 2} (it is ${threadPoolSize()}; npm run bench:density sets it from BENCH_VMS)`);
+  }
   if (!existsSync("/dev/kvm")) return cannot("needs /dev/kvm, and this host has none: nothing was measured");
+  const runs: Array<Record<string, unknown>> = [];
+  if (modes.length === 1) runs.push(await runMode(modes[0] as VcpuThreads, vms, inFlight, cores));
+  else {
+    // Each run in a process of its own: memory one run freed (worker heaps, malloc arenas) would
+    // otherwise be reused by the next and hide what that one costs.
+    for (const mode of modes) {
+      const r = spawnSync(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), ...process.argv.slice(2)], {
+        env: { ...process.env, BENCH_VCPU_THREADS: mode },
+        stdio: ["ignore", "pipe", "inherit"],
+        encoding: "utf8",
+      });
+      if (r.status !== 0) return r.status ?? 1;
+      const lines = r.stdout.trimEnd().split("\n");
+      const last = JSON.parse(lines.pop()!) as { runs: Array<Record<string, unknown>> };
+      process.stdout.write(lines.join("\n") + "\n");
+      runs.push(...last.runs);
+    }
+  }
+  process.stdout.write(JSON.stringify({ bench: "density", runs, host_kvm: existsSync("/sys/module/kvm_pvm") ? "pvm" : "kvm", box: inBox() }) + "\n");
+  return 0;
+}
 
-  progress("warm-up: one VM started and stopped before the memory baseline");
-  const warm = await bootOne();
+/** One run of `vms` VMs whose vCPUs are `mode`: prints its table, returns its JSON object. */
+async function runMode(mode: VcpuThreads, vms: number, inFlight: number, cores: number): Promise<Record<string, unknown>> {
+  progress(`${mode} vCPU threads — warm-up: one VM started and stopped before the memory baseline`);
+  const warm = await bootOne(mode);
   await warm.vm.stop("warm-up");
   const before = procMemory();
 
-  progress(`${vms} VMs (${CMDLINE}, ${MEM_MIB} MiB), ${inFlight} starts in flight, ${cores} cores${memoryOnly ? ", memory only" : ""}`);
+  progress(`${vms} VMs (${CMDLINE}, ${MEM_MIB} MiB, ${mode} vCPU threads), ${inFlight} starts in flight, ${cores} cores${memoryOnly ? ", memory only" : ""}`);
   const up: MicroVM[] = [];
   const bootMs: number[] = [];
   let next = 0;
@@ -112,7 +153,7 @@ async function main(): Promise<number> {
     while (next < vms && failure === undefined) {
       next++;
       try {
-        const b = await bootOne();
+        const b = await bootOne(mode);
         up.push(b.vm);
         bootMs.push(b.bootMs);
         if (up.length % 10 === 0 || up.length === vms) progress(`${up.length}/${vms} up`);
@@ -139,13 +180,12 @@ async function main(): Promise<number> {
     // can trail an RSS seen earlier by a few pages): the largest of what was seen.
     const maxRssKiB = Math.max(all.vmRss, all.vmHwm, procMemory().vmHwm);
     const { table, json } = densityReport({
-      vms, cores, inFlight, memMiB: MEM_MIB, cmdline: CMDLINE, memoryOnly,
+      vms, cores, inFlight, memMiB: MEM_MIB, cmdline: CMDLINE, vcpuThreads: mode, memoryOnly,
       startSeconds: Number(t1 - t0) / 1e9, cpuSeconds: (cpu.user + cpu.system) / 1e6, bootMs,
       before, all, maxRssKiB, stopSeconds,
     });
     process.stdout.write(table);
-    process.stdout.write(JSON.stringify({ ...json, host_kvm: existsSync("/sys/module/kvm_pvm") ? "pvm" : "kvm", box: inBox() }) + "\n");
-    return 0;
+    return json;
   } finally {
     await Promise.all(up.map((vm) => vm.stop("bench failed")));
   }
