@@ -43,6 +43,8 @@ export interface StartReportInput {
   /** Samples per case, keyed `${side}:${vcpus}`. */
   samples: ReadonlyMap<string, readonly StartSample[]>;
   vcpuCounts: readonly number[];
+  /** typervisor's `--vcpu-threads` (vm.ts VcpuThreads). */
+  vcpuThreads: "dedicated" | "pooled";
 }
 
 export const caseKey = (c: StartCase): string => `${c.side}:${c.vcpus}`;
@@ -73,6 +75,7 @@ export function startReport(input: StartReportInput): { table: string; json: Rec
     mem_mib: input.memMiB,
     cmdline: input.cmdline,
     memory_only: input.memoryOnly,
+    vcpu_threads: input.vcpuThreads,
     rss_source: input.rssSource,
   };
   const perSide: Record<StartSide, Record<string, unknown>> = { typervisor: {}, qemu: {} };
@@ -107,7 +110,7 @@ export function startReport(input: StartReportInput): { table: string; json: Rec
   }
   const what = input.memoryOnly ? "memory only (--memory-only: no times)" : "times from spawn()";
   const table =
-    `the probe demo (${input.cmdline}, ${input.memMiB} MiB), one process per boot; median of ${input.runs} runs (min–max), ${what}\n` +
+    `the probe demo (${input.cmdline}, ${input.memMiB} MiB; typervisor with ${input.vcpuThreads} vCPU threads), one process per boot; median of ${input.runs} runs (min–max), ${what}\n` +
     alignTable(rows) +
     `max RSS: ${input.rssSource}\n`;
   return { table, json };

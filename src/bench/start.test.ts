@@ -38,12 +38,12 @@ function samples(): Map<string, StartSample[]> {
   ]);
 }
 
-const input = { runs: 3, memMiB: 128, cmdline: "probe.run=demo", rssSource: "GNU time %M", memoryOnly: false, vcpuCounts: [1, 2] };
+const input = { runs: 3, memMiB: 128, cmdline: "probe.run=demo", rssSource: "GNU time %M", memoryOnly: false, vcpuCounts: [1, 2], vcpuThreads: "dedicated" as const };
 
 test("startReport: medians with min–max per side and vCPU count, typervisor/qemu ratios of the medians, and the RSS each further vCPU adds", () => {
   const { table, json } = startReport({ ...input, samples: samples() });
   const lines = table.trimEnd().split("\n");
-  assert.match(lines[0]!, /^the probe demo \(probe\.run=demo, 128 MiB\), one process per boot; median of 3 runs \(min–max\), times from spawn\(\)$/);
+  assert.match(lines[0]!, /^the probe demo \(probe\.run=demo, 128 MiB; typervisor with dedicated vCPU threads\), one process per boot; median of 3 runs \(min–max\), times from spawn\(\)$/);
   assert.match(table, /^1 vCPU: first console byte, ms +250\.0 \(200\.0–300\.0\) +90\.0 \(80\.0–100\.0\) +2\.78$/m);
   assert.match(table, /^1 vCPU: exit, ms +350\.0 \(310\.0–400\.0\) +180\.0 \(150\.0–200\.0\) +1\.94$/m);
   assert.match(table, /^1 vCPU: max RSS, MiB +85\.0 \(80\.0–90\.0\) +32\.0 \(30\.0–34\.0\) +2\.66$/m);
@@ -53,6 +53,7 @@ test("startReport: medians with min–max per side and vCPU count, typervisor/qe
   assert.equal(lines.at(-1), "max RSS: GNU time %M");
   assert.equal(json["bench"], "start");
   assert.equal(json["memory_only"], false);
+  assert.equal(json["vcpu_threads"], "dedicated");
   assert.deepEqual((json["typervisor"] as Record<string, unknown>)["vcpus_1"], {
     first_byte_ms: { median: 250, min: 200, max: 300 },
     exit_ms: { median: 350, min: 310, max: 400 },

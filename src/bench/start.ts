@@ -7,6 +7,7 @@
 // table, then one JSON object as the last line on stdout. Refuses to run inside the box unless
 // --memory-only (guard.ts); --help says what it measures.
 
+import { VCPU_THREADS, type VcpuThreads } from "../vmm/vm.js";
 import { spawn } from "node:child_process";
 import { accessSync, constants, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -35,7 +36,8 @@ the built probe guest (npm run build). Inside the box (QEMU TCG, TYPERVISOR_BOX=
 times there mean nothing. --memory-only (or BENCH_MEMORY_ONLY=1) prints the max RSS figures
 alone, and runs in the box as well: resident memory is real there.
 
-Environment: BENCH_RUNS (runs of each of the four boots, default 5).
+Environment: BENCH_RUNS (runs of each of the four boots, default 5), BENCH_VCPU_THREADS
+(typervisor's --vcpu-threads: dedicated, the default, or pooled).
 Output: progress on stderr; a table, then one JSON object as the last line, on stdout.
 Exit status: 0 measured; 1 a run failed; 2 cannot measure here (no /dev/kvm, no QEMU, no
 /usr/bin/time, the box without --memory-only, a bad setting).
@@ -61,7 +63,7 @@ function cannot(why: string): number {
 function command(c: StartCase, qemu: string): { argv: string[]; okStatus: number } {
   if (c.side === "typervisor") {
     const bin = join(packageRoot(), "bin", "typervisor.js");
-    return { argv: [process.execPath, bin, "run", "--vcpus", String(c.vcpus), "--mem", String(MEM_MIB), "--cmdline", CMDLINE], okStatus: 0 };
+    return { argv: [process.execPath, bin, "run", "--vcpus", String(c.vcpus), "--vcpu-threads", vcpuThreads, "--mem", String(MEM_MIB), "--cmdline", CMDLINE], okStatus: 0 };
   }
   // isa-debug-exit: the probe's status 0 makes QEMU exit (0 << 1) | 1 = 1 (src/probe/qemu.ts).
   return { argv: [qemu, ...qemuArgs({ kernel: probePath(), accel: "kvm", cmdline: CMDLINE, memMiB: MEM_MIB, smp: c.vcpus })], okStatus: 1 };
@@ -103,9 +105,15 @@ async function boot(c: StartCase, qemu: string, dir: string): Promise<StartSampl
   };
 }
 
+/** typervisor's `--vcpu-threads` (BENCH_VCPU_THREADS). */
+let vcpuThreads: VcpuThreads = "dedicated";
+
 async function main(): Promise<number> {
   const runs = envInt("BENCH_RUNS", 5, 1, 1000);
   if (typeof runs === "string") return cannot(runs);
+  const threads = process.env.BENCH_VCPU_THREADS ?? "dedicated";
+  if (!VCPU_THREADS.includes(threads as VcpuThreads)) return cannot(`BENCH_VCPU_THREADS must be ${VCPU_THREADS.join(" or ")}, got "${threads}"`);
+  vcpuThreads = threads as VcpuThreads;
   if (!existsSync("/dev/kvm")) return cannot("needs /dev/kvm, and this host has none: nothing was measured");
   const qemu = findQemu();
   if (qemu === null) return cannot("needs qemu-system-x86_64 (Debian package qemu-system-x86) as the peer");
@@ -132,7 +140,7 @@ async function main(): Promise<number> {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
-  const { table, json } = startReport({ runs, memMiB: MEM_MIB, cmdline: CMDLINE, rssSource: RSS_SOURCE, memoryOnly, samples, vcpuCounts: VCPU_COUNTS });
+  const { table, json } = startReport({ runs, memMiB: MEM_MIB, cmdline: CMDLINE, rssSource: RSS_SOURCE, memoryOnly, samples, vcpuCounts: VCPU_COUNTS, vcpuThreads });
   process.stdout.write(table);
   process.stdout.write(JSON.stringify({ ...json, host_kvm: existsSync("/sys/module/kvm_pvm") ? "pvm" : "kvm", box: inBox() }) + "\n");
   return 0;
