@@ -143,6 +143,36 @@ test("ioctl on a non-KVM fd is ENOTTY, and the error names the KVM request", () 
   }
 });
 
+test("ioctlAsync runs on libuv's pool while this thread goes on; its errno comes back with it", async () => {
+  const fd = sys.memfdCreate("not-kvm", sys.MFD_CLOEXEC);
+  try {
+    // Another call on this thread meanwhile (errno EBADF here) must not be what the async call reports.
+    const pending = sys.ioctlAsync(fd, sys.KVM_RUN, null);
+    assert.throws(() => sys.close(-1), RangeError);
+    assert.throws(() => sys.ioctl(1 << 20, 0x5401, null), (e: unknown) => e instanceof SysError && e.code === "EBADF");
+    await assert.rejects(pending, (e: unknown) => e instanceof SysError && e.message === "KVM_RUN failed: ENOTTY");
+  } finally {
+    sys.close(fd);
+  }
+  // A call that succeeds resolves with its return value and fills its argument: FIONREAD
+  // (asm-generic/ioctls.h 0x541b) on a regular file is the bytes left to read from its offset.
+  const mfd = sys.memfdCreate("fionread", sys.MFD_CLOEXEC);
+  try {
+    sys.ftruncate(mfd, 4096);
+    const left = new Uint8Array(4);
+    assert.equal(await sys.ioctlAsync(mfd, 0x541b, left), 0);
+    assert.equal(new DataView(left.buffer).getInt32(0, true), 4096);
+  } finally {
+    sys.close(mfd);
+  }
+});
+
+test("signalThreadsIn refuses what is not a descriptor", () => {
+  // What it signals is checked by booting pooled vCPUs (vmm/vm.test.ts: pause and stop of guests
+  // spinning on pool threads); no other call blocks a thread in ioctl here.
+  assert.throws(() => sys.signalThreadsIn(-1, sys.KVM_RUN, sys.SIGUSR2), RangeError);
+});
+
 test("eventfd: write adds to the counter, read returns and clears it; empty nonblocking read is EAGAIN", () => {
   const fd = sys.eventfd(0, sys.EFD_CLOEXEC | sys.EFD_NONBLOCK);
   try {
