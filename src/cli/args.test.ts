@@ -14,13 +14,13 @@ test("run with no options boots the probe demo defaults", () => {
   const c = parseCommand(["run"], limits);
   assert.deepEqual(c, {
     cmd: "run",
-    options: { kernel: undefined, initrd: undefined, cmdline: undefined, vcpus: 1, vcpuThreads: "dedicated", memMiB: 256, console: { kind: "stdio" }, bootProtocol: "linux64", drives: [], nets: [], entropy: false, requireSigned: false },
+    options: { kernel: undefined, initrd: undefined, cmdline: undefined, vcpus: 1, vcpuThreads: "dedicated", cardThreads: "dedicated", memMiB: 256, console: { kind: "stdio" }, bootProtocol: "linux64", drives: [], nets: [], entropy: false, requireSigned: false },
   });
 });
 
 test("run parses every option", () => {
   const c = parseCommand(
-    ["run", "--kernel", "k", "--initrd", "i", "--cmdline", "a b", "--vcpus", "4", "--vcpu-threads", "pooled", "--mem", "3072", "--console", "file:/tmp/x", "--boot", "pvh"],
+    ["run", "--kernel", "k", "--initrd", "i", "--cmdline", "a b", "--vcpus", "4", "--vcpu-threads", "pooled", "--card-threads", "pooled", "--mem", "3072", "--console", "file:/tmp/x", "--boot", "pvh"],
     limits,
   );
   assert.equal(c.cmd, "run");
@@ -29,6 +29,7 @@ test("run parses every option", () => {
   assert.equal(c.options.cmdline, "a b");
   assert.equal(c.options.vcpus, 4);
   assert.equal(c.options.vcpuThreads, "pooled");
+  assert.equal(c.options.cardThreads, "pooled");
   assert.equal(c.options.memMiB, 3072);
   assert.deepEqual(c.options.console, { kind: "file", path: "/tmp/x" });
   assert.equal(c.options.bootProtocol, "pvh");
@@ -46,6 +47,7 @@ test("bad arguments are UsageErrors with one clear sentence", () => {
     [["run", "--console", "tty"], /--console must be stdio, none or file:PATH/],
     [["run", "--boot", "efi"], /--boot must be linux64 or pvh/],
     [["run", "--vcpu-threads", "shared"], /--vcpu-threads must be dedicated or pooled, got "shared"/],
+    [["run", "--card-threads", "one"], /--card-threads must be dedicated or pooled, got "one"/],
     [["frobnicate"], /unknown command "frobnicate"/],
     [["probe"], /--path/],
     [["run", "extra"], /positional|Unexpected argument/i],

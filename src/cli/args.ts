@@ -57,6 +57,8 @@ export interface RunOptions {
   vcpus: number;
   /** `--vcpu-threads`: a worker thread per vCPU (dedicated) or KVM_RUN on libuv's pool (pooled). */
   vcpuThreads: "dedicated" | "pooled";
+  /** `--card-threads`: a worker thread per card (dedicated) or each card on the main thread's event loop (pooled). */
+  cardThreads: "dedicated" | "pooled";
   memMiB: number;
   console: ConsoleTarget;
   bootProtocol: "linux64" | "pvh";
@@ -314,6 +316,7 @@ export function parseCommand(argv: string[], limits: { maxVcpus: number; minMem:
             cmdline: { type: "string" },
             vcpus: { type: "string" },
             "vcpu-threads": { type: "string" },
+            "card-threads": { type: "string" },
             mem: { type: "string" },
             console: { type: "string" },
             boot: { type: "string" },
@@ -333,16 +336,20 @@ export function parseCommand(argv: string[], limits: { maxVcpus: number; minMem:
         }
         const boot = values.boot ?? "linux64";
         if (boot !== "linux64" && boot !== "pvh") throw new UsageError(`--boot must be linux64 or pvh, got "${boot}"`);
-        const vcpuThreads = values["vcpu-threads"] ?? "dedicated";
-        if (vcpuThreads !== "dedicated" && vcpuThreads !== "pooled") {
-          throw new UsageError(`--vcpu-threads must be dedicated or pooled, got "${vcpuThreads}"`);
-        }
+        const threads = (flag: "vcpu-threads" | "card-threads"): "dedicated" | "pooled" => {
+          const v = values[flag] ?? "dedicated";
+          if (v !== "dedicated" && v !== "pooled") throw new UsageError(`--${flag} must be dedicated or pooled, got "${v}"`);
+          return v;
+        };
+        const vcpuThreads = threads("vcpu-threads");
+        const cardThreads = threads("card-threads");
         const options: RunOptions = {
             kernel: values.kernel,
             initrd: values.initrd,
             cmdline: values.cmdline,
             vcpus: integer("vcpus", values.vcpus, DEFAULT_VCPUS, 1, limits.maxVcpus),
             vcpuThreads,
+            cardThreads,
             memMiB: integer("mem", values.mem, DEFAULT_MEM_MIB, limits.minMem, limits.maxMem),
             console: parseConsole(values.console),
             bootProtocol: boot,
@@ -449,6 +456,8 @@ Options of run:
   --vcpus N            1 to 8 (default ${DEFAULT_VCPUS})
   --vcpu-threads KIND  dedicated (default): a worker thread per vCPU, the fastest exits; pooled: KVM_RUN
                        on libuv's thread pool and exits on the main thread, less memory per vCPU
+  --card-threads KIND  dedicated (default): a worker thread per device card; pooled: cards on the main
+                       thread's event loop, waiting on libuv's pool (less memory per card, no polling)
   --mem MIB            guest memory in MiB (default ${DEFAULT_MEM_MIB}); 3 GiB or more gets the 32-bit MMIO gap
   --console TARGET     stdio (default), none, or file:PATH (guest serial output)
   --boot PROTOCOL      linux64 (default) or pvh (32-bit PVH entry of an ELF with a PVH note)

@@ -66,6 +66,7 @@ export async function run(opts: RunOptions): Promise<number> {
       cmdline,
       vcpus: opts.vcpus,
       vcpuThreads: opts.vcpuThreads,
+      cardThreads: opts.cardThreads,
       memMiB: opts.memMiB,
       consoleFd,
       bootProtocol: opts.bootProtocol,

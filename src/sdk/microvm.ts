@@ -64,6 +64,12 @@ export interface MicroVMConfig {
    * UV_THREADPOOL_SIZE above the number of pooled vCPUs you run at once.
    */
   vcpuThreads?: VcpuThreads;
+  /**
+   * Where the device cards run. "dedicated" (default): a worker thread each. "pooled": on this
+   * process's event loop, each idle card waiting on a thread of libuv's pool (no V8 isolate per
+   * card; counted against UV_THREADPOOL_SIZE as pooled vCPUs are).
+   */
+  cardThreads?: VcpuThreads;
   /** Boot entry. Default: the Linux 64-bit protocol. */
   bootProtocol?: "linux64" | "pvh";
   /**
@@ -327,6 +333,7 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
       vcpus: config.vcpus ?? 1,
       memMiB: config.memMiB ?? 128,
       vcpuThreads: config.vcpuThreads ?? "dedicated",
+      cardThreads: config.cardThreads ?? "dedicated",
       bootProtocol: config.bootProtocol ?? "linux64",
       consoleBufferBytes: config.consoleBufferBytes ?? DEFAULT_CONSOLE_BUFFER,
       drives,
@@ -354,6 +361,7 @@ export class MicroVM extends EventEmitter<MicroVMEvents> {
         vcpus: resolved.vcpus,
         memMiB: resolved.memMiB,
         vcpuThreads: resolved.vcpuThreads,
+        cardThreads: resolved.cardThreads,
         bootProtocol: resolved.bootProtocol,
         consoleFd: pipe?.writeFd ?? config.consoleFd!,
         ...(drives.length > 0 ? { drives } : {}),

@@ -466,6 +466,29 @@ export interface PollReady {
  * restarted: signal(7)).
  */
 export function pollReady(interests: readonly PollInterest[], ms: number): PollReady[] {
+  const pfd = encodePollFds(interests);
+  const n = check(bind().poll(pfd, interests.length, ms) as number, "poll");
+  return n === 0 ? [] : decodePollFds(interests, pfd);
+}
+
+/**
+ * pollReady on a thread of libuv's pool (koffi's async call): this thread's event loop runs while
+ * it waits, and that pool thread is held until a descriptor is ready or `ms` passes. Rejects as
+ * pollReady throws (EINTR included).
+ */
+export function pollReadyAsync(interests: readonly PollInterest[], ms: number): Promise<PollReady[]> {
+  const pfd = encodePollFds(interests);
+  const l = bind();
+  return new Promise((resolve, reject) => {
+    (l.poll as Fn & { async: Fn }).async(pfd, interests.length, ms, (err: unknown, n: number) => {
+      if (err !== null && err !== undefined) reject(err instanceof Error ? err : new Error(String(err)));
+      else if (n < 0) reject(new SysError("poll", l.koffi.errno()));
+      else resolve(n === 0 ? [] : decodePollFds(interests, pfd));
+    });
+  });
+}
+
+function encodePollFds(interests: readonly PollInterest[]): Uint8Array {
   const pfd = new Uint8Array(POLLFD_SIZE * interests.length);
   const v = new DataView(pfd.buffer);
   interests.forEach((x, i) => {
@@ -473,9 +496,12 @@ export function pollReady(interests: readonly PollInterest[], ms: number): PollR
     v.setInt32(i * POLLFD_SIZE, x.fd, true);
     v.setInt16(i * POLLFD_SIZE + POLLFD_EVENTS_OFFSET, (x.read ? POLLIN : 0) | (x.write ? POLLOUT : 0), true);
   });
-  const n = check(bind().poll(pfd, interests.length, ms) as number, "poll");
+  return pfd;
+}
+
+function decodePollFds(interests: readonly PollInterest[], pfd: Uint8Array): PollReady[] {
+  const v = new DataView(pfd.buffer, pfd.byteOffset, pfd.byteLength);
   const out: PollReady[] = [];
-  if (n === 0) return out;
   interests.forEach((x, i) => {
     const r = v.getInt16(i * POLLFD_SIZE + POLLFD_REVENTS_OFFSET, true);
     if (r !== 0) out.push({ fd: x.fd, readable: (r & POLLIN) !== 0, writable: (r & POLLOUT) !== 0, hangup: (r & (POLLHUP | POLLERR | POLLNVAL)) !== 0 });

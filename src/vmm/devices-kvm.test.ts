@@ -79,6 +79,23 @@ kvmTest("blk-verify and blk-ro through KVM: the pattern lands in the image, the 
   assert.equal(createHash("sha256").update(readFileSync(ro)).digest("hex"), roHash);
 });
 
+// Pooled vCPUs and cards (vm.ts VcpuThreads): the same guest drivers, the cards on this event
+// loop, their waits and the vCPU's KVM_RUN on libuv's pool (3 of its default 4 threads).
+kvmTest("pooled vCPU and cards through KVM: blk-verify lands its pattern and rng delivers entropy", { need: "kvm", timeout: 180_000 }, async (t) => {
+  const dir = tempDir(t);
+  const rw = image(dir, "rw.img", 4 * MiB);
+  const lines = await boot(t, dir, {
+    cmdline: "probe.run=blk-verify,rng probe.blk.seed=0x99 probe.rng.bytes=8192",
+    drives: [{ id: "rw", path: rw }],
+    entropy: {},
+    vcpuThreads: "pooled",
+    cardThreads: "pooled",
+  });
+  assert.equal(findLine(lines, "blk-verify")?.fields["ok"], "1", JSON.stringify(lines));
+  assert.equal(findLine(lines, "rng")?.fields["ok"], "1", JSON.stringify(lines));
+  assertPattern(rw, 4 * MiB, 0x99n);
+});
+
 // need "hardware": under PVM no interrupt reaches the probe's ring 3 (with QEMU's device as with ours;
 // measured on a PVM host), so on PVM hosts this runs in the box, where kvm_amd delivers it.
 kvmTest("blk-verify in interrupt mode through KVM: the card's irqfd reaches the guest through the IOAPIC, one interrupt per completion", { need: "hardware", timeout: 180_000 }, async (t) => {

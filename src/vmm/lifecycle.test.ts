@@ -259,7 +259,7 @@ test("pooled vCPUs that would hold every thread of libuv's pool are refused, say
   const size = Number.parseInt(process.env.UV_THREADPOOL_SIZE ?? "4", 10);
   const m = fakeMachine(Array.from({ length: size }, () => [BLOCK]));
   const vm = new Vm(m, -1, undefined, "pooled");
-  await assert.rejects(vm.start(), new RegExp(`pooled vCPUs: ${size} would hold all of libuv's ${size}-thread pool .* UV_THREADPOOL_SIZE of at least ${size + 1}`));
+  await assert.rejects(vm.start(), new RegExp(`pooled vCPUs and cards: ${size} would hold all of libuv's ${size}-thread pool .* UV_THREADPOOL_SIZE of at least ${size + 1}`));
   // Refused before anything started: the VM can still be stopped and closed.
   vm.stop("test");
   assert.deepEqual(await vm.wait(), { kind: "stopped", by: "test" });

@@ -63,6 +63,12 @@ export interface VmConfig {
   signingCert?: Uint8Array;
   /** Where the vCPUs' exits are handled (VcpuThreads); "dedicated" when not given. */
   vcpuThreads?: VcpuThreads;
+  /**
+   * Where the cards run: "dedicated" (default), a worker thread each; "pooled", on the event loop of
+   * the thread that made the VM, each idle card waiting in poll(2) on a thread of libuv's pool
+   * (cards/card.ts CardBase.pooled).
+   */
+  cardThreads?: VcpuThreads;
 }
 
 /**
@@ -86,8 +92,8 @@ export function threadPoolSize(): number {
   return Math.min(n, UV_MAX_POOL);
 }
 
-/** Pooled vCPUs running in this process (each holds a pool thread while its VM runs). */
-let pooledVcpusRunning = 0;
+/** Threads of libuv's pool held by the VMs of this process that run (a pooled vCPU or card holds one while its VM runs). */
+let poolThreadsHeld = 0;
 
 /** How the VM ended. */
 export type VmExit =
@@ -113,8 +119,11 @@ export function validateVmConfig(c: VmConfig): void {
   if (!Number.isInteger(c.memMiB) || c.memMiB < MIN_MEM_MIB || c.memMiB > MAX_MEM_MIB) {
     throw new VmConfigError(`memory must be an integer from ${MIN_MEM_MIB} to ${MAX_MEM_MIB} MiB, got ${c.memMiB}`);
   }
-  if (c.vcpuThreads !== undefined && !VCPU_THREADS.includes(c.vcpuThreads)) {
-    throw new VmConfigError(`vcpuThreads must be ${VCPU_THREADS.map((t) => `"${t}"`).join(" or ")}, got ${JSON.stringify(c.vcpuThreads)}`);
+  for (const key of ["vcpuThreads", "cardThreads"] as const) {
+    const v = c[key];
+    if (v !== undefined && !VCPU_THREADS.includes(v)) {
+      throw new VmConfigError(`${key} must be ${VCPU_THREADS.map((t) => `"${t}"`).join(" or ")}, got ${JSON.stringify(v)}`);
+    }
   }
 }
 
@@ -209,6 +218,7 @@ export class Vm extends EventEmitter {
     private readonly consoleFd: number,
     measured?: { id: string; pcrs: PcrBank },
     private readonly vcpuThreads: VcpuThreads = "dedicated",
+    private readonly cardThreads: VcpuThreads = "dedicated",
   ) {
     super();
     this.id = measured?.id ?? randomUUID();
@@ -261,7 +271,7 @@ export class Vm extends EventEmitter {
     const devices = devicesCmdline(plan);
     const cmdline = devices === "" ? config.cmdline : `${config.cmdline} ${devices}`.trim();
     const machine = build({ ...config, cmdline, deviceSlots: plan.virtio, legacyDrives: { ata: plan.ata, dom0: plan.dom0 } });
-    return new Vm(machine, config.consoleFd, { id, pcrs }, config.vcpuThreads);
+    return new Vm(machine, config.consoleFd, { id, pcrs }, config.vcpuThreads, config.cardThreads);
   }
 
   /** Where the VM is in its life: the one state of the lifecycle (VM_TRANSITIONS). */
@@ -329,7 +339,11 @@ export class Vm extends EventEmitter {
     if (this.started) throw new Error("the VM has already been started");
     if (this.closed) throw new Error("the VM has been closed");
     const pooled = this.vcpuThreads === "pooled";
-    if (pooled) this.checkPool();
+    // What this VM holds of libuv's pool while it runs: a thread per pooled vCPU and per pooled card.
+    const demand = (pooled ? this.slots.length : 0) + (this.cardThreads === "pooled" ? this.machine.virtio.length : 0);
+    if (demand > 0) this.checkPool(demand);
+    poolThreadsHeld += demand;
+    this.poolHeld = demand;
     this.started = true;
     // KVM_RUN returns EINTR on the kick signal only if it has a handler (its default action
     // would end the process).
@@ -344,6 +358,7 @@ export class Vm extends EventEmitter {
       await this.stopBackends();
       this.cards.clear();
       this.started = false;
+      this.releasePool();
       throw e;
     }
     const ata = this.machine.ata;
@@ -400,17 +415,25 @@ export class Vm extends EventEmitter {
     for (const run of runs) run?.();
   }
 
-  /** Refuses pooled vCPUs that would hold every thread of libuv's pool (file I/O and DNS need one too). */
-  private checkPool(): void {
+  /** Refuses pooled vCPUs and cards that would hold every thread of libuv's pool (file I/O and DNS need one too). */
+  private checkPool(demand: number): void {
     const size = threadPoolSize();
-    const wanted = pooledVcpusRunning + this.slots.length;
+    const wanted = poolThreadsHeld + demand;
     if (wanted > size - 1) {
       throw new Error(
-        `pooled vCPUs: ${wanted} would hold ${size > wanted ? "" : "all of "}libuv's ${size}-thread pool (each running pooled vCPU holds one, ` +
+        `pooled vCPUs and cards: ${wanted} would hold ${size > wanted ? "" : "all of "}libuv's ${size}-thread pool (each running pooled vCPU or card holds one, ` +
           `and one must stay free): start the process with UV_THREADPOOL_SIZE of at least ${wanted + 1} (up to ${UV_MAX_POOL}), ` +
-          `or use dedicated vCPU threads`,
+          `or use dedicated threads`,
       );
     }
+  }
+
+  /** What this VM held of libuv's pool (start), given back once it has ended or failed to start. */
+  private poolHeld = 0;
+
+  private releasePool(): void {
+    poolThreadsHeld -= this.poolHeld;
+    this.poolHeld = 0;
   }
 
   /**
@@ -429,7 +452,6 @@ export class Vm extends EventEmitter {
       const handle = open();
       const prepared = await preparePooledVcpu(data, handle, this.control);
       slot.pooled = handle;
-      pooledVcpusRunning++;
       return () => {
         prepared.run().then(
           (stop) => this.onVcpuStopped(slot, stop),
@@ -601,7 +623,12 @@ export class Vm extends EventEmitter {
       };
       const d = slot.device;
       // The kind turns its instance into its card's config (the NSM adds the VM's id and PCR bank).
-      const options = { ...common, kind: d.kind.kind, config: d.kind.cardConfig(d.instance, { vmId: this.id, pcrs: this.pcrs }) } as CardOptions;
+      const options = {
+        ...common,
+        ...(this.cardThreads === "pooled" ? { pooled: true } : {}),
+        kind: d.kind.kind,
+        config: d.kind.cardConfig(d.instance, { vmId: this.id, pcrs: this.pcrs }),
+      } as CardOptions;
       this.cards.set(slot.name, await startCard(options));
     }
   }
@@ -691,7 +718,6 @@ export class Vm extends EventEmitter {
   private onVcpuDone(slot: VcpuSlot): void {
     if (slot.done) return;
     slot.done = true;
-    if (slot.pooled !== undefined) pooledVcpusRunning--;
     // One vCPU stopping stops the VM: wake the others out of KVM_RUN.
     this.control.requestStop();
     this.kickAll();
@@ -701,6 +727,7 @@ export class Vm extends EventEmitter {
 
   private settle(): void {
     if (this.phase === "stopped") return;
+    this.releasePool();
     const exit = this.exitInfo ?? { kind: "stopped", by: this.stopBy ?? "request" };
     this.exitInfo = exit;
     this.moveTo("stopped", exit);
