@@ -1,5 +1,5 @@
 // The card runtime, VMM side: starts one device backend in its own worker thread, off the vCPU
-// threads. The worker maps guest memory itself (from the memfd), waits on the queue-notify
+// threads (or pooled, on this thread's event loop: CardBase.pooled). The worker maps guest memory itself (from the memfd), waits on the queue-notify
 // eventfd (KVM_IOEVENTFD on QueueNotify in production), answers the queues, and raises the
 // interrupt by writing the irqfd eventfd (KVM_IRQFD). Everything the two sides share is in
 // SharedArrayBuffers: the transport state, the metrics, a control block (stop, rate limits).
@@ -107,8 +107,8 @@ export interface CardWorkerData {
  * once the worker has mapped guest memory and waits for kicks.
  */
 export async function startCard(opts: CardOptions): Promise<CardHandle> {
-  // The kinds are imported here, not at the top: card-worker.ts imports this module too, and a card's
-  // worker needs its own kind's model (CardWorkerData.model), not every kind with what each imports.
+  // The kinds are imported here, not at the top: a process that starts no card never loads them,
+  // and a card's worker needs its own kind's model (CardWorkerData.model), not every kind.
   const { virtioKind } = await import("../devices/virtio/kinds.js");
   return startKindCard(virtioKind(opts.kind), opts.config, opts);
 }

@@ -69,7 +69,7 @@ export const PATH_ANATOMY: Record<IoPath, PathAnatomy> = {
       {
         process: "VMM card worker thread (same process as the VMM)",
         privileges: VMM_PRIV,
-        files: ["src/cards/card-worker.ts", "src/cards/blk-file.ts", "src/devices/virtio/queue.ts", "src/devices/virtio/blk/kind.ts", "src/devices/virtio/blk/device.ts", "src/memory/guest-memory.ts", "src/sys/libc.ts"],
+        files: ["src/cards/card-worker.ts", "src/cards/card-loop.ts", "src/cards/notify.ts", "src/cards/blk-file.ts", "src/devices/virtio/queue.ts", "src/devices/virtio/blk/kind.ts", "src/devices/virtio/blk/device.ts", "src/memory/guest-memory.ts", "src/sys/libc.ts"],
       },
     ],
     copiesPerRequest: 1,
