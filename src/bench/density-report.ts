@@ -19,7 +19,7 @@ export interface DensityInput {
   inFlight: number;
   memMiB: number;
   cmdline: string;
-  /** Where the VMs' exits are handled (vm.ts VcpuThreads). */
+  /** Where the VMs' exits are handled (vm.ts ThreadKind). */
   vcpuThreads: "dedicated" | "pooled";
   memoryOnly: boolean;
   /** Wall seconds from the first create() until all VMs had booted and were paused. */

@@ -11,7 +11,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { MicroVM, PROBE_KERNEL } from "../sdk/microvm.js";
-import { VCPU_THREADS, threadPoolSize, type VcpuThreads } from "../vmm/vm.js";
+import { THREAD_KINDS, threadPoolSize, type ThreadKind } from "../vmm/vm.js";
 import { describeExit } from "../vmm/exit-report.js";
 import { EXIT_CANNOT_MEASURE, benchEntryOptions, envInt, inBox } from "./guard.js";
 import { parseProcStatus, type ProcMemory } from "./stats.js";
@@ -67,7 +67,7 @@ const procMemory = (): ProcMemory => parseProcStatus(readFileSync("/proc/self/st
  * Creates and starts one VM, waits for its guest's "PROBE hold" line, and pauses it. Returns the
  * VM (paused) and the ms from create() to the line. On failure the VM is stopped.
  */
-async function bootOne(vcpuThreads: VcpuThreads): Promise<{ vm: MicroVM; bootMs: number }> {
+async function bootOne(vcpuThreads: ThreadKind): Promise<{ vm: MicroVM; bootMs: number }> {
   const t0 = process.hrtime.bigint();
   const vm = MicroVM.create({ kernel: PROBE_KERNEL, cmdline: CMDLINE, memMiB: MEM_MIB, vcpus: 1, vcpuThreads });
   try {
@@ -105,8 +105,8 @@ async function main(): Promise<number> {
   if (typeof inFlight === "string") return cannot(inFlight);
   const modesSetting = process.env.BENCH_VCPU_THREADS ?? "dedicated,pooled";
   const modes = modesSetting.split(",");
-  if (modes.length === 0 || modes.some((m) => !VCPU_THREADS.includes(m as VcpuThreads))) {
-    return cannot(`BENCH_VCPU_THREADS must be a comma-separated list of ${VCPU_THREADS.join(", ")}, got "${modesSetting}"`);
+  if (modes.length === 0 || modes.some((m) => !THREAD_KINDS.includes(m as ThreadKind))) {
+    return cannot(`BENCH_VCPU_THREADS must be a comma-separated list of ${THREAD_KINDS.join(", ")}, got "${modesSetting}"`);
   }
   // Each pooled vCPU holds a thread of libuv's pool while it runs (the warm-up VM has stopped first).
   if (modes.includes("pooled") && threadPoolSize() < vms + 2) {
@@ -114,7 +114,7 @@ async function main(): Promise<number> {
   }
   if (!existsSync("/dev/kvm")) return cannot("needs /dev/kvm, and this host has none: nothing was measured");
   const runs: Array<Record<string, unknown>> = [];
-  if (modes.length === 1) runs.push(await runMode(modes[0] as VcpuThreads, vms, inFlight, cores));
+  if (modes.length === 1) runs.push(await runMode(modes[0] as ThreadKind, vms, inFlight, cores));
   else {
     // Each run in a process of its own: memory one run freed (worker heaps, malloc arenas) would
     // otherwise be reused by the next and hide what that one costs.
@@ -136,7 +136,7 @@ async function main(): Promise<number> {
 }
 
 /** One run of `vms` VMs whose vCPUs are `mode`: prints its table, returns its JSON object. */
-async function runMode(mode: VcpuThreads, vms: number, inFlight: number, cores: number): Promise<Record<string, unknown>> {
+async function runMode(mode: ThreadKind, vms: number, inFlight: number, cores: number): Promise<Record<string, unknown>> {
   progress(`${mode} vCPU threads — warm-up: one VM started and stopped before the memory baseline`);
   const warm = await bootOne(mode);
   await warm.vm.stop("warm-up");

@@ -43,7 +43,7 @@ export interface StartReportInput {
   /** Samples per case, keyed `${side}:${vcpus}`. */
   samples: ReadonlyMap<string, readonly StartSample[]>;
   vcpuCounts: readonly number[];
-  /** typervisor's `--vcpu-threads` (vm.ts VcpuThreads). */
+  /** typervisor's `--vcpu-threads` (vm.ts ThreadKind). */
   vcpuThreads: "dedicated" | "pooled";
 }
 

@@ -7,7 +7,7 @@
 // table, then one JSON object as the last line on stdout. Refuses to run inside the box unless
 // --memory-only (guard.ts); --help says what it measures.
 
-import { VCPU_THREADS, type VcpuThreads } from "../vmm/vm.js";
+import { THREAD_KINDS, type ThreadKind } from "../vmm/vm.js";
 import { spawn } from "node:child_process";
 import { accessSync, constants, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -106,14 +106,14 @@ async function boot(c: StartCase, qemu: string, dir: string): Promise<StartSampl
 }
 
 /** typervisor's `--vcpu-threads` (BENCH_VCPU_THREADS). */
-let vcpuThreads: VcpuThreads = "dedicated";
+let vcpuThreads: ThreadKind = "dedicated";
 
 async function main(): Promise<number> {
   const runs = envInt("BENCH_RUNS", 5, 1, 1000);
   if (typeof runs === "string") return cannot(runs);
   const threads = process.env.BENCH_VCPU_THREADS ?? "dedicated";
-  if (!VCPU_THREADS.includes(threads as VcpuThreads)) return cannot(`BENCH_VCPU_THREADS must be ${VCPU_THREADS.join(" or ")}, got "${threads}"`);
-  vcpuThreads = threads as VcpuThreads;
+  if (!THREAD_KINDS.includes(threads as ThreadKind)) return cannot(`BENCH_VCPU_THREADS must be ${THREAD_KINDS.join(" or ")}, got "${threads}"`);
+  vcpuThreads = threads as ThreadKind;
   if (!existsSync("/dev/kvm")) return cannot("needs /dev/kvm, and this host has none: nothing was measured");
   const qemu = findQemu();
   if (qemu === null) return cannot("needs qemu-system-x86_64 (Debian package qemu-system-x86) as the peer");

@@ -9,7 +9,7 @@ import { EventEmitter } from "node:events";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { PassThrough, type Readable } from "node:stream";
-import { Vm, type VcpuThreads, type VmConfig, type VmExit, type VmState } from "../vmm/vm.js";
+import { Vm, type ThreadKind, type VmConfig, type VmExit, type VmState } from "../vmm/vm.js";
 import type { KernelSource } from "../vmm/builder.js";
 import type { DriveConfig, EntropyConfig, NsmConfig } from "../vmm/drives.js";
 import type { NetConfig } from "../devices/virtio/net/kind.js";
@@ -63,13 +63,13 @@ export interface MicroVMConfig {
    * one process); each running pooled vCPU holds a pool thread, so start the process with
    * UV_THREADPOOL_SIZE above the number of pooled vCPUs you run at once.
    */
-  vcpuThreads?: VcpuThreads;
+  vcpuThreads?: ThreadKind;
   /**
    * Where the device cards run. "dedicated" (default): a worker thread each. "pooled": on this
    * process's event loop, each idle card waiting on a thread of libuv's pool (no V8 isolate per
    * card; counted against UV_THREADPOOL_SIZE as pooled vCPUs are).
    */
-  cardThreads?: VcpuThreads;
+  cardThreads?: ThreadKind;
   /** Boot entry. Default: the Linux 64-bit protocol. */
   bootProtocol?: "linux64" | "pvh";
   /**

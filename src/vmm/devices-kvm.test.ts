@@ -79,7 +79,7 @@ kvmTest("blk-verify and blk-ro through KVM: the pattern lands in the image, the 
   assert.equal(createHash("sha256").update(readFileSync(ro)).digest("hex"), roHash);
 });
 
-// Pooled vCPUs and cards (vm.ts VcpuThreads): the same guest drivers, the cards on this event
+// Pooled vCPUs and cards (vm.ts ThreadKind): the same guest drivers, the cards on this event
 // loop, their waits and the vCPU's KVM_RUN on libuv's pool (3 of its default 4 threads).
 kvmTest("pooled vCPU and cards through KVM: blk-verify lands its pattern and rng delivers entropy", { need: "kvm", timeout: 180_000 }, async (t) => {
   const dir = tempDir(t);

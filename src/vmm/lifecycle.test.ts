@@ -8,7 +8,7 @@ import { execFileSync } from "node:child_process";
 import { constants, mkdtempSync, openSync, closeSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Vm, VM_TRANSITIONS, VCPU_THREADS } from "./vm.js";
+import { Vm, VM_TRANSITIONS, THREAD_KINDS } from "./vm.js";
 import { fakeMachine, type FakeStep } from "./testing/fake-machine.js";
 
 const text = (s: string): FakeStep[] => [...Buffer.from(s)].map((b) => ({ out: 0x3f8, bytes: [b] }));
@@ -32,9 +32,9 @@ async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<
   }
 }
 
-// Each test runs with both kinds of vCPU thread (vm.ts VcpuThreads): a worker per vCPU, and pooled
+// Each test runs with both kinds of vCPU thread (vm.ts ThreadKind): a worker per vCPU, and pooled
 // vCPUs whose exits run on this event loop (which must stay responsive all the same).
-for (const mode of VCPU_THREADS) {
+for (const mode of THREAD_KINDS) {
   test(`${mode}: ` + "guest output reaches the console from the worker; the i8042 reset stops the VM cleanly", async () => {
     const c = consoleFile();
     const m = fakeMachine([[...text("PROBE hello\n"), RESET, ...text("never")]]);

@@ -1,7 +1,7 @@
 // A microVM: built from validated config (builder.ts is the one wiring point), run by one
-// worker thread per vCPU (or pooled vCPUs: KVM_RUN on libuv's pool, exits here), stopped by the guest (reset, debug exit, triple fault), by a signal,
-// or by the caller. The main thread never blocks on the guest: it starts and stops workers
-// and feeds console input.
+// worker thread per vCPU (or pooled vCPUs: KVM_RUN on libuv's pool, exits here), stopped by the
+// guest (reset, debug exit, triple fault), by a signal, or by the caller. The main thread never
+// blocks on the guest: it starts and stops workers and feeds console input.
 
 import { EventEmitter } from "node:events";
 import { Worker } from "node:worker_threads";
@@ -61,24 +61,25 @@ export interface VmConfig {
   vsock?: import("../devices/virtio/vsock/kind.js").VsockConfig;
   /** DER of the certificate whose signature over PCR0 was verified before boot: measured into PCR8. */
   signingCert?: Uint8Array;
-  /** Where the vCPUs' exits are handled (VcpuThreads); "dedicated" when not given. */
-  vcpuThreads?: VcpuThreads;
+  /** Where the vCPUs' exits are handled (ThreadKind); "dedicated" when not given. */
+  vcpuThreads?: ThreadKind;
   /**
    * Where the cards run: "dedicated" (default), a worker thread each; "pooled", on the event loop of
    * the thread that made the VM, each idle card waiting in poll(2) on a thread of libuv's pool
    * (cards/card.ts CardBase.pooled).
    */
-  cardThreads?: VcpuThreads;
+  cardThreads?: ThreadKind;
 }
 
 /**
+ * Where a vCPU (or a card, cardThreads) runs. For a vCPU:
  * "dedicated": a worker thread per vCPU blocks in KVM_RUN and handles its exits (vcpu-thread.ts):
  * the fastest exits, and a V8 isolate per vCPU. "pooled": KVM_RUN on a thread of libuv's pool,
  * the exits on the event loop of the thread that made the VM (vcpu-pooled.ts): no isolate per
  * vCPU, a hop between threads per exit. Each running pooled vCPU holds one pool thread.
  */
-export type VcpuThreads = "dedicated" | "pooled";
-export const VCPU_THREADS: readonly VcpuThreads[] = ["dedicated", "pooled"];
+export type ThreadKind = "dedicated" | "pooled";
+export const THREAD_KINDS: readonly ThreadKind[] = ["dedicated", "pooled"];
 
 /** libuv's default pool size (uv_threadpool.c: when UV_THREADPOOL_SIZE is not set). */
 const UV_DEFAULT_POOL = 4;
@@ -121,8 +122,8 @@ export function validateVmConfig(c: VmConfig): void {
   }
   for (const key of ["vcpuThreads", "cardThreads"] as const) {
     const v = c[key];
-    if (v !== undefined && !VCPU_THREADS.includes(v)) {
-      throw new VmConfigError(`${key} must be ${VCPU_THREADS.map((t) => `"${t}"`).join(" or ")}, got ${JSON.stringify(v)}`);
+    if (v !== undefined && !THREAD_KINDS.includes(v)) {
+      throw new VmConfigError(`${key} must be ${THREAD_KINDS.map((t) => `"${t}"`).join(" or ")}, got ${JSON.stringify(v)}`);
     }
   }
 }
@@ -217,8 +218,8 @@ export class Vm extends EventEmitter {
     private readonly machine: Machine,
     private readonly consoleFd: number,
     measured?: { id: string; pcrs: PcrBank },
-    private readonly vcpuThreads: VcpuThreads = "dedicated",
-    private readonly cardThreads: VcpuThreads = "dedicated",
+    private readonly vcpuThreads: ThreadKind = "dedicated",
+    private readonly cardThreads: ThreadKind = "dedicated",
   ) {
     super();
     this.id = measured?.id ?? randomUUID();
