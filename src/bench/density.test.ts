@@ -87,6 +87,20 @@ test("densityReport --memory-only: the memory figures alone, no start rate, boot
   assert.equal(json["mib_per_vm"], 8);
 });
 
+test("bench:density refuses a bad BENCH_VCPU_THREADS, and pooled runs a libuv pool too small for them, before it starts any VM", () => {
+  const bad = spawnSync(process.execPath, [script], { env: { ...hostEnv(), BENCH_VCPU_THREADS: "dedicated,shared" }, encoding: "utf8", timeout: 30_000 });
+  assert.equal(bad.status, EXIT_CANNOT_MEASURE);
+  assert.match(bad.stderr, /^bench:density: BENCH_VCPU_THREADS must be a comma-separated list of dedicated, pooled, got "dedicated,shared"\n$/);
+  const small = spawnSync(process.execPath, [script], {
+    env: { ...hostEnv(), BENCH_VCPU_THREADS: "pooled", BENCH_VMS: "10", UV_THREADPOOL_SIZE: "8" },
+    encoding: "utf8",
+    timeout: 30_000,
+  });
+  assert.equal(small.status, EXIT_CANNOT_MEASURE);
+  assert.match(small.stderr, /^bench:density: 10 pooled vCPUs need UV_THREADPOOL_SIZE of at least 12 \(it is 8; npm run bench:density sets it from BENCH_VMS\)\n$/);
+  assert.equal(small.stdout, "");
+});
+
 test("bench:density refuses a bad BENCH_VMS or BENCH_DENSITY_IN_FLIGHT before it starts any VM", () => {
   for (const [k, v] of [["BENCH_VMS", "ten"], ["BENCH_VMS", "10001"], ["BENCH_DENSITY_IN_FLIGHT", "0"]] as const) {
     const r = spawnSync(process.execPath, [script], { env: { ...hostEnv(), [k]: v }, encoding: "utf8", timeout: 30_000 });

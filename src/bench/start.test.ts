@@ -88,6 +88,13 @@ test("bench:start inside the box without --memory-only refuses and says that --m
   assert.match(r.stderr, /^bench:start measures VM start times; inside the box \(QEMU TCG\) its figures mean nothing — run it on a host with KVM \(--memory-only prints its memory figures alone: those are real in the box\)\n$/);
 });
 
+test("bench:start refuses a BENCH_VCPU_THREADS that is not a kind of vCPU thread, before it measures anything", () => {
+  const r = spawnSync(process.execPath, [script], { env: { ...hostEnv(), BENCH_VCPU_THREADS: "shared" }, encoding: "utf8", timeout: 30_000 });
+  assert.equal(r.status, EXIT_CANNOT_MEASURE);
+  assert.equal(r.stderr, `bench:start: BENCH_VCPU_THREADS must be dedicated or pooled, got "shared"\n`);
+  assert.equal(r.stdout, "");
+});
+
 test("bench:start refuses a BENCH_RUNS that is not a whole number, before it measures anything", () => {
   for (const v of ["abc", "2.5", "-1", "1001"]) {
     const r = spawnSync(process.execPath, [script], { env: { ...hostEnv(), BENCH_RUNS: v }, encoding: "utf8", timeout: 30_000 });
