@@ -22,9 +22,9 @@ export interface StartCase {
   vcpus: number;
 }
 
-/** Every case, typervisor and QEMU alternating, at each vCPU count. */
-export function startCases(vcpuCounts: readonly number[]): StartCase[] {
-  return vcpuCounts.flatMap((vcpus) => START_SIDES.map((side) => ({ side, vcpus })));
+/** Every case, the sides alternating (typervisor and QEMU unless told), at each vCPU count. */
+export function startCases(vcpuCounts: readonly number[], sides: readonly StartSide[] = START_SIDES): StartCase[] {
+  return vcpuCounts.flatMap((vcpus) => sides.map((side) => ({ side, vcpus })));
 }
 
 /** The cases in the order of run `i` (from 0): as given on even runs, reversed on odd ones, so neither side always goes first. */
@@ -45,6 +45,8 @@ export interface StartReportInput {
   vcpuCounts: readonly number[];
   /** typervisor's `--vcpu-threads` (vm.ts ThreadKind). */
   vcpuThreads: "dedicated" | "pooled";
+  /** The sides measured (default both; typervisor alone where there is no QEMU, memory only). */
+  sides?: readonly StartSide[];
 }
 
 export const caseKey = (c: StartCase): string => `${c.side}:${c.vcpus}`;
@@ -68,7 +70,9 @@ export function startReport(input: StartReportInput): { table: string; json: Rec
     if (s === undefined || s.length === 0) throw new Error(`bench:start has no samples for ${side} at ${vcpuLabel(vcpus)}`);
     return s;
   };
-  const rows: string[][] = [["", ...START_SIDES, "typervisor/qemu"]];
+  const sides = input.sides ?? START_SIDES;
+  const paired = sides.length === START_SIDES.length;
+  const rows: string[][] = [["", ...sides, ...(paired ? ["typervisor/qemu"] : [])]];
   const json: Record<string, unknown> = {
     bench: "start",
     runs: input.runs,
@@ -78,37 +82,43 @@ export function startReport(input: StartReportInput): { table: string; json: Rec
     vcpu_threads: input.vcpuThreads,
     rss_source: input.rssSource,
   };
-  const perSide: Record<StartSide, Record<string, unknown>> = { typervisor: {}, qemu: {} };
+  const perSide: Partial<Record<StartSide, Record<string, unknown>>> = Object.fromEntries(sides.map((side) => [side, {}]));
   const ratios: Record<string, Record<string, number | null>> = {};
   for (const v of input.vcpuCounts) {
     const r: Record<string, number | null> = {};
-    for (const side of START_SIDES) perSide[side][`vcpus_${v}`] = {};
+    for (const side of sides) perSide[side]![`vcpus_${v}`] = {};
     for (const m of metrics) {
-      const [ours, peer] = START_SIDES.map((side) => metricRange(get(side, v), m)) as [Range, Range];
-      const q = ratio(ours.median, peer.median);
-      rows.push([`${vcpuLabel(v)}: ${METRIC_LABEL[m]}`, fmtRange(ours, METRIC_DIGITS[m]), fmtRange(peer, METRIC_DIGITS[m]), fmtRatio(q)]);
-      (perSide.typervisor[`vcpus_${v}`] as Record<string, unknown>)[METRIC_JSON[m]] = rangeJson(ours, 2);
-      (perSide.qemu[`vcpus_${v}`] as Record<string, unknown>)[METRIC_JSON[m]] = rangeJson(peer, 2);
-      r[METRIC_JSON[m]] = round(q, 3);
+      const ranges = sides.map((side) => metricRange(get(side, v), m));
+      const row = [`${vcpuLabel(v)}: ${METRIC_LABEL[m]}`, ...ranges.map((x) => fmtRange(x, METRIC_DIGITS[m]))];
+      sides.forEach((side, i) => ((perSide[side]![`vcpus_${v}`] as Record<string, unknown>)[METRIC_JSON[m]] = rangeJson(ranges[i]!, 2)));
+      if (paired) {
+        const q = ratio(ranges[0]!.median, ranges[1]!.median);
+        row.push(fmtRatio(q));
+        r[METRIC_JSON[m]] = round(q, 3);
+      }
+      rows.push(row);
     }
     ratios[`vcpus_${v}`] = r;
   }
-  json["typervisor"] = perSide.typervisor;
-  json["qemu"] = perSide.qemu;
-  json["ratio_typervisor_vs_qemu"] = ratios;
+  for (const side of sides) json[side] = perSide[side];
+  if (paired) json["ratio_typervisor_vs_qemu"] = ratios;
   // The cost of each further vCPU: the median max RSS at the most vCPUs less that at the fewest,
   // over the vCPUs between them.
   const lo = Math.min(...input.vcpuCounts);
   const hi = Math.max(...input.vcpuCounts);
   if (hi > lo) {
-    const [ours, peer] = START_SIDES.map(
-      (side) => (metricRange(get(side, hi), "maxRssMiB").median - metricRange(get(side, lo), "maxRssMiB").median) / (hi - lo),
-    ) as [number, number];
-    const q = ratio(ours, peer);
-    rows.push([`each further vCPU (${lo}→${hi}): max RSS, MiB`, ours.toFixed(2), peer.toFixed(2), fmtRatio(q)]);
-    json["rss_per_further_vcpu_mib"] = { typervisor: round(ours, 3), qemu: round(peer, 3), ratio: round(q, 3) };
+    const per = sides.map((side) => (metricRange(get(side, hi), "maxRssMiB").median - metricRange(get(side, lo), "maxRssMiB").median) / (hi - lo));
+    const row = [`each further vCPU (${lo}→${hi}): max RSS, MiB`, ...per.map((x) => x.toFixed(2))];
+    const further: Record<string, number | null> = Object.fromEntries(sides.map((side, i) => [side, round(per[i]!, 3)]));
+    if (paired) {
+      const q = ratio(per[0]!, per[1]!);
+      row.push(fmtRatio(q));
+      further["ratio"] = round(q, 3);
+    }
+    rows.push(row);
+    json["rss_per_further_vcpu_mib"] = further;
   }
-  const what = input.memoryOnly ? "memory only (--memory-only: no times)" : "times from spawn()";
+  const what = (input.memoryOnly ? "memory only (--memory-only: no times)" : "times from spawn()") + (paired ? "" : "; no QEMU here: typervisor alone");
   const table =
     `the probe demo (${input.cmdline}, ${input.memMiB} MiB; typervisor with ${input.vcpuThreads} vCPU threads), one process per boot; median of ${input.runs} runs (min–max), ${what}\n` +
     alignTable(rows) +

@@ -76,6 +76,19 @@ test("startReport --memory-only: only the max RSS rows and keys; no time is prin
   assert.doesNotMatch(JSON.stringify(json), /_ms/);
 });
 
+test("startReport with typervisor alone (no QEMU, memory only): its column, no ratio, its RSS per further vCPU", () => {
+  const m = samples();
+  for (const k of [...m.keys()]) if (k.startsWith("qemu:")) m.delete(k);
+  const { table, json } = startReport({ ...input, memoryOnly: true, samples: m, sides: ["typervisor"] });
+  assert.match(table, /no QEMU here: typervisor alone/);
+  assert.doesNotMatch(table, /qemu/);
+  assert.match(table, /^each further vCPU \(1→2\): max RSS, MiB +20\.00$/m);
+  assert.equal(json["qemu"], undefined);
+  assert.equal(json["ratio_typervisor_vs_qemu"], undefined);
+  assert.deepEqual(json["rss_per_further_vcpu_mib"], { typervisor: 20 });
+  assert.deepEqual(startCases([1, 2], ["typervisor"]), [{ side: "typervisor", vcpus: 1 }, { side: "typervisor", vcpus: 2 }]);
+});
+
 test("startReport names a case with no samples instead of printing a figure for it", () => {
   const m = samples();
   m.set("qemu:2", []);

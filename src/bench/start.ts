@@ -17,7 +17,7 @@ import { findQemu, qemuArgs } from "../probe/qemu.js";
 import { parseProbeLines } from "../probe/probe-lines.js";
 import { EXIT_CANNOT_MEASURE, benchEntryOptions, envInt, inBox } from "./guard.js";
 import { parseGnuTimeMaxRss } from "./stats.js";
-import { caseKey, runOrder, startCases, startReport, type StartCase, type StartSample } from "./start-report.js";
+import { START_SIDES, caseKey, runOrder, startCases, startReport, type StartCase, type StartSample, type StartSide } from "./start-report.js";
 
 const HELP = `npm run bench:start — start time and memory of a microVM process, Typervisor against QEMU
 
@@ -34,7 +34,8 @@ Max RSS is the kernel's ru_maxrss of the process (wait4), read through GNU time
 Needs KVM on a real host: /dev/kvm, qemu-system-x86_64, /usr/bin/time (Debian package time) and
 the built probe guest (npm run build). Inside the box (QEMU TCG, TYPERVISOR_BOX=1) it refuses:
 times there mean nothing. --memory-only (or BENCH_MEMORY_ONLY=1) prints the max RSS figures
-alone, and runs in the box as well: resident memory is real there.
+alone, and runs in the box as well: resident memory is real there. Where there is no QEMU (the
+box carries none), --memory-only measures Typervisor alone.
 
 Environment: BENCH_RUNS (runs of each of the four boots, default 5), BENCH_VCPU_THREADS
 (typervisor's --vcpu-threads: dedicated, the default, or pooled).
@@ -116,22 +117,24 @@ async function main(): Promise<number> {
   vcpuThreads = threads as ThreadKind;
   if (!existsSync("/dev/kvm")) return cannot("needs /dev/kvm, and this host has none: nothing was measured");
   const qemu = findQemu();
-  if (qemu === null) return cannot("needs qemu-system-x86_64 (Debian package qemu-system-x86) as the peer");
+  // Memory alone is worth having without the peer (the box carries no QEMU); times are not.
+  if (qemu === null && !memoryOnly) return cannot("needs qemu-system-x86_64 (Debian package qemu-system-x86) as the peer");
   try {
     accessSync(GNU_TIME, constants.X_OK);
   } catch {
     return cannot(`needs GNU time at ${GNU_TIME} (Debian package time) to read each process's maximum RSS`);
   }
   probePath(); // throws "probe guest not built" before anything runs
-  const cases = startCases(VCPU_COUNTS);
+  const sides: readonly StartSide[] = qemu === null ? ["typervisor"] : START_SIDES;
+  const cases = startCases(VCPU_COUNTS, sides);
   const samples = new Map<string, StartSample[]>(cases.map((c) => [caseKey(c), []]));
   const dir = mkdtempSync(join(tmpdir(), "typervisor-bench-start-"));
   try {
-    progress(`${runs} runs of ${cases.length} boots (typervisor and qemu at ${VCPU_COUNTS.join(" and ")} vCPUs), ${CMDLINE}, ${MEM_MIB} MiB${memoryOnly ? ", memory only" : ""}`);
+    progress(`${runs} runs of ${cases.length} boots (${sides.join(" and ")} at ${VCPU_COUNTS.join(" and ")} vCPUs), ${CMDLINE}, ${MEM_MIB} MiB${memoryOnly ? ", memory only" : ""}`);
     for (let i = 0; i < runs; i++) {
       const line: string[] = [];
       for (const c of runOrder(cases, i)) {
-        const s = await boot(c, qemu, dir);
+        const s = await boot(c, qemu ?? "", dir);
         samples.get(caseKey(c))!.push(s);
         line.push(memoryOnly ? `${c.side}/${c.vcpus} ${(s.maxRssKiB / 1024).toFixed(1)} MiB` : `${c.side}/${c.vcpus} ${s.firstByteMs.toFixed(0)}/${s.exitMs.toFixed(0)} ms ${(s.maxRssKiB / 1024).toFixed(1)} MiB`);
       }
@@ -140,7 +143,7 @@ async function main(): Promise<number> {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
-  const { table, json } = startReport({ runs, memMiB: MEM_MIB, cmdline: CMDLINE, rssSource: RSS_SOURCE, memoryOnly, samples, vcpuCounts: VCPU_COUNTS, vcpuThreads });
+  const { table, json } = startReport({ runs, memMiB: MEM_MIB, cmdline: CMDLINE, rssSource: RSS_SOURCE, memoryOnly, samples, vcpuCounts: VCPU_COUNTS, vcpuThreads, sides });
   process.stdout.write(table);
   process.stdout.write(JSON.stringify({ ...json, host_kvm: existsSync("/sys/module/kvm_pvm") ? "pvm" : "kvm", box: inBox() }) + "\n");
   return 0;

@@ -162,7 +162,7 @@ const BOX_PROJECT = "box/project";
 const BOX_PROJECT_PATH = `/${BOX_PROJECT}`;
 
 /** Host tools the box carries for tests (see buildRootDisk). */
-const HOST_TOOLS = ["mke2fs", "debugfs", "ip", "tmux"];
+const HOST_TOOLS = ["mke2fs", "debugfs", "ip", "tmux", "time"];
 
 /** Mirrors `src` (a file, symlink or folder) at `dst`, hard-linking files where it can. */
 function mirror(src: string, dst: string, skip?: (rel: string) => boolean, rel = ""): void {
@@ -235,7 +235,9 @@ export function buildRootDisk(o: RootDiskOptions): string {
   // inside (the starter image's test runs `typervisor image build`, which uses mke2fs -d, and reads
   // the root disk back with debugfs) and that put a TAP in a network namespace (ip netns). The box
   // runs only where mke2fs exists (boxUnavailable). tmux (and the terminal descriptions it reads)
-  // is the terminal a person would use, for the console test (src/image/console-kvm.test.ts).
+  // is the terminal a person would use, for the console test (src/image/console-kvm.test.ts). GNU
+  // time reads a process's max RSS for `bench:start --memory-only` (busybox's applet prints ru_maxrss
+  // times 4).
   for (const name of HOST_TOOLS) {
     const tool = findTool(name);
     if (tool === undefined) continue;
