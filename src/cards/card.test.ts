@@ -221,42 +221,44 @@ test("card: a device reset returns only once the card has left the rings (nothin
   assert.equal(r32(r.dev, MMIO_STATUS), 0);
 });
 
-test("card: replaceImage puts another image under the running drive — reads and writes go there, the guest sees the new capacity and a config change; a bad path changes nothing", { timeout: 20_000 }, async (t) => {
-  const r = await rig(t);
-  const dir = mkdtempSync(join(tmpdir(), "card-swap-"));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const other = join(dir, "other.img");
-  const OTHER = 2 * IMG;
-  writeFileSync(other, Buffer.alloc(OTHER, 0x77));
-  const gen0 = r32(r.dev, MMIO_CONFIG_GENERATION);
+for (const pooled of [false, true]) {
+  test(`card${pooled ? " (pooled)" : ""}: replaceImage puts another image under the running drive — reads and writes go there, the guest sees the new capacity and a config change; a bad path changes nothing`, { timeout: 20_000 }, async (t) => {
+    const r = await rig(t, { pooled });
+    const dir = mkdtempSync(join(tmpdir(), "card-swap-"));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const other = join(dir, "other.img");
+    const OTHER = 2 * IMG;
+    writeFileSync(other, Buffer.alloc(OTHER, 0x77));
+    const gen0 = r32(r.dev, MMIO_CONFIG_GENERATION);
 
-  await assert.rejects(r.card.replaceImage(join(dir, "missing.img")), { name: "DriveConfigError", message: /missing\.img does not exist/ });
-  let st = r.submit(0, BLK_T_IN, 0, [{ addr: 0x100000, len: 512, write: true }]);
-  signalEventfd(r.notifyFd);
-  await waitIrq(r.irqFd);
-  assert.equal(r.mem.readU8(st), BLK_S_OK);
-  assert.equal(r.mem.readU8(0x100000), 0xee, "still the first image");
-  assert.equal(r32(r.dev, MMIO_CONFIG_GENERATION), gen0, "nothing changed");
+    await assert.rejects(r.card.replaceImage(join(dir, "missing.img")), { name: "DriveConfigError", message: /missing\.img does not exist/ });
+    let st = r.submit(0, BLK_T_IN, 0, [{ addr: 0x100000, len: 512, write: true }]);
+    signalEventfd(r.notifyFd);
+    await waitIrq(r.irqFd);
+    assert.equal(r.mem.readU8(st), BLK_S_OK);
+    assert.equal(r.mem.readU8(0x100000), 0xee, "still the first image");
+    assert.equal(r32(r.dev, MMIO_CONFIG_GENERATION), gen0, "nothing changed");
 
-  assert.deepEqual(await r.card.replaceImage(other), { sizeBytes: OTHER });
-  assert.equal(await waitIrq(r.irqFd) >= 1, true, "a config-change interrupt");
-  assert.equal(r32(r.dev, MMIO_INTERRUPT_STATUS) & INT_CONFIG_CHANGE, INT_CONFIG_CHANGE);
-  w32(r.dev, MMIO_INTERRUPT_ACK, INT_CONFIG_CHANGE);
-  assert.notEqual(r32(r.dev, MMIO_CONFIG_GENERATION), gen0);
-  assert.equal(r32(r.dev, MMIO_CONFIG + BLK_CFG_CAPACITY), OTHER / 512, "capacity in sectors");
+    assert.deepEqual(await r.card.replaceImage(other), { sizeBytes: OTHER });
+    assert.equal(await waitIrq(r.irqFd) >= 1, true, "a config-change interrupt");
+    assert.equal(r32(r.dev, MMIO_INTERRUPT_STATUS) & INT_CONFIG_CHANGE, INT_CONFIG_CHANGE);
+    w32(r.dev, MMIO_INTERRUPT_ACK, INT_CONFIG_CHANGE);
+    assert.notEqual(r32(r.dev, MMIO_CONFIG_GENERATION), gen0);
+    assert.equal(r32(r.dev, MMIO_CONFIG + BLK_CFG_CAPACITY), OTHER / 512, "capacity in sectors");
 
-  r.mem.fill(0x110000, 512, 0x42);
-  r.drv.setUsedEvent(1); // EVENT_IDX was negotiated: an interrupt once used.idx passes 1 (§2.7.10)
-  st = r.submit(1, BLK_T_IN, IMG / 512, [{ addr: 0x100000, len: 512, write: true }]); // past the old end, inside the new
-  const wr = r.submit(2, BLK_T_OUT, 1, [{ addr: 0x110000, len: 512 }]);
-  signalEventfd(r.notifyFd);
-  await waitIrq(r.irqFd);
-  assert.equal(r.mem.readU8(st), BLK_S_OK);
-  assert.equal(r.mem.readU8(0x100000), 0x77, "read from the new image");
-  assert.equal(r.mem.readU8(wr), BLK_S_OK);
-  assert.ok(readFileSync(other).subarray(512, 1024).every((b) => b === 0x42), "the write went to the new image");
-  assert.ok(readFileSync(r.image).every((b) => b === 0xee), "the old image is untouched");
-});
+    r.mem.fill(0x110000, 512, 0x42);
+    r.drv.setUsedEvent(1); // EVENT_IDX was negotiated: an interrupt once used.idx passes 1 (§2.7.10)
+    st = r.submit(1, BLK_T_IN, IMG / 512, [{ addr: 0x100000, len: 512, write: true }]); // past the old end, inside the new
+    const wr = r.submit(2, BLK_T_OUT, 1, [{ addr: 0x110000, len: 512 }]);
+    signalEventfd(r.notifyFd);
+    await waitIrq(r.irqFd);
+    assert.equal(r.mem.readU8(st), BLK_S_OK);
+    assert.equal(r.mem.readU8(0x100000), 0x77, "read from the new image");
+    assert.equal(r.mem.readU8(wr), BLK_S_OK);
+    assert.ok(readFileSync(other).subarray(512, 1024).every((b) => b === 0x42), "the write went to the new image");
+    assert.ok(readFileSync(r.image).every((b) => b === 0xee), "the old image is untouched");
+  });
+}
 
 /** A card with no memory and no eventfds: start-up stops at the image check. */
 const startupBase = () => ({
