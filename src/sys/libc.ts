@@ -296,11 +296,19 @@ export function ioctl(fd: number, request: number, arg: Uint8Array | null): numb
  */
 export function ioctlAsync(fd: number, request: number, arg: Uint8Array | null): Promise<number> {
   checkFd(fd, "ioctl");
+  return callAsync(bind().ioctlPtr, [fd, request >>> 0, arg], () => ioctlName(request));
+}
+
+/**
+ * A call through koffi's async member (a thread of libuv's pool): resolves with its result, or
+ * rejects with SysError(call, errno) when it returned -1 (koffi carries errno back with it).
+ */
+function callAsync(fn: Fn, args: unknown[], call: string | (() => string)): Promise<number> {
   const l = bind();
   return new Promise((resolve, reject) => {
-    (l.ioctlPtr as Fn & { async: Fn }).async(fd, request >>> 0, arg, (err: unknown, res: number) => {
+    (fn as Fn & { async: Fn }).async(...args, (err: unknown, res: number) => {
       if (err !== null && err !== undefined) reject(err instanceof Error ? err : new Error(String(err)));
-      else if (res < 0) reject(new SysError(ioctlName(request), l.koffi.errno()));
+      else if (res < 0) reject(new SysError(typeof call === "string" ? call : call(), l.koffi.errno()));
       else resolve(res);
     });
   });
@@ -476,16 +484,10 @@ export function pollReady(interests: readonly PollInterest[], ms: number): PollR
  * it waits, and that pool thread is held until a descriptor is ready or `ms` passes. Rejects as
  * pollReady throws (EINTR included).
  */
-export function pollReadyAsync(interests: readonly PollInterest[], ms: number): Promise<PollReady[]> {
+export async function pollReadyAsync(interests: readonly PollInterest[], ms: number): Promise<PollReady[]> {
   const pfd = encodePollFds(interests);
-  const l = bind();
-  return new Promise((resolve, reject) => {
-    (l.poll as Fn & { async: Fn }).async(pfd, interests.length, ms, (err: unknown, n: number) => {
-      if (err !== null && err !== undefined) reject(err instanceof Error ? err : new Error(String(err)));
-      else if (n < 0) reject(new SysError("poll", l.koffi.errno()));
-      else resolve(n === 0 ? [] : decodePollFds(interests, pfd));
-    });
-  });
+  const n = await callAsync(bind().poll, [pfd, interests.length, ms], "poll");
+  return n === 0 ? [] : decodePollFds(interests, pfd);
 }
 
 function encodePollFds(interests: readonly PollInterest[]): Uint8Array {
