@@ -325,9 +325,10 @@ export async function openCardLoop(d: CardWorkerData, pooled: boolean): Promise<
 
   /**
    * The thread's CPU time is a system call: refreshed at most every CPU_SAMPLE_MS (and at exit), not
-   * on every kick.
+   * on every kick. A pooled card counts its own wake-ups instead (runAsync).
    */
   function sampleCpu(): void {
+    if (pooled) return;
     const now = performance.now();
     if (now - cpuSampledAt >= CPU_SAMPLE_MS) {
       cpuSampledAt = now;
@@ -343,17 +344,21 @@ export async function openCardLoop(d: CardWorkerData, pooled: boolean): Promise<
   const counter = new Uint8Array(8);
   let cpuSampledAt = -Infinity;
 
+  /** Takes the kick(s) the notify eventfd holds. */
+  function takeKick(): void {
+    sys.read(d.notifyFd, counter);
+    metrics.add("kicks");
+  }
+
   /** After a wait: the kick and the model's own descriptors that are ready. */
   function onReady(ready: readonly sys.PollReady[]): void {
     for (const r of ready) {
-      if (r.fd === d.notifyFd) {
-        sys.read(d.notifyFd, counter);
-        metrics.add("kicks");
-      } else device.onReady?.(r);
+      if (r.fd === d.notifyFd) takeKick();
+      else device.onReady?.(r);
     }
   }
 
-  /** After a wake-up: false once stopped, else serve (picking up a limiter update first); returns the next wait (service()). */
+  /** After a wake-up: undefined once stopped, else serves (picking up a limiter update first) and returns the next wait (service()). */
   function afterWake(): number | undefined {
     if (Atomics.load(ctl, CTL_STOP) !== 0) return undefined;
     const gen = Atomics.load(ctl, CTL_LIMITER_GEN);
@@ -364,17 +369,16 @@ export async function openCardLoop(d: CardWorkerData, pooled: boolean): Promise<
     // The kind's own updates (blk: a new image), between two passes, so no request straddles them.
     device.beforePass?.();
     let waitMs = service();
-    if (!pooled) sampleCpu();
+    sampleCpu();
     if (waitMs === 0 && progressed && pollMs > 0 && (device.pollFds?.() ?? []).length === 0) {
       waitMs = pollPhase();
-      if (!pooled) sampleCpu();
+      sampleCpu();
     }
     return waitMs;
   }
 
-  /** The interests and timeout of the next wait, after service() said `waitMs`. */
-  function nextWait(waitMs: number): { interests: sys.PollInterest[]; timeout: number } {
-    const own = device.pollFds?.() ?? [];
+  /** The interests (the kick and the model's own descriptors `own`) and timeout of the next wait, after service() said `waitMs`. */
+  function nextWait(waitMs: number, own: readonly sys.PollInterest[]): { interests: sys.PollInterest[]; timeout: number } {
     return {
       interests: [{ fd: d.notifyFd, read: true }, ...own],
       timeout: waitMs < 0 ? 0 : waitMs > 0 ? Math.min(waitMs, THROTTLE_POLL_MS) : -1,
@@ -390,13 +394,10 @@ export async function openCardLoop(d: CardWorkerData, pooled: boolean): Promise<
         if (own.length > 0 || waitMs < 0) {
           // The model waits on host descriptors of its own too (a TAP, sockets): poll them with the kicks
           // (without waiting when a queue has work left).
-          const w = nextWait(waitMs);
+          const w = nextWait(waitMs, own);
           onReady(waitReady(w.interests, w.timeout));
         } else if (waitMs > 0) throttleSleep(Math.min(waitMs, THROTTLE_POLL_MS));
-        else {
-          sys.read(d.notifyFd, counter);
-          metrics.add("kicks");
-        }
+        else takeKick();
         const next = afterWake();
         if (next === undefined) return;
         waitMs = next;
@@ -406,7 +407,7 @@ export async function openCardLoop(d: CardWorkerData, pooled: boolean): Promise<
     async runAsync(): Promise<void> {
       let waitMs = 0;
       for (;;) {
-        const w = nextWait(waitMs);
+        const w = nextWait(waitMs, device.pollFds?.() ?? []);
         let ready: sys.PollReady[];
         try {
           ready = await sys.pollReadyAsync(w.interests, w.timeout);
