@@ -7,6 +7,7 @@
 import { Bus } from "../devices/bus.js";
 import { attachLegacyDevices } from "./legacy.js";
 import type { VcpuStop } from "./exit-loop.js";
+import type { VmControl } from "./vcpu-control.js";
 import { createVirtioMmioDevice } from "../cards/notify.js";
 import { VIRTIO_MMIO_SLOT_SIZE } from "../arch/x86_64/layout.js";
 import type { MappedControl } from "../dom0/control-page.js";
@@ -15,20 +16,27 @@ import type { OpenedVcpu, VcpuWorkerData } from "./vcpu-thread.js";
 export interface VcpuBuses {
   pio: Bus;
   mmio: Bus;
+  /** The stop a device on these buses asked for (i8042 reset, debug exit), for the exit loop. */
+  pendingStop(): VcpuStop | undefined;
   /** Releases what the buses mapped (the dom0 control page), once the exit loop is over. */
   close(): void;
 }
 
 /**
- * Builds the vCPU's buses. `requestStop` is how a device stops the VM (i8042 reset, debug exit);
- * `output` takes the UART's console bytes.
+ * Builds the vCPU's buses. A device that stops the VM (i8042 reset, debug exit) raises `control`'s
+ * stop flag and leaves its reason for pendingStop(); `output` takes the UART's console bytes.
  */
 export async function attachVcpuBuses(
   data: VcpuWorkerData,
   opened: OpenedVcpu,
-  requestStop: (stop: VcpuStop) => void,
+  control: VmControl,
   output: (bytes: Uint8Array) => void,
 ): Promise<VcpuBuses> {
+  let pending: VcpuStop | undefined;
+  const requestStop = (stop: VcpuStop): void => {
+    pending ??= stop;
+    control.requestStop();
+  };
   const pio = new Bus("pio");
   const mmio = new Bus("mmio");
   attachLegacyDevices(pio, data.legacy, {
@@ -80,5 +88,5 @@ export async function attachVcpuBuses(
     dom0Control?.unmap();
     throw e;
   }
-  return { pio, mmio, close: () => dom0Control?.unmap() };
+  return { pio, mmio, pendingStop: () => pending, close: () => dom0Control?.unmap() };
 }

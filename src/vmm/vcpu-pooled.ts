@@ -89,13 +89,8 @@ export async function preparePooledVcpu(
   opened: PooledVcpuHandle,
   control: VmControl,
 ): Promise<{ run(): Promise<VcpuStop> }> {
-  let pending: VcpuStop | undefined;
-  const requestStop = (stop: VcpuStop): void => {
-    pending ??= stop;
-    control.requestStop();
-  };
   const console = new EventLoopConsole(data.consoleFd, () => control.stopRequested);
-  const buses = await attachVcpuBuses(data, opened, requestStop, (bytes) => console.write(bytes));
+  const buses = await attachVcpuBuses(data, opened, control, (bytes) => console.write(bytes));
   return {
     async run(): Promise<VcpuStop> {
       try {
@@ -104,7 +99,7 @@ export async function preparePooledVcpu(
           pio: buses.pio,
           mmio: buses.mmio,
           control,
-          pendingStop: () => pending,
+          pendingStop: buses.pendingStop,
           dumpState: opened.dumpState,
           clearImmediateExit: () => opened.clearImmediateExit(),
           beforeRun: () => console.drained(),

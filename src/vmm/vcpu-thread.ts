@@ -60,14 +60,9 @@ export async function runVcpuThread(open: (backend: unknown, vcpuId: number) => 
     post({ type: "error", vcpuId: data.vcpuId, message: e instanceof Error ? e.message : String(e) });
     return;
   }
-  let pending: VcpuStop | undefined;
-  const requestStop = (stop: VcpuStop): void => {
-    pending ??= stop;
-    control.requestStop();
-  };
   let buses: VcpuBuses;
   try {
-    buses = await attachVcpuBuses(data, opened, requestStop, (bytes) => {
+    buses = await attachVcpuBuses(data, opened, control, (bytes) => {
       if (data.consoleFd >= 0) writeConsole(data.consoleFd, bytes, () => control.stopRequested);
     });
   } catch (e) {
@@ -92,7 +87,7 @@ export async function runVcpuThread(open: (backend: unknown, vcpuId: number) => 
       pio,
       mmio,
       control,
-      pendingStop: () => pending,
+      pendingStop: buses.pendingStop,
       dumpState: opened.dumpState,
       clearImmediateExit: () => opened.clearImmediateExit(),
     });
