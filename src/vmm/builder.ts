@@ -3,6 +3,7 @@
 // an in-kernel LAPIC and irqfd works), memory slots before the kernel is loaded through them,
 // CPUID before the first KVM_RUN.
 
+import { openedKvmVcpu } from "./kvm-vcpu.js";
 import { Kvm, MpState, type VmFd, type VcpuFd } from "../kvm/index.js";
 import {
   KVM_CAP_IRQCHIP, KVM_CAP_USER_MEMORY, KVM_CAP_SET_TSS_ADDR, KVM_CAP_EXT_CPUID, KVM_CAP_IOEVENTFD, KVM_CAP_IRQFD,
@@ -232,15 +233,7 @@ export function buildKvmMachine(config: KvmMachineConfig): Machine {
           v.kvmRun.immediateExit = value;
         },
         backend: { vmFd: vmFd.fd, vcpuFd: v.fd, runAddress: v.runAddress, runSize: v.runSize } satisfies KvmVcpuBackend,
-        openPooled: () => ({
-          vcpu: v,
-          irqLine: (line: number, level: boolean) => vmFd.irqLine(line, level),
-          dumpState: () => ({ regs: v.getRegs(), sregs: v.getSregs() }),
-          clearImmediateExit: () => {
-            v.kvmRun.immediateExit = 0;
-          },
-          interrupt: () => v.interruptAsyncRun(),
-        }),
+        openPooled: () => ({ ...openedKvmVcpu(vmFd, v), interrupt: () => v.interruptAsyncRun() }),
       })),
       irqLine: (line, level) => vmFd.irqLine(line, level),
       boot,

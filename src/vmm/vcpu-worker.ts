@@ -3,6 +3,7 @@
 
 import { VcpuFd, VmFd } from "../kvm/index.js";
 import { runVcpuThread } from "./vcpu-thread.js";
+import { openedKvmVcpu } from "./kvm-vcpu.js";
 
 /** MachineVcpu.backend of a KVM vCPU. */
 export interface KvmVcpuBackend {
@@ -14,15 +15,6 @@ export interface KvmVcpuBackend {
 
 await runVcpuThread((backend, vcpuId) => {
   const b = backend as KvmVcpuBackend;
-  const vm = VmFd.fromRaw(b.vmFd);
   // This handle shares the main thread's kvm_run mapping; only the main thread closes it.
-  const vcpu = VcpuFd.fromRaw(vcpuId, b.vcpuFd, b.runAddress, b.runSize);
-  return {
-    vcpu,
-    irqLine: (line, level) => vm.irqLine(line, level),
-    dumpState: () => ({ regs: vcpu.getRegs(), sregs: vcpu.getSregs() }),
-    clearImmediateExit: () => {
-      vcpu.kvmRun.immediateExit = 0;
-    },
-  };
+  return openedKvmVcpu(VmFd.fromRaw(b.vmFd), VcpuFd.fromRaw(vcpuId, b.vcpuFd, b.runAddress, b.runSize));
 });
