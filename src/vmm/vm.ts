@@ -197,6 +197,8 @@ export class Vm extends EventEmitter {
   /** The pause() under way, until every vCPU has parked (a second call waits for the same one). */
   private pausing: Promise<void> | undefined;
   private closed = false;
+  /** What this VM holds of libuv's pool (taken in start), given back once it has ended or failed to start. */
+  private poolHeld = 0;
   startedAt: number | undefined;
   /** Running cards by slot name (virtio-blk-<drive id>, virtio-rng, virtio-nsm). */
   private readonly cards = new Map<string, CardHandle>();
@@ -429,9 +431,6 @@ export class Vm extends EventEmitter {
     }
   }
 
-  /** What this VM held of libuv's pool (start), given back once it has ended or failed to start. */
-  private poolHeld = 0;
-
   private releasePool(): void {
     poolThreadsHeld -= this.poolHeld;
     this.poolHeld = 0;
@@ -443,6 +442,7 @@ export class Vm extends EventEmitter {
    * the error, as for a vCPU thread that failed).
    */
   private async preparePooled(slot: VcpuSlot, i: number, data: VcpuWorkerData): Promise<(() => void) | undefined> {
+    // As for a vCPU thread's error: recorded, and the VM stops (onVcpuDone).
     const fail = (e: unknown): void => {
       this.finish({ kind: "error", vcpu: slot.id, message: e instanceof Error ? e.message : String(e) });
       this.onVcpuDone(slot);
@@ -454,16 +454,9 @@ export class Vm extends EventEmitter {
       const prepared = await preparePooledVcpu(data, handle, this.control);
       slot.pooled = handle;
       return () => {
-        prepared.run().then(
-          (stop) => this.onVcpuStopped(slot, stop),
-          (e: unknown) => {
-            this.control.requestStop();
-            fail(e);
-          },
-        );
+        prepared.run().then((stop) => this.onVcpuStopped(slot, stop), fail);
       };
     } catch (e) {
-      this.control.requestStop();
       fail(e);
       return undefined;
     }
