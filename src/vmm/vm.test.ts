@@ -27,13 +27,22 @@ interface Booted {
   vm: Vm;
 }
 
-async function boot(t: TestContext, config: Partial<VmConfig> & { cmdline: string }, timeoutMs = 60_000): Promise<Booted> {
+/** A probe VM (1 vCPU, 128 MiB unless `config` says) writing its console to a file; closed after the test. */
+function probeVm(t: TestContext, config: Partial<VmConfig> & { cmdline: string }): { vm: Vm; consolePath: string } {
   const dir = mkdtempSync(join(tmpdir(), "typervisor-vm-"));
   const consolePath = join(dir, "console.log");
   const fd = openSync(consolePath, "w");
   const kernel = { name: "probe.elf", bytes: new Uint8Array(readFileSync(probePath())) };
   const vm = Vm.create({ kernel, vcpus: 1, memMiB: 128, consoleFd: fd, ...config });
-  t.after(() => vm.close());
+  t.after(() => {
+    vm.close();
+    closeSync(fd);
+  });
+  return { vm, consolePath };
+}
+
+async function boot(t: TestContext, config: Partial<VmConfig> & { cmdline: string }, timeoutMs = 60_000): Promise<Booted> {
+  const { vm, consolePath } = probeVm(t, config);
   const timer = setTimeout(() => vm.stop("test timeout"), timeoutMs);
   try {
     await vm.start();
@@ -42,7 +51,6 @@ async function boot(t: TestContext, config: Partial<VmConfig> & { cmdline: strin
     return { exit, lines: parseProbeLines(output), output, vm };
   } finally {
     clearTimeout(timer);
-    closeSync(fd);
   }
 }
 
@@ -150,19 +158,7 @@ kvmTest("fault: a deliberate triple fault is reported as a crash with registers"
 });
 
 kvmTest("stop from the host interrupts a running guest", { need: "kvm" }, async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), "typervisor-stop-"));
-  const fd = openSync(join(dir, "console"), "w");
-  const vm = Vm.create({
-    kernel: { name: "probe.elf", bytes: new Uint8Array(readFileSync(probePath())) },
-    cmdline: "probe.run=exits probe.exits.n=100000000",
-    vcpus: 2,
-    memMiB: 64,
-    consoleFd: fd,
-  });
-  t.after(() => {
-    vm.close();
-    closeSync(fd);
-  });
+  const { vm } = probeVm(t, { cmdline: "probe.run=exits probe.exits.n=100000000", vcpus: 2, memMiB: 64 });
   await vm.start();
   // The main thread stays responsive while vCPUs run: a 10 ms timer fires close to on time.
   const t0 = performance.now();
@@ -190,22 +186,8 @@ kvmTest("pooled vCPUs: the demo, two vCPUs checking in, and exits counted once p
 });
 
 kvmTest("pooled vCPUs: pause, resume and stop reach guests running on pool threads", { need: "kvm" }, async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), "typervisor-pooled-"));
-  const consolePath = join(dir, "console");
-  const fd = openSync(consolePath, "w");
   // `hold` spins in ring 3 without exits: only a kick gets a vCPU out of KVM_RUN.
-  const vm = Vm.create({
-    kernel: { name: "probe.elf", bytes: new Uint8Array(readFileSync(probePath())) },
-    cmdline: "probe.run=hold",
-    vcpus: 2,
-    memMiB: 64,
-    consoleFd: fd,
-    vcpuThreads: "pooled",
-  });
-  t.after(() => {
-    vm.close();
-    closeSync(fd);
-  });
+  const { vm, consolePath } = probeVm(t, { cmdline: "probe.run=hold", vcpus: 2, memMiB: 64, vcpuThreads: "pooled" });
   await vm.start();
   const deadline = Date.now() + 60_000;
   while (!readFileSync(consolePath, "utf8").includes("PROBE hold")) {
