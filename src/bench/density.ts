@@ -105,7 +105,7 @@ async function main(): Promise<number> {
   if (typeof inFlight === "string") return cannot(inFlight);
   const modesSetting = process.env.BENCH_VCPU_THREADS ?? "dedicated,pooled";
   const modes = modesSetting.split(",");
-  if (modes.length === 0 || modes.some((m) => !THREAD_KINDS.includes(m as ThreadKind))) {
+  if (modes.some((m) => !THREAD_KINDS.includes(m as ThreadKind))) {
     return cannot(`BENCH_VCPU_THREADS must be a comma-separated list of ${THREAD_KINDS.join(", ")}, got "${modesSetting}"`);
   }
   // Each pooled vCPU holds a thread of libuv's pool while it runs (the warm-up VM has stopped first).

@@ -1,7 +1,7 @@
 // The card runtime, VMM side: starts one device backend in its own worker thread, off the vCPU
-// threads (or pooled, on this thread's event loop: CardBase.pooled). The worker maps guest memory itself (from the memfd), waits on the queue-notify
-// eventfd (KVM_IOEVENTFD on QueueNotify in production), answers the queues, and raises the
-// interrupt by writing the irqfd eventfd (KVM_IRQFD). Everything the two sides share is in
+// threads (or pooled, on this thread's event loop: CardBase.pooled). The card maps guest memory
+// itself (from the memfd), waits on the queue-notify eventfd (KVM_IOEVENTFD on QueueNotify in
+// production), answers the queues, and raises the interrupt by writing the irqfd eventfd (KVM_IRQFD). Everything the two sides share is in
 // SharedArrayBuffers: the transport state, the metrics, a control block (stop, rate limits).
 // See README.md for what the VMM must register with KVM.
 
