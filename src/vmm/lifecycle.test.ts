@@ -35,7 +35,7 @@ async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<
 // Each test runs with both kinds of vCPU thread (vm.ts ThreadKind): a worker per vCPU, and pooled
 // vCPUs whose exits run on this event loop (which must stay responsive all the same).
 for (const mode of THREAD_KINDS) {
-  test(`${mode}: ` + "guest output reaches the console from the worker; the i8042 reset stops the VM cleanly", async () => {
+  test(`${mode}: ` + "guest output reaches the console from the vCPU's exit loop; the i8042 reset stops the VM cleanly", async () => {
     const c = consoleFile();
     const m = fakeMachine([[...text("PROBE hello\n"), RESET, ...text("never")]]);
     const vm = new Vm(m, c.fd, undefined, mode);
@@ -49,7 +49,7 @@ for (const mode of THREAD_KINDS) {
     c.close();
   });
 
-  test(`${mode}: ` + "one vCPU's debug exit stops the others, which are kicked out of a blocking run by signal", async () => {
+  test(`${mode}: ` + "one vCPU's debug exit stops the others, which are kicked out of a blocking run", async () => {
     const c = consoleFile();
     const m = fakeMachine([[...text("bye\n"), { out: 0xf4, bytes: [3, 0, 0, 0] }], [BLOCK], [BLOCK]]);
     const vm = new Vm(m, c.fd, undefined, mode);
@@ -83,7 +83,7 @@ for (const mode of THREAD_KINDS) {
     vm.close();
   });
 
-  test(`${mode}: ` + "a console reader that stalls holds the guest back but never a stop (the vCPU waits in poll, which the kick ends)", async (t) => {
+  test(`${mode}: ` + "a console reader that stalls holds the guest back but never a stop (the vCPU waits for room, which the kick ends)", async (t) => {
     const dir = mkdtempSync(join(tmpdir(), "typervisor-life-"));
     const fifo = join(dir, "console.fifo");
     execFileSync("mkfifo", [fifo]);
