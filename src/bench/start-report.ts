@@ -47,6 +47,11 @@ export interface StartReportInput {
   vcpuThreads: "dedicated" | "pooled";
   /** The sides measured (default both; typervisor alone where there is no QEMU, memory only). */
   sides?: readonly StartSide[];
+  /**
+   * Max RSS of the reference processes (node-floor.ts), one per run: Node.js with koffi loaded and
+   * nothing else (`bare`), and the same with one idle worker thread started (`worker`), KiB.
+   */
+  floor?: { bare: readonly number[]; worker: readonly number[] };
 }
 
 export const caseKey = (c: StartCase): string => `${c.side}:${c.vcpus}`;
@@ -118,10 +123,31 @@ export function startReport(input: StartReportInput): { table: string; json: Rec
     rows.push(row);
     json["rss_per_further_vcpu_mib"] = further;
   }
+  if (input.floor !== undefined) floorRows(input, rows, json, metricRange(get("typervisor", lo), "maxRssMiB").median, paired);
   const what = (input.memoryOnly ? "memory only (--memory-only: no times)" : "times from spawn()") + (paired ? "" : "; no QEMU here: typervisor alone");
   const table =
     `the probe demo (${input.cmdline}, ${input.memMiB} MiB; typervisor with ${input.vcpuThreads} vCPU threads), one process per boot; median of ${input.runs} runs (min–max), ${what}\n` +
     alignTable(rows) +
     `max RSS: ${input.rssSource}\n`;
   return { table, json };
+}
+
+/**
+ * The rows that say how much of typervisor's max RSS is Node.js's own: the floor (node with koffi,
+ * no VM), what one idle worker thread adds to it, and what is left of the demo at the fewest vCPUs
+ * over the floor (Typervisor's code, its V8 heap, the VM). QEMU has no column in them.
+ */
+function floorRows(input: StartReportInput, rows: string[][], json: Record<string, unknown>, demoMiB: number, paired: boolean): void {
+  const { bare, worker } = input.floor!;
+  if (bare.length === 0 || worker.length === 0) throw new Error("bench:start has no samples of the Node.js floor");
+  const floor = summarize(bare.map((k) => k / KIB_PER_MIB));
+  const withWorker = summarize(worker.map((k) => k / KIB_PER_MIB));
+  const perWorker = withWorker.median - floor.median;
+  const own = demoMiB - floor.median;
+  const lo = Math.min(...input.vcpuCounts);
+  const pad = paired ? ["", ""] : [];
+  rows.push([`Node.js + koffi, no VM (the floor): max RSS, MiB`, fmtRange(floor, 1), ...pad]);
+  rows.push([`one idle worker thread on that floor, MiB`, perWorker.toFixed(2), ...pad]);
+  rows.push([`typervisor at ${vcpuLabel(lo)} over the floor, MiB`, own.toFixed(2), ...pad]);
+  json["node_floor"] = { max_rss_mib: rangeJson(floor, 2), worker_thread_mib: round(perWorker, 3), [`typervisor_vcpus_${lo}_over_floor_mib`]: round(own, 3) };
 }

@@ -89,6 +89,18 @@ test("startReport with typervisor alone (no QEMU, memory only): its column, no r
   assert.deepEqual(startCases([1, 2], ["typervisor"]), [{ side: "typervisor", vcpus: 1 }, { side: "typervisor", vcpus: 2 }]);
 });
 
+test("startReport with the Node.js floor: the floor's median and range, what a worker adds to it, and typervisor at the fewest vCPUs over it", () => {
+  const floor = { bare: [45 * 1024, 44 * 1024, 46 * 1024], worker: [55 * 1024, 54.5 * 1024, 56 * 1024] };
+  const { table, json } = startReport({ ...input, memoryOnly: true, samples: samples(), floor });
+  assert.match(table, /^Node\.js \+ koffi, no VM \(the floor\): max RSS, MiB +45\.0 \(44\.0–46\.0\)\s*$/m);
+  assert.match(table, /^one idle worker thread on that floor, MiB +10\.00\s*$/m);
+  // 85 (typervisor's median at 1 vCPU) − 45.
+  assert.match(table, /^typervisor at 1 vCPU over the floor, MiB +40\.00\s*$/m);
+  assert.deepEqual(json["node_floor"], { max_rss_mib: { median: 45, min: 44, max: 46 }, worker_thread_mib: 10, typervisor_vcpus_1_over_floor_mib: 40 });
+  assert.throws(() => startReport({ ...input, samples: samples(), floor: { bare: [], worker: [] } }), /no samples of the Node\.js floor/);
+  assert.equal(startReport({ ...input, samples: samples() }).json["node_floor"], undefined);
+});
+
 test("startReport names a case with no samples instead of printing a figure for it", () => {
   const m = samples();
   m.set("qemu:2", []);

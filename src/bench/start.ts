@@ -8,7 +8,7 @@
 // --memory-only (guard.ts); --help says what it measures.
 
 import { THREAD_KINDS, type ThreadKind } from "../vmm/vm.js";
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { accessSync, constants, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -27,7 +27,9 @@ console line, "PROBE start ..."), the wall time until the process exits, and its
 set size. Typervisor: \`node bin/typervisor.js run\`; QEMU: qemu-system-x86_64 -M microvm,acpi=off
 -accel kvm with the same probe, memory and command line. Both at 1 and 2 vCPUs (QEMU -smp 2), in
 one run, the order alternating from run to run; medians with min–max, the ratios typervisor/qemu,
-and the max RSS each further vCPU adds.
+and the max RSS each further vCPU adds. Each run also measures the floor any VMM on Node.js pays:
+node with koffi loaded and nothing else (dist/bench/node-floor.js), and the same with one idle
+worker thread; the table gives that floor, what the worker thread adds, and typervisor over it.
 Max RSS is the kernel's ru_maxrss of the process (wait4), read through GNU time
 (/usr/bin/time -f %M); both sides run under it, so its fork and exec are in both times.
 
@@ -106,6 +108,16 @@ async function boot(c: StartCase, qemu: string, dir: string): Promise<StartSampl
   };
 }
 
+/** One run of the reference process (node-floor.ts) under GNU time, with its idle worker or without: its max RSS, KiB. */
+function floorRss(withWorker: boolean, dir: string): number {
+  const timeFile = join(dir, "floor.txt");
+  rmSync(timeFile, { force: true });
+  const script = join(packageRoot(), "dist", "bench", "node-floor.js");
+  const r = spawnSync(GNU_TIME, ["-f", "%M", "-o", timeFile, process.execPath, script, ...(withWorker ? ["worker"] : [])], { encoding: "utf8", timeout: BOOT_TIMEOUT_MS });
+  if (r.status !== 0) throw new Error(`the Node.js floor${withWorker ? " with a worker" : ""} ended with ${r.signal ?? `status ${r.status}`}: ${(r.stderr ?? "").trim().split("\n").slice(-3).join(" | ")}`);
+  return parseGnuTimeMaxRss(readFileSync(timeFile, "utf8"));
+}
+
 /** typervisor's `--vcpu-threads` (BENCH_VCPU_THREADS). */
 let vcpuThreads: ThreadKind = "dedicated";
 
@@ -128,6 +140,7 @@ async function main(): Promise<number> {
   const sides: readonly StartSide[] = qemu === null ? ["typervisor"] : START_SIDES;
   const cases = startCases(VCPU_COUNTS, sides);
   const samples = new Map<string, StartSample[]>(cases.map((c) => [caseKey(c), []]));
+  const floor = { bare: [] as number[], worker: [] as number[] };
   const dir = mkdtempSync(join(tmpdir(), "typervisor-bench-start-"));
   try {
     progress(`${runs} runs of ${cases.length} boots (${sides.join(" and ")} at ${VCPU_COUNTS.join(" and ")} vCPUs), ${CMDLINE}, ${MEM_MIB} MiB${memoryOnly ? ", memory only" : ""}`);
@@ -138,12 +151,15 @@ async function main(): Promise<number> {
         samples.get(caseKey(c))!.push(s);
         line.push(memoryOnly ? `${c.side}/${c.vcpus} ${(s.maxRssKiB / 1024).toFixed(1)} MiB` : `${c.side}/${c.vcpus} ${s.firstByteMs.toFixed(0)}/${s.exitMs.toFixed(0)} ms ${(s.maxRssKiB / 1024).toFixed(1)} MiB`);
       }
+      floor.bare.push(floorRss(false, dir));
+      floor.worker.push(floorRss(true, dir));
+      line.push(`floor ${(floor.bare.at(-1)! / 1024).toFixed(1)} MiB, with a worker ${(floor.worker.at(-1)! / 1024).toFixed(1)} MiB`);
       progress(`run ${i + 1}/${runs}: ${line.join(", ")}`);
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
-  const { table, json } = startReport({ runs, memMiB: MEM_MIB, cmdline: CMDLINE, rssSource: RSS_SOURCE, memoryOnly, samples, vcpuCounts: VCPU_COUNTS, vcpuThreads, sides });
+  const { table, json } = startReport({ runs, memMiB: MEM_MIB, cmdline: CMDLINE, rssSource: RSS_SOURCE, memoryOnly, samples, vcpuCounts: VCPU_COUNTS, vcpuThreads, sides, floor });
   process.stdout.write(table);
   process.stdout.write(JSON.stringify({ ...json, host_kvm: existsSync("/sys/module/kvm_pvm") ? "pvm" : "kvm", box: inBox() }) + "\n");
   return 0;
