@@ -8,7 +8,7 @@ import * as sys from "../sys/index.js";
 import { GuestMemory, type RegionInit } from "../memory/guest-memory.js";
 import { TransportState, type QueueSnapshot } from "../devices/virtio/mmio.js";
 import { SplitQueue, VirtqueueError } from "../devices/virtio/queue.js";
-import type { CreateModel, ModelContext } from "../devices/virtio/device-kind.js";
+import type { ModelContext, ModelModule } from "../devices/virtio/device-kind.js";
 import {
   F_RING_EVENT_IDX,
   F_RING_INDIRECT_DESC,
@@ -47,10 +47,11 @@ export interface CardLoop {
 }
 
 /**
- * Sets a card up from its worker data: maps guest RAM, loads its kind's model. `pooled`: it will
- * run on a shared event loop (runAsync): no polling phase, its own CPU time summed per wake-up.
+ * Sets a card up from its worker data: maps guest RAM, loads its kind's model (`model` if given,
+ * else the module `d.model` names). `pooled`: it will run on a shared event loop (runAsync): no
+ * polling phase, its own CPU time summed per wake-up.
  */
-export async function openCardLoop(d: CardWorkerData, pooled: boolean): Promise<CardLoop> {
+export async function openCardLoop(d: CardWorkerData, pooled: boolean, model?: ModelModule): Promise<CardLoop> {
   // A pooled card never spins: its event loop is shared (every VM of the process, the API).
   const pollMs = pooled ? 0 : (d.pollMs ?? POLL_MS);
   const ctl = new Int32Array(d.control, 0, CTL_WORDS);
@@ -91,8 +92,9 @@ export async function openCardLoop(d: CardWorkerData, pooled: boolean): Promise<
     throttled: () => metrics.add("throttled"),
   };
 
-  // The device model of this card's kind (device-kind.ts): its module names itself in workerData.
-  const { createModel } = (await import(d.model)) as { createModel: CreateModel<unknown> };
+  // The device model of this card's kind (device-kind.ts): the module it names in workerData, or
+  // the one the caller holds (a pooled card: VirtioDeviceKind.loadModel).
+  const { createModel } = model ?? ((await import(d.model)) as ModelModule);
   const device = createModel({
     mem,
     data: d.data,

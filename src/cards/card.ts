@@ -11,7 +11,7 @@ import { signalEventfd } from "./notify.js";
 import { TransportState } from "../devices/virtio/mmio.js";
 import { INT_CONFIG_CHANGE } from "../devices/virtio/spec.js";
 import type { KindConfigs } from "../devices/virtio/kinds.js";
-import type { CardControl, OpenedDevice, VirtioDeviceKind } from "../devices/virtio/device-kind.js";
+import type { CardControl, ModelModule, OpenedDevice, VirtioDeviceKind } from "../devices/virtio/device-kind.js";
 import { CardMetrics, type CardMetricsSnapshot } from "./metrics.js";
 import { CardConfigError } from "./errors.js";
 import { CTL_BYTES, CTL_STOP, CTL_WORDS, writeLimiterConfig } from "./control-block.js";
@@ -138,7 +138,7 @@ export async function startKindCard<C>(kind: VirtioDeviceKind<C, unknown>, confi
       irqFd: opts.irqFd,
       ...(opts.pollMs !== undefined ? { pollMs: opts.pollMs } : {}),
     };
-    runner = opts.pooled === true ? await pooledRunner(data) : workerRunner(data, name);
+    runner = opts.pooled === true ? await pooledRunner(data, await kind.loadModel()) : workerRunner(data, name);
   } catch (e) {
     prepared.release();
     throw e;
@@ -246,12 +246,12 @@ function workerRunner(data: CardWorkerData, name: string): CardRunner {
   };
 }
 
-async function pooledRunner(data: CardWorkerData): Promise<CardRunner> {
+async function pooledRunner(data: CardWorkerData, model: ModelModule): Promise<CardRunner> {
   // Loaded here: a process whose cards all run in workers never compiles the loop on this thread.
   const { openCardLoop } = await import("./card-loop.js");
   // A copy, as a worker would get (SharedArrayBuffers stay shared): the kind wipes what it handed
   // over (key bytes) once the card has it.
-  const loop = await openCardLoop(structuredClone(data), true);
+  const loop = await openCardLoop(structuredClone(data), true, model);
   let failed: Error | undefined;
   let onError: ((e: Error) => void) | undefined;
   const exited = loop.runAsync().then(

@@ -29,6 +29,7 @@ const twoQueueKind: VirtioDeviceKind<TwoQueueData> = {
     release: () => {},
   }),
   model: new URL("./testing/two-queue-model.js", import.meta.url),
+  loadModel: () => import("./testing/two-queue-model.js"),
 };
 
 /** Polls `cond` every ms until it holds or `ms` pass. */

@@ -1,13 +1,14 @@
 // `typervisor --version` and `--help` load only the argument parser: each command's code (KVM,
 // the FFI layer, the device models, the crypto, the report charts) is imported when that command
-// runs. A module-resolution hook in the spawned process lists every module it loads.
+// runs. A module-resolution hook in the spawned process lists every module it loads; a file of the
+// CLI's bundle (dist/bundle, src/build/bundle.ts) stands for the modules its source map names.
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, relative, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
@@ -18,8 +19,18 @@ const HOOK = `export async function resolve(specifier, context, next) {
 }
 `;
 
-/** The modules `typervisor <args>` loads (file: and node: URLs, relative to the repository for ours), and its stdout. */
-function loaded(args: string[]): { modules: string[]; stdout: string; ms: number } {
+/**
+ * The modules a file the hook saw stands for, relative to the repository: a bundle file's sources
+ * (src/x.ts as the dist/x.js tsc makes of it, a package's file as it is), any other file itself.
+ */
+function sourcesOf(rel: string): string[] {
+  if (!rel.startsWith("dist/bundle/")) return [rel];
+  const map = JSON.parse(readFileSync(join(ROOT, `${rel}.map`), "utf8")) as { sources: string[] };
+  return map.sources.map((s) => relative(ROOT, resolve(join(ROOT, "dist/bundle"), s)).replace(/^src\/(.*)\.ts$/, "dist/$1.js"));
+}
+
+/** The files `typervisor <args>` loads (file: and node: URLs, relative to the repository for ours), the modules they stand for, and its stdout. */
+function loaded(args: string[]): { files: string[]; modules: string[]; stdout: string; ms: number } {
   const dir = mkdtempSync(join(tmpdir(), "tv-startup-"));
   try {
     const hook = join(dir, "hook.mjs");
@@ -30,11 +41,12 @@ function loaded(args: string[]): { modules: string[]; stdout: string; ms: number
     const ms = performance.now() - t0;
     assert.equal(r.status, 0, r.stderr);
     const root = pathToFileURL(ROOT).href;
-    const modules = r.stderr
+    const files = r.stderr
       .split("\n")
       .filter((l) => l.startsWith("LOADED "))
       .map((l) => l.slice("LOADED ".length).replace(root, ""));
-    return { modules, stdout: r.stdout, ms };
+    const modules = files.flatMap((m) => (m.includes(":") ? [m] : sourcesOf(m)));
+    return { files, modules, stdout: r.stdout, ms };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -42,7 +54,7 @@ function loaded(args: string[]): { modules: string[]; stdout: string; ms: number
 
 for (const args of [["--version"], ["--help"], ["help", "compare"]]) {
   test(`typervisor ${args.join(" ")} loads the argument parser and nothing of the VM, the FFI layer or the crypto`, (t) => {
-    const { modules, stdout, ms } = loaded(args);
+    const { files, modules, stdout, ms } = loaded(args);
     assert.ok(stdout.length > 0);
     const ours = modules.filter((m) => !m.includes(":"));
     for (const m of ours) {
@@ -50,6 +62,7 @@ for (const args of [["--version"], ["--help"], ["help", "compare"]]) {
       assert.ok(!/^dist\/(sys|kvm|vmm\/(?!limits\.js)|devices|cards|memory|security\/(?!chip-dir\.js)|api|sdk|compare\/report)/.test(m), `${m} is not needed to print ${args.join(" ")}`);
     }
     assert.ok(ours.includes("dist/cli/main.js") && ours.includes("dist/cli/args.js"), ours.join(", "));
+    assert.ok(files.includes("dist/bundle/cli.js"), `bin/typervisor.js runs the CLI's bundle: ${files.join(", ")}`);
     t.diagnostic(`${ours.length} of our modules loaded; ${ms.toFixed(0)} ms with the hook (a bare run is measured by npm run bench:start)`);
   });
 }

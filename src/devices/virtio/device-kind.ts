@@ -8,7 +8,8 @@
 // - the VMM's (main) thread: `check` at the edge, `open` when the card starts (host resources are
 //   opened once, there, so a bad file is a start-up error), `updates` while it runs;
 // - the card's worker thread: the module at `model` exports `createModel`, which builds the
-//   device model over the worker's own mapping of guest memory from `workerData`.
+//   device model over the worker's own mapping of guest memory from `workerData`; a pooled card,
+//   run on the VMM's thread, gets the same module through `loadModel` instead.
 
 import type { GuestMemory } from "../../memory/guest-memory.js";
 import type { PollInterest, PollReady } from "../../sys/libc.js";
@@ -96,6 +97,12 @@ export interface CardModel {
 /** The module a kind's `model` URL names exports this. */
 export type CreateModel<D> = (ctx: ModelContext<D>) => CardModel;
 
+/** A kind's model module as a thread that runs the card itself holds it (VirtioDeviceKind.loadModel). */
+export interface ModelModule {
+  // A method, so each kind's own worker-data type fits (method parameters are bivariant).
+  createModel(ctx: ModelContext<unknown>): CardModel;
+}
+
 /**
  * A virtio device kind. `I` is one instance as the VM's config gives it (a drive, the entropy
  * device, the NSM, ...), `C` the config its card starts from (the instance plus what the VM adds:
@@ -117,8 +124,14 @@ export interface VirtioDeviceKind<C = unknown, I = C> {
    * start-up error) and describes the device. `name` is the card's name for messages.
    */
   open(config: C, name: string): OpenedDevice;
-  /** The worker-side module (exports `createModel`). */
+  /** The worker-side module (exports `createModel`): a card's worker imports it by this URL. */
   readonly model: URL;
+  /**
+   * The same module for a card run on the thread that holds this kind (a pooled card): through
+   * the kind's own import, not by URL, so the copy of the model a bundle carries (the CLI's,
+   * dist/bundle) is the one used, never a second copy of the modules beside it.
+   */
+  loadModel(): Promise<ModelModule>;
   /** Runtime updates (Firecracker's PATCH on a running device) as named messages. */
   readonly updates?: Readonly<Record<string, (card: CardControl, arg: unknown) => Promise<unknown>>>;
   /** Firecracker-style metric groups for one instance's counters (api/metrics.ts), keyed by group name. */

@@ -145,5 +145,6 @@ export const blkKind: VirtioDeviceKind<BlkCardConfig> = {
     }
   },
   model: new URL(import.meta.url),
+  loadModel: async () => ({ createModel }),
   updates: { path: replaceImage },
 };

@@ -195,6 +195,7 @@ export const netKind: VirtioDeviceKind<NetConfig> = {
     }
   },
   model: new URL(import.meta.url),
+  loadModel: async () => ({ createModel }),
   updates: {
     /** PATCH rx_rate_limiter: the card takes the new limiter at its next pass. */
     rxRateLimiter: async (card, arg) => {

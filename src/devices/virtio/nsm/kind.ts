@@ -91,6 +91,7 @@ export const nsmKind: VirtioDeviceKind<NsmCardConfig, NsmConfig> = {
   // The worker side is a module of its own: the NSM protocol (CBOR, COSE) is loaded by the card
   // worker that answers it, not by every process that plans a VM.
   model: new URL("./model.js", import.meta.url),
+  loadModel: () => import("./model.js"),
   // A group of our own (Firecracker has no NSM), with the block group's key names.
   metricGroups: (_, m) => ({
     nsm: {

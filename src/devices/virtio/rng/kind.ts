@@ -37,6 +37,7 @@ export const rngKind: VirtioDeviceKind<RngCardConfig | undefined> = {
     return { info: rngDeviceInfo({ queueSize: config?.queueSize }), workerData: data, rateLimiter: config?.rateLimiter, release: () => {} };
   },
   model: new URL(import.meta.url),
+  loadModel: async () => ({ createModel }),
   // Firecracker's `entropy` group, with its key names where the meaning is the same.
   metricGroups: (_, m) => ({
     entropy: {

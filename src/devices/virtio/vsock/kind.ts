@@ -410,6 +410,7 @@ export const vsockKind: VirtioDeviceKind<VsockConfig> = {
     };
   },
   model: new URL(import.meta.url),
+  loadModel: async () => ({ createModel }),
   // Firecracker's `vsock` group, with its key names where the meaning is the same (rx: to the
   // guest, tx: from it), and our own for what it does not count. Cumulative, like every group here.
   metricGroups(instance, m) {
