@@ -65,6 +65,9 @@ function metricRange(samples: readonly StartSample[], m: Metric): Range {
   return summarize(samples.map((s) => (m === "maxRssMiB" ? s.maxRssKiB / KIB_PER_MIB : s[m])));
 }
 
+/** What a further vCPU may cost and still be nothing but the spread of max RSS from run to run, MiB. */
+const FURTHER_VCPU_NOISE_MIB = 0.1;
+
 const vcpuLabel = (v: number): string => `${v} vCPU${v === 1 ? "" : "s"}`;
 
 /** The table (several lines) and the JSON line (one object) of a bench:start run. */
@@ -116,7 +119,8 @@ export function startReport(input: StartReportInput): { table: string; json: Rec
     const row = [`each further vCPU (${lo}→${hi}): max RSS, MiB`, ...per.map((x) => x.toFixed(2))];
     const further: Record<string, number | null> = Object.fromEntries(sides.map((side, i) => [side, round(per[i]!, 3)]));
     if (paired) {
-      const q = ratio(per[0]!, per[1]!);
+      // Under 0.1 MiB a further vCPU's cost is within max RSS's run-to-run spread: a ratio to it says nothing.
+      const q = Math.min(per[0]!, per[1]!) < FURTHER_VCPU_NOISE_MIB ? null : ratio(per[0]!, per[1]!);
       row.push(fmtRatio(q));
       further["ratio"] = round(q, 3);
     }

@@ -50,6 +50,10 @@ test("startReport: medians with min–max per side and vCPU count, typervisor/qe
   assert.match(table, /^2 vCPUs: max RSS, MiB +105\.0 \(100\.0–110\.0\) +32\.0 \(31\.0–33\.0\) +3\.28$/m);
   // (105 − 85) / 1 = 20 MiB against (32 − 32) = 0: no ratio of a zero.
   assert.match(table, /^each further vCPU \(1→2\): max RSS, MiB +20\.00 +0\.00 +—$/m);
+  // Nor of a few KiB, the spread of max RSS (GNU time's resolution is 4 KiB): 20 MiB over 4 KiB is no figure.
+  const nearZero = samples();
+  nearZero.set("qemu:2", nearZero.get("qemu:2")!.map((s) => ({ ...s, maxRssKiB: s.maxRssKiB + 4 })));
+  assert.match(startReport({ ...input, samples: nearZero }).table, /^each further vCPU \(1→2\): max RSS, MiB +20\.00 +0\.00 +—$/m);
   assert.equal(lines.at(-1), "max RSS: GNU time %M");
   assert.equal(json["bench"], "start");
   assert.equal(json["memory_only"], false);

@@ -15,8 +15,20 @@ test("keepModuleUrl: a module's import.meta.url becomes its own dist URL as seen
   assert.equal(keepModuleUrl("export const a = 1;\n", "/p/dist/a.js", "/p/dist/bundle"), "export const a = 1;\n");
 });
 
+test("keepModuleUrl: new URL(\"./x.js\", import.meta.url) naming a module bundled as an entry of its own names that entry's output file", () => {
+  const entries = new Map([["/p/dist/vmm/vcpu-worker.js", "vcpu-worker"]]);
+  const src = `workerUrl: new URL("./vcpu-worker.js", import.meta.url),\nconst elf = new URL('../../guest/build/probe.elf', import.meta.url);\n`;
+  assert.equal(
+    keepModuleUrl(src, "/p/dist/vmm/builder.js", "/p/dist/bundle", entries),
+    `workerUrl: new URL("./vcpu-worker.js", import.meta.url),\nconst elf = new URL('../../guest/build/probe.elf', new URL("../vmm/builder.js", import.meta.url).href);\n`,
+  );
+  // The same words from another folder name another module: kept as that module's own URL.
+  assert.equal(keepModuleUrl(`new URL("./vcpu-worker.js", import.meta.url)`, "/p/dist/cards/card.js", "/p/dist/bundle", entries), `new URL("./vcpu-worker.js", new URL("../cards/card.js", import.meta.url).href)`);
+});
+
 test("keepModuleUrl refuses a module that writes import.meta.url inside a string, naming the file", () => {
-  assert.throws(() => keepModuleUrl(`export const MARK = "kvmTests(import.meta.url)";\n`, "/p/dist/testing/kvm.js", "/p/dist/bundle"), /\/p\/dist\/testing\/kvm\.js: "import\.meta\.url" inside a string/);
+  // (Like testing/kvm.ts's marker, spelt otherwise here: that marker makes a file a KVM test file.)
+  assert.throws(() => keepModuleUrl(`export const MARK = "tests(import.meta.url)";\n`, "/p/dist/testing/kvm.js", "/p/dist/bundle"), /\/p\/dist\/testing\/kvm\.js: "import\.meta\.url" inside a string/);
   assert.throws(() => keepModuleUrl("const s = `at ${x} import.meta.url`;\n", "/p/dist/b.js", "/p/dist/bundle"), /inside a string/);
   // A quoted string before it on the line, closed: the expression itself, rewritten.
   assert.match(keepModuleUrl(`new URL("../../package.json", import.meta.url)\n`, "/p/dist/cli/main.js", "/p/dist/bundle"), /new URL\("\.\.\/\.\.\/package\.json", new URL\("\.\.\/cli\/main\.js", import\.meta\.url\)\.href\)/);

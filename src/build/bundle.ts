@@ -3,16 +3,18 @@
 // instead of compiling ~140 modules through the ES module loader: ~40 ms sooner to a guest's first
 // console byte and ~3.5 MiB less resident (docs/benchmarks.md, "The CLI as one bundle").
 //
-// The SDK (dist/index.js) and the worker threads (a vCPU's, a card's) stay the modules tsc wrote.
-// Code that finds files next to its own module (`import.meta.url`: the probe ELF, package.json, a
-// worker's script, a device kind's model) must still find them from inside the bundle, so each
-// bundled module's `import.meta.url` is rewritten to the URL its own module has in dist/ — every
-// output file lies directly in dist/bundle/, one level below dist/.
+// The vCPU's worker script is bundled beside it (dist/bundle/vcpu-worker.js, sharing its chunks);
+// the SDK (dist/index.js) and a card's worker stay the modules tsc wrote (a card's worker imports
+// its kind's model by URL: bundled, it would hold that model's modules twice). Code that finds
+// files next to its own module (`import.meta.url`: the probe ELF, package.json, a card worker's
+// script, a device kind's model) must still find them from inside the bundle, so each bundled
+// module's `import.meta.url` is rewritten to the URL its own module has in dist/ — every output file
+// lies directly in dist/bundle/, one level below dist/ — except where it names a bundled worker.
 
 import { build, type Plugin } from "esbuild";
 import { rmSync } from "node:fs";
 import { readFile } from "node:fs/promises";
-import { dirname, join, relative } from "node:path";
+import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const DIST = join(dirname(fileURLToPath(import.meta.url)), "..");
@@ -32,20 +34,36 @@ function quoted(source: string): boolean {
   return false;
 }
 
-/** The source of a dist module with its own `import.meta.url` kept: the URL of `file`, from an output file in `outDir`. */
-export function keepModuleUrl(source: string, file: string, outDir: string): string {
+/** Worker scripts bundled as entries of their own beside the CLI: entry name → module in dist/. */
+export const WORKER_ENTRIES: Readonly<Record<string, string>> = { "vcpu-worker": "vmm/vcpu-worker.js" };
+
+/** `new URL("./relative.js", import.meta.url)`, or `import.meta.url` alone. */
+const MODULE_URL = /new URL\((["'])(\.{1,2}\/[^"'\n]+)\1, import\.meta\.url\)|import\.meta\.url/g;
+
+/**
+ * The source of a dist module with its own `import.meta.url` kept: the URL of `file`, from an
+ * output file in `outDir`; but `new URL("./x.js", import.meta.url)` naming a module that is bundled
+ * as an entry of its own (`entries`: absolute path → entry name) names that entry's output file.
+ */
+export function keepModuleUrl(source: string, file: string, outDir: string, entries: ReadonlyMap<string, string> = new Map()): string {
   if (!source.includes("import.meta.url")) return source;
   if (quoted(source)) throw new Error(`${file}: "import.meta.url" inside a string; the bundle cannot tell it from the expression`);
-  const rel = relative(outDir, file);
-  return source.replaceAll("import.meta.url", `new URL(${JSON.stringify(rel)}, import.meta.url).href`);
+  const own = `new URL(${JSON.stringify(relative(outDir, file))}, import.meta.url).href`;
+  return source.replace(MODULE_URL, (whole: string, _quote: string | undefined, spec: string | undefined) => {
+    if (spec === undefined) return own;
+    const entry = entries.get(resolve(dirname(file), spec));
+    return entry === undefined ? whole.replace("import.meta.url", own) : `new URL(${JSON.stringify(`./${entry}.js`)}, import.meta.url)`;
+  });
 }
+
+const ENTRY_PATHS = new Map(Object.entries(WORKER_ENTRIES).map(([name, module]) => [join(DIST, module), name]));
 
 const keepModuleUrls: Plugin = {
   name: "keep-module-urls",
   setup(b) {
     b.onLoad({ filter: /\.js$/ }, async (args) => {
       if (!args.path.startsWith(DIST + "/")) return undefined; // packages (cbor2, ...) as they are
-      return { contents: keepModuleUrl(await readFile(args.path, "utf8"), args.path, BUNDLE_DIR), loader: "js" };
+      return { contents: keepModuleUrl(await readFile(args.path, "utf8"), args.path, BUNDLE_DIR, ENTRY_PATHS), loader: "js" };
     });
   },
 };
@@ -53,7 +71,7 @@ const keepModuleUrls: Plugin = {
 export async function bundleCli(): Promise<void> {
   rmSync(BUNDLE_DIR, { recursive: true, force: true }); // chunks are named by content: no stale ones
   await build({
-    entryPoints: { cli: join(DIST, "cli", "main.js") },
+    entryPoints: { cli: join(DIST, "cli", "main.js"), ...Object.fromEntries(Object.entries(WORKER_ENTRIES).map(([name, module]) => [name, join(DIST, module)])) },
     bundle: true,
     splitting: true,
     format: "esm",
