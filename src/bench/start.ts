@@ -8,7 +8,7 @@
 // --memory-only (guard.ts); --help says what it measures.
 
 import { THREAD_KINDS, type ThreadKind } from "../vmm/vm.js";
-import { spawn, spawnSync } from "node:child_process";
+import { spawn } from "node:child_process";
 import { accessSync, constants, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -73,14 +73,28 @@ function command(c: StartCase, qemu: string): { argv: string[]; okStatus: number
 }
 
 /** One boot under GNU time: the times from spawn(), the max RSS, and a check that the demo passed. */
-async function boot(c: StartCase, qemu: string, dir: string): Promise<StartSample> {
-  const { argv, okStatus } = command(c, qemu);
-  const timeFile = join(dir, "maxrss.txt");
+/** A process under GNU time as it ends: its status or signal, its output, and when it exited and first wrote to stdout. */
+interface Timed {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  /** The last lines of its stderr, joined by " | ", and "(killed after N s)" if the limit killed it. */
+  stderrTail: string;
+  firstByte: bigint | undefined;
+  exitAt: bigint;
+}
+
+/**
+ * Runs `argv` under GNU time (%M into `timeFile`) in a process group of its own: past
+ * BOOT_TIMEOUT_MS the whole group is killed (GNU time alone would leave the command running,
+ * holding its stdout open, and the bench waiting on it for good).
+ */
+async function runTimed(argv: readonly string[], timeFile: string): Promise<Timed> {
   rmSync(timeFile, { force: true });
-  const t0 = process.hrtime.bigint();
-  const child = spawn(GNU_TIME, ["-f", "%M", "-o", timeFile, ...argv], { stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(GNU_TIME, ["-f", "%M", "-o", timeFile, ...argv], { stdio: ["ignore", "pipe", "pipe"], detached: true });
   let firstByte: bigint | undefined;
-  let exitAt: bigint | undefined;
+  let exitAt = 0n;
+  let killed = false;
   const out: Buffer[] = [];
   const err: Buffer[] = [];
   child.stdout.on("data", (b: Buffer) => {
@@ -89,32 +103,45 @@ async function boot(c: StartCase, qemu: string, dir: string): Promise<StartSampl
   });
   child.stderr.on("data", (b: Buffer) => err.push(b));
   child.once("exit", () => (exitAt = process.hrtime.bigint()));
-  const timer = setTimeout(() => child.kill("SIGKILL"), BOOT_TIMEOUT_MS);
+  const timer = setTimeout(() => {
+    killed = true;
+    try {
+      process.kill(-child.pid!, "SIGKILL");
+    } catch {
+      // The group is gone already.
+    }
+  }, BOOT_TIMEOUT_MS);
   const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve, reject) => {
     child.once("error", reject);
     child.once("close", (code, signal) => resolve([code, signal]));
   }).finally(() => clearTimeout(timer));
-  const stdout = Buffer.concat(out).toString("utf8");
-  const who = `${c.side} at ${c.vcpus} vCPU(s)`;
   const tail = Buffer.concat(err).toString("utf8").trim().split("\n").slice(-3).join(" | ");
+  return { code, signal, stdout: Buffer.concat(out).toString("utf8"), stderrTail: killed ? `${tail} (killed after ${BOOT_TIMEOUT_MS / 1000} s)` : tail, firstByte, exitAt };
+}
+
+async function boot(c: StartCase, qemu: string, dir: string): Promise<StartSample> {
+  const { argv, okStatus } = command(c, qemu);
+  const timeFile = join(dir, "maxrss.txt");
+  const t0 = process.hrtime.bigint();
+  const { code, signal, stdout, stderrTail: tail, firstByte, exitAt } = await runTimed(argv, timeFile);
+  const who = `${c.side} at ${c.vcpus} vCPU(s)`;
   if (code !== okStatus) throw new Error(`${who} ended with ${signal ?? `status ${code}`} (the demo passing is ${okStatus}): ${tail}`);
   if (!stdout.startsWith("PROBE start ")) throw new Error(`${who}: the first console output is not the probe's start line: ${JSON.stringify(stdout.slice(0, 80))}`);
   const demo = parseProbeLines(stdout).find((l) => l.name === "demo");
   if (demo === undefined || !("ok" in demo.fields)) throw new Error(`${who}: the demo did not report ok: ${JSON.stringify(stdout.slice(-200))}`);
   return {
     firstByteMs: Number(firstByte! - t0) / 1e6,
-    exitMs: Number(exitAt! - t0) / 1e6,
+    exitMs: Number(exitAt - t0) / 1e6,
     maxRssKiB: parseGnuTimeMaxRss(readFileSync(timeFile, "utf8")),
   };
 }
 
 /** One run of the reference process (node-floor.ts) under GNU time, with its idle worker or without: its max RSS, KiB. */
-function floorRss(withWorker: boolean, dir: string): number {
+async function floorRss(withWorker: boolean, dir: string): Promise<number> {
   const timeFile = join(dir, "floor.txt");
-  rmSync(timeFile, { force: true });
   const script = join(packageRoot(), "dist", "bench", "node-floor.js");
-  const r = spawnSync(GNU_TIME, ["-f", "%M", "-o", timeFile, process.execPath, script, ...(withWorker ? ["worker"] : [])], { encoding: "utf8", timeout: BOOT_TIMEOUT_MS });
-  if (r.status !== 0) throw new Error(`the Node.js floor${withWorker ? " with a worker" : ""} ended with ${r.signal ?? `status ${r.status}`}: ${(r.stderr ?? "").trim().split("\n").slice(-3).join(" | ")}`);
+  const r = await runTimed([process.execPath, script, ...(withWorker ? ["worker"] : [])], timeFile);
+  if (r.code !== 0) throw new Error(`the Node.js floor${withWorker ? " with a worker" : ""} ended with ${r.signal ?? `status ${r.code}`}: ${r.stderrTail}`);
   return parseGnuTimeMaxRss(readFileSync(timeFile, "utf8"));
 }
 
@@ -151,8 +178,8 @@ async function main(): Promise<number> {
         samples.get(caseKey(c))!.push(s);
         line.push(memoryOnly ? `${c.side}/${c.vcpus} ${(s.maxRssKiB / 1024).toFixed(1)} MiB` : `${c.side}/${c.vcpus} ${s.firstByteMs.toFixed(0)}/${s.exitMs.toFixed(0)} ms ${(s.maxRssKiB / 1024).toFixed(1)} MiB`);
       }
-      floor.bare.push(floorRss(false, dir));
-      floor.worker.push(floorRss(true, dir));
+      floor.bare.push(await floorRss(false, dir));
+      floor.worker.push(await floorRss(true, dir));
       line.push(`floor ${(floor.bare.at(-1)! / 1024).toFixed(1)} MiB, with a worker ${(floor.worker.at(-1)! / 1024).toFixed(1)} MiB`);
       progress(`run ${i + 1}/${runs}: ${line.join(", ")}`);
     }
