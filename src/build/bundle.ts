@@ -1,11 +1,11 @@
 // `npm run build` runs this after tsc: the `typervisor` command as one bundle (dist/bundle/cli.js
 // and the chunks its lazily loaded commands need), so that a command starts by reading a few files
-// instead of compiling ~140 modules through the ES module loader: ~40 ms sooner to a guest's first
-// console byte and ~3.5 MiB less resident (docs/benchmarks.md, "The CLI as one bundle").
+// instead of compiling ~140 modules through the ES module loader: ~60 ms sooner to a guest's first
+// console byte and 3.5–4.5 MiB less resident (docs/benchmarks.md, "The CLI as one bundle").
 //
-// The vCPU's worker script is bundled beside it (dist/bundle/vcpu-worker.js, sharing its chunks);
-// the SDK (dist/index.js) and a card's worker stay the modules tsc wrote (a card's worker imports
-// its kind's model by URL: bundled, it would hold that model's modules twice). Code that finds
+// The vCPU's worker script is bundled beside it (dist/bundle/vcpu-worker.js, sharing its chunks:
+// ~1.7 MiB and ~12 ms less per vCPU); the SDK (dist/index.js) and a card's worker stay the modules
+// tsc wrote (a card's worker imports its kind's model by URL; bundling both measured no gain). Code that finds
 // files next to its own module (`import.meta.url`: the probe ELF, package.json, a card worker's
 // script, a device kind's model) must still find them from inside the bundle, so each bundled
 // module's `import.meta.url` is rewritten to the URL its own module has in dist/ — every output file
