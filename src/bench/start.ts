@@ -72,7 +72,6 @@ function command(c: StartCase, qemu: string): { argv: string[]; okStatus: number
   return { argv: [qemu, ...qemuArgs({ kernel: probePath(), accel: "kvm", cmdline: CMDLINE, memMiB: MEM_MIB, smp: c.vcpus })], okStatus: 1 };
 }
 
-/** One boot under GNU time: the times from spawn(), the max RSS, and a check that the demo passed. */
 /** A process under GNU time as it ends: its status or signal, its output, and when it exited and first wrote to stdout. */
 interface Timed {
   code: number | null;
@@ -119,6 +118,7 @@ async function runTimed(argv: readonly string[], timeFile: string): Promise<Time
   return { code, signal, stdout: Buffer.concat(out).toString("utf8"), stderrTail: killed ? `${tail} (killed after ${BOOT_TIMEOUT_MS / 1000} s)` : tail, firstByte, exitAt };
 }
 
+/** One boot under GNU time: the times from spawn(), the max RSS, and a check that the demo passed. */
 async function boot(c: StartCase, qemu: string, dir: string): Promise<StartSample> {
   const { argv, okStatus } = command(c, qemu);
   const timeFile = join(dir, "maxrss.txt");

@@ -94,10 +94,7 @@ export interface CardModel {
   onReady?(ready: PollReady): void;
 }
 
-/** The module a kind's `model` URL names exports this. */
-export type CreateModel<D> = (ctx: ModelContext<D>) => CardModel;
-
-/** A kind's model module as a thread that runs the card itself holds it (VirtioDeviceKind.loadModel). */
+/** What the module a kind's `model` URL names exports (and VirtioDeviceKind.loadModel gives). */
 export interface ModelModule {
   // A method, so each kind's own worker-data type fits (method parameters are bivariant).
   createModel(ctx: ModelContext<unknown>): CardModel;
