@@ -2,10 +2,10 @@
 // the image handling, the files written, and the HTML's structure. No VM runs here.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { runCompare, spread, benchCmdline, BENCH_TEST } from "./run.js";
+import { runCompare, spread, benchCmdline, BENCH_TEST, makeImage } from "./run.js";
 import { countCodeLines, PATH_ANATOMY, countPathLines } from "./loc.js";
 import { renderHtml, terminalTable, writeReport, metricRows } from "./report.js";
 import { syntheticBootProbe, SYNTHETIC_LABEL } from "./testing.js";
@@ -14,6 +14,26 @@ test("spread: median, min, max of odd and even counts; NaN dropped", () => {
   assert.deepEqual(spread([3, 1, 2]), { median: 2, min: 1, max: 3, n: 3 });
   assert.deepEqual(spread([4, 1, 2, 3]), { median: 2.5, min: 1, max: 4, n: 4 });
   assert.equal(spread([NaN]).n, 0);
+});
+
+test("makeImage writes the whole image full of data: no holes, no zero pages, no two MiB alike", () => {
+  const size = (3 << 20) + 4096; // a part-chunk at the end
+  const image = makeImage(tmpdir(), size);
+  try {
+    const st = statSync(image.path);
+    assert.equal(st.size, size);
+    assert.ok(st.blocks * 512 >= size, `${st.blocks} blocks of 512 bytes for ${size} bytes: the image has holes`);
+    const bytes = readFileSync(image.path);
+    const pages = new Set<string>();
+    for (let at = 0; at < size; at += 4096) {
+      const page = bytes.subarray(at, at + 4096);
+      assert.ok(page.some((b) => b !== 0), `the page at ${at} is all zeros`);
+      if (at % (1 << 20) === 0) pages.add(page.toString("hex"));
+    }
+    assert.equal(pages.size, 4, "the first page of each MiB differs from the others");
+  } finally {
+    image.remove();
+  }
 });
 
 test("countCodeLines skips blank and comment-only lines", () => {

@@ -9,7 +9,8 @@
 // `image` attached on `path`, and return the serial lines, the host CPU seconds of each process
 // involved, and the VM's exit count. This module owns the workload, the image, and the numbers.
 
-import { existsSync, mkdtempSync, rmSync, closeSync, openSync, ftruncateSync, readFileSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdtempSync, rmSync, closeSync, openSync, readFileSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseProbeLines, type ProbeLine } from "../probe/probe-lines.js";
@@ -144,14 +145,30 @@ export function hostTscHz(): { hz: number; source: string } {
   return { hz: NaN, source: "unknown" };
 }
 
-/** A sparse image of `size` bytes on tmpfs (or `dir`). */
+/**
+ * Writes `bytes` of pseudo-random data to `fd` from its start, every page allocated: a path that
+ * reads never reads tmpfs's zero page for a hole, a path that writes never allocates a page that a
+ * later path then finds allocated (a sparse image favoured whichever path ran second).
+ */
+export function fillImage(fd: number, bytes: number): void {
+  const chunk = randomBytes(Math.min(bytes, 1 << 20));
+  for (let at = 0; at < bytes; at += chunk.length) {
+    if (chunk.length >= 4) chunk.writeUInt32LE(at / chunk.length, 0); // no two chunks alike
+    writeSync(fd, chunk, 0, Math.min(chunk.length, bytes - at), at);
+  }
+}
+
+/** An image of `size` bytes on tmpfs (or `dir`), full of data (fillImage). */
 export function makeImage(dir: string | undefined, size: number): { path: string; dir: string; remove(): void } {
   const base = dir ?? (existsSync("/dev/shm") ? "/dev/shm" : tmpdir());
   const d = mkdtempSync(join(base, "typervisor-compare-"));
   const path = join(d, "disk.img");
   const fd = openSync(path, "w");
-  ftruncateSync(fd, size);
-  closeSync(fd);
+  try {
+    fillImage(fd, size);
+  } finally {
+    closeSync(fd);
+  }
   return { path, dir: d, remove: () => rmSync(d, { recursive: true, force: true }) };
 }
 
