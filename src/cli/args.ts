@@ -501,7 +501,8 @@ Measures one block workload (the probe guest's bench: 4 KiB random read and writ
 sequential read and write) through three I/O paths in one run: the emulated ATA disk (every register
 access an exit), a Xen-style blkif ring served by a Dom0 process, and a virtio-blk card. Per path:
 IOPS, MB/s, latency, exits per I/O, host CPU seconds per GiB, copies per request, privileged code
-(docs/xen-vs-nitro.md). Each path boots a baseline (no I/O), then --runs bench boots.
+(docs/xen-vs-nitro.md). Each path boots a baseline (no I/O), then --runs bench boots, all on one
+image on /dev/shm written full of data first (it needs --size of room there).
 
 Needs KVM on a real host: /dev/kvm and the built probe guest (npm run build). Inside the box
 (QEMU TCG, TYPERVISOR_BOX=1) it refuses: figures there mean nothing. --hosted runs no VM (the
@@ -514,5 +515,5 @@ Options:
 
 Output: progress on stderr; the table, then "report: DIR/report.json DIR/report.html", on stdout.
 Exit status: 0 every run clean; 1 some run failed (listed); 2 bad arguments, or inside the box;
-4 no /dev/kvm or no built probe guest.
+4 no /dev/kvm, no built probe guest, or no room for the image.
 `;

@@ -88,6 +88,25 @@ test("compare without KVM: one line naming the device node, exit 4, nothing writ
   assert.ok(!existsSync(out));
 });
 
+test("compare where its image cannot be written: one line naming the directory, exit 4, nothing booted or written", async () => {
+  const out = join(mkdtempSync(join(tmpdir(), "typervisor-compare-")), "report");
+  const c = capture();
+  let boots = 0;
+  const status = await compareCommand({ sizeBytes: MiB, runs: 1, outDir: out, paths: ["card"], hosted: true }, c.io, {
+    imageDir: "/nonexistent/images",
+    bootProbe: async () => {
+      boots++;
+      return { lines: "", hostCpuSeconds: { vmm: 0 }, exits: 0 };
+    },
+    env: {},
+  });
+  assert.equal(status, EXIT_HOST);
+  assert.deepEqual(c.err, ["typervisor: compare: cannot write the 1 MiB image in /nonexistent/images: no such directory (a smaller --size, or more room there)\n"]);
+  assert.equal(boots, 0);
+  assert.deepEqual(c.out, []);
+  assert.ok(!existsSync(out));
+});
+
 test("typervisor compare as a user runs it, on a host without /dev/kvm: exit 4, one line", (t) => {
   if (existsSync("/dev/kvm")) {
     t.skip("/dev/kvm exists here: the command would run the comparison");

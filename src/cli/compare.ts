@@ -12,7 +12,7 @@ import { Vm, type VmExit } from "../vmm/vm.js";
 import type { KernelSource } from "../vmm/builder.js";
 import type { CounterName } from "../vmm/vcpu-control.js";
 import { probePath } from "../probe/path.js";
-import { runCompare, type BootProbe, type BootResult, type CompareReport, type IoPath } from "../compare/run.js";
+import { CompareImageError, runCompare, type BootProbe, type BootResult, type CompareReport, type IoPath } from "../compare/run.js";
 import { terminalTable, writeReport } from "../compare/report.js";
 import { runHostedProbe } from "../probe/hosted.js";
 import { boxRefusal } from "../bench/guard.js";
@@ -183,15 +183,22 @@ export async function compareCommand(opts: CompareCliOptions, io: CompareIo, dep
     }
     bootProbe = vmBootProbe({ kernel, ...(deps.kvmPath !== undefined ? { kvmPath: deps.kvmPath } : {}) });
   }
-  const report: CompareReport = await runCompare({
-    bootProbe,
-    sizeBytes: opts.sizeBytes,
-    runs: opts.runs,
-    paths: opts.paths,
-    ...(deps.imageDir !== undefined ? { imageDir: deps.imageDir } : {}),
-    ...(opts.hosted ? { hosted: true } : {}),
-    log: (line) => io.stderr.write(`compare: ${line}\n`),
-  });
+  let report: CompareReport;
+  try {
+    report = await runCompare({
+      bootProbe,
+      sizeBytes: opts.sizeBytes,
+      runs: opts.runs,
+      paths: opts.paths,
+      ...(deps.imageDir !== undefined ? { imageDir: deps.imageDir } : {}),
+      ...(opts.hosted ? { hosted: true } : {}),
+      log: (line) => io.stderr.write(`compare: ${line}\n`),
+    });
+  } catch (e) {
+    if (!(e instanceof CompareImageError)) throw e;
+    io.stderr.write(`typervisor: compare: ${e.message}\n`);
+    return EXIT_HOST;
+  }
   io.stdout.write(`${terminalTable(report)}\n`);
   io.stderr.write(`compare: writing ${opts.outDir}/report.json and report.html\n`);
   const files = writeReport(report, opts.outDir);

@@ -158,18 +158,31 @@ export function fillImage(fd: number, bytes: number): void {
   }
 }
 
+/** The comparison's image could not be made (no room on the tmpfs, no such directory): nothing was measured. */
+export class CompareImageError extends Error {
+  override name = "CompareImageError";
+}
+
 /** An image of `size` bytes on tmpfs (or `dir`), full of data (fillImage). */
 export function makeImage(dir: string | undefined, size: number): { path: string; dir: string; remove(): void } {
   const base = dir ?? (existsSync("/dev/shm") ? "/dev/shm" : tmpdir());
-  const d = mkdtempSync(join(base, "typervisor-compare-"));
-  const path = join(d, "disk.img");
-  const fd = openSync(path, "w");
+  let d: string | undefined;
   try {
-    fillImage(fd, size);
-  } finally {
-    closeSync(fd);
+    d = mkdtempSync(join(base, "typervisor-compare-"));
+    const fd = openSync(join(d, "disk.img"), "w");
+    try {
+      fillImage(fd, size);
+    } finally {
+      closeSync(fd);
+    }
+  } catch (e) {
+    if (d !== undefined) rmSync(d, { recursive: true, force: true });
+    const err = e as NodeJS.ErrnoException;
+    const why = err.code === "ENOSPC" ? "no room left there" : err.code === "ENOENT" ? "no such directory" : err.message;
+    throw new CompareImageError(`cannot write the ${size / 2 ** 20} MiB image in ${base}: ${why} (a smaller --size, or more room there)`, { cause: e });
   }
-  return { path, dir: d, remove: () => rmSync(d, { recursive: true, force: true }) };
+  const made = d;
+  return { path: join(made, "disk.img"), dir: made, remove: () => rmSync(made, { recursive: true, force: true }) };
 }
 
 export function benchCmdline(path: IoPath, sizeBytes: number, rand: number, seq: number): string {
