@@ -166,7 +166,8 @@ export async function compareCommand(opts: CompareCliOptions, io: CompareIo, dep
     io.stderr.write(`${refusal}\n`);
     return EXIT_USAGE;
   }
-  if (opts.hosted && deps.bootProbe === undefined) deps = { ...deps, bootProbe: hostedBootProbe() };
+  // --hosted runs no VM, so it never needs /dev/kvm (whichever probe runs it).
+  if (opts.hosted) deps = { ...deps, bootProbe: deps.bootProbe ?? hostedBootProbe() };
   else if (!existsSync(kvmPath)) {
     io.stderr.write(`typervisor: compare needs ${kvmPath}, and this host has none: nothing was measured\n`);
     return EXIT_HOST;
