@@ -13,7 +13,7 @@ import { describeExit } from "../vmm/exit-report.js";
 import { probePath } from "../probe/path.js";
 import { findQemu, qemuArgs } from "../probe/qemu.js";
 import { parseProbeLines, type ProbeLine } from "../probe/probe-lines.js";
-import { fillImage } from "../compare/run.js";
+import { makeImage } from "../compare/run.js";
 import { benchEntry, elapsed } from "./guard.js";
 import { fmtRange, fmtRatio, ratio, round, summarize } from "./stats.js";
 
@@ -142,20 +142,6 @@ function opsDone(run: Run): number {
   return run.lines.filter((l) => l.name === "blk-bench").reduce((s, l) => s + Number(l.fields["ops"] ?? 0), WARMUP);
 }
 
-/**
- * A fresh image of IMAGE_MIB full of data (compare's fillImage: no holes), so that no boot finds
- * pages an earlier one allocated: a sparse image shared by the two boots favoured the second one's
- * writes.
- */
-function freshImage(path: string): void {
-  const fd = openSync(path, "w");
-  try {
-    fillImage(fd, IMAGE_MIB << 20);
-  } finally {
-    closeSync(fd);
-  }
-}
-
 type Vmm = "typervisor" | "qemu";
 const MODES = [["randread", 1], ["randwrite", 1], ["randread", 32], ["randwrite", 32], ["seqread", 1], ["seqwrite", 1]] as const;
 const key = (mode: string, qd: number): string => `${mode}_qd${qd}`;
@@ -193,7 +179,6 @@ async function main(): Promise<number> {
   if (!Number.isInteger(RUNS) || RUNS < 1) throw new Error(`BENCH_RUNS must be a positive integer, got ${process.env["BENCH_RUNS"]}`);
   const dir = mkdtempSync(join(existsSync("/dev/shm") ? "/dev/shm" : tmpdir(), "typervisor-bench-"));
   try {
-    const image = join(dir, "disk.img");
     const hz = tscHz();
     const work = `${RAND_OPS} ops × 4 random runs, ${SEQ_OPS} ops × 2 sequential runs, ${WARMUP} warm-up reads`;
     progress(`${RUNS} runs of two boots of blk-bench (${work}), each on a fresh ${IMAGE_MIB} MiB image on ${dir}, the order alternating`);
@@ -204,13 +189,18 @@ async function main(): Promise<number> {
     for (let i = 1; i <= RUNS; i++) {
       const order: Vmm[] = i % 2 === 1 ? ["typervisor", "qemu"] : ["qemu", "typervisor"];
       for (const vmm of order) {
-        freshImage(image);
-        const t0 = process.hrtime.bigint();
-        progress(`run ${i}/${RUNS}: ${vmm === "typervisor" ? "typervisor (virtio-blk card)" : "qemu (virtio-blk-device)"}`);
-        const run = vmm === "typervisor" ? await typervisor(image, dir) : await qemu(image);
-        record(series[vmm], run, hz);
-        progress(`run ${i}/${RUNS}: ${vmm} done in ${elapsed(t0)}`);
-        rmSync(image);
+        // A fresh image full of data (no holes) for each boot: none finds pages an earlier one
+        // allocated (a sparse image shared by the two boots favoured the second one's writes).
+        const image = makeImage(dir, IMAGE_MIB << 20);
+        try {
+          const t0 = process.hrtime.bigint();
+          progress(`run ${i}/${RUNS}: ${vmm === "typervisor" ? "typervisor (virtio-blk card)" : "qemu (virtio-blk-device)"}`);
+          const run = vmm === "typervisor" ? await typervisor(image.path, dir) : await qemu(image.path);
+          record(series[vmm], run, hz);
+          progress(`run ${i}/${RUNS}: ${vmm} done in ${elapsed(t0)}`);
+        } finally {
+          image.remove();
+        }
       }
     }
     const a = series.typervisor;

@@ -150,7 +150,7 @@ export function hostTscHz(): { hz: number; source: string } {
  * reads never reads tmpfs's zero page for a hole, a path that writes never allocates a page that a
  * later path then finds allocated (a sparse image favoured whichever path ran second).
  */
-export function fillImage(fd: number, bytes: number): void {
+function fillImage(fd: number, bytes: number): void {
   const chunk = randomBytes(Math.min(bytes, 1 << 20));
   for (let at = 0; at < bytes; at += chunk.length) {
     if (chunk.length >= 4) chunk.writeUInt32LE(at / chunk.length, 0); // no two chunks alike
