@@ -191,7 +191,7 @@ async function main(): Promise<number> {
       for (const vmm of order) {
         // A fresh image full of data (no holes) for each boot: none finds pages an earlier one
         // allocated (a sparse image shared by the two boots favoured the second one's writes).
-        const image = makeImage(dir, IMAGE_MIB << 20);
+        const image = makeImage(dir, IMAGE_MIB << 20, "BENCH_BLK_MIB");
         try {
           const t0 = process.hrtime.bigint();
           progress(`run ${i}/${RUNS}: ${vmm === "typervisor" ? "typervisor (virtio-blk card)" : "qemu (virtio-blk-device)"}`);

@@ -36,6 +36,15 @@ test("makeImage writes the whole image full of data: no holes, no zero pages, no
   }
 });
 
+test("makeImage that cannot write names the caller's size knob and leaves nothing behind", () => {
+  const dir = join(tmpdir(), "tv-no-such-dir", "images");
+  assert.throws(
+    () => makeImage(dir, 1 << 20, "BENCH_BLK_MIB"),
+    (e: unknown) => e instanceof Error && e.name === "CompareImageError" && e.message === `cannot write the 1 MiB image in ${dir}: no such directory (a smaller BENCH_BLK_MIB, or more room there)`,
+  );
+  assert.ok(!existsSync(dir));
+});
+
 test("countCodeLines skips blank and comment-only lines", () => {
   assert.equal(countCodeLines("// a\n\nconst x = 1; // c\n/* b\n c */\n/** d */\nfoo();\n  /* e */ bar();\n"), 3);
 });

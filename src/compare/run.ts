@@ -163,8 +163,11 @@ export class CompareImageError extends Error {
   override name = "CompareImageError";
 }
 
-/** An image of `size` bytes on tmpfs (or `dir`), full of data (fillImage). */
-export function makeImage(dir: string | undefined, size: number): { path: string; dir: string; remove(): void } {
+/**
+ * An image of `size` bytes on tmpfs (or `dir`), full of data (fillImage). `sizeKnob` names what sets
+ * the size for the one who called (compare's `--size`, bench:blk's `BENCH_BLK_MIB`), for the error.
+ */
+export function makeImage(dir: string | undefined, size: number, sizeKnob = "--size"): { path: string; dir: string; remove(): void } {
   const base = dir ?? (existsSync("/dev/shm") ? "/dev/shm" : tmpdir());
   let d: string | undefined;
   try {
@@ -179,7 +182,7 @@ export function makeImage(dir: string | undefined, size: number): { path: string
     if (d !== undefined) rmSync(d, { recursive: true, force: true });
     const err = e as NodeJS.ErrnoException;
     const why = err.code === "ENOSPC" ? "no room left there" : err.code === "ENOENT" ? "no such directory" : err.message;
-    throw new CompareImageError(`cannot write the ${size / 2 ** 20} MiB image in ${base}: ${why} (a smaller --size, or more room there)`, { cause: e });
+    throw new CompareImageError(`cannot write the ${size / 2 ** 20} MiB image in ${base}: ${why} (a smaller ${sizeKnob}, or more room there)`, { cause: e });
   }
   const made = d;
   return { path: join(made, "disk.img"), dir: made, remove: () => rmSync(made, { recursive: true, force: true }) };
