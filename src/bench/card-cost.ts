@@ -4,9 +4,12 @@
 // at QD1 and QD32, read and write (from its TSC), the card thread's CPU time per request (polling
 // included) and the kicks it took. With BENCH_BASELINE=DIR, the same runs of another checkout (built,
 // with `npm ci`) alternate with this one's in the same process, and the table gives the ratios —
-// the before/after of a change to the card, measured side by side.
+// the before/after of a change to the card, measured side by side. Each run also measures the
+// kernel's floor under the card on the same image from C (src/bench/c-read-floor.c): a pread(2)
+// per 4 KiB read, and io_uring in batches of 32.
 
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { benchEntry } from "./guard.js";
@@ -17,7 +20,9 @@ const HELP = `npm run bench:card-cost — the block card's cost per request, hos
 Measures the card's per-request cost: the probe's virtio-blk driver runs as a host library against a
 blk card (no VM) on a 64 MiB image in /dev/shm, 4 KiB random read and write at QD1 and QD32. Per run:
 µs per request as the driver sees it, the card thread's CPU µs per request (polling included), kicks
-per request.
+per request. Beside it, from C on the same image (guest/build/c-read-floor, built by npm run build):
+a pread(2) per 4 KiB read — the floor under the card's own read — and io_uring reads in batches of
+32, with whether the kernel handed them to its worker threads (it does for tmpfs).
 
 Needs no /dev/kvm, but it needs a real host: inside the box (QEMU TCG, TYPERVISOR_BOX=1) it refuses,
 as every instruction timed there is translated.
@@ -36,6 +41,20 @@ const OPS = Number(process.env["BENCH_OPS"] ?? 20_000);
 const IMAGE_BYTES = 64 << 20;
 const MODES = ["randread1", "randwrite1", "randread32", "randwrite32"] as const;
 type Row = Record<(typeof MODES)[number] | "cardCpuUs" | "kicksPerReq", number>;
+
+/** The C floor (src/bench/c-read-floor.c), as it prints it. */
+interface Floor {
+  preadNs: number;
+  uringBatch32Ns: number | null;
+  uringError?: number;
+  threadsAfterUring: number;
+  getppidNs: number;
+}
+const FLOOR_PROGRAM = resolve(import.meta.dirname, "../../guest/build/c-read-floor");
+
+function measureFloor(image: string): Floor {
+  return JSON.parse(execFileSync(FLOOR_PROGRAM, [image, "320000"], { encoding: "utf8" })) as Floor;
+}
 
 const baseline = process.env["BENCH_BASELINE"] ? resolve(process.env["BENCH_BASELINE"]) : undefined;
 
@@ -73,6 +92,8 @@ try {
   const image = join(dir, "disk.img");
   writeFileSync(image, Buffer.alloc(IMAGE_BYTES, 0x5a));
   const perUs = await tscPerUs();
+  if (!existsSync(FLOOR_PROGRAM)) throw new Error(`${FLOOR_PROGRAM} is missing: run "npm run build:guest" (it compiles src/bench/c-read-floor.c)`);
+  const floors: Floor[] = [];
   const sides: Array<{ name: string; run: typeof RunHostedProbe; rows: Row[] }> = [{ name: "this", run: await load(resolve(import.meta.dirname, "../..")), rows: [] }];
   if (baseline !== undefined) sides.unshift({ name: "baseline", run: await load(baseline), rows: [] });
   for (let i = 0; i < RUNS; i++) {
@@ -80,6 +101,8 @@ try {
       progress(`run ${i + 1}/${RUNS}: ${s.name} (${OPS} requests per mode)`);
       s.rows.push(await measure(s.run, image, perUs));
     }
+    progress(`run ${i + 1}/${RUNS}: the C floor (pread, io_uring)`);
+    floors.push(measureFloor(image));
   }
   const keys = [...MODES, "cardCpuUs", "kicksPerReq"] as const;
   const label: Record<(typeof keys)[number], string> = {
@@ -104,6 +127,20 @@ try {
   const widths = header.map((_, c) => Math.max(...lines.map((l) => (l[c] ?? "").length)));
   for (const l of lines) process.stdout.write(l.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join("  ") + "\n");
   process.stdout.write(`median of ${RUNS} runs; hosted (no VM): the probe's driver and the card in one process, image in /dev/shm\n`);
+  const floorMed = (k: "preadNs" | "getppidNs"): number => median(floors.map((f) => f[k])) / 1000;
+  const uring = floors.map((f) => f.uringBatch32Ns).filter((v): v is number => v !== null);
+  const punted = floors.some((f) => f.threadsAfterUring > 1);
+  process.stdout.write(`the kernel under the card, from C on the same image (median of ${RUNS}): pread 4 KiB ${floorMed("preadNs").toFixed(2)} µs/read, ` +
+    (uring.length === floors.length
+      ? `io_uring in batches of 32 ${(median(uring) / 1000).toFixed(2)} µs/read${punted ? " (handed to io_uring's worker threads: this file system cannot read without blocking)" : ""}, `
+      : `io_uring unavailable (errno ${floors.find((f) => f.uringBatch32Ns === null)?.uringError}), `) +
+    `getppid ${floorMed("getppidNs").toFixed(2)} µs\n`);
+  out["floor"] = {
+    preadUs: floorMed("preadNs"),
+    uringBatch32Us: uring.length === floors.length ? median(uring) / 1000 : null,
+    uringPunted: punted,
+    getppidUs: floorMed("getppidNs"),
+  };
   process.stdout.write(JSON.stringify(out) + "\n");
 } finally {
   rmSync(dir, { recursive: true, force: true });
