@@ -30,6 +30,8 @@ test("run parses every option", () => {
   assert.equal(c.options.vcpus, 4);
   assert.equal(c.options.vcpuThreads, "pooled");
   assert.equal(c.options.cardThreads, "pooled");
+  const main = parseCommand(["run", "--vcpu-threads", "main", "--vcpus", "1"], limits);
+  assert.ok(main.cmd === "run" && main.options.vcpuThreads === "main");
   assert.equal(c.options.memMiB, 3072);
   assert.deepEqual(c.options.console, { kind: "file", path: "/tmp/x" });
   assert.equal(c.options.bootProtocol, "pvh");
@@ -38,6 +40,7 @@ test("run parses every option", () => {
 test("bad arguments are UsageErrors with one clear sentence", () => {
   const bad: Array<[string[], RegExp]> = [
     [["run", "--vcpus", "0"], /--vcpus must be from 1 to 8, got 0/],
+    [["run", "--vcpus", "2", "--vcpu-threads", "main"], /--vcpu-threads main runs the one vCPU on the main thread: --vcpus must be 1, got 2/],
     [["run", "--vcpus", "9"], /--vcpus must be from 1 to 8/],
     [["run", "--vcpus", "two"], /--vcpus must be a whole number, got "two"/],
     [["run", "--mem", "1"], /--mem must be from 16 to 65536/],
@@ -46,7 +49,7 @@ test("bad arguments are UsageErrors with one clear sentence", () => {
     [["run", "--initrd", "x"], /--initrd needs --kernel/],
     [["run", "--console", "tty"], /--console must be stdio, none or file:PATH/],
     [["run", "--boot", "efi"], /--boot must be linux64 or pvh/],
-    [["run", "--vcpu-threads", "shared"], /--vcpu-threads must be dedicated or pooled, got "shared"/],
+    [["run", "--vcpu-threads", "shared"], /--vcpu-threads must be dedicated, pooled or main, got "shared"/],
     [["run", "--card-threads", "one"], /--card-threads must be dedicated or pooled, got "one"/],
     [["frobnicate"], /unknown command "frobnicate"/],
     [["probe"], /--path/],

@@ -55,8 +55,8 @@ export interface RunOptions {
   initrd?: string;
   cmdline?: string;
   vcpus: number;
-  /** `--vcpu-threads`: a worker thread per vCPU (dedicated) or KVM_RUN on libuv's pool (pooled). */
-  vcpuThreads: "dedicated" | "pooled";
+  /** `--vcpu-threads`: a worker thread per vCPU (dedicated), KVM_RUN on libuv's pool (pooled), or the one vCPU on the main thread (main). */
+  vcpuThreads: "dedicated" | "pooled" | "main";
   /** `--card-threads`: a worker thread per card (dedicated) or each card on the main thread's event loop (pooled). */
   cardThreads: "dedicated" | "pooled";
   memMiB: number;
@@ -336,18 +336,22 @@ export function parseCommand(argv: string[], limits: { maxVcpus: number; minMem:
         }
         const boot = values.boot ?? "linux64";
         if (boot !== "linux64" && boot !== "pvh") throw new UsageError(`--boot must be linux64 or pvh, got "${boot}"`);
-        const threads = (flag: "vcpu-threads" | "card-threads"): "dedicated" | "pooled" => {
+        const threads = <K extends string>(flag: "vcpu-threads" | "card-threads", kinds: readonly K[]): K => {
           const v = values[flag] ?? "dedicated";
-          if (v !== "dedicated" && v !== "pooled") throw new UsageError(`--${flag} must be dedicated or pooled, got "${v}"`);
-          return v;
+          if (!(kinds as readonly string[]).includes(v)) throw new UsageError(`--${flag} must be ${kinds.slice(0, -1).join(", ")} or ${kinds.at(-1)}, got "${v}"`);
+          return v as K;
         };
-        const vcpuThreads = threads("vcpu-threads");
-        const cardThreads = threads("card-threads");
+        const vcpuThreads = threads("vcpu-threads", ["dedicated", "pooled", "main"] as const);
+        const cardThreads = threads("card-threads", ["dedicated", "pooled"] as const);
+        const vcpus = integer("vcpus", values.vcpus, DEFAULT_VCPUS, 1, limits.maxVcpus);
+        if (vcpuThreads === "main" && vcpus !== 1) {
+          throw new UsageError(`--vcpu-threads main runs the one vCPU on the main thread: --vcpus must be 1, got ${vcpus}`);
+        }
         const options: RunOptions = {
             kernel: values.kernel,
             initrd: values.initrd,
             cmdline: values.cmdline,
-            vcpus: integer("vcpus", values.vcpus, DEFAULT_VCPUS, 1, limits.maxVcpus),
+            vcpus,
             vcpuThreads,
             cardThreads,
             memMiB: integer("mem", values.mem, DEFAULT_MEM_MIB, limits.minMem, limits.maxMem),
@@ -455,7 +459,9 @@ Options of run:
                        "console=ttyS0 reboot=k panic=1 pci=off" for a kernel)
   --vcpus N            1 to 8 (default ${DEFAULT_VCPUS})
   --vcpu-threads KIND  dedicated (default): a worker thread per vCPU, the fastest exits; pooled: KVM_RUN
-                       on libuv's thread pool and exits on the main thread, less memory per vCPU
+                       on libuv's thread pool and exits on the main thread, less memory per vCPU;
+                       main (1 vCPU): the vCPU runs on the main thread itself, as fast as dedicated
+                       with the memory of pooled
   --card-threads KIND  dedicated (default): a worker thread per device card; pooled: cards on the main
                        thread's event loop, waiting on libuv's pool (less memory per card, no polling)
   --mem MIB            guest memory in MiB (default ${DEFAULT_MEM_MIB}); 3 GiB or more gets the 32-bit MMIO gap

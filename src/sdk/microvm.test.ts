@@ -100,7 +100,11 @@ test("consoleFd sends output to a descriptor; console is then empty; bad config 
   assert.throws(() => MicroVM.create({ kernel: kernel(), vcpus: 99 }), /vcpus must be an integer from 1 to 8, got 99/);
   assert.throws(
     () => MicroVM.create({ kernel: kernel(), vcpuThreads: "shared" as "pooled" }),
-    /vcpuThreads must be "dedicated" or "pooled", got "shared"/,
+    /vcpuThreads must be "dedicated" or "pooled" or "main", got "shared"/,
+  );
+  assert.throws(
+    () => MicroVM.create({ kernel: kernel(), vcpus: 2, vcpuThreads: "main" }),
+    /vcpuThreads "main" runs one vCPU on the thread that made the VM: vcpus must be 1, got 2/,
   );
 });
 

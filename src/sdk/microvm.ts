@@ -9,7 +9,7 @@ import { EventEmitter } from "node:events";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { PassThrough, type Readable } from "node:stream";
-import { Vm, type ThreadKind, type VmConfig, type VmExit, type VmState } from "../vmm/vm.js";
+import { Vm, type ThreadKind, type VcpuThreadKind, type VmConfig, type VmExit, type VmState } from "../vmm/vm.js";
 import type { KernelSource } from "../vmm/builder.js";
 import type { DriveConfig, EntropyConfig, NsmConfig } from "../vmm/drives.js";
 import type { NetConfig } from "../devices/virtio/net/kind.js";
@@ -61,9 +61,12 @@ export interface MicroVMConfig {
    * exits. "pooled": KVM_RUN on a thread of libuv's pool and the exits on this process's event
    * loop, with no V8 isolate per vCPU (less memory and a faster start per VM: many small VMs in
    * one process); each running pooled vCPU holds a pool thread, so start the process with
-   * UV_THREADPOOL_SIZE above the number of pooled vCPUs you run at once.
+   * UV_THREADPOOL_SIZE above the number of pooled vCPUs you run at once. "main" (one vCPU only):
+   * KVM_RUN blocks this thread and the exits are handled here, as fast as on a thread of their own
+   * and with no isolate either, but this process's event loop then runs only between exits and
+   * at a periodic signal (every few ms): for a process that runs one VM and little else.
    */
-  vcpuThreads?: ThreadKind;
+  vcpuThreads?: VcpuThreadKind;
   /**
    * Where the device cards run. "dedicated" (default): a worker thread each. "pooled": on this
    * process's event loop, each idle card waiting on a thread of libuv's pool (no V8 isolate per

@@ -116,6 +116,10 @@ int main(void) {
   V(POLLIN); V(POLLOUT); V(POLLERR); V(POLLHUP); V(POLLNVAL); num("POLLFD_SIZE", sizeof(struct pollfd));
   num("POLLFD_EVENTS_OFFSET", offsetof(struct pollfd, events)); num("POLLFD_REVENTS_OFFSET", offsetof(struct pollfd, revents));
   V(EFD_SEMAPHORE); V(EFD_CLOEXEC); V(EFD_NONBLOCK); V(SIGUSR1); V(SIGUSR2); V(SYS_gettid); V(SYS_ioctl);
+  V(CLOCK_MONOTONIC); num("ITIMERSPEC_SIZE", sizeof(struct itimerspec)); V(SIGEV_THREAD_ID);
+  num("SIGEVENT_SIZE", sizeof(struct sigevent)); num("SIGEVENT_SIGNO_OFFSET", offsetof(struct sigevent, sigev_signo));
+  num("SIGEVENT_NOTIFY_OFFSET", offsetof(struct sigevent, sigev_notify));
+  num("SIGEVENT_TID_OFFSET", offsetof(struct sigevent, sigev_notify_thread_id));
   close_obj();
 
   /* MAP_FAILED as an unsigned 64-bit number, in a string (it does not fit a JSON double). */

@@ -210,6 +210,35 @@ test("tgkill to this thread with a SIGUSR2 handler installed delivers the signal
   assert.throws(() => sys.tgkill(sys.getpid(), 0x3fffffff, sys.SIGUSR2), (e: unknown) => e instanceof SysError && e.code === "ESRCH");
 });
 
+test("threadTimer: a periodic signal to this thread ends a blocking wait here each period, until stopped", async () => {
+  let signals = 0;
+  const handler = (): void => {
+    signals++;
+  };
+  sys.installSignalHandler("SIGUSR2", handler);
+  const timer = sys.threadTimer(sys.SIGUSR2, 5);
+  try {
+    // A 10 s sleep in poll(2) on this thread: the 5 ms timer ends it (EINTR), again and again.
+    for (let i = 0; i < 3; i++) {
+      const t0 = performance.now();
+      assert.throws(() => sys.sleepInterruptible(10_000), (e: unknown) => e instanceof SysError && e.code === "EINTR");
+      assert.ok(performance.now() - t0 < 1000, `woken after ${(performance.now() - t0).toFixed(1)} ms`);
+    }
+    await new Promise((r) => setTimeout(r, 30));
+    assert.ok(signals >= 3, `${signals} signals handled`);
+  } finally {
+    timer.stop();
+    timer.stop(); // idempotent
+  }
+  // Stopped: a wait now runs its course.
+  await new Promise((r) => setTimeout(r, 20));
+  const t0 = performance.now();
+  sys.sleepInterruptible(50);
+  assert.ok(performance.now() - t0 >= 45, "no signal after stop()");
+  process.off("SIGUSR2", handler);
+  assert.throws(() => sys.threadTimer(sys.SIGUSR2, 0), RangeError);
+});
+
 test("worker threads load their own binding: getpid/gettid inside a Worker, and a kick back to the main thread", async () => {
   const libcUrl = new URL("./index.js", import.meta.url).href;
   let resolve!: () => void;

@@ -95,6 +95,21 @@ export const CLOCK_THREAD_CPUTIME_ID = 3;
 /** time.h: sizeof(struct timespec) { time_t tv_sec; long tv_nsec; } on x86-64 */
 export const TIMESPEC_SIZE = 16;
 
+/** time.h: CLOCK_MONOTONIC */
+export const CLOCK_MONOTONIC = 1;
+/** time.h: sizeof(struct itimerspec) { struct timespec it_interval, it_value; } on x86-64 */
+export const ITIMERSPEC_SIZE = 32;
+/** signal.h (asm-generic/siginfo.h): SIGEV_THREAD_ID — a timer's signal goes to one thread */
+export const SIGEV_THREAD_ID = 4;
+/** signal.h: sizeof(struct sigevent) on x86-64 */
+export const SIGEVENT_SIZE = 64;
+/** signal.h: offsetof(struct sigevent, sigev_signo) */
+export const SIGEVENT_SIGNO_OFFSET = 8;
+/** signal.h: offsetof(struct sigevent, sigev_notify) */
+export const SIGEVENT_NOTIFY_OFFSET = 12;
+/** signal.h: offsetof(struct sigevent, sigev_notify_thread_id) (glibc's name for _sigev_un._tid) */
+export const SIGEVENT_TID_OFFSET = 16;
+
 /** signal.h: SIGUSR1 */
 export const SIGUSR1 = 10;
 /** signal.h: SIGUSR2 — the signal that kicks a vCPU thread out of KVM_RUN */
@@ -111,6 +126,7 @@ export const LIBC_CONSTANTS: Readonly<Record<string, number>> = Object.freeze({
   PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC, MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS, MAP_NORESERVE, MAP_FIXED_NOREPLACE,
   MFD_CLOEXEC, MFD_ALLOW_SEALING, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, POLLIN, POLLOUT, POLLERR, POLLHUP, POLLNVAL, POLLFD_SIZE,
   POLLFD_EVENTS_OFFSET, POLLFD_REVENTS_OFFSET, CLOCK_THREAD_CPUTIME_ID, TIMESPEC_SIZE, EFD_SEMAPHORE, EFD_CLOEXEC, EFD_NONBLOCK, SIGUSR1, SIGUSR2, SYS_gettid, SYS_ioctl,
+  CLOCK_MONOTONIC, ITIMERSPEC_SIZE, SIGEV_THREAD_ID, SIGEVENT_SIZE, SIGEVENT_SIGNO_OFFSET, SIGEVENT_NOTIFY_OFFSET, SIGEVENT_TID_OFFSET,
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -125,6 +141,7 @@ interface Libc {
   ioctlPtr: Fn; ioctlVal: Fn;
   mmap: Fn; munmap: Fn; memfd_create: Fn; ftruncate: Fn; fallocate: Fn; fsync: Fn; fdatasync: Fn;
   eventfd: Fn; getpid: Fn; syscall: Fn; tgkill: Fn; poll: Fn; clock_gettime: Fn;
+  timer_create: Fn; timer_settime: Fn; timer_delete: Fn;
 }
 
 let libc: Libc | undefined;
@@ -166,6 +183,11 @@ function bind(): Libc {
     tgkill: lib.func("int tgkill(int tgid, int tid, int sig)"),
     poll: lib.func("int poll(void *fds, unsigned long nfds, int timeout)"),
     clock_gettime: lib.func("int clock_gettime(int clockid, void *tp)"),
+    // POSIX timers (in libc.so.6 since glibc 2.34). timer_t is a pointer-sized handle: it travels
+    // as an integer of that size.
+    timer_create: lib.func("int timer_create(int clockid, void *sevp, void *timerid)"),
+    timer_settime: lib.func("int timer_settime(intptr_t timerid, int flags, void *new_value, void *old_value)"),
+    timer_delete: lib.func("int timer_delete(intptr_t timerid)"),
   };
   return libc;
 }
@@ -373,6 +395,52 @@ export function threadCpuMicros(): number {
   const ts = new BigInt64Array(TIMESPEC_SIZE / 8);
   check(bind().clock_gettime(CLOCK_THREAD_CPUTIME_ID, ts) as number, "clock_gettime");
   return Number(ts[0]!) * 1e6 + Math.floor(Number(ts[1]!) / 1e3);
+}
+
+/** A periodic signal to one thread (threadTimer). */
+export interface ThreadTimer {
+  /** Disarms and deletes the timer. Idempotent. */
+  stop(): void;
+}
+
+/**
+ * A POSIX timer that sends `signal` to the calling thread every `periodMs` (timer_create(2) with
+ * SIGEV_THREAD_ID on CLOCK_MONOTONIC): what interrupts a KVM_RUN this thread blocks in, so that
+ * it comes back to its event loop at least that often. The signal needs a handler
+ * (installSignalHandler), else its default action ends the process.
+ */
+export function threadTimer(signal: number, periodMs: number): ThreadTimer {
+  if (!(periodMs > 0)) throw new RangeError(`threadTimer: period ${periodMs} ms is not positive`);
+  const l = bind();
+  const sev = new Uint8Array(SIGEVENT_SIZE);
+  const v = new DataView(sev.buffer);
+  v.setInt32(SIGEVENT_SIGNO_OFFSET, signal, true);
+  v.setInt32(SIGEVENT_NOTIFY_OFFSET, SIGEV_THREAD_ID, true);
+  v.setInt32(SIGEVENT_TID_OFFSET, gettid(), true);
+  const id = new BigInt64Array(1);
+  check(l.timer_create(CLOCK_MONOTONIC, sev, id) as number, "timer_create");
+  const handle = id[0]!;
+  const spec = new BigInt64Array(ITIMERSPEC_SIZE / 8);
+  const sec = BigInt(Math.floor(periodMs / 1000));
+  const nsec = BigInt(Math.round((periodMs % 1000) * 1e6));
+  spec[0] = sec; // it_interval
+  spec[1] = nsec;
+  spec[2] = sec; // it_value: the first signal one period from now
+  spec[3] = nsec;
+  try {
+    check(l.timer_settime(handle, 0, spec, null) as number, "timer_settime");
+  } catch (e) {
+    l.timer_delete(handle);
+    throw e;
+  }
+  let live = true;
+  return {
+    stop() {
+      if (!live) return;
+      live = false;
+      check(l.timer_delete(handle) as number, "timer_delete");
+    },
+  };
 }
 
 /** tgkill(2): send `sig` to one thread of process `pid`. */

@@ -1,6 +1,7 @@
 // The KVM_RUN loop of one vCPU and the dispatch of its exits. It runs on the vCPU's worker
-// thread (or, for a pooled vCPU, on the event loop while KVM_RUN runs on a pool thread); nothing
-// here blocks except KVM_RUN itself. Only legacy port I/O and config-space
+// thread (or, for a pooled vCPU, on the event loop while KVM_RUN runs on a pool thread; or, for a
+// vCPU on the main thread, between turns of its event loop); nothing here blocks except KVM_RUN
+// itself. Only legacy port I/O and config-space
 // MMIO are handled here: device I/O proper is a card's job, off this thread.
 
 import type { VcpuHandle } from "../kvm/hypervisor.js";
@@ -147,6 +148,52 @@ export async function runVcpuLoopAsync(opts: ExitLoopOptions & { beforeRun?: () 
     }
     const stop = steps.exited();
     if (stop !== undefined) return stop;
+  }
+}
+
+/**
+ * The same loop for a vCPU on the thread that made the VM (vcpuThreads "main"): KVM_RUN blocks this
+ * thread, as on a vCPU thread of its own, and every `yieldMs` (and after every interrupted run)
+ * the loop gives the event loop a turn, so timers, console input, the API and the cards' messages
+ * are served in between. What brings a guest that makes no exits back here is the caller's
+ * periodic signal (sys.threadTimer): KVM_RUN returns EINTR on it. `beforeRun` as for
+ * runVcpuLoopAsync.
+ */
+export async function runVcpuLoopHere(opts: ExitLoopOptions & { beforeRun?: () => Promise<void> | undefined; yieldMs: number }): Promise<VcpuStop> {
+  const steps = loopSteps(opts);
+  const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+  // The caller (the VM's start) goes on before the guest first blocks this thread.
+  await turn();
+  let since = performance.now();
+  for (;;) {
+    const wait = opts.beforeRun?.();
+    if (wait !== undefined) {
+      await wait;
+      since = performance.now();
+    }
+    const next = steps.next();
+    if (next === PARK) {
+      await opts.control.parkAsync();
+      steps.unparked();
+      since = performance.now();
+      continue;
+    }
+    if (next !== RUN) return next;
+    let interrupted = false;
+    try {
+      opts.vcpu.run();
+    } catch (e) {
+      if (!steps.retry(e)) throw e;
+      interrupted = true;
+    }
+    if (!interrupted) {
+      const stop = steps.exited();
+      if (stop !== undefined) return stop;
+    }
+    if (interrupted || performance.now() - since >= opts.yieldMs) {
+      await turn();
+      since = performance.now();
+    }
   }
 }
 

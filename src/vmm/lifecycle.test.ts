@@ -8,7 +8,7 @@ import { execFileSync } from "node:child_process";
 import { constants, mkdtempSync, openSync, closeSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Vm, VM_TRANSITIONS, THREAD_KINDS } from "./vm.js";
+import { Vm, VM_TRANSITIONS, VCPU_THREAD_KINDS } from "./vm.js";
 import { fakeMachine, type FakeStep } from "./testing/fake-machine.js";
 
 const text = (s: string): FakeStep[] => [...Buffer.from(s)].map((b) => ({ out: 0x3f8, bytes: [b] }));
@@ -32,12 +32,16 @@ async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<
   }
 }
 
-// Each test runs with both kinds of vCPU thread (vm.ts ThreadKind): a worker per vCPU, and pooled
-// vCPUs whose exits run on this event loop (which must stay responsive all the same).
-for (const mode of THREAD_KINDS) {
+// Each test runs with every kind of vCPU thread (vm.ts VcpuThreadKind): a worker per vCPU, pooled
+// vCPUs whose exits run on this event loop (which must stay responsive all the same), and one vCPU
+// on this very thread ("main": its blocking run is interrupted by the periodic signal, so this
+// event loop stays responsive too). "main" takes one vCPU: the first script of each machine.
+for (const mode of VCPU_THREAD_KINDS) {
+  const machine = (scripts: FakeStep[][]) => fakeMachine(mode === "main" ? scripts.slice(0, 1) : scripts);
+  const count = (scripts: number) => (mode === "main" ? 1 : scripts);
   test(`${mode}: ` + "guest output reaches the console from the vCPU's exit loop; the i8042 reset stops the VM cleanly", async () => {
     const c = consoleFile();
-    const m = fakeMachine([[...text("PROBE hello\n"), RESET, ...text("never")]]);
+    const m = machine([[...text("PROBE hello\n"), RESET, ...text("never")]]);
     const vm = new Vm(m, c.fd, undefined, mode);
     await vm.start();
     assert.deepEqual(await withTimeout(vm.wait(), 10_000, "reset"), { kind: "reset" });
@@ -51,7 +55,7 @@ for (const mode of THREAD_KINDS) {
 
   test(`${mode}: ` + "one vCPU's debug exit stops the others, which are kicked out of a blocking run", async () => {
     const c = consoleFile();
-    const m = fakeMachine([[...text("bye\n"), { out: 0xf4, bytes: [3, 0, 0, 0] }], [BLOCK], [BLOCK]]);
+    const m = machine([[...text("bye\n"), { out: 0xf4, bytes: [3, 0, 0, 0] }], [BLOCK], [BLOCK]]);
     const vm = new Vm(m, c.fd, undefined, mode);
     await vm.start();
     assert.deepEqual(await withTimeout(vm.wait(), 10_000, "debug exit"), { kind: "debug-exit", status: 3 });
@@ -61,7 +65,7 @@ for (const mode of THREAD_KINDS) {
 
   test(`${mode}: ` + "stop() interrupts vCPUs blocked in the guest; the main thread stays responsive meanwhile", async () => {
     // Pooled, three: with libuv's default pool of four, one thread stays free (the next test).
-    const m = fakeMachine(mode === "pooled" ? [[BLOCK], [BLOCK], [BLOCK]] : [[BLOCK], [BLOCK], [BLOCK], [BLOCK]]);
+    const m = machine(mode === "pooled" ? [[BLOCK], [BLOCK], [BLOCK]] : [[BLOCK], [BLOCK], [BLOCK], [BLOCK]]);
     const vm = new Vm(m, -1, undefined, mode);
     await vm.start();
     assert.throws(() => vm.close(), /while vCPUs are running/);
@@ -94,7 +98,7 @@ for (const mode of THREAD_KINDS) {
       closeSync(reader);
     });
     // 96 KiB of output: more than the 64 KiB a pipe holds, so the vCPU must wait for room.
-    const m = fakeMachine([[...text("x".repeat(96 * 1024)), RESET]]);
+    const m = machine([[...text("x".repeat(96 * 1024)), RESET]]);
     const vm = new Vm(m, writer, undefined, mode);
     await vm.start();
     // Wait until the guest stops making progress: its console writes are stuck on the full pipe.
@@ -112,21 +116,23 @@ for (const mode of THREAD_KINDS) {
     vm.close();
   });
 
-  test(`${mode}: ` + "a triple fault on vCPU 1 is a crash of vCPU 1 with its registers", async () => {
-    const m = fakeMachine([[BLOCK], [{ shutdown: true }]]);
+  test(`${mode}: ` + "a triple fault is a crash of the vCPU that made it, with its registers", async () => {
+    // vCPU 1 while vCPU 0 runs on; "main" has vCPU 0 only.
+    const m = mode === "main" ? machine([[{ shutdown: true }]]) : machine([[BLOCK], [{ shutdown: true }]]);
     const vm = new Vm(m, -1, undefined, mode);
     await vm.start();
     const exit = await withTimeout(vm.wait(), 10_000, "crash");
     assert.equal(exit.kind, "crash");
     if (exit.kind !== "crash") return;
-    assert.equal(exit.vcpu, 1);
+    const id = count(2) - 1;
+    assert.equal(exit.vcpu, id);
     assert.equal(exit.reason, "triple fault");
-    assert.deepEqual(exit.state, { regs: { rip: 0xdead0001n } });
+    assert.deepEqual(exit.state, { regs: { rip: 0xdead0000n + BigInt(id) } });
     vm.close();
   });
 
   test(`${mode}: ` + "a failing KVM_RUN is reported as an error of that vCPU and stops the VM", async () => {
-    const m = fakeMachine([[{ fail: "KVM_RUN failed: EFAULT" }], [BLOCK]]);
+    const m = machine([[{ fail: "KVM_RUN failed: EFAULT" }], [BLOCK]]);
     const vm = new Vm(m, -1, undefined, mode);
     await vm.start();
     assert.deepEqual(await withTimeout(vm.wait(), 10_000, "error"), { kind: "error", vcpu: 0, message: "KVM_RUN failed: EFAULT" });
@@ -134,7 +140,7 @@ for (const mode of THREAD_KINDS) {
   });
 
   test(`${mode}: ` + "stop before start ends the VM without running anything", async () => {
-    const m = fakeMachine([[RESET]]);
+    const m = machine([[RESET]]);
     const vm = new Vm(m, -1, undefined, mode);
     vm.stop("never started");
     assert.deepEqual(await vm.wait(), { kind: "stopped", by: "never started" });
@@ -144,7 +150,7 @@ for (const mode of THREAD_KINDS) {
 
   test(`${mode}: ` + "console input from the main thread is what the vCPU thread's UART reads", async () => {
     // The guest reads LSR (data ready?), then RBR, then resets.
-    const m = fakeMachine([[{ inb: 0x3fd }, { inb: 0x3f8 }, RESET]]);
+    const m = machine([[{ inb: 0x3fd }, { inb: 0x3f8 }, RESET]]);
     const vm = new Vm(m, -1, undefined, mode);
     assert.equal(vm.sendConsoleInput(Buffer.from("x")), 1);
     await vm.start();
@@ -157,13 +163,13 @@ for (const mode of THREAD_KINDS) {
   test(`${mode}: ` + "pause parks every vCPU outside the guest, resume lets them run on", async () => {
     const c = consoleFile();
     // Both vCPUs sit "in the guest" until kicked.
-    const m = fakeMachine([[BLOCK], [BLOCK]]);
+    const m = machine([[BLOCK], [BLOCK]]);
     const vm = new Vm(m, c.fd, undefined, mode);
     await vm.start();
     assert.equal(vm.state, "running");
     await withTimeout(vm.pause(), 10_000, "pause");
     assert.equal(vm.state, "paused");
-    assert.equal(vm.control.parked, 2);
+    assert.equal(vm.control.parked, count(2));
     // While paused nothing runs: the counters stand still.
     const before = JSON.stringify(vm.exitCounters());
     await new Promise((r) => setTimeout(r, 50));
@@ -185,7 +191,7 @@ for (const mode of THREAD_KINDS) {
   });
 
   test(`${mode}: ` + "stop while paused ends the VM", async () => {
-    const m = fakeMachine([[BLOCK]]);
+    const m = machine([[BLOCK]]);
     const vm = new Vm(m, -1, undefined, mode);
     await vm.start();
     await vm.pause();
@@ -197,7 +203,7 @@ for (const mode of THREAD_KINDS) {
   test(`${mode}: ` + "SendCtrlAltDel: the running guest's keyboard gets the chord and IRQ 1", async () => {
     // The guest reads the keyboard: status, then data, four times; then resets.
     const readKey: FakeStep[] = [{ inb: 0x64 }, { inb: 0x60 }];
-    const m = fakeMachine([[{ waitFor: 1 }, ...readKey, ...readKey, ...readKey, ...readKey, RESET]]);
+    const m = machine([[{ waitFor: 1 }, ...readKey, ...readKey, ...readKey, ...readKey, RESET]]);
     const vm = new Vm(m, -1, undefined, mode);
     assert.throws(() => vm.sendCtrlAltDel(), /VM that is created/);
     await vm.start();
@@ -211,7 +217,7 @@ for (const mode of THREAD_KINDS) {
   });
 
   test(`${mode}: ` + "one state machine: every transition is one of VM_TRANSITIONS, emits its event, and state already says so", async () => {
-    const m = fakeMachine([[BLOCK], [BLOCK]]);
+    const m = machine([[BLOCK], [BLOCK]]);
     const vm = new Vm(m, -1, undefined, mode);
     const seen: Array<[string, string]> = [];
     for (const e of ["start", "pause", "resume", "exit"]) vm.on(e, () => seen.push([e, vm.state]));
@@ -224,7 +230,7 @@ for (const mode of THREAD_KINDS) {
     assert.equal(vm.state, "running", "not paused before every vCPU has parked");
     await withTimeout(Promise.all([first, second]), 10_000, "pause");
     assert.equal(vm.state, "paused");
-    assert.equal(vm.control.parked, 2);
+    assert.equal(vm.control.parked, count(2));
     vm.resume();
     vm.stop("test");
     const exit = await withTimeout(vm.wait(), 10_000, "stop");
@@ -240,7 +246,7 @@ for (const mode of THREAD_KINDS) {
   });
 
   test(`${mode}: ` + "a VM stopped while its vCPUs park ends stopped, with no pause event", async () => {
-    const m = fakeMachine([[BLOCK]]);
+    const m = machine([[BLOCK]]);
     const vm = new Vm(m, -1, undefined, mode);
     let paused = 0;
     vm.on("pause", () => paused++);
@@ -254,6 +260,14 @@ for (const mode of THREAD_KINDS) {
     vm.close();
   });
 }
+
+test("a VM of two vCPUs cannot run them on the main thread: start() refuses it, nothing runs", async () => {
+  const m = fakeMachine([[BLOCK], [BLOCK]]);
+  const vm = new Vm(m, -1, undefined, "main");
+  await assert.rejects(vm.start(), /vcpuThreads "main" runs one vCPU on this thread: this VM has 2/);
+  assert.equal(vm.state, "created");
+  vm.close();
+});
 
 test("pooled vCPUs that would hold every thread of libuv's pool are refused, saying how to grow it", async () => {
   const size = Number.parseInt(process.env.UV_THREADPOOL_SIZE ?? "4", 10);

@@ -5,11 +5,17 @@
 // per exit, and exits that wait while the event loop is busy. Fit for guests that exit rarely
 // (device I/O goes to cards by ioeventfd, never through here) and for many small VMs in one
 // process; a vCPU thread of its own (vcpu-thread.ts) stays the choice for exit-heavy guests.
+//
+// A vCPU on the main thread (vcpuThreads "main") is prepared here too: no isolate of its own
+// either, but KVM_RUN blocks the thread that made the VM, with no hop per exit (exits as fast as
+// on a thread of its own), and a periodic signal to that thread (MAIN_TICK_MS) brings it back to
+// its event loop while the guest runs without exits. For one VM with one vCPU in a process of its
+// own (the CLI's `run`): it holds the event loop up to a tick at a time.
 
 import { writeSync } from "node:fs";
-import { waitWritable } from "../sys/index.js";
+import { SIGUSR2, threadTimer, waitWritable } from "../sys/index.js";
 import type { VmControl } from "./vcpu-control.js";
-import { runVcpuLoopAsync, type VcpuStop } from "./exit-loop.js";
+import { runVcpuLoopAsync, runVcpuLoopHere, type VcpuStop } from "./exit-loop.js";
 import { attachVcpuBuses } from "./vcpu-buses.js";
 import type { OpenedVcpu, VcpuWorkerData } from "./vcpu-thread.js";
 
@@ -23,6 +29,13 @@ export interface PooledVcpuHandle extends OpenedVcpu {
 const CONSOLE_CHUNK = 4096;
 /** How often a full console is looked at again while the guest waits for it. */
 const CONSOLE_RETRY_MS = 2;
+/**
+ * A vCPU on the main thread: how often the signal interrupts its KVM_RUN (the longest its event
+ * loop waits while the guest makes no exits), and how long it handles exits before it gives the
+ * event loop a turn.
+ */
+export const MAIN_TICK_MS = 4;
+const MAIN_YIELD_MS = 2;
 
 /**
  * Console output from the event loop, which must never block: bytes go out while the descriptor
@@ -83,28 +96,35 @@ class EventLoopConsole {
 /**
  * Attaches a pooled vCPU's buses (as a vCPU thread does) and returns its exit loop, to be run once
  * the VM says go. Rejects as a vCPU thread reports an error: the buses could not be built.
+ * `where`: "pooled" (KVM_RUN on libuv's pool) or "main" (KVM_RUN on this thread, see above).
  */
 export async function preparePooledVcpu(
   data: VcpuWorkerData,
   opened: PooledVcpuHandle,
   control: VmControl,
+  where: "pooled" | "main" = "pooled",
 ): Promise<{ run(): Promise<VcpuStop> }> {
   const console = new EventLoopConsole(data.consoleFd, () => control.stopRequested);
   const buses = await attachVcpuBuses(data, opened, control, (bytes) => console.write(bytes));
   return {
     async run(): Promise<VcpuStop> {
+      const loop = {
+        vcpu: opened.vcpu,
+        pio: buses.pio,
+        mmio: buses.mmio,
+        control,
+        pendingStop: buses.pendingStop,
+        dumpState: opened.dumpState,
+        clearImmediateExit: () => opened.clearImmediateExit(),
+        beforeRun: () => console.drained(),
+      };
+      let tick: { stop(): void } | undefined;
       try {
-        return await runVcpuLoopAsync({
-          vcpu: opened.vcpu,
-          pio: buses.pio,
-          mmio: buses.mmio,
-          control,
-          pendingStop: buses.pendingStop,
-          dumpState: opened.dumpState,
-          clearImmediateExit: () => opened.clearImmediateExit(),
-          beforeRun: () => console.drained(),
-        });
+        if (where === "pooled") return await runVcpuLoopAsync(loop);
+        tick = threadTimer(SIGUSR2, MAIN_TICK_MS);
+        return await runVcpuLoopHere({ ...loop, yieldMs: MAIN_YIELD_MS });
       } finally {
+        tick?.stop();
         buses.close();
         // Whatever stopped this vCPU stops the VM: the others leave at their next exit or kick.
         control.requestStop();

@@ -204,6 +204,47 @@ kvmTest("pooled vCPUs: pause, resume and stop reach guests running on pool threa
   for (const c of vm.exitCounters()) assert.ok(c.INTERRUPTED >= 1, "each vCPU was kicked out of the guest");
 });
 
+// A vCPU on the main thread (vcpuThreads "main"): KVM_RUN blocks this thread, the exits are
+// handled between turns of its event loop, and a periodic signal brings a guest that makes no
+// exits back to it.
+kvmTest("main-thread vCPU: the demo, and exits counted once per write", { need: "kvm" }, async (t) => {
+  const demo = await boot(t, { cmdline: "probe.run=demo", vcpuThreads: "main" });
+  assert.deepEqual(demo.exit, { kind: "debug-exit", status: 0 }, demo.output);
+  assert.equal(findLine(demo.lines, "done")!.fields["status"], "0");
+  const n = 2000;
+  const exits = await boot(t, { cmdline: `probe.run=exits probe.exits.kind=mmio probe.exits.n=${n}`, vcpuThreads: "main" });
+  assert.deepEqual(exits.exit, { kind: "debug-exit", status: 0 }, exits.output);
+  const c = exits.vm.exitCounters()[0]!;
+  assert.ok(c.UNHANDLED_MMIO >= n, `unhandled MMIO ${c.UNHANDLED_MMIO} >= ${n}`);
+});
+
+kvmTest("main-thread vCPU: timers, pause, resume and stop reach a guest that spins without exits", { need: "kvm" }, async (t) => {
+  // `hold` spins in ring 3 without exits: only the periodic signal gets KVM_RUN to return here.
+  const { vm, consolePath } = probeVm(t, { cmdline: "probe.run=hold", vcpus: 1, memMiB: 64, vcpuThreads: "main" });
+  await vm.start();
+  const deadline = Date.now() + 60_000;
+  while (!readFileSync(consolePath, "utf8").includes("PROBE hold")) {
+    assert.ok(Date.now() < deadline, "the guest reached hold");
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  // The guest holds this thread in KVM_RUN: a 10 ms timer still fires within a few ticks.
+  const lags: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    const t0 = performance.now();
+    await new Promise((r) => setTimeout(r, 10));
+    lags.push(performance.now() - t0 - 10);
+  }
+  assert.ok(Math.max(...lags) < 200, `timer lag ${Math.max(...lags).toFixed(1)} ms`);
+  await vm.pause();
+  assert.equal(vm.state, "paused");
+  assert.equal(vm.control.parked, 1);
+  vm.resume();
+  await new Promise((r) => setTimeout(r, 50));
+  vm.stop("test");
+  assert.deepEqual(await vm.wait(), { kind: "stopped", by: "test" });
+  assert.ok(vm.exitCounters()[0]!.INTERRUPTED >= 5, "KVM_RUN was interrupted by the periodic signal");
+});
+
 test("a malformed kernel is refused before a VM exists (no KVM object is needed to say so)", () => {
   const junk = new Uint8Array(4096).fill(0x90);
   assert.throws(

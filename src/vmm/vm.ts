@@ -61,8 +61,8 @@ export interface VmConfig {
   vsock?: import("../devices/virtio/vsock/kind.js").VsockConfig;
   /** DER of the certificate whose signature over PCR0 was verified before boot: measured into PCR8. */
   signingCert?: Uint8Array;
-  /** Where the vCPUs' exits are handled (ThreadKind); "dedicated" when not given. */
-  vcpuThreads?: ThreadKind;
+  /** Where the vCPUs' exits are handled (VcpuThreadKind); "dedicated" when not given. */
+  vcpuThreads?: VcpuThreadKind;
   /**
    * Where the cards run: "dedicated" (default), a worker thread each; "pooled", on the event loop of
    * the thread that made the VM, each idle card waiting in poll(2) on a thread of libuv's pool
@@ -80,6 +80,15 @@ export interface VmConfig {
  */
 export type ThreadKind = "dedicated" | "pooled";
 export const THREAD_KINDS: readonly ThreadKind[] = ["dedicated", "pooled"];
+
+/**
+ * Where a vCPU runs: a ThreadKind, or "main": KVM_RUN blocks the thread that made the VM and the
+ * exits are handled there, between turns of its event loop, a periodic signal bringing it back
+ * while the guest makes no exits (vcpu-pooled.ts): no isolate per vCPU and no hop per exit, for
+ * one vCPU of a VM that has its process to itself (the event loop waits up to a tick at a time).
+ */
+export type VcpuThreadKind = ThreadKind | "main";
+export const VCPU_THREAD_KINDS: readonly VcpuThreadKind[] = ["dedicated", "pooled", "main"];
 
 /** libuv's default pool size (uv_threadpool.c: when UV_THREADPOOL_SIZE is not set). */
 const UV_DEFAULT_POOL = 4;
@@ -120,11 +129,16 @@ export function validateVmConfig(c: VmConfig): void {
   if (!Number.isInteger(c.memMiB) || c.memMiB < MIN_MEM_MIB || c.memMiB > MAX_MEM_MIB) {
     throw new VmConfigError(`memory must be an integer from ${MIN_MEM_MIB} to ${MAX_MEM_MIB} MiB, got ${c.memMiB}`);
   }
-  for (const key of ["vcpuThreads", "cardThreads"] as const) {
+  const kinds = (key: "vcpuThreads" | "cardThreads", allowed: readonly string[]): void => {
     const v = c[key];
-    if (v !== undefined && !THREAD_KINDS.includes(v)) {
-      throw new VmConfigError(`${key} must be ${THREAD_KINDS.map((t) => `"${t}"`).join(" or ")}, got ${JSON.stringify(v)}`);
+    if (v !== undefined && !allowed.includes(v)) {
+      throw new VmConfigError(`${key} must be ${allowed.map((t) => `"${t}"`).join(" or ")}, got ${JSON.stringify(v)}`);
     }
+  };
+  kinds("vcpuThreads", VCPU_THREAD_KINDS);
+  kinds("cardThreads", THREAD_KINDS);
+  if (c.vcpuThreads === "main" && c.vcpus !== 1) {
+    throw new VmConfigError(`vcpuThreads "main" runs one vCPU on the thread that made the VM: vcpus must be 1, got ${c.vcpus} (use "dedicated" or "pooled")`);
   }
 }
 
@@ -220,7 +234,7 @@ export class Vm extends EventEmitter {
     private readonly machine: Machine,
     private readonly consoleFd: number,
     measured?: { id: string; pcrs: PcrBank },
-    private readonly vcpuThreads: ThreadKind = "dedicated",
+    private readonly vcpuThreads: VcpuThreadKind = "dedicated",
     private readonly cardThreads: ThreadKind = "dedicated",
   ) {
     super();
@@ -342,6 +356,10 @@ export class Vm extends EventEmitter {
     if (this.started) throw new Error("the VM has already been started");
     if (this.closed) throw new Error("the VM has been closed");
     const pooled = this.vcpuThreads === "pooled";
+    const here = pooled || this.vcpuThreads === "main";
+    if (this.vcpuThreads === "main" && this.slots.length !== 1) {
+      throw new VmConfigError(`vcpuThreads "main" runs one vCPU on this thread: this VM has ${this.slots.length}`);
+    }
     // What this VM holds of libuv's pool while it runs: a thread per pooled vCPU and per pooled card.
     const demand = (pooled ? this.slots.length : 0) + (this.cardThreads === "pooled" ? this.machine.virtio.length : 0);
     if (demand > 0) this.checkPool(demand);
@@ -382,7 +400,7 @@ export class Vm extends EventEmitter {
           ? { dom0: { port: dom0.port, controlFd: this.dom0.handle.controlFd, notifyFd: dom0.notifyFd } }
           : {}),
       };
-      if (pooled) return this.preparePooled(slot, i, data);
+      if (here) return this.preparePooled(slot, i, data, pooled ? "pooled" : "main");
       const worker = new Worker(this.machine.workerUrl, { workerData: data });
       slot.worker = worker;
       return new Promise<undefined>((resolve) => {
@@ -441,7 +459,7 @@ export class Vm extends EventEmitter {
    * loop once the VM says go (or undefined when it could not be prepared: the VM then ends with
    * the error, as for a vCPU thread that failed).
    */
-  private async preparePooled(slot: VcpuSlot, i: number, data: VcpuWorkerData): Promise<(() => void) | undefined> {
+  private async preparePooled(slot: VcpuSlot, i: number, data: VcpuWorkerData, where: "pooled" | "main"): Promise<(() => void) | undefined> {
     // As for a vCPU thread's error: recorded, and the VM stops (onVcpuDone).
     const fail = (e: unknown): void => {
       this.finish({ kind: "error", vcpu: slot.id, message: e instanceof Error ? e.message : String(e) });
@@ -451,8 +469,10 @@ export class Vm extends EventEmitter {
       const open = this.machine.vcpus[i]!.openPooled;
       if (open === undefined) throw new Error("this machine cannot run pooled vCPUs");
       const handle = open();
-      const prepared = await preparePooledVcpu(data, handle, this.control);
-      slot.pooled = handle;
+      const prepared = await preparePooledVcpu(data, handle, this.control, where);
+      // A kick finds a pooled vCPU on whichever pool thread runs it; one on this thread is not in
+      // KVM_RUN while this thread kicks it (immediate_exit is enough).
+      if (where === "pooled") slot.pooled = handle;
       return () => {
         prepared.run().then((stop) => this.onVcpuStopped(slot, stop), fail);
       };

@@ -1,6 +1,7 @@
 // A fake vCPU (see fake-machine.ts): replays its script of exits as KVM_RUN would, on a vCPU
 // worker thread (run) or pooled (runAsync: what blocks in run is waited for without blocking).
 
+import { isMainThread } from "node:worker_threads";
 import { SysError, sleepInterruptible } from "../../sys/index.js";
 import type { KvmRun } from "../../kvm/run.js";
 import type { VcpuExit } from "../../kvm/types.js";
@@ -52,7 +53,16 @@ export function openFakeVcpu(backend: unknown, vcpuId: number): OpenedVcpu {
               script.unshift(step);
               throw new SysError("KVM_RUN", EINTR);
             }
-            Atomics.wait(words, 4, Atomics.load(words, 4), 20);
+            // On the main thread (vcpuThreads "main") nobody else can move the counter while
+            // this waits: a signal (its periodic tick) ends the run, as it ends KVM_RUN.
+            if (isMainThread) {
+              try {
+                sleepInterruptible(20);
+              } catch (e) {
+                script.unshift(step);
+                throw e;
+              }
+            } else Atomics.wait(words, 4, Atomics.load(words, 4), 20);
           }
           current = { kind: "intr" };
           return;
