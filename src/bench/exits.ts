@@ -8,7 +8,7 @@
 // run inside the box (guard.ts); --help says what it measures.
 
 import { existsSync, readFileSync } from "node:fs";
-import { Vm } from "../vmm/vm.js";
+import { VCPU_THREAD_KINDS, Vm, type VcpuThreadKind } from "../vmm/vm.js";
 import { describeExit } from "../vmm/exit-report.js";
 import { probePath } from "../probe/path.js";
 import { findQemu, runProbeInQemu } from "../probe/qemu.js";
@@ -28,7 +28,8 @@ under Typervisor, under a C KVM_RUN loop on the same VM (src/bench/c-exit-loop.c
 Needs KVM on a real host: /dev/kvm, qemu-system-x86_64, gcc, and the built probe guest
 (npm run build). Inside the box (QEMU TCG, TYPERVISOR_BOX=1) it refuses: figures there mean nothing.
 
-Environment: BENCH_EXITS_N (writes per short run, default 200000), BENCH_RUNS (default 3).
+Environment: BENCH_EXITS_N (writes per short run, default 200000), BENCH_RUNS (default 3),
+BENCH_VCPU_THREADS (where Typervisor's vCPU runs: dedicated, the default, pooled or main).
 Output: progress on stderr; a table, then one JSON object as the last line, on stdout.
 Exit status: 0 measured; 1 a run failed; 2 cannot measure here (no /dev/kvm, no QEMU, the box).
 `;
@@ -36,6 +37,7 @@ Exit status: 0 measured; 1 a run failed; 2 cannot measure here (no /dev/kvm, no 
 const progress = benchEntry({ name: "bench:exits", what: "KVM exit rates", help: HELP });
 
 const N = Number(process.env["BENCH_EXITS_N"] ?? 200_000);
+const THREADS = process.env["BENCH_VCPU_THREADS"] ?? "dedicated";
 const RUNS = Number(process.env["BENCH_RUNS"] ?? 3);
 type Kind = "pio" | "mmio";
 
@@ -46,6 +48,7 @@ async function typervisorSeconds(kind: Kind, n: number): Promise<number> {
     vcpus: 1,
     memMiB: 64,
     consoleFd: -1,
+    vcpuThreads: THREADS as VcpuThreadKind,
   });
   try {
     const t0 = process.hrtime.bigint();
@@ -106,6 +109,10 @@ async function rate(who: string, run: (kind: Kind, n: number) => Promise<number>
 }
 
 async function main(): Promise<number> {
+  if (!VCPU_THREAD_KINDS.includes(THREADS as VcpuThreadKind)) {
+    process.stderr.write(`bench:exits: BENCH_VCPU_THREADS must be ${VCPU_THREAD_KINDS.slice(0, -1).join(", ")} or ${VCPU_THREAD_KINDS.at(-1)}, got "${THREADS}"\n`);
+    return 2;
+  }
   if (!existsSync("/dev/kvm")) {
     process.stderr.write("bench:exits needs /dev/kvm, and this host has none: nothing was measured\n");
     return 2;
@@ -115,8 +122,8 @@ async function main(): Promise<number> {
     process.stderr.write("bench:exits needs qemu-system-x86_64 (Debian package qemu-system-x86) as the peer\n");
     return 2;
   }
-  progress(`${RUNS} runs each of typervisor, the C loop and qemu, pio then mmio; N=${N}`);
-  const result: Record<string, unknown> = { bench: "exits", n: N, runs: RUNS, host_kvm: existsSync("/sys/module/kvm_pvm") ? "pvm" : "kvm" };
+  progress(`${RUNS} runs each of typervisor (${THREADS} vCPU thread), the C loop and qemu, pio then mmio; N=${N}`);
+  const result: Record<string, unknown> = { bench: "exits", n: N, runs: RUNS, vcpu_threads: THREADS, host_kvm: existsSync("/sys/module/kvm_pvm") ? "pvm" : "kvm" };
   const rows: string[] = [];
   for (const kind of ["pio", "mmio"] as const) {
     const ours = await rate("typervisor", typervisorSeconds, kind);
@@ -133,7 +140,7 @@ async function main(): Promise<number> {
     rows.push(`${kind.padEnd(5)} ${fmt(ours)} ${fmt(c)} ${fmt(peer)} ${vsC.toFixed(3).padStart(8)} ${vsQemu.toFixed(3).padStart(8)}`);
   }
   process.stdout.write(
-    `exits/s, median of ${RUNS} (min–max), N=${N} vs 2N\n` +
+    `exits/s, median of ${RUNS} (min–max), N=${N} vs 2N; typervisor with its vCPU ${THREADS === "main" ? "on the main thread" : THREADS === "pooled" ? "pooled" : "on a thread of its own"}\n` +
       `kind  ${"typervisor".padEnd(30)} ${"C loop".padEnd(30)} ${"qemu".padEnd(30)} vs C     vs qemu\n${rows.join("\n")}\n`,
   );
   process.stdout.write(JSON.stringify(result) + "\n");

@@ -44,7 +44,7 @@ export interface StartReportInput {
   samples: ReadonlyMap<string, readonly StartSample[]>;
   vcpuCounts: readonly number[];
   /** typervisor's `--vcpu-threads` (vm.ts ThreadKind). */
-  vcpuThreads: "dedicated" | "pooled";
+  vcpuThreads: "dedicated" | "pooled" | "main";
   /** The sides measured (default both; typervisor alone where there is no QEMU, memory only). */
   sides?: readonly StartSide[];
   /**

@@ -120,7 +120,7 @@ test("bench:start inside the box without --memory-only refuses and says that --m
 test("bench:start refuses a BENCH_VCPU_THREADS that is not a kind of vCPU thread, before it measures anything", () => {
   const r = spawnSync(process.execPath, [script], { env: { ...hostEnv(), BENCH_VCPU_THREADS: "shared" }, encoding: "utf8", timeout: 30_000 });
   assert.equal(r.status, EXIT_CANNOT_MEASURE);
-  assert.equal(r.stderr, `bench:start: BENCH_VCPU_THREADS must be dedicated or pooled, got "shared"\n`);
+  assert.equal(r.stderr, `bench:start: BENCH_VCPU_THREADS must be dedicated, pooled or main, got "shared"\n`);
   assert.equal(r.stdout, "");
 });
 

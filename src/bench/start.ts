@@ -7,7 +7,7 @@
 // table, then one JSON object as the last line on stdout. Refuses to run inside the box unless
 // --memory-only (guard.ts); --help says what it measures.
 
-import { THREAD_KINDS, type ThreadKind } from "../vmm/vm.js";
+import { VCPU_THREAD_KINDS, type VcpuThreadKind } from "../vmm/vm.js";
 import { spawn } from "node:child_process";
 import { accessSync, constants, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -40,7 +40,8 @@ alone, and runs in the box as well: resident memory is real there. Where there i
 box carries none), --memory-only measures Typervisor alone.
 
 Environment: BENCH_RUNS (runs of each of the four boots, default 5), BENCH_VCPU_THREADS
-(typervisor's --vcpu-threads: dedicated, the default, or pooled).
+(typervisor's --vcpu-threads: dedicated, the default here, pooled, or main — what typervisor run
+itself does for one vCPU; one vCPU only, so its runs boot 1 vCPU and print no further-vCPU row).
 Output: progress on stderr; a table, then one JSON object as the last line, on stdout.
 Exit status: 0 measured; 1 a run failed; 2 cannot measure here (no /dev/kvm, no QEMU, no
 /usr/bin/time, the box without --memory-only, a bad setting).
@@ -52,7 +53,8 @@ const { progress, memoryOnly } = benchEntryOptions({ name: NAME, what: "VM start
 const GNU_TIME = "/usr/bin/time";
 const MEM_MIB = 128;
 const CMDLINE = "probe.run=demo";
-const VCPU_COUNTS = [1, 2] as const;
+/** The vCPU counts booted: 1 and 2 (what a further vCPU costs); "main" runs one vCPU only. */
+const vcpuCounts = (threads: VcpuThreadKind): readonly number[] => (threads === "main" ? [1] : [1, 2]);
 /** A boot that takes longer than this has hung (the box translates every instruction: more there). */
 const BOOT_TIMEOUT_MS = inBox() ? 600_000 : 60_000;
 const RSS_SOURCE = "the kernel's ru_maxrss (wait4) of each process, through GNU time -f %M";
@@ -146,14 +148,15 @@ async function floorRss(withWorker: boolean, dir: string): Promise<number> {
 }
 
 /** typervisor's `--vcpu-threads` (BENCH_VCPU_THREADS). */
-let vcpuThreads: ThreadKind = "dedicated";
+let vcpuThreads: VcpuThreadKind = "dedicated";
 
 async function main(): Promise<number> {
   const runs = envInt("BENCH_RUNS", 5, 1, 1000);
   if (typeof runs === "string") return cannot(runs);
   const threads = process.env.BENCH_VCPU_THREADS ?? "dedicated";
-  if (!THREAD_KINDS.includes(threads as ThreadKind)) return cannot(`BENCH_VCPU_THREADS must be ${THREAD_KINDS.join(" or ")}, got "${threads}"`);
-  vcpuThreads = threads as ThreadKind;
+  if (!VCPU_THREAD_KINDS.includes(threads as VcpuThreadKind)) return cannot(`BENCH_VCPU_THREADS must be ${VCPU_THREAD_KINDS.slice(0, -1).join(", ")} or ${VCPU_THREAD_KINDS.at(-1)}, got "${threads}"`);
+  vcpuThreads = threads as VcpuThreadKind;
+  const VCPU_COUNTS = vcpuCounts(vcpuThreads);
   if (!existsSync("/dev/kvm")) return cannot("needs /dev/kvm, and this host has none: nothing was measured");
   const qemu = findQemu();
   // Memory alone is worth having without the peer (the box carries no QEMU); times are not.
