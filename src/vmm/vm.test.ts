@@ -168,32 +168,42 @@ kvmTest("stop from the host interrupts a running guest", { need: "kvm" }, async 
   assert.deepEqual(await vm.wait(), { kind: "stopped", by: "test" });
 });
 
+/** The demo, then 2000 MMIO writes to nothing, each one exit counted once, with `vcpuThreads`. */
+async function demoAndMmioExits(t: TestContext, vcpuThreads: "pooled" | "main"): Promise<void> {
+  const demo = await boot(t, { cmdline: "probe.run=demo", vcpuThreads });
+  assert.deepEqual(demo.exit, { kind: "debug-exit", status: 0 }, demo.output);
+  assert.equal(findLine(demo.lines, "done")!.fields["status"], "0");
+  const n = 2000;
+  const exits = await boot(t, { cmdline: `probe.run=exits probe.exits.kind=mmio probe.exits.n=${n}`, vcpuThreads });
+  assert.deepEqual(exits.exit, { kind: "debug-exit", status: 0 }, exits.output);
+  const c = exits.vm.exitCounters()[0]!;
+  assert.ok(c.UNHANDLED_MMIO >= n, `unhandled MMIO ${c.UNHANDLED_MMIO} >= ${n}`);
+}
+
+/** Waits (up to a minute) until the `hold` guest says it holds: from then on it makes no exits. */
+async function untilHold(consolePath: string): Promise<void> {
+  const deadline = Date.now() + 60_000;
+  while (!readFileSync(consolePath, "utf8").includes("PROBE hold")) {
+    assert.ok(Date.now() < deadline, "the guest reached hold");
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 // Pooled vCPUs (vcpu-pooled.ts): KVM_RUN on libuv's pool, the exits on this event loop. Two vCPUs
 // at most here: libuv's default pool has four threads and one must stay free.
 kvmTest("pooled vCPUs: the demo, two vCPUs checking in, and exits counted once per write", { need: "kvm" }, async (t) => {
-  const demo = await boot(t, { cmdline: "probe.run=demo", vcpuThreads: "pooled" });
-  assert.deepEqual(demo.exit, { kind: "debug-exit", status: 0 }, demo.output);
-  assert.equal(findLine(demo.lines, "done")!.fields["status"], "0");
+  await demoAndMmioExits(t, "pooled");
   const smp = await boot(t, { cmdline: "probe.run=smp probe.smp.wait_ms=60000", vcpus: 2, vcpuThreads: "pooled" }, 120_000);
   assert.deepEqual(smp.exit, { kind: "debug-exit", status: 0 }, smp.output);
   const summary = smp.lines.find((l) => l.name === "smp" && l.fields["expected"] !== undefined)!;
   assert.equal(Number(summary.fields["online"]), 2);
-  const n = 2000;
-  const exits = await boot(t, { cmdline: `probe.run=exits probe.exits.kind=mmio probe.exits.n=${n}`, vcpuThreads: "pooled" });
-  assert.deepEqual(exits.exit, { kind: "debug-exit", status: 0 }, exits.output);
-  const c = exits.vm.exitCounters()[0]!;
-  assert.ok(c.UNHANDLED_MMIO >= n, `unhandled MMIO ${c.UNHANDLED_MMIO} >= ${n}`);
 });
 
 kvmTest("pooled vCPUs: pause, resume and stop reach guests running on pool threads", { need: "kvm" }, async (t) => {
   // `hold` spins in ring 3 without exits: only a kick gets a vCPU out of KVM_RUN.
   const { vm, consolePath } = probeVm(t, { cmdline: "probe.run=hold", vcpus: 2, memMiB: 64, vcpuThreads: "pooled" });
   await vm.start();
-  const deadline = Date.now() + 60_000;
-  while (!readFileSync(consolePath, "utf8").includes("PROBE hold")) {
-    assert.ok(Date.now() < deadline, "the guest reached hold");
-    await new Promise((r) => setTimeout(r, 20));
-  }
+  await untilHold(consolePath);
   await vm.pause();
   assert.equal(vm.state, "paused");
   assert.equal(vm.control.parked, 2);
@@ -208,25 +218,14 @@ kvmTest("pooled vCPUs: pause, resume and stop reach guests running on pool threa
 // handled between turns of its event loop, and a periodic signal brings a guest that makes no
 // exits back to it.
 kvmTest("main-thread vCPU: the demo, and exits counted once per write", { need: "kvm" }, async (t) => {
-  const demo = await boot(t, { cmdline: "probe.run=demo", vcpuThreads: "main" });
-  assert.deepEqual(demo.exit, { kind: "debug-exit", status: 0 }, demo.output);
-  assert.equal(findLine(demo.lines, "done")!.fields["status"], "0");
-  const n = 2000;
-  const exits = await boot(t, { cmdline: `probe.run=exits probe.exits.kind=mmio probe.exits.n=${n}`, vcpuThreads: "main" });
-  assert.deepEqual(exits.exit, { kind: "debug-exit", status: 0 }, exits.output);
-  const c = exits.vm.exitCounters()[0]!;
-  assert.ok(c.UNHANDLED_MMIO >= n, `unhandled MMIO ${c.UNHANDLED_MMIO} >= ${n}`);
+  await demoAndMmioExits(t, "main");
 });
 
 kvmTest("main-thread vCPU: timers, pause, resume and stop reach a guest that spins without exits", { need: "kvm" }, async (t) => {
   // `hold` spins in ring 3 without exits: only the periodic signal gets KVM_RUN to return here.
   const { vm, consolePath } = probeVm(t, { cmdline: "probe.run=hold", vcpus: 1, memMiB: 64, vcpuThreads: "main" });
   await vm.start();
-  const deadline = Date.now() + 60_000;
-  while (!readFileSync(consolePath, "utf8").includes("PROBE hold")) {
-    assert.ok(Date.now() < deadline, "the guest reached hold");
-    await new Promise((r) => setTimeout(r, 20));
-  }
+  await untilHold(consolePath);
   // The guest holds this thread in KVM_RUN: a 10 ms timer still fires within a few ticks.
   const lags: number[] = [];
   for (let i = 0; i < 5; i++) {
