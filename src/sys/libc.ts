@@ -107,7 +107,7 @@ export const SIGEVENT_SIZE = 64;
 export const SIGEVENT_SIGNO_OFFSET = 8;
 /** signal.h: offsetof(struct sigevent, sigev_notify) */
 export const SIGEVENT_NOTIFY_OFFSET = 12;
-/** signal.h: offsetof(struct sigevent, sigev_notify_thread_id) (glibc's name for _sigev_un._tid) */
+/** signal.h (bits/types/sigevent_t.h): offsetof(struct sigevent, _sigev_un._tid), the thread a SIGEV_THREAD_ID timer signals */
 export const SIGEVENT_TID_OFFSET = 16;
 
 /** signal.h: SIGUSR1 */
