@@ -119,7 +119,7 @@ int main(void) {
   V(CLOCK_MONOTONIC); num("ITIMERSPEC_SIZE", sizeof(struct itimerspec)); V(SIGEV_THREAD_ID);
   num("SIGEVENT_SIZE", sizeof(struct sigevent)); num("SIGEVENT_SIGNO_OFFSET", offsetof(struct sigevent, sigev_signo));
   num("SIGEVENT_NOTIFY_OFFSET", offsetof(struct sigevent, sigev_notify));
-  /* Debian 12.s glibc 2.36 has no sigev_notify_thread_id macro: the union member itself (the kernel spells it _tid too). */
+  /* Debian 12's glibc 2.36 has no sigev_notify_thread_id macro: the union member itself (the kernel spells it _tid too). */
   num("SIGEVENT_TID_OFFSET", offsetof(struct sigevent, _sigev_un._tid));
   close_obj();
 
