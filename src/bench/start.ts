@@ -40,8 +40,8 @@ alone, and runs in the box as well: resident memory is real there. Where there i
 box carries none), --memory-only measures Typervisor alone.
 
 Environment: BENCH_RUNS (runs of each of the four boots, default 5), BENCH_VCPU_THREADS
-(typervisor's --vcpu-threads: dedicated, the default here, pooled, or main — what typervisor run
-itself does for one vCPU; one vCPU only, so its runs boot 1 vCPU and print no further-vCPU row).
+(typervisor's --vcpu-threads: dedicated, the default, pooled, or main — one vCPU only, so its
+runs boot 1 vCPU and print no further-vCPU row).
 Output: progress on stderr; a table, then one JSON object as the last line, on stdout.
 Exit status: 0 measured; 1 a run failed; 2 cannot measure here (no /dev/kvm, no QEMU, no
 /usr/bin/time, the box without --memory-only, a bad setting).

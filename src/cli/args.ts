@@ -342,9 +342,7 @@ export function parseCommand(argv: string[], limits: { maxVcpus: number; minMem:
           return v as K;
         };
         const vcpus = integer("vcpus", values.vcpus, DEFAULT_VCPUS, 1, limits.maxVcpus);
-        // One vCPU runs on the main thread unless told otherwise: the speed of a thread of its own
-        // without the ~10 MiB of one (docs/benchmarks.md); more vCPUs get a thread each.
-        const vcpuThreads = threads("vcpu-threads", ["dedicated", "pooled", "main"] as const, vcpus === 1 ? "main" : "dedicated");
+        const vcpuThreads = threads("vcpu-threads", ["dedicated", "pooled", "main"] as const, "dedicated");
         const cardThreads = threads("card-threads", ["dedicated", "pooled"] as const, "dedicated");
         if (vcpuThreads === "main" && vcpus !== 1) {
           throw new UsageError(`--vcpu-threads main runs the one vCPU on the main thread: --vcpus must be 1, got ${vcpus}`);
@@ -460,10 +458,10 @@ Options of run:
   --cmdline STRING     kernel command line (default: "${"probe.run=demo"}" for the probe,
                        "console=ttyS0 reboot=k panic=1 pci=off" for a kernel)
   --vcpus N            1 to 8 (default ${DEFAULT_VCPUS})
-  --vcpu-threads KIND  main (the default for 1 vCPU): the vCPU runs on the main thread itself;
-                       dedicated (the default for more): a worker thread per vCPU, ~10 MiB each;
-                       pooled: KVM_RUN on libuv's thread pool and exits on the main thread, the
-                       least memory per vCPU, a thread hop per exit
+  --vcpu-threads KIND  dedicated (default): a worker thread per vCPU, ~10 MiB each; pooled: KVM_RUN
+                       on libuv's thread pool and exits on the main thread, the least memory per
+                       vCPU, a thread hop per exit; main (1 vCPU): the vCPU on the main thread
+                       itself, as fast as dedicated with the memory of pooled
   --card-threads KIND  dedicated (default): a worker thread per device card; pooled: cards on the main
                        thread's event loop, waiting on libuv's pool (less memory per card, no polling)
   --mem MIB            guest memory in MiB (default ${DEFAULT_MEM_MIB}); 3 GiB or more gets the 32-bit MMIO gap
