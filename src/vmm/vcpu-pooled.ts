@@ -10,7 +10,7 @@
 // either, but KVM_RUN blocks the thread that made the VM, with no hop per exit (exits as fast as
 // on a thread of its own), and a periodic signal to that thread (MAIN_TICK_MS) brings it back to
 // its event loop while the guest runs without exits. For one VM with one vCPU in a process of its
-// own (the CLI's `run`): it holds the event loop up to a tick at a time.
+// own (`typervisor run --vcpu-threads main`): it holds the event loop up to a tick at a time.
 
 import { writeSync } from "node:fs";
 import { SIGUSR2, threadTimer, waitWritable } from "../sys/index.js";

@@ -356,7 +356,6 @@ export class Vm extends EventEmitter {
     if (this.started) throw new Error("the VM has already been started");
     if (this.closed) throw new Error("the VM has been closed");
     const pooled = this.vcpuThreads === "pooled";
-    const here = pooled || this.vcpuThreads === "main";
     if (this.vcpuThreads === "main" && this.slots.length !== 1) {
       throw new VmConfigError(`vcpuThreads "main" runs one vCPU on this thread: this VM has ${this.slots.length}`);
     }
@@ -400,7 +399,7 @@ export class Vm extends EventEmitter {
           ? { dom0: { port: dom0.port, controlFd: this.dom0.handle.controlFd, notifyFd: dom0.notifyFd } }
           : {}),
       };
-      if (here) return this.preparePooled(slot, i, data, pooled ? "pooled" : "main");
+      if (this.vcpuThreads !== "dedicated") return this.preparePooled(slot, i, data, this.vcpuThreads);
       const worker = new Worker(this.machine.workerUrl, { workerData: data });
       slot.worker = worker;
       return new Promise<undefined>((resolve) => {
