@@ -159,6 +159,8 @@ export async function openCardLoop(d: CardWorkerData, pooled: boolean, model?: M
   const snaps: QueueSnapshot[] = Array.from({ length: d.numQueues }, () => ({
     gen: 0, featLo: 0, featHi: 0, num: 0, ready: false, desc: 0, driver: 0, device: 0, lastAvail: 0, nextUsed: 0,
   }));
+  /** Whether snaps[i] was taken under DRIVER_OK in its generation (so it holds while that lasts). */
+  const snapHeld: boolean[] = snaps.map(() => false);
 
   /** Answers queue `index`: ms to wait when throttled (else 0), whether work is left, whether to interrupt. */
   function servicePass(index: number): typeof passResult {
@@ -167,12 +169,22 @@ export async function openCardLoop(d: CardWorkerData, pooled: boolean, model?: M
     out.more = false;
     out.interrupt = false;
     const w = watched[index]!;
+    const gen = transport.resetCount;
     if ((transport.status & (STATUS_DRIVER_OK | STATUS_DEVICE_NEEDS_RESET)) !== STATUS_DRIVER_OK) {
       w.queue = undefined; // nothing to poll until the driver sets the device up again
       return out;
     }
     const snap = snaps[index]!;
-    transport.snapshotQueue(index, snap);
+    // The queue's set-up and the driver's features cannot change while DRIVER_OK stands: queue
+    // registers are written between FEATURES_OK and DRIVER_OK only, and the driver clears a status
+    // bit by reset alone (virtio 1.2 §3.1.1, §2.1.1; VirtioMmioTransport.writeRegister). So a
+    // snapshot taken in the generation that showed DRIVER_OK holds until the reset count moves,
+    // with the position in it the card's own (kept after finishPass below): the lock and the words
+    // are read once per generation, not once per pass.
+    if (!snapHeld[index] || snap.gen !== gen) {
+      transport.snapshotQueue(index, snap);
+      snapHeld[index] = snap.gen === gen;
+    }
     if (!snap.ready) {
       w.queue = undefined;
       return out;
@@ -194,6 +206,8 @@ export async function openCardLoop(d: CardWorkerData, pooled: boolean, model?: M
     // Keep the position and raise the interrupt unless the driver reset the device meanwhile (then it
     // starts from 0 with nothing pending).
     const raised = transport.finishPass(snap.gen, index, queue.pos.lastAvail, queue.pos.nextUsed, result.interrupt ? INT_USED_BUFFER : 0);
+    snap.lastAvail = queue.pos.lastAvail;
+    snap.nextUsed = queue.pos.nextUsed;
     out.waitMs = result.kind === "throttled" ? result.waitMs : 0;
     out.more = result.kind === "more";
     out.interrupt = raised && result.interrupt;
@@ -232,22 +246,21 @@ export async function openCardLoop(d: CardWorkerData, pooled: boolean, model?: M
     return b.queue;
   }
 
-  /** Whether a watched queue has buffers the last pass has not taken, or the device was reset since. */
+  /**
+   * Whether a watched queue has buffers the last pass has not taken, or the device was reset since.
+   * A look outside the service bracket: it only reads a ring index in guest RAM (mapped for the
+   * card's whole life, whatever the driver does with it), so a reset meanwhile costs at most a pass
+   * that finds nothing, and the pass takes the bracket. Two full-barrier stores fewer per look: a
+   * quicker answer to the driver's next request.
+   */
   function workPending(): boolean {
-    // Inside the service bracket, as a pass: a reset either shows here (and the rings are not
-    // read) or waits until the look is over before the driver may free them.
-    transport.beginService();
-    try {
-      const gen = transport.resetCount;
-      for (const w of watched) {
-        if (w.queue === undefined) continue;
-        if (w.gen !== gen) return true; // a pass sorts out what the reset left
-        if (w.queue.availIdx() !== w.queue.pos.lastAvail) return true;
-      }
-      return false;
-    } finally {
-      transport.endService();
+    const gen = transport.resetCount;
+    for (const w of watched) {
+      if (w.queue === undefined) continue;
+      if (w.gen !== gen) return true; // a pass sorts out what the reset left
+      if (w.queue.availIdx() !== w.queue.pos.lastAvail) return true;
     }
+    return false;
   }
 
   /** Kicks off (while polling) or back on, on every queue the last pass saw, unless reset since (in the bracket, as workPending). */

@@ -125,7 +125,16 @@ export class GuestMemory {
    * `hit`. Throws GuestMemoryError otherwise.
    */
   private at(gpa: number | bigint, len: number): number {
-    if (typeof gpa === "number" && this.inHit(gpa, len)) return gpa - this.hit!.gpa;
+    // The fast path alone, small enough for V8 to inline into every accessor; the rest is atMiss.
+    const r = this.hit;
+    if (r !== undefined && typeof gpa === "number" && gpa >= r.gpa && len >= 0 && gpa + len <= r.gpa + r.size && Number.isSafeInteger(gpa) && Number.isSafeInteger(len)) {
+      return gpa - r.gpa;
+    }
+    return this.atMiss(gpa, len);
+  }
+
+  /** at() when the range is not in the region of the last access: finds its region, or throws. */
+  private atMiss(gpa: number | bigint, len: number): number {
     const addr = typeof gpa === "bigint" ? toSafe(gpa) : gpa;
     const found = addr === undefined ? undefined : this.regionFor(addr, len);
     if (found === undefined || addr === undefined) {

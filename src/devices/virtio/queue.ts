@@ -89,6 +89,24 @@ export interface DescriptorChain {
 const hex = (n: number | bigint): string => `0x${n.toString(16)}`;
 
 /**
+ * An empty chain for a device to keep and hand to peekChain/parseChain again and again: each
+ * parse refills it in place (its arrays and segment objects reused), so a request allocates
+ * nothing. What it holds is valid until the next parse into it.
+ */
+export function newChain(): DescriptorChain {
+  return { head: 0, readable: [], writable: [], readableBytes: 0, writableBytes: 0 };
+}
+
+/** Puts segment `i` of `segs` (reusing the object there, else appending one). */
+function setSegment(segs: Segment[], i: number, addr: number, len: number): void {
+  if (i < segs.length) {
+    const s = segs[i]!;
+    s.addr = addr;
+    s.len = len;
+  } else segs.push({ addr, len });
+}
+
+/**
  * vring_need_event (virtio 1.2 §2.7.7.1 / §2.7.10): with EVENT_IDX, notify the other side when
  * its event index lies in (old, new]. All arithmetic is u16.
  */
@@ -189,9 +207,17 @@ export class SplitQueue {
     this.pos.lastAvail = (this.pos.lastAvail + 1) & 0xffff;
   }
 
-  /** Walks and checks the chain starting at `head` (virtio 1.2 §2.7.5, §2.7.5.3). */
-  parseChain(head: number): DescriptorChain {
-    const chain: DescriptorChain = { head, readable: [], writable: [], readableBytes: 0, writableBytes: 0 };
+  /**
+   * Walks and checks the chain starting at `head` (virtio 1.2 §2.7.5, §2.7.5.3), into `into` when
+   * given (newChain: refilled in place), else into a new chain.
+   */
+  parseChain(head: number, into?: DescriptorChain): DescriptorChain {
+    const chain = into ?? newChain();
+    chain.head = head;
+    chain.readableBytes = 0;
+    chain.writableBytes = 0;
+    let readables = 0;
+    let writables = 0;
     let table = this.layout.desc;
     let tableLen = this.size;
     let index = head;
@@ -229,19 +255,24 @@ export class SplitQueue {
       }
       const addr = this.checkedAddr(d.addr, d.len, index, at);
       if ((d.flags & DESC_F_WRITE) !== 0) {
-        chain.writable.push({ addr, len: d.len });
+        setSegment(chain.writable, writables++, addr, d.len);
         chain.writableBytes += d.len;
       } else {
-        if (chain.writable.length > 0) {
+        if (writables > 0) {
           throw new VirtqueueError("write-before-read", `descriptor ${index} is device-readable after a device-writable one`, false); // §2.7.4.2
         }
-        chain.readable.push({ addr, len: d.len });
+        setSegment(chain.readable, readables++, addr, d.len);
         chain.readableBytes += d.len;
       }
       if (chain.readableBytes + chain.writableBytes > CHAIN_BYTES_MAX) {
         throw new VirtqueueError("chain-bytes", `chain from head ${head} is over 2^32 bytes`, false); // §2.7.4.1
       }
-      if ((d.flags & DESC_F_NEXT) === 0) return chain;
+      if ((d.flags & DESC_F_NEXT) === 0) {
+        // A reused chain drops what a longer chain before it left.
+        if (chain.readable.length !== readables) chain.readable.length = readables;
+        if (chain.writable.length !== writables) chain.writable.length = writables;
+        return chain;
+      }
       index = d.next;
     }
   }
@@ -250,13 +281,13 @@ export class SplitQueue {
    * The next available chain, parsed but not consumed (a throttled request stays in the ring).
    * A malformed chain (a non-fatal error) is consumed and given back unanswered, used length 0 —
    * as Firecracker does — and reported to `onMalformed`; the next one is tried. Fatal errors
-   * propagate. Undefined when nothing is pending.
+   * propagate. Undefined when nothing is pending. `into`: as parseChain's.
    */
-  peekChain(onMalformed: (e: VirtqueueError) => void): DescriptorChain | undefined {
+  peekChain(onMalformed: (e: VirtqueueError) => void, into?: DescriptorChain): DescriptorChain | undefined {
     while (this.pending() > 0) {
       const head = this.peekHead();
       try {
-        return this.parseChain(head);
+        return this.parseChain(head, into);
       } catch (e) {
         if (!(e instanceof VirtqueueError) || e.fatal) throw e;
         this.advance();

@@ -8,7 +8,7 @@
 // type) when the status byte can be written, and with a used length of 0 when it cannot.
 
 import type { GuestMemory } from "../../../memory/guest-memory.js";
-import { type DescriptorChain, type Segment, type SplitQueue } from "../queue.js";
+import { newChain, type DescriptorChain, type Segment, type SplitQueue } from "../queue.js";
 import {
   BLK_CFG_BLK_SIZE,
   BLK_CFG_CAPACITY,
@@ -149,14 +149,25 @@ export interface BlkRequest {
   type: number;
   /** The first sector; -1 when its byte offset is 2^53 or more (then the request is rejected). */
   sector: number;
-  /** Data buffers (readable for OUT/DISCARD/WRITE_ZEROES, writable for IN/GET_ID). */
+  /**
+   * Data buffers (readable for OUT/DISCARD/WRITE_ZEROES, writable for IN/GET_ID): data[dataFrom]
+   * up to data[dataTo - 1]. A read or write in the usual shape names the chain's own segments
+   * (no copy of the list); every other request has a list of its own, dataFrom 0 and dataTo its length.
+   */
   data: Segment[];
+  dataFrom: number;
+  dataTo: number;
   dataLen: number;
   /** Guest address of the status byte. */
   status: number;
   /** Set when the request is malformed: answered with this status without touching storage. */
-  reject?: number;
-  why?: string;
+  reject?: number | undefined;
+  why?: string | undefined;
+}
+
+/** A request for parseBlkRequest to fill in (a device keeps one and reuses it). */
+function newRequest(): BlkRequest {
+  return { type: -1, sector: 0, data: [], dataFrom: 0, dataTo: 0, dataLen: 0, status: 0 };
 }
 
 /** Takes `len` bytes of a segment list starting `skip` bytes in. */
@@ -180,7 +191,7 @@ function sub(segs: readonly Segment[], skip: number, len: number): Segment[] {
  * Splits a chain into header, data and status (virtio 1.2 §5.2.6). Returns undefined when there
  * is no device-writable byte to put a status in: such a chain is answered with used length 0.
  */
-export function parseBlkRequest(mem: GuestMemory, chain: DescriptorChain, capacityBytes: number, opts: BlkOptions): BlkRequest | undefined {
+export function parseBlkRequest(mem: GuestMemory, chain: DescriptorChain, capacityBytes: number, opts: BlkOptions, into?: BlkRequest): BlkRequest | undefined {
   if (chain.writableBytes < 1) return undefined;
   const { readable, writable } = chain;
   // The status byte is the chain's last device-writable byte. Drivers put it in a descriptor of
@@ -189,7 +200,8 @@ export function parseBlkRequest(mem: GuestMemory, chain: DescriptorChain, capaci
   const status = lastW.addr + lastW.len - 1;
   // The shape every driver sends reads and writes in (Linux, the probe): a 16-byte header alone in
   // the first descriptor, the status byte alone in the last. Taken without the general path's
-  // closures and copies, with the same checks; anything else goes the general way below.
+  // closures and copies, with the same checks, into `into` when given (nothing allocated);
+  // anything else goes the general way below.
   if (readable.length > 0 && readable[0]!.len === BLK_REQ_HEADER_SIZE && lastW.len === 1) {
     const first = readable[0]!;
     const type = mem.readU32(first.addr);
@@ -201,13 +213,24 @@ export function parseBlkRequest(mem: GuestMemory, chain: DescriptorChain, capaci
       if (hi < 2 ** 21 / BLK_SECTOR_SIZE && len % BLK_SECTOR_SIZE === 0 && segs <= BLK_SEG_MAX) {
         const sector = hi * 2 ** 32 + mem.readU32(first.addr + 8);
         if (sector * BLK_SECTOR_SIZE + len <= capacityBytes) {
-          return { type, sector, data: isIn ? writable.slice(0, -1) : readable.slice(1), dataLen: len, status };
+          const req = into ?? newRequest();
+          req.type = type;
+          req.sector = sector;
+          req.data = isIn ? writable : readable;
+          req.dataFrom = isIn ? 0 : 1;
+          req.dataTo = isIn ? writable.length - 1 : readable.length;
+          req.dataLen = len;
+          req.status = status;
+          req.reject = undefined;
+          req.why = undefined;
+          return req;
         }
       }
     }
   }
-  const req: BlkRequest = { type: -1, sector: 0, data: [], dataLen: 0, status };
+  const req: BlkRequest = { type: -1, sector: 0, data: [], dataFrom: 0, dataTo: 0, dataLen: 0, status };
   const reject = (st: number, why: string): BlkRequest => ({ ...req, reject: st, why });
+  const withData = (data: Segment[], dataLen: number): BlkRequest => ({ ...req, data, dataFrom: 0, dataTo: data.length, dataLen });
   if (chain.readableBytes < BLK_REQ_HEADER_SIZE) return reject(BLK_S_IOERR, `header needs ${BLK_REQ_HEADER_SIZE} device-readable bytes, chain has ${chain.readableBytes}`);
   // The header (§5.2.6): type u32 at 0, sector u64 at 8, little-endian; read in place when one
   // segment holds it, as the sector's two halves (no BigInt on the request path).
@@ -251,16 +274,14 @@ export function parseBlkRequest(mem: GuestMemory, chain: DescriptorChain, capaci
       if (data.length > BLK_SEG_MAX) return reject(BLK_S_IOERR, `${data.length} data segments exceed seg_max ${BLK_SEG_MAX}`);
       if (!sectorsFit(len)) return reject(BLK_S_IOERR, `sector ${sectorText()} + ${len} bytes is past the capacity of ${capacityBytes} bytes`);
       if (!isIn && opts.readOnly) return reject(BLK_S_IOERR, "write to a read-only drive");
-      req.data = data;
-      req.dataLen = len;
-      return req;
+      return withData(data, len);
     }
     case BLK_T_FLUSH:
       if (readLen !== 0 || writeLen !== 0) return reject(BLK_S_IOERR, "FLUSH carries no data");
       return req;
     case BLK_T_GET_ID:
       if (readLen !== 0 || writeLen === 0) return reject(BLK_S_IOERR, "GET_ID needs a device-writable buffer and nothing readable");
-      return { ...req, data: writeData(), dataLen: writeLen };
+      return withData(writeData(), writeLen);
     case BLK_T_DISCARD:
     case BLK_T_WRITE_ZEROES: {
       if (opts.readOnly) return reject(BLK_S_UNSUPP, "DISCARD/WRITE_ZEROES are not offered on a read-only drive");
@@ -268,7 +289,7 @@ export function parseBlkRequest(mem: GuestMemory, chain: DescriptorChain, capaci
         return reject(BLK_S_IOERR, `DISCARD/WRITE_ZEROES need readable segments of ${BLK_DWZ_SEGMENT_SIZE} bytes, got ${readLen}`);
       }
       if (readLen / BLK_DWZ_SEGMENT_SIZE > BLK_MAX_DWZ_SEG) return reject(BLK_S_UNSUPP, `more than ${BLK_MAX_DWZ_SEG} segments`);
-      return { ...req, data: readData(), dataLen: readLen };
+      return withData(readData(), readLen);
     }
     default:
       return reject(BLK_S_UNSUPP, `unknown request type ${req.type}`);
@@ -289,6 +310,10 @@ function capacityOf(b: BlockBackend): number {
 /** The virtio-blk request machine for one drive. */
 export class BlkDevice {
   private capacity: number;
+  /** The chain and the request each pass refills (newChain, parseBlkRequest's `into`): nothing allocated per request. */
+  private readonly chain = newChain();
+  private readonly req = newRequest();
+  private readonly onMalformed = (): void => this.stats.error();
 
   constructor(
     private readonly mem: GuestMemory,
@@ -322,9 +347,9 @@ export class BlkDevice {
   process(q: SplitQueue): ProcessResult {
     const oldUsed = q.pos.nextUsed;
     for (;;) {
-      for (let chain: DescriptorChain | undefined; (chain = q.peekChain(() => this.stats.error())) !== undefined; ) {
+      for (let chain: DescriptorChain | undefined; (chain = q.peekChain(this.onMalformed, this.chain)) !== undefined; ) {
         const head = chain.head;
-        const req = parseBlkRequest(this.mem, chain, this.capacityBytes, this.opts);
+        const req = parseBlkRequest(this.mem, chain, this.capacityBytes, this.opts, this.req);
         if (this.throttle !== undefined && req !== undefined && req.reject === undefined) {
           const bytes = req.type === BLK_T_IN || req.type === BLK_T_OUT ? req.dataLen : 0;
           const wait = this.throttle.consume(bytes, 1);
@@ -340,11 +365,11 @@ export class BlkDevice {
           this.stats.error();
           continue;
         }
-        const [status, written] = this.execute(req);
+        const status = this.execute(req);
         this.mem.writeU8(req.status, status);
         if (status !== BLK_S_OK) this.stats.error();
         // Used length: bytes written into the chain, status included. §2.7.8
-        q.pushUsed(head, written + 1);
+        q.pushUsed(head, this.written + 1);
       }
       q.publishAvailEvent();
       // With EVENT_IDX a buffer made available before avail_event was published sent no kick: look again.
@@ -353,9 +378,13 @@ export class BlkDevice {
     return { kind: "idle", interrupt: q.needsInterrupt(oldUsed) };
   }
 
-  /** Runs one request: [status, bytes written to the driver's data buffers]. */
-  private execute(req: BlkRequest): [number, number] {
-    if (req.reject !== undefined) return [req.reject, 0];
+  /** Bytes the last execute() wrote to the driver's data buffers (a field: no pair allocated per request). */
+  private written = 0;
+
+  /** Runs one request: its status; the bytes it wrote to the driver's data buffers in `written`. */
+  private execute(req: BlkRequest): number {
+    this.written = 0;
+    if (req.reject !== undefined) return req.reject;
     const base = req.sector * BLK_SECTOR_SIZE;
     try {
       switch (req.type) {
@@ -364,32 +393,35 @@ export class BlkDevice {
           // Straight into guest memory: each segment is guest RAM, checked by the queue (and
           // again by GuestMemory here).
           const b = this.backend;
-          for (const s of req.data) {
+          for (let i = req.dataFrom; i < req.dataTo; i++) {
+            const s = req.data[i]!;
             const host = b.readAt !== undefined ? this.mem.hostAddress(s.addr, s.len) : -1;
             if (host >= 0) b.readAt!(host, s.len, off);
             else b.read(this.mem.slice(s.addr, s.len), off);
             off += s.len;
           }
           this.stats.request(req.dataLen);
-          return [BLK_S_OK, req.dataLen];
+          this.written = req.dataLen;
+          return BLK_S_OK;
         }
         case BLK_T_OUT: {
           let off = base;
           const b = this.backend;
-          for (const s of req.data) {
+          for (let i = req.dataFrom; i < req.dataTo; i++) {
+            const s = req.data[i]!;
             const host = b.writeAt !== undefined ? this.mem.hostAddress(s.addr, s.len) : -1;
             if (host >= 0) b.writeAt!(host, s.len, off);
             else b.write(this.mem.slice(s.addr, s.len), off);
             off += s.len;
           }
           this.stats.request(req.dataLen);
-          return [BLK_S_OK, 0];
+          return BLK_S_OK;
         }
         case BLK_T_FLUSH:
           // Durable before the completion is published. §5.2.6.2
           this.backend.flush();
           this.stats.request(0);
-          return [BLK_S_OK, 0];
+          return BLK_S_OK;
         case BLK_T_GET_ID: {
           const id = new TextEncoder().encode(this.opts.id ?? "").subarray(0, BLK_ID_BYTES);
           const out = new Uint8Array(Math.min(req.dataLen, BLK_ID_BYTES));
@@ -400,7 +432,8 @@ export class BlkDevice {
             o += s.len;
           }
           this.stats.request(0);
-          return [BLK_S_OK, out.length];
+          this.written = out.length;
+          return BLK_S_OK;
         }
         case BLK_T_DISCARD:
         case BLK_T_WRITE_ZEROES: {
@@ -414,24 +447,24 @@ export class BlkDevice {
           const sector = v.getBigUint64(0, true);
           const num = v.getUint32(8, true);
           const flags = v.getUint32(12, true);
-          if ((flags & ~BLK_DWZ_F_UNMAP) !== 0) return [BLK_S_UNSUPP, 0]; // reserved flag bits §5.2.6.2
+          if ((flags & ~BLK_DWZ_F_UNMAP) !== 0) return BLK_S_UNSUPP; // reserved flag bits §5.2.6.2
           // unmap is only defined for WRITE_ZEROES. §5.2.6.2
-          if (req.type === BLK_T_DISCARD && (flags & BLK_DWZ_F_UNMAP) !== 0) return [BLK_S_UNSUPP, 0];
-          if (num > BLK_MAX_DWZ_SECTORS) return [BLK_S_IOERR, 0];
+          if (req.type === BLK_T_DISCARD && (flags & BLK_DWZ_F_UNMAP) !== 0) return BLK_S_UNSUPP;
+          if (num > BLK_MAX_DWZ_SECTORS) return BLK_S_IOERR;
           const start = Number(sector) * BLK_SECTOR_SIZE;
           const len = num * BLK_SECTOR_SIZE;
-          if (sector > BigInt(this.capacityBytes / BLK_SECTOR_SIZE) || start + len > this.capacityBytes) return [BLK_S_IOERR, 0];
+          if (sector > BigInt(this.capacityBytes / BLK_SECTOR_SIZE) || start + len > this.capacityBytes) return BLK_S_IOERR;
           if (req.type === BLK_T_DISCARD) this.backend.discard(start, len);
           else this.backend.writeZeroes(start, len, (flags & BLK_DWZ_F_UNMAP) !== 0);
           this.stats.request(0);
-          return [BLK_S_OK, 0];
+          return BLK_S_OK;
         }
         default:
-          return [BLK_S_UNSUPP, 0];
+          return BLK_S_UNSUPP;
       }
     } catch (e) {
       // Storage errors (EIO, ENOSPC, ...) are the request's: IOERR, the device carries on.
-      if (e instanceof BlockIoError || (e instanceof Error && e.name === "SysError")) return [BLK_S_IOERR, 0];
+      if (e instanceof BlockIoError || (e instanceof Error && e.name === "SysError")) return BLK_S_IOERR;
       throw e;
     }
   }
