@@ -239,6 +239,26 @@ export class GuestMemory {
   }
 
   /**
+   * A 16-bit store that is seen whole, without a barrier: an aligned store through an integer
+   * typed array is tear-free (ECMAScript's memory model: NoTear for integer TypedArray accesses
+   * of their element size, not for DataView), one plain `mov` on x86, whose stores are seen in
+   * program order (TSO). For an index the other side polls (used.idx per request): the full
+   * barrier of writeU16Atomic waits until the cache line comes back from the core that reads it,
+   * a store every request cannot afford (measured: ~100 ns of each request at 32 in flight). A
+   * caller that loads something the other side writes after this store (used_event) puts a
+   * writeU16Atomic between. Unaligned falls back to an ordinary write, as writeU16Atomic does.
+   */
+  writeU16NoTear(gpa: number, v: number): void {
+    const off = this.at(gpa, 2);
+    const r = this.hit!;
+    if (r.u16 === undefined || off % 2 !== 0) {
+      r.view.setUint16(off, v, true);
+      return;
+    }
+    r.u16[off / 2] = v & 0xffff;
+  }
+
+  /**
    * A 16-bit store that is seen whole, and a full barrier: Atomics.store is sequentially
    * consistent (an xchg on x86), so no later load (the driver's used_event, avail.idx) is
    * performed before it — the store→load order virtio's notification suppression needs

@@ -317,9 +317,10 @@ export class SplitQueue {
     this.mem.writeU32(slot, head);
     this.mem.writeU32(slot + 4, len);
     this.pos.nextUsed = (this.pos.nextUsed + 1) & 0xffff;
-    // Atomic: the driver never reads a torn index, and the store is a full barrier before the
-    // used_event / avail.flags load in needsInterrupt.
-    this.mem.writeU16Atomic(this.layout.used + 2, this.pos.nextUsed);
+    // Seen whole, after the element (x86 keeps stores in order), at once: a driver polling the
+    // ring sees the request done now. The full barrier before the used_event / avail.flags load
+    // comes once per batch, in needsInterrupt.
+    this.mem.writeU16NoTear(this.layout.used + 2, this.pos.nextUsed);
   }
 
   /**
@@ -329,6 +330,10 @@ export class SplitQueue {
   needsInterrupt(oldUsed: number): boolean {
     if (this.abandoned()) return false;
     if (oldUsed === this.pos.nextUsed) return false;
+    // used.idx again, atomically: a full barrier, so the load below is not performed before the
+    // index is visible (a driver that set used_event meanwhile either is seen here or sees the
+    // index). virtio 1.2 §2.7.10
+    this.mem.writeU16Atomic(this.layout.used + 2, this.pos.nextUsed);
     if (this.layout.eventIdx) return vringNeedEvent(this.mem.readU16Atomic(this.usedEventAddr), this.pos.nextUsed, oldUsed);
     return (this.mem.readU16Atomic(this.layout.avail) & AVAIL_F_NO_INTERRUPT) === 0;
   }
