@@ -42,6 +42,33 @@ test("virtio 1.2 §2.7.8: pushUsed writes the element, then used.idx", () => {
   assert.deepEqual(drv.takeUsed(), [{ id: head, len: 7 }]);
 });
 
+test("pending() reads avail.idx once per batch: afresh only when the device has caught up, or when fewer than it wants show", () => {
+  const { mem, layout, drv, q } = setup();
+  let reads = 0;
+  const read = mem.readU16Atomic.bind(mem);
+  mem.readU16Atomic = (gpa) => {
+    if (gpa === layout.avail + 2) reads++;
+    return read(gpa);
+  };
+  drv.publish(drv.addChain([{ addr: 0x8000, len: 16 }]));
+  drv.publish(drv.addChain([{ addr: 0x8100, len: 16 }]));
+  assert.equal(q.pending(), 2);
+  assert.equal(reads, 1);
+  drv.publish(drv.addChain([{ addr: 0x8200, len: 16 }]));
+  assert.equal(q.pending(), 2, "counted to the index read last while it shows some");
+  assert.equal(reads, 1);
+  assert.equal(q.pending(3), 3, "fewer than wanted: read afresh");
+  assert.equal(reads, 2);
+  q.pop();
+  q.pop();
+  assert.equal(q.pending(), 1);
+  q.pop();
+  assert.equal(q.pending(), 0, "caught up: read afresh, and nothing is there");
+  assert.equal(reads, 3);
+  drv.publish(drv.addChain([{ addr: 0x8300, len: 16 }]));
+  assert.equal(q.pending(), 1, "a zero is never remembered");
+});
+
 test("an abandoned queue (the driver reset the device mid-pass) has nothing pending and writes nothing into the rings", () => {
   const mem = mkMem();
   const layout = layoutAt(0x1000, 8, { eventIdx: true });

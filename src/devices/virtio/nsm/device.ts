@@ -142,7 +142,7 @@ export class NsmDevice {
         continue;
       }
       // Linux's form: this request chain, then the response chain. Wait for the latter.
-      if (q.pending() < 2) break;
+      if (q.pending(2) < 2) break;
       q.advance();
       const second = take();
       const resp = second.chain;
