@@ -12,6 +12,20 @@ const SEVERITY: Record<LogLevel, number> = { Off: 0, Error: 1, Warning: 2, Info:
 
 export type LogSink = (line: string) => void;
 
+/**
+ * A record as one JSON line. Bigints (a crashed vCPU's registers in a "microVM stopped" exit) go as
+ * hex strings, which JSON.stringify would otherwise refuse with a TypeError; anything else it
+ * cannot write (a cycle) gives a line that says so: a log line never takes the VMM down.
+ */
+export function jsonLine(rec: Record<string, unknown>): string {
+  const replacer = (_key: string, v: unknown): unknown => (typeof v === "bigint" ? `0x${v.toString(16)}` : v);
+  try {
+    return JSON.stringify(rec, replacer) + "\n";
+  } catch (e) {
+    return JSON.stringify({ ts: rec["ts"], level: rec["level"], msg: rec["msg"], unloggable: (e as Error).message }) + "\n";
+  }
+}
+
 export class JsonLogger {
   private fd = -1;
   private level: LogLevel = "Info";
@@ -57,7 +71,7 @@ export class JsonLogger {
     if (this.module !== undefined && !origin.startsWith(this.module)) return;
     const rec: Record<string, unknown> = { ts: new Date().toISOString(), level, msg, ...fields };
     if (this.showOrigin) rec["origin"] = origin;
-    const line = JSON.stringify(rec) + "\n";
+    const line = jsonLine(rec);
     if (this.fd < 0) {
       this.fallback?.(line);
       return;
