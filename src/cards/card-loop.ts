@@ -263,7 +263,7 @@ export async function openCardLoop(d: CardWorkerData, pooled: boolean, model?: M
     return false;
   }
 
-  /** Kicks off (while polling) or back on, on every queue the last pass saw, unless reset since (in the bracket, as workPending). */
+  /** Kicks off (while polling) or back on, on every queue the last pass saw, unless reset since (in the service bracket: it writes the rings). */
   function setKicks(on: boolean): void {
     transport.beginService();
     try {
