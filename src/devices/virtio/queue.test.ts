@@ -4,7 +4,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { GuestMemory } from "../../memory/guest-memory.js";
-import { SplitQueue, VirtqueueError, vringNeedEvent, type QueueLayout, type Segment } from "./queue.js";
+import { SplitQueue, VirtqueueError, newChain, vringNeedEvent, type QueueLayout, type Segment } from "./queue.js";
 import { TestDriver, layoutAt, type Buf } from "./testing.js";
 import { AVAIL_F_NO_INTERRUPT, DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE, DESC_SIZE } from "./spec.js";
 
@@ -40,6 +40,21 @@ test("virtio 1.2 §2.7.8: pushUsed writes the element, then used.idx", () => {
   const { head } = q.pop();
   q.pushUsed(head, 7);
   assert.deepEqual(drv.takeUsed(), [{ id: head, len: 7 }]);
+});
+
+test("a chain kept by the device (newChain) is refilled in place: a shorter chain after a longer one leaves nothing of it", () => {
+  const { drv, q } = setup();
+  const kept = newChain();
+  drv.publish(drv.addChain([{ addr: 0x8000, len: 16 }, { addr: 0x8100, len: 32 }, { addr: 0x9000, len: 512, write: true }, { addr: 0x9200, len: 1, write: true }]));
+  drv.publish(drv.addChain([{ addr: 0xa000, len: 8, write: true }]));
+  const first = q.peekChain(() => assert.fail("well formed"), kept);
+  assert.equal(first, kept);
+  assert.deepEqual([kept.readable, kept.writable, kept.readableBytes, kept.writableBytes], [[{ addr: 0x8000, len: 16 }, { addr: 0x8100, len: 32 }], [{ addr: 0x9000, len: 512 }, { addr: 0x9200, len: 1 }], 48, 513]);
+  const segment = kept.writable[0];
+  q.advance();
+  q.peekChain(() => assert.fail("well formed"), kept);
+  assert.deepEqual([kept.readable, kept.writable, kept.readableBytes, kept.writableBytes], [[], [{ addr: 0xa000, len: 8 }], 0, 8]);
+  assert.equal(kept.writable[0], segment, "the segment object is reused");
 });
 
 test("pending() reads avail.idx once per batch: afresh only when the device has caught up, or when fewer than it wants show", () => {
