@@ -32,7 +32,6 @@ test("run parses every option", () => {
   assert.equal(c.options.cardThreads, "pooled");
   const main = parseCommand(["run", "--vcpu-threads", "main", "--vcpus", "1"], limits);
   assert.ok(main.cmd === "run" && main.options.vcpuThreads === "main");
-
   assert.equal(c.options.memMiB, 3072);
   assert.deepEqual(c.options.console, { kind: "file", path: "/tmp/x" });
   assert.equal(c.options.bootProtocol, "pvh");

@@ -126,6 +126,7 @@ export class GuestMemory {
    */
   private at(gpa: number | bigint, len: number): number {
     // The fast path alone, small enough for V8 to inline into every accessor; the rest is atMiss.
+    // inHit's test written out: calling inHit here measured ~10 ns more per blk request (of ~110).
     const r = this.hit;
     if (r !== undefined && typeof gpa === "number" && gpa >= r.gpa && len >= 0 && gpa + len <= r.gpa + r.size && Number.isSafeInteger(gpa) && Number.isSafeInteger(len)) {
       return gpa - r.gpa;
