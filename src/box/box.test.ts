@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { envFile, initramfsInit, rootInit, EXIT_MARK, RESULT_TTY } from "./image.js";
 import { namedPaths } from "./main.js";
-import { wedgedCpu } from "./box.js";
+import { qemuMajor, wedgedCpu } from "./box.js";
 import boxReporter, { parseResults, RESULT_PREFIX, FILE_ENV } from "./reporter.js";
 import { meets, qemuAccel, route, kvmKind, boxShell, endedFiles, FILE_MARK, againAfterGuestCrash, GUEST_CRASH_RETRIES } from "../testing/kvm.js";
 import { shQuote } from "./image.js";
@@ -177,4 +177,11 @@ test("againAfterGuestCrash: a stock guest's crash exit in the box runs the test 
     })(t), (e: Error) => e.message === message);
     assert.equal(calls, expected, why);
   }
+});
+
+test("qemuMajor reads the major version from QEMU's --version, and nothing from other text", () => {
+  assert.equal(qemuMajor("QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)\nCopyright (c) 2003-2025 Fabrice Bellard\n"), 10);
+  assert.equal(qemuMajor("QEMU emulator version 7.2.19 (Debian 1:7.2+dfsg-7+deb12u18+b3)\n"), 7);
+  assert.equal(qemuMajor(""), undefined);
+  assert.equal(qemuMajor("qemu-system-x86_64: command not found"), undefined);
 });
