@@ -194,9 +194,10 @@ int test_ata_bench(const struct boot_facts *f) {
     if (!cap) { report_error("ata-bench", why); return 1; }
     if (bytes == 0 || bytes > cap * SECTOR) bytes = cap * SECTOR;
     u64 span = bytes / SECTOR;
-    /* Untimed reads first, as blk-bench does (virtio.c): the runs measure the steady state. */
+    /* Untimed reads, then writes, first, as blk-bench does (virtio.c): the runs measure the steady state. */
     bench_seed(BENCH_WARMUP_SEED);
-    for (u64 k = 0; k < warmup && span >= 8; k++) (void)ata_rw((u32)((bench_rand() % (span / 8)) * 8), 8, (u16 *)ATA_BUF, 0);
+    for (int w = 0; w < 2; w++)
+        for (u64 k = 0; k < warmup && span >= 8; k++) (void)ata_rw((u32)((bench_rand() % (span / 8)) * 8), 8, (u16 *)ATA_BUF, w);
     bench_seed(BENCH_SEED);
     /* No QD32: PIO ATA has one command in flight. Sequential uses the largest PIO command (256 sectors). */
     static const struct { const char *mode; int write; u32 sectors; int seq; } runs[] = {

@@ -780,11 +780,12 @@ int test_blk_bench(const struct boot_facts *f) {
     if (!b) return 1;
     u64 span = disk_span(b, bytes) / SECTOR;
     lat = (u64 *)LAT_SAMPLES_ADDR;
-    /* Untimed 4 KiB reads first: the back end's first requests (a JIT warming up, cold caches) are
-     * not the steady state the runs measure. */
+    /* Untimed 4 KiB reads, then as many writes, first: the back end's first requests of each kind (a
+     * JIT compiling that path, cold caches) are not the steady state the runs measure. */
     u64 warm_errors = 0;
     bench_seed(BENCH_WARMUP_SEED);
     if (warmup) bench_run(b, BLK_T_IN, 1, warmup, 4096, span, 0, &warm_errors);
+    if (warmup) bench_run(b, BLK_T_OUT, 1, warmup, 4096, span, 0, &warm_errors);
     bench_seed(BENCH_SEED);
     static const struct { const char *mode; u32 type; u32 qd; u32 len; int seq; } runs[] = {
         { "randread", BLK_T_IN, 1, 4096, 0 },   { "randwrite", BLK_T_OUT, 1, 4096, 0 },

@@ -284,9 +284,10 @@ int test_xenblk_bench(const struct boot_facts *f) {
     if (bytes == 0 || bytes > xb.sectors * SECTOR) bytes = xb.sectors * SECTOR;
     u64 span_pages = bytes / PAGE;
     lat = (u64 *)LAT_SAMPLES_ADDR;
-    /* Untimed reads first, as blk-bench does (virtio.c): the runs measure the steady state. */
+    /* Untimed reads, then writes, first, as blk-bench does (virtio.c): the runs measure the steady state. */
     bench_seed(BENCH_WARMUP_SEED);
     if (warmup && span_pages) bench_rand_ops(OP_READ, 1, warmup, span_pages);
+    if (warmup && span_pages) bench_rand_ops(OP_WRITE, 1, warmup, span_pages);
     bench_seed(BENCH_SEED);
     static const struct { const char *mode; u8 op; u32 qd; u32 len; } runs[] = {
         { "randread", OP_READ, 1, PAGE },   { "randwrite", OP_WRITE, 1, PAGE },

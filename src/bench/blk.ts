@@ -30,7 +30,7 @@ Needs KVM on a real host: /dev/kvm, qemu-system-x86_64, and the built probe gues
 Inside the box (QEMU TCG, TYPERVISOR_BOX=1) it refuses: figures there mean nothing.
 
 Environment: BENCH_BLK_MIB (image size, default 256), BENCH_BLK_OPS (random ops per run, 20000),
-BENCH_BLK_SEQ (sequential ops per run, 128), BENCH_BLK_WARMUP (untimed 4 KiB reads first, 2000),
+BENCH_BLK_SEQ (sequential ops per run, 128), BENCH_BLK_WARMUP (untimed 4 KiB reads, then as many writes, first: 2000 each),
 BENCH_RUNS (runs, default 3).
 Output: progress on stderr; a table, then one JSON object as the last line, on stdout.
 Exit status: 0 measured; 1 a run failed; 2 cannot measure here (no /dev/kvm, no QEMU, the box).
@@ -41,7 +41,7 @@ const progress = benchEntry({ name: "bench:blk", what: "block I/O rates through 
 const IMAGE_MIB = Number(process.env["BENCH_BLK_MIB"] ?? 256);
 const RAND_OPS = Number(process.env["BENCH_BLK_OPS"] ?? 20_000);
 const SEQ_OPS = Number(process.env["BENCH_BLK_SEQ"] ?? 128);
-/** Untimed 4 KiB reads before the runs (the probe's probe.blk.warmup): counted in CPU per GiB and exits per I/O. */
+/** Untimed 4 KiB reads, then as many writes, before the runs (the probe's probe.blk.warmup): counted in CPU per GiB and exits per I/O. */
 const WARMUP = Number(process.env["BENCH_BLK_WARMUP"] ?? 2000);
 /** Runs, each one boot of each VMM on a fresh image, the order alternating: medians are reported. */
 const RUNS = Number(process.env["BENCH_RUNS"] ?? 3);
@@ -134,12 +134,12 @@ function rows(run: Run, hz: number): Row[] {
 
 /** Payload bytes of the whole boot, the warm-up's included (what its CPU time is divided by). */
 function bytesMoved(run: Run): number {
-  return run.lines.filter((l) => l.name === "blk-bench").reduce((s, l) => s + Number(l.fields["bytes"] ?? 0), WARMUP * 4096);
+  return run.lines.filter((l) => l.name === "blk-bench").reduce((s, l) => s + Number(l.fields["bytes"] ?? 0), 2 * WARMUP * 4096);
 }
 
 /** Requests of the whole boot, the warm-up's included (what its exits are divided by). */
 function opsDone(run: Run): number {
-  return run.lines.filter((l) => l.name === "blk-bench").reduce((s, l) => s + Number(l.fields["ops"] ?? 0), WARMUP);
+  return run.lines.filter((l) => l.name === "blk-bench").reduce((s, l) => s + Number(l.fields["ops"] ?? 0), 2 * WARMUP);
 }
 
 type Vmm = "typervisor" | "qemu";
@@ -180,7 +180,7 @@ async function main(): Promise<number> {
   const dir = mkdtempSync(join(existsSync("/dev/shm") ? "/dev/shm" : tmpdir(), "typervisor-bench-"));
   try {
     const hz = tscHz();
-    const work = `${RAND_OPS} ops × 4 random runs, ${SEQ_OPS} ops × 2 sequential runs, ${WARMUP} warm-up reads`;
+    const work = `${RAND_OPS} ops × 4 random runs, ${SEQ_OPS} ops × 2 sequential runs, ${WARMUP} warm-up reads and ${WARMUP} writes`;
     progress(`${RUNS} runs of two boots of blk-bench (${work}), each on a fresh ${IMAGE_MIB} MiB image on ${dir}, the order alternating`);
     const series: Record<Vmm, Series> = {
       typervisor: { iops: new Map(), mbps: new Map(), cpuPerGib: [], exitsPerIo: [] },

@@ -35,8 +35,8 @@ export function syntheticBootProbe(): { bootProbe: BootProbe; calls: Array<{ pat
       const per = (us * (bs / 4096) ** (path === "emulated" ? 1 : 0.5)) / (qd === 32 ? 6 : 1);
       return `PROBE ${test} mode=${m} qd=${qd} bs=${bs} ops=${ops} bytes=${ops * bs} tsc=${cyc(per * ops)} errors=0 ok=1${qd === 1 && !m.startsWith("seq") ? lat : ""}`;
     });
-    // The untimed warm-up reads count in the run's exits and CPU time, as in a real run.
-    const warmup = Number(/probe\.blk\.warmup=(\d+)/.exec(cmdline)?.[1] ?? 0);
+    // The untimed warm-up (that many reads, then as many writes) counts in the run's exits and CPU time, as in a real run.
+    const warmup = 2 * Number(/probe\.blk\.warmup=(\d+)/.exec(cmdline)?.[1] ?? 0);
     const bytes = modes.reduce((s, [, , bs, ops]) => s + bs * ops, 0) + 4096 * warmup;
     const gib = bytes / 2 ** 30;
     const exitsPerOp = { emulated: 2100, dom0: 3, card: 2 }[path];
