@@ -34,9 +34,6 @@ const QEMU = process.env["TYPERVISOR_BOX_QEMU"] ?? "qemu-system-x86_64";
  */
 export const BOX_QEMU_MAJOR = 10;
 
-/** Set inside the box: the major version of the QEMU running it (0 when unknown). */
-export const BOX_QEMU_MAJOR_ENV = "TYPERVISOR_BOX_QEMU_MAJOR";
-
 /** QEMU's major version from `--version`'s first line ("QEMU emulator version 10.0.2 (...)"), or undefined. */
 export function qemuMajor(versionText: string): number | undefined {
   const m = /^QEMU emulator version (\d+)\./m.exec(versionText);
@@ -54,16 +51,6 @@ function qemuVersionText(): string | null {
     }
   }
   return qemuVersion;
-}
-
-/**
- * The major version of the QEMU that runs (or would run) the box: inside the box, what the host
- * that started it found (BOX_QEMU_MAJOR_ENV); outside, this host's `QEMU --version`. 0 when unknown.
- */
-export function boxQemuMajor(): number {
-  const inside = process.env[BOX_QEMU_MAJOR_ENV];
-  if (inside !== undefined) return Number(inside) || 0;
-  return qemuMajor(qemuVersionText() ?? "") ?? 0;
 }
 
 /** Why the box cannot run on this host (a sentence a user can act on), or undefined when it can. */
@@ -142,12 +129,10 @@ export async function runInBox(o: BoxRunOptions): Promise<BoxRunResult> {
     progress(`building the box's images in ${work}`);
     const initrd = join(work, "initrd.cpio");
     writeFileSync(initrd, buildInitramfs(assets));
-    const major = qemuMajor(qemuVersionText() ?? "");
-    // Inside, BOX_QEMU_MAJOR_ENV says which QEMU runs the box (what a test may ask of it depends on it).
-    const command: BoxCommand = { ...o.command, env: { ...o.command.env, [BOX_QEMU_MAJOR_ENV]: String(major ?? 0) } };
-    const disk = buildRootDisk({ assets, projectRoot: PROJECT_ROOT, command, extraPaths: o.extraPaths, workDir: work });
+    const disk = buildRootDisk({ assets, projectRoot: PROJECT_ROOT, command: o.command, extraPaths: o.extraPaths, workDir: work });
     const resultsPath = join(work, "results.txt");
     writeFileSync(resultsPath, "");
+    const major = qemuMajor(qemuVersionText() ?? "");
     if (major !== undefined && major < BOX_QEMU_MAJOR) {
       progress(`QEMU ${major} is older than ${BOX_QEMU_MAJOR}: its TCG crashes or wedges a nested guest now and then (a stock-Linux test that crashes runs again); Debian 12 has QEMU 10 in bookworm-backports (.ci/run installs it)`);
     }
