@@ -26,11 +26,12 @@ export const BOX_VCPUS = 2;
 const QEMU = process.env["TYPERVISOR_BOX_QEMU"] ?? "qemu-system-x86_64";
 
 /**
- * The oldest QEMU whose TCG runs the box's nested guests dependably. Measured here with a Debian
- * guest booting (a net and a vsock card) 20 times in a row in one box: QEMU 7.2 (bookworm's) failed
- * about one boot in nine (a crash exit at a random point, a silent guest, or the box's kernel wedged
- * with its vCPU looping in TCG's cpu_exec), and its guests warned "XSAVE consistency problem";
- * QEMU 10.0 (bookworm-backports) failed none and gets the XSAVE sizes right.
+ * The oldest QEMU whose TCG runs the box's nested guests dependably. Measured here with a 1-vCPU
+ * Debian guest booting (a net and a vsock card) 10 to 20 times in a row in one box: QEMU 7.2
+ * (bookworm's) failed 3 boots of 27 (a crash exit at a random point, a silent guest, and the box's
+ * kernel wedged with its vCPU looping in TCG's cpu_exec), and its guests warned "XSAVE consistency
+ * problem"; QEMU 10.0 (bookworm-backports) failed none of 20 and gets the XSAVE sizes right. Not
+ * flawless either: 8-vCPU guests failed 2 boots of 15 there (vmm/linux-boot.test.ts).
  */
 export const BOX_QEMU_MAJOR = 10;
 
