@@ -11,7 +11,7 @@ import { envFile, initramfsInit, rootInit, EXIT_MARK, RESULT_TTY } from "./image
 import { namedPaths } from "./main.js";
 import { qemuMajor, wedgedCpu } from "./box.js";
 import boxReporter, { parseResults, RESULT_PREFIX, FILE_ENV } from "./reporter.js";
-import { meets, qemuAccel, route, kvmKind, boxShell, endedFiles, FILE_MARK, againAfterGuestCrash, GUEST_CRASH_RETRIES } from "../testing/kvm.js";
+import { meets, qemuAccel, route, kvmKind, boxShell, endedFiles, FILE_MARK, againAfterGuestCrash, GUEST_CRASH_RETRIES, GUEST_STALLED } from "../testing/kvm.js";
 import { shQuote } from "./image.js";
 import { execFileSync } from "node:child_process";
 import { chmodSync, readFileSync } from "node:fs";
@@ -177,6 +177,14 @@ test("againAfterGuestCrash: a stock guest's crash exit in the box runs the test 
     })(t), (e: Error) => e.message === message);
     assert.equal(calls, expected, why);
   }
+  // A guest its runner stopped for going silent mid-boot (image/testing.ts BootWatch) runs again too, said as a stall.
+  notes.length = 0;
+  calls = 0;
+  await againAfterGuestCrash(() => {
+    if (++calls === 1) throw new Error(`the guest connected\n--- ${GUEST_STALLED}: its console was silent for 120 s while the kernel booted; stopped\n--- typervisor run`);
+  })(t);
+  assert.equal(calls, 2);
+  assert.match(notes[0]!, /^the guest stalled under nested SVM in QEMU TCG \(--- the guest stalled under nested TCG: its console was silent .*\); the test runs again \(1 of 2, in the box only\)$/);
 });
 
 test("qemuMajor reads the major version from QEMU's --version, and nothing from other text", () => {

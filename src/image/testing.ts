@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { DEBIAN_CACHE, failureReason } from "../testing/debian.js";
+import { GUEST_STALLED, IN_BOX } from "../testing/kvm.js";
 import { buildImage } from "./build.js";
 import { findTool } from "./rootfs.js";
 
@@ -40,6 +41,39 @@ export function starterImage(t: TestContext, prefix: string): { dir: string; out
   return { dir, out };
 }
 
+/** What Linux prints as it leaves its own boot for init (init/main.c run_init_process: "Run %s as init process"). */
+const INIT_LINE = /Run \S+ as init process/;
+/** Inside the box: how long a booting kernel's console may stay silent before the run counts as stalled. */
+export const BOOT_SILENCE_MS = 120_000;
+
+/**
+ * Watches a stock guest's console while its kernel boots: from its first byte until Linux hands
+ * over to init, it prints every few milliseconds even under nested TCG, so silence for `silenceMs`
+ * there is a guest that stalled (what nested SVM under TCG now and then does: testing/kvm.ts
+ * GUEST_STALLED). Before the first byte (the VMM still starting) and after init (a test's own
+ * program may work quietly for long) nothing is judged.
+ */
+export class BootWatch {
+  private last: number | undefined;
+  private booted = false;
+  private carry = "";
+  constructor(private readonly silenceMs = BOOT_SILENCE_MS) {}
+
+  /** Console output at `now` (ms). */
+  output(chunk: string, now: number): void {
+    this.last = now;
+    if (this.booted) return;
+    const text = this.carry + chunk;
+    this.booted = INIT_LINE.test(text);
+    this.carry = text.slice(-80);
+  }
+
+  /** True when the kernel has been booting in silence for longer than silenceMs at `now`. */
+  stalled(now: number): boolean {
+    return !this.booted && this.last !== undefined && now - this.last > this.silenceMs;
+  }
+}
+
 export interface TypervisorRun {
   /** The guest's console so far (`--console stdio`). */
   console(): string;
@@ -61,21 +95,36 @@ export function runTypervisor(t: TestContext, args: string[], timeoutMs: number)
   const child = spawn(process.execPath, [join(ROOT, "bin/typervisor.js"), ...all], { stdio: ["ignore", "pipe", "pipe"] });
   let console = "";
   let stderr = "";
+  const watch = new BootWatch();
+  let stalled: string | undefined;
   child.stdout.setEncoding("utf8").on("data", (c: string) => {
     console += c;
+    watch.output(c, Date.now());
     process.stderr.write(c);
   });
   child.stderr.setEncoding("utf8").on("data", (c: string) => (stderr += c));
   const status = new Promise<number | null>((res) => child.on("close", (c) => res(c)));
   const timer = setTimeout(() => child.kill("SIGTERM"), timeoutMs);
+  // Inside the box only: a kernel gone silent mid-boot is stopped, and the test's failure says so
+  // (GUEST_STALLED), so that it runs again; natively a stall fails at the test's own timeout.
+  const watchdog = IN_BOX
+    ? setInterval(() => {
+        if (stalled !== undefined || !watch.stalled(Date.now())) return;
+        stalled = `${GUEST_STALLED}: its console was silent for ${BOOT_SILENCE_MS / 1000} s while the kernel booted; stopped`;
+        process.stderr.write(`\n${stalled}\n`);
+        child.kill("SIGKILL");
+      }, 1000)
+    : undefined;
+  void status.then(() => clearInterval(watchdog));
   t.after(() => {
     clearTimeout(timer);
+    clearInterval(watchdog);
     child.kill("SIGKILL");
   });
   return {
     console: () => console,
     status,
     running: () => child.exitCode === null && child.signalCode === null,
-    tail: () => `\n--- typervisor ${all.join(" ")}\n--- stderr ---\n${stderr}--- console (last 4000 chars) ---\n${console.slice(-4000)}`,
+    tail: () => `${stalled === undefined ? "" : `\n--- ${stalled}`}\n--- typervisor ${all.join(" ")}\n--- stderr ---\n${stderr}--- console (last 4000 chars) ---\n${console.slice(-4000)}`,
   };
 }
