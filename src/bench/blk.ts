@@ -13,7 +13,7 @@ import { describeExit } from "../vmm/exit-report.js";
 import { probePath } from "../probe/path.js";
 import { findQemu, qemuArgs } from "../probe/qemu.js";
 import { parseProbeLines, type ProbeLine } from "../probe/probe-lines.js";
-import { makeImage } from "../compare/run.js";
+import { makeImage, warmupRequests } from "../compare/run.js";
 import { benchEntry, elapsed } from "./guard.js";
 import { fmtRange, fmtRatio, ratio, round, summarize } from "./stats.js";
 
@@ -134,12 +134,12 @@ function rows(run: Run, hz: number): Row[] {
 
 /** Payload bytes of the whole boot, the warm-up's included (what its CPU time is divided by). */
 function bytesMoved(run: Run): number {
-  return run.lines.filter((l) => l.name === "blk-bench").reduce((s, l) => s + Number(l.fields["bytes"] ?? 0), 2 * WARMUP * 4096);
+  return run.lines.filter((l) => l.name === "blk-bench").reduce((s, l) => s + Number(l.fields["bytes"] ?? 0), warmupRequests(WARMUP) * 4096);
 }
 
 /** Requests of the whole boot, the warm-up's included (what its exits are divided by). */
 function opsDone(run: Run): number {
-  return run.lines.filter((l) => l.name === "blk-bench").reduce((s, l) => s + Number(l.fields["ops"] ?? 0), 2 * WARMUP);
+  return run.lines.filter((l) => l.name === "blk-bench").reduce((s, l) => s + Number(l.fields["ops"] ?? 0), warmupRequests(WARMUP));
 }
 
 type Vmm = "typervisor" | "qemu";

@@ -75,6 +75,11 @@ const DEFAULT_SEQ: Record<IoPath, number> = { emulated: 2, dom0: 16, card: 16 };
  */
 export const BENCH_WARMUP: Record<IoPath, number> = { emulated: 8, dom0: 20000, card: 20000 };
 
+/** Requests a bench's warm-up makes for `probe.blk.warmup=n`: n reads, then n writes (guest/src/virtio.c, xenblk.c, ata.c). */
+export function warmupRequests(n: number): number {
+  return 2 * n;
+}
+
 export interface Spread {
   median: number;
   min: number;
@@ -214,7 +219,7 @@ function sample(path: IoPath, r: BootResult, baselineExits: number, tscHz: numbe
   const lines = typeof r.lines === "string" ? parseProbeLines(r.lines) : r.lines;
   const test = BENCH_TEST[path];
   // The warm-up's 4 KiB reads and writes are part of the run's exits and CPU time, not of its timed figures.
-  const warmup = 2 * BENCH_WARMUP[path];
+  const warmup = warmupRequests(BENCH_WARMUP[path]);
   const out: RunSample = {
     modes: new Map(), ops: 0, bytes: 0, requests: warmup, movedBytes: warmup * 4096, exits: r.exits - baselineExits, cpu: r.hostCpuSeconds, errors: [],
   };

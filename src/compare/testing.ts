@@ -1,7 +1,7 @@
 // Recorded results for testing the report generator. SYNTHETIC: these numbers were made up to
 // exercise the code (shapes and orders of magnitude chosen to look like the three paths); they
 // are not measurements and must never be quoted as such.
-import type { BootProbe, BootResult, IoPath } from "./run.js";
+import { warmupRequests, type BootProbe, type BootResult, type IoPath } from "./run.js";
 
 export const SYNTHETIC_LABEL = "invented numbers for testing the report generator (src/compare/testing.ts); no VM ran";
 
@@ -36,7 +36,7 @@ export function syntheticBootProbe(): { bootProbe: BootProbe; calls: Array<{ pat
       return `PROBE ${test} mode=${m} qd=${qd} bs=${bs} ops=${ops} bytes=${ops * bs} tsc=${cyc(per * ops)} errors=0 ok=1${qd === 1 && !m.startsWith("seq") ? lat : ""}`;
     });
     // The untimed warm-up (that many reads, then as many writes) counts in the run's exits and CPU time, as in a real run.
-    const warmup = 2 * Number(/probe\.blk\.warmup=(\d+)/.exec(cmdline)?.[1] ?? 0);
+    const warmup = warmupRequests(Number(/probe\.blk\.warmup=(\d+)/.exec(cmdline)?.[1] ?? 0));
     const bytes = modes.reduce((s, [, , bs, ops]) => s + bs * ops, 0) + 4096 * warmup;
     const gib = bytes / 2 ** 30;
     const exitsPerOp = { emulated: 2100, dom0: 3, card: 2 }[path];

@@ -346,11 +346,11 @@ export const GUEST_CRASH_RETRIES = 2;
  * a Debian guest in a crash exit at a random point (seen in about one Debian boot in five to ten:
  * early in the kernel's boot, right after init started, bringing up the 4th vCPU; once twice in a
  * row in one test of a long box run, the same test then passing four times alone), which no boot on
- * a KVM host shows (nor QEMU 10's, in 20 boots: box.ts BOX_QEMU_MAJOR; this stays for hosts with
- * an older QEMU). Under both, a Debian guest's kernel also now and then goes silent early in its boot
- * (twice in a row in one CI run under 7.2, once in a full run under 10.0, the vsock test each time):
- * a test whose runner stopped such a guest (GUEST_STALLED) is treated alike. A test that fails that way runs again, up to GUEST_CRASH_RETRIES times, and says
- * so each time with the failure's line; any other failure, or one crash more, fails it. Natively
+ * a KVM host shows (QEMU 10's less often: box.ts BOX_QEMU_MAJOR). Under both, a Debian guest's
+ * kernel also now and then goes silent early in its boot (the vsock test's twice in a row in one CI
+ * run under 7.2; the vsock and starter-image tests' in one full run under 10.0): a test whose runner
+ * stopped such a guest (GUEST_STALLED) is treated alike. A test that fails that way runs again, up
+ * to GUEST_CRASH_RETRIES times, and says so each time with the failure's line; any other failure, or one crash more, fails it. Natively
  * nothing is retried.
  */
 export function againAfterGuestCrash(fn: Fn, retries = GUEST_CRASH_RETRIES): Fn {
