@@ -350,8 +350,8 @@ export const GUEST_CRASH_RETRIES = 2;
  * kernel also now and then goes silent early in its boot (the vsock test's twice in a row in one CI
  * run under 7.2; the vsock and starter-image tests' in one full run under 10.0): a test whose runner
  * stopped such a guest (GUEST_STALLED) is treated alike. A test that fails that way runs again, up
- * to GUEST_CRASH_RETRIES times, and says so each time with the failure's line; any other failure, or one crash more, fails it. Natively
- * nothing is retried.
+ * to GUEST_CRASH_RETRIES times, and says so each time with the failure's line; any other failure,
+ * or one crash more, fails it. Natively nothing is retried.
  */
 export function againAfterGuestCrash(fn: Fn, retries = GUEST_CRASH_RETRIES): Fn {
   return async (t) => {
