@@ -71,7 +71,7 @@ const DEFAULT_SEQ: Record<IoPath, number> = { emulated: 2, dom0: 16, card: 16 };
  * Untimed 4 KiB reads, then as many writes, each bench does first (probe.blk.warmup): the runs
  * measure the steady state. Reads alone left the first timed write run to pay for each back end's
  * first writes (its JIT compiling the write path, the file's pages first dirtied): measured here,
- * QD1 write IOPS rose by ~1.3× on both the Dom0 path and the card once writes were warmed too.
+ * QD1 write IOPS rose by 1.3× or more on both the Dom0 path and the card once writes were warmed too.
  */
 export const BENCH_WARMUP: Record<IoPath, number> = { emulated: 8, dom0: 20000, card: 20000 };
 
