@@ -48,10 +48,12 @@ export interface StartReportInput {
   /** The sides measured (default both; typervisor alone where there is no QEMU, memory only). */
   sides?: readonly StartSide[];
   /**
-   * Max RSS of the reference processes (node-floor.ts), one per run: Node.js with koffi loaded and
-   * nothing else (`bare`), and the same with one idle worker thread started (`worker`), KiB.
+   * The reference processes (node-floor.ts), one of each per run. Max RSS, KiB: Node.js with koffi
+   * loaded and nothing else (`bare`), the same with one idle worker thread started (`worker`), the
+   * same with one function compiled by TurboFan (`jit`). And `bare`'s ms from spawn() to its first
+   * byte on stdout (`firstByteMs`: Node.js's own start-up, beside the guests' first console byte).
    */
-  floor?: { bare: readonly number[]; worker: readonly number[] };
+  floor?: { bare: readonly number[]; worker: readonly number[]; jit: readonly number[]; firstByteMs: readonly number[] };
 }
 
 export const caseKey = (c: StartCase): string => `${c.side}:${c.vcpus}`;
@@ -137,21 +139,36 @@ export function startReport(input: StartReportInput): { table: string; json: Rec
 }
 
 /**
- * The rows that say how much of typervisor's max RSS is Node.js's own: the floor (node with koffi,
- * no VM), what one idle worker thread adds to it, and what is left of the demo at the fewest vCPUs
+ * The rows that say how much of typervisor's figures is Node.js's own: the floor (node with koffi,
+ * no VM) and its time to its first byte on stdout, what one idle worker thread adds to it, what the
+ * optimizing compiler's first use adds to it, and what is left of the demo at the fewest vCPUs
  * over the floor (Typervisor's code, its V8 heap, the VM). QEMU has no column in them.
  */
 function floorRows(input: StartReportInput, rows: string[][], json: Record<string, unknown>, demoMiB: number, paired: boolean): void {
-  const { bare, worker } = input.floor!;
-  if (bare.length === 0 || worker.length === 0) throw new Error("bench:start has no samples of the Node.js floor");
+  const { bare, worker, jit, firstByteMs } = input.floor!;
+  if (bare.length === 0 || worker.length === 0 || jit.length === 0 || firstByteMs.length === 0) throw new Error("bench:start has no samples of the Node.js floor");
   const floor = summarize(bare.map((k) => k / KIB_PER_MIB));
   const withWorker = summarize(worker.map((k) => k / KIB_PER_MIB));
+  const withJit = summarize(jit.map((k) => k / KIB_PER_MIB));
   const perWorker = withWorker.median - floor.median;
+  const firstJit = withJit.median - floor.median;
   const own = demoMiB - floor.median;
   const lo = Math.min(...input.vcpuCounts);
   const pad = paired ? ["", ""] : [];
+  const floorJson: Record<string, unknown> = { max_rss_mib: rangeJson(floor, 2) };
+  if (!input.memoryOnly) {
+    const fb = summarize(firstByteMs);
+    rows.push([`Node.js + koffi, no VM (the floor): first stdout byte, ms`, fmtRange(fb, 1), ...pad]);
+    floorJson["first_byte_ms"] = rangeJson(fb, 2);
+  }
   rows.push([`Node.js + koffi, no VM (the floor): max RSS, MiB`, fmtRange(floor, 1), ...pad]);
   rows.push([`one idle worker thread on that floor, MiB`, perWorker.toFixed(2), ...pad]);
+  rows.push([`V8's optimizing compiler used once on that floor, MiB`, firstJit.toFixed(2), ...pad]);
   rows.push([`typervisor at ${vcpuLabel(lo)} over the floor, MiB`, own.toFixed(2), ...pad]);
-  json["node_floor"] = { max_rss_mib: rangeJson(floor, 2), worker_thread_mib: round(perWorker, 3), [`typervisor_vcpus_${lo}_over_floor_mib`]: round(own, 3) };
+  json["node_floor"] = {
+    ...floorJson,
+    worker_thread_mib: round(perWorker, 3),
+    first_optimizing_compile_mib: round(firstJit, 3),
+    [`typervisor_vcpus_${lo}_over_floor_mib`]: round(own, 3),
+  };
 }

@@ -93,15 +93,22 @@ test("startReport with typervisor alone (no QEMU, memory only): its column, no r
   assert.deepEqual(startCases([1, 2], ["typervisor"]), [{ side: "typervisor", vcpus: 1 }, { side: "typervisor", vcpus: 2 }]);
 });
 
-test("startReport with the Node.js floor: the floor's median and range, what a worker adds to it, and typervisor at the fewest vCPUs over it", () => {
-  const floor = { bare: [45 * 1024, 44 * 1024, 46 * 1024], worker: [55 * 1024, 54.5 * 1024, 56 * 1024] };
+test("startReport with the Node.js floor: the floor's median and range, what a worker and the optimizing compiler add to it, and typervisor at the fewest vCPUs over it", () => {
+  const floor = { bare: [45 * 1024, 44 * 1024, 46 * 1024], worker: [55 * 1024, 54.5 * 1024, 56 * 1024], jit: [49.5 * 1024, 49 * 1024, 50 * 1024], firstByteMs: [41, 40, 45] };
   const { table, json } = startReport({ ...input, memoryOnly: true, samples: samples(), floor });
   assert.match(table, /^Node\.js \+ koffi, no VM \(the floor\): max RSS, MiB +45\.0 \(44\.0–46\.0\)\s*$/m);
   assert.match(table, /^one idle worker thread on that floor, MiB +10\.00\s*$/m);
+  assert.match(table, /^V8's optimizing compiler used once on that floor, MiB +4\.50\s*$/m);
   // 85 (typervisor's median at 1 vCPU) − 45.
   assert.match(table, /^typervisor at 1 vCPU over the floor, MiB +40\.00\s*$/m);
-  assert.deepEqual(json["node_floor"], { max_rss_mib: { median: 45, min: 44, max: 46 }, worker_thread_mib: 10, typervisor_vcpus_1_over_floor_mib: 40 });
-  assert.throws(() => startReport({ ...input, samples: samples(), floor: { bare: [], worker: [] } }), /no samples of the Node\.js floor/);
+  // Memory only: the floor's time is not printed.
+  assert.doesNotMatch(table, /first stdout byte/);
+  assert.deepEqual(json["node_floor"], { max_rss_mib: { median: 45, min: 44, max: 46 }, worker_thread_mib: 10, first_optimizing_compile_mib: 4.5, typervisor_vcpus_1_over_floor_mib: 40 });
+  const timed = startReport({ ...input, samples: samples(), floor });
+  assert.match(timed.table, /^Node\.js \+ koffi, no VM \(the floor\): first stdout byte, ms +41\.0 \(40\.0–45\.0\)\s*$/m);
+  assert.deepEqual((timed.json["node_floor"] as Record<string, unknown>)["first_byte_ms"], { median: 41, min: 40, max: 45 });
+  assert.throws(() => startReport({ ...input, samples: samples(), floor: { bare: [], worker: [], jit: [], firstByteMs: [] } }), /no samples of the Node\.js floor/);
+  assert.throws(() => startReport({ ...input, samples: samples(), floor: { ...floor, jit: [] } }), /no samples of the Node\.js floor/);
   assert.equal(startReport({ ...input, samples: samples() }).json["node_floor"], undefined);
 });
 

@@ -28,8 +28,11 @@ set size. Typervisor: \`node bin/typervisor.js run\`; QEMU: qemu-system-x86_64 -
 -accel kvm with the same probe, memory and command line. Both at 1 and 2 vCPUs (QEMU -smp 2), in
 one run, the order alternating from run to run; medians with min–max, the ratios typervisor/qemu,
 and the max RSS each further vCPU adds. Each run also measures the floor any VMM on Node.js pays:
-node with koffi loaded and nothing else (dist/bench/node-floor.js), and the same with one idle
-worker thread; the table gives that floor, what the worker thread adds, and typervisor over it.
+node with koffi loaded and nothing else (dist/bench/node-floor.js: its max RSS, and its time to
+its first byte on stdout), the same with one idle worker thread, and the same with one small
+function compiled by V8's optimizing compiler (TurboFan), as any long enough run compiles its hot
+loop; the table gives that floor, what the worker thread and the optimizing compiler's first use
+add, and typervisor over the floor.
 Max RSS is the kernel's ru_maxrss of the process (wait4), read through GNU time
 (/usr/bin/time -f %M); both sides run under it, so its fork and exec are in both times.
 
@@ -138,13 +141,19 @@ async function boot(c: StartCase, qemu: string, dir: string): Promise<StartSampl
   };
 }
 
-/** One run of the reference process (node-floor.ts) under GNU time, with its idle worker or without: its max RSS, KiB. */
-async function floorRss(withWorker: boolean, dir: string): Promise<number> {
+/** The reference process's modes (node-floor.ts): Node.js with koffi alone, with one idle worker thread, with one function optimized by TurboFan. */
+type FloorMode = "bare" | "worker" | "jit";
+const FLOOR_MODES: readonly FloorMode[] = ["bare", "worker", "jit"];
+
+/** One run of the reference process (node-floor.ts) under GNU time: its max RSS, KiB, and ms from spawn() to its first byte on stdout. */
+async function floorRun(mode: FloorMode, dir: string): Promise<{ maxRssKiB: number; firstByteMs: number }> {
   const timeFile = join(dir, "floor.txt");
   const script = join(packageRoot(), "dist", "bench", "node-floor.js");
-  const r = await runTimed([process.execPath, script, ...(withWorker ? ["worker"] : [])], timeFile);
-  if (r.code !== 0) throw new Error(`the Node.js floor${withWorker ? " with a worker" : ""} ended with ${r.signal ?? `status ${r.code}`}: ${r.stderrTail}`);
-  return parseGnuTimeMaxRss(readFileSync(timeFile, "utf8"));
+  const argv = mode === "jit" ? [process.execPath, "--allow-natives-syntax", script, "jit"] : mode === "worker" ? [process.execPath, script, "worker"] : [process.execPath, script];
+  const t0 = process.hrtime.bigint();
+  const r = await runTimed(argv, timeFile);
+  if (r.code !== 0 || r.firstByte === undefined) throw new Error(`the Node.js floor (${mode}) ended with ${r.signal ?? `status ${r.code}`}${r.firstByte === undefined ? " and wrote nothing" : ""}: ${r.stderrTail}`);
+  return { maxRssKiB: parseGnuTimeMaxRss(readFileSync(timeFile, "utf8")), firstByteMs: Number(r.firstByte - t0) / 1e6 };
 }
 
 /** typervisor's `--vcpu-threads` (BENCH_VCPU_THREADS). */
@@ -170,7 +179,7 @@ async function main(): Promise<number> {
   const sides: readonly StartSide[] = qemu === null ? ["typervisor"] : START_SIDES;
   const cases = startCases(VCPU_COUNTS, sides);
   const samples = new Map<string, StartSample[]>(cases.map((c) => [caseKey(c), []]));
-  const floor = { bare: [] as number[], worker: [] as number[] };
+  const floor = { bare: [] as number[], worker: [] as number[], jit: [] as number[], firstByteMs: [] as number[] };
   const dir = mkdtempSync(join(tmpdir(), "typervisor-bench-start-"));
   try {
     progress(`${runs} runs of ${cases.length} boots (${sides.join(" and ")} at ${VCPU_COUNTS.join(" and ")} vCPUs), ${CMDLINE}, ${MEM_MIB} MiB${memoryOnly ? ", memory only" : ""}`);
@@ -181,9 +190,12 @@ async function main(): Promise<number> {
         samples.get(caseKey(c))!.push(s);
         line.push(memoryOnly ? `${c.side}/${c.vcpus} ${(s.maxRssKiB / 1024).toFixed(1)} MiB` : `${c.side}/${c.vcpus} ${s.firstByteMs.toFixed(0)}/${s.exitMs.toFixed(0)} ms ${(s.maxRssKiB / 1024).toFixed(1)} MiB`);
       }
-      floor.bare.push(await floorRss(false, dir));
-      floor.worker.push(await floorRss(true, dir));
-      line.push(`floor ${(floor.bare.at(-1)! / 1024).toFixed(1)} MiB, with a worker ${(floor.worker.at(-1)! / 1024).toFixed(1)} MiB`);
+      for (const mode of FLOOR_MODES) {
+        const f = await floorRun(mode, dir);
+        floor[mode].push(f.maxRssKiB);
+        if (mode === "bare") floor.firstByteMs.push(f.firstByteMs);
+      }
+      line.push(`floor ${(floor.bare.at(-1)! / 1024).toFixed(1)} MiB${memoryOnly ? "" : ` ${floor.firstByteMs.at(-1)!.toFixed(0)} ms`}, with a worker ${(floor.worker.at(-1)! / 1024).toFixed(1)} MiB, with TurboFan used ${(floor.jit.at(-1)! / 1024).toFixed(1)} MiB`);
       progress(`run ${i + 1}/${runs}: ${line.join(", ")}`);
     }
   } finally {
