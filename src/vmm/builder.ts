@@ -187,6 +187,9 @@ function wireDom0Slot(vm: VmFd, slot: Dom0Slot): void {
   vm.irqfd({ fd: slot.irqFd, gsi: slot.gsi });
 }
 
+/** The script a KVM vCPU's worker thread runs (vcpu-worker.ts). */
+const KVM_VCPU_WORKER_URL = new URL("./vcpu-worker.js", import.meta.url);
+
 /**
  * Builds a KVM machine ready to run: KVM objects, memfd guest memory, the loaded kernel,
  * configured vCPUs. A file that is not a kernel is refused before any KVM object exists.
@@ -226,7 +229,7 @@ export function buildKvmMachine(config: KvmMachineConfig): Machine {
     const vmFd = vm;
     const memory = mem;
     return {
-      workerUrl: new URL("./vcpu-worker.js", import.meta.url),
+      workerUrl: KVM_VCPU_WORKER_URL,
       vcpus: vcpus.map((v) => ({
         id: v.id,
         setImmediateExit: (value: 0 | 1) => {
@@ -262,3 +265,6 @@ export function buildKvmMachine(config: KvmMachineConfig): Machine {
     throw e;
   }
 }
+
+// Known before any machine is built: Vm.create starts the vCPU threads while this one is built.
+buildKvmMachine.vcpuWorkerUrl = KVM_VCPU_WORKER_URL;

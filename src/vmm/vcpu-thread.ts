@@ -48,7 +48,8 @@ export interface OpenedVcpu {
 export async function runVcpuThread(open: (backend: unknown, vcpuId: number) => OpenedVcpu): Promise<void> {
   const port = parentPort;
   if (port === null) throw new Error("a vCPU thread must run as a worker thread");
-  const data = workerData as VcpuWorkerData;
+  // A thread started before its VM was built (early-worker.ts) gets its data as its first message.
+  const data = (workerData ?? (await new Promise((resolve) => port.once("message", resolve)))) as VcpuWorkerData;
   const post = (m: VcpuWorkerMessage) => port.postMessage(m);
   const control = new VmControl(data.vcpuCount, data.control);
 

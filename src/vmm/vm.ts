@@ -17,6 +17,7 @@ import { attachLegacyDevices, createLegacyStates, type LegacyStates } from "./le
 import type { VcpuStop } from "./exit-loop.js";
 import type { VcpuWorkerData, VcpuWorkerMessage } from "./vcpu-thread.js";
 import { preparePooledVcpu, type PooledVcpuHandle } from "./vcpu-pooled.js";
+import { EarlyVcpuWorker } from "./early-worker.js";
 import { measureBoot, type PcrBank } from "../security/pcr.js";
 import { randomUUID } from "node:crypto";
 import type { NetConfig } from "../devices/virtio/net/kind.js";
@@ -27,7 +28,11 @@ import { spawnDom0, type Dom0Handle } from "../dom0/spawn.js";
 import { mapControl, C_BROKEN, C_XENBUS_BACK, type Dom0Metrics, type MappedControl } from "../dom0/control-page.js";
 
 /** Makes the machine a VM runs on from its planned config (builder.ts buildKvmMachine; a fake in tests). */
-export type MachineBuilder = (config: KvmMachineConfig) => Machine;
+/**
+ * Makes the machine of a VM from its config. `vcpuWorkerUrl`, where the builder knows it before it
+ * builds (it is the machine's `workerUrl`), lets Vm.create start dedicated vCPU threads first.
+ */
+export type MachineBuilder = ((config: KvmMachineConfig) => Machine) & { readonly vcpuWorkerUrl?: URL };
 
 import { MAX_VCPUS, MIN_MEM_MIB, MAX_MEM_MIB } from "./limits.js";
 export { MAX_VCPUS, MIN_MEM_MIB, MAX_MEM_MIB };
@@ -187,6 +192,8 @@ const PAUSE_TIMEOUT_MS = 5000;
 
 interface VcpuSlot {
   id: number;
+  /** Its dedicated thread, started by Vm.create and waiting for its data until start(). */
+  early?: EarlyVcpuWorker;
   worker?: Worker;
   tid?: number;
   /** A pooled vCPU: opened on this thread, run on libuv's pool. */
@@ -236,12 +243,19 @@ export class Vm extends EventEmitter {
     measured?: { id: string; pcrs: PcrBank },
     private readonly vcpuThreads: VcpuThreadKind = "dedicated",
     private readonly cardThreads: ThreadKind = "dedicated",
+    early: readonly EarlyVcpuWorker[] = [],
   ) {
     super();
     this.id = measured?.id ?? randomUUID();
     this.pcrs = SharedPcrBank.from(measured?.pcrs ?? measureBoot({ kernel: new Uint8Array(0), cmdline: "", vmId: this.id }));
     this.control = new VmControl(machine.vcpus.length);
     this.slots = machine.vcpus.map((v) => ({ id: v.id, done: false }));
+    // Threads started for this machine's worker script, one per vCPU; any other is not this VM's.
+    early.forEach((w, i) => {
+      const slot = this.slots[i];
+      if (slot !== undefined && vcpuThreads === "dedicated" && w.url.href === machine.workerUrl.href) slot.early = w;
+      else w.discard();
+    });
     this.legacy = createLegacyStates();
     // The main thread's view of the UART, for console input; vCPU workers attach their own
     // device objects to the same shared state.
@@ -271,6 +285,19 @@ export class Vm extends EventEmitter {
    */
   static create(config: VmConfig, build: MachineBuilder = buildKvmMachine): Vm {
     validateVmConfig(config);
+    // Dedicated vCPU threads start now and start up while the boot is measured and the machine
+    // built (early-worker.ts); start() hands them their data.
+    const url = build.vcpuWorkerUrl;
+    const early = (config.vcpuThreads ?? "dedicated") === "dedicated" && url !== undefined ? Array.from({ length: config.vcpus }, () => new EarlyVcpuWorker(url)) : [];
+    try {
+      return Vm.createWith(config, build, early);
+    } catch (e) {
+      for (const w of early) w.discard();
+      throw e;
+    }
+  }
+
+  private static createWith(config: VmConfig, build: MachineBuilder, early: readonly EarlyVcpuWorker[]): Vm {
     // Each device kind reads its own field of the config (devices/virtio/kinds.ts).
     const plan = planDevices(config);
     const id = config.id ?? randomUUID();
@@ -288,7 +315,7 @@ export class Vm extends EventEmitter {
     const devices = devicesCmdline(plan);
     const cmdline = devices === "" ? config.cmdline : `${config.cmdline} ${devices}`.trim();
     const machine = build({ ...config, cmdline, deviceSlots: plan.virtio, legacyDrives: { ata: plan.ata, dom0: plan.dom0 } });
-    return new Vm(machine, config.consoleFd, { id, pcrs }, config.vcpuThreads, config.cardThreads);
+    return new Vm(machine, config.consoleFd, { id, pcrs }, config.vcpuThreads, config.cardThreads, early);
   }
 
   /** Where the VM is in its life: the one state of the lifecycle (VM_TRANSITIONS). */
@@ -379,6 +406,7 @@ export class Vm extends EventEmitter {
       this.cards.clear();
       this.started = false;
       this.releasePool();
+      this.discardEarlyThreads();
       throw e;
     }
     const ata = this.machine.ata;
@@ -400,7 +428,17 @@ export class Vm extends EventEmitter {
           : {}),
       };
       if (this.vcpuThreads !== "dedicated") return this.preparePooled(slot, i, data, this.vcpuThreads);
-      const worker = new Worker(this.machine.workerUrl, { workerData: data });
+      let worker: Worker;
+      const early = slot.early;
+      slot.early = undefined;
+      try {
+        worker = early?.take(data) ?? new Worker(this.machine.workerUrl, { workerData: data });
+      } catch (e) {
+        // As for a thread that fails once started: recorded, and the VM stops.
+        this.finish({ kind: "error", vcpu: slot.id, message: e instanceof Error ? e.message : String(e) });
+        this.onVcpuDone(slot);
+        return Promise.resolve(undefined);
+      }
       slot.worker = worker;
       return new Promise<undefined>((resolve) => {
         worker.on("message", (m: VcpuWorkerMessage) => {
@@ -624,26 +662,37 @@ export class Vm extends EventEmitter {
 
   private async startCards(): Promise<void> {
     const memfd = this.machine.guestMemfd;
-    for (const slot of this.machine.virtio) {
-      if (memfd === undefined) throw new Error("this machine's guest memory cannot be mapped by a card");
-      const common = {
-        name: slot.name,
-        memfd: memfd.fd,
-        regions: memfd.regions,
-        transportState: slot.state,
-        notifyFd: slot.notifyFd,
-        irqFd: slot.irqFd,
-      };
-      const d = slot.device;
-      // The kind turns its instance into its card's config (the NSM adds the VM's id and PCR bank).
-      const options = {
-        ...common,
-        ...(this.cardThreads === "pooled" ? { pooled: true } : {}),
-        kind: d.kind.kind,
-        config: d.kind.cardConfig(d.instance, { vmId: this.id, pcrs: this.pcrs }),
-      } as CardOptions;
-      this.cards.set(slot.name, await startCard(options));
-    }
+    const slots = this.machine.virtio;
+    // All at once: each card's start-up (a worker thread's, for a dedicated card) runs beside the
+    // others' and beside the vCPU threads' (Vm.create started those).
+    const started = await Promise.allSettled(
+      slots.map(async (slot) => {
+        if (memfd === undefined) throw new Error("this machine's guest memory cannot be mapped by a card");
+        const common = {
+          name: slot.name,
+          memfd: memfd.fd,
+          regions: memfd.regions,
+          transportState: slot.state,
+          notifyFd: slot.notifyFd,
+          irqFd: slot.irqFd,
+        };
+        const d = slot.device;
+        // The kind turns its instance into its card's config (the NSM adds the VM's id and PCR bank).
+        const options = {
+          ...common,
+          ...(this.cardThreads === "pooled" ? { pooled: true } : {}),
+          kind: d.kind.kind,
+          config: d.kind.cardConfig(d.instance, { vmId: this.id, pcrs: this.pcrs }),
+        } as CardOptions;
+        return startCard(options);
+      }),
+    );
+    // Those that started are stopped by start()'s failure path; the first failure, in slot order, is the error.
+    started.forEach((r, i) => {
+      if (r.status === "fulfilled") this.cards.set(slots[i]!.name, r.value);
+    });
+    const failed = started.find((r): r is PromiseRejectedResult => r.status === "rejected");
+    if (failed !== undefined) throw failed.reason;
   }
 
   /**
@@ -694,6 +743,7 @@ export class Vm extends EventEmitter {
       throw new Error("close() while vCPUs are running: stop() and await wait() first");
     }
     this.closed = true;
+    this.discardEarlyThreads();
     this.dom0?.control.unmap();
     this.machine.close();
   }
@@ -741,10 +791,19 @@ export class Vm extends EventEmitter {
   private settle(): void {
     if (this.phase === "stopped") return;
     this.releasePool();
+    this.discardEarlyThreads();
     const exit = this.exitInfo ?? { kind: "stopped", by: this.stopBy ?? "request" };
     this.exitInfo = exit;
     this.moveTo("stopped", exit);
     this.resolveExit(exit);
+  }
+
+  /** Ends the vCPU threads Vm.create started that start() has not taken (the VM stopped or was closed first, or start failed). */
+  private discardEarlyThreads(): void {
+    for (const slot of this.slots) {
+      slot.early?.discard();
+      slot.early = undefined;
+    }
   }
 
   /** Records the first reason the VM ended; another vCPU's plain "stopped" does not replace it. */

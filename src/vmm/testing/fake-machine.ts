@@ -40,6 +40,9 @@ export interface FakeMachine extends Machine {
   shared: SharedArrayBuffer[];
 }
 
+/** The fake vCPU's worker script. */
+const FAKE_VCPU_WORKER_URL = new URL("./fake-vcpu-worker.js", import.meta.url);
+
 /**
  * `drives`: virtio-blk slots wired as on KVM but with plain eventfds (the irq eventfd is
  * non-blocking, for the test to poll) and 2 MiB of memfd guest RAM a card or Dom0 can map. An
@@ -57,11 +60,13 @@ export function fakeMachine(scripts: FakeStep[][], opts: { drives?: DriveConfig[
  * replaying `scripts[i]` (vCPUs beyond the scripts run until stopped).
  */
 export function fakeMachineBuilder(scripts: FakeStep[][]): MachineBuilder {
-  return (config) =>
+  const build = (config: Parameters<MachineBuilder>[0]): FakeMachine =>
     fakeMachineOf(
       Array.from({ length: config.vcpus }, (_, i) => scripts[i] ?? [{ block: true }]),
       { virtio: [...(config.deviceSlots ?? [])], ...config.legacyDrives },
     );
+  // Known before the build, as the KVM builder's: Vm.create starts dedicated vCPU threads first.
+  return Object.assign(build, { vcpuWorkerUrl: FAKE_VCPU_WORKER_URL });
 }
 
 function fakeMachineOf(scripts: FakeStep[][], plan: DevicePlan): FakeMachine {
@@ -89,7 +94,7 @@ function fakeMachineOf(scripts: FakeStep[][], plan: DevicePlan): FakeMachine {
     bootInfoAddr: 0x7000,
   };
   const m: FakeMachine = {
-    workerUrl: new URL("./fake-vcpu-worker.js", import.meta.url),
+    workerUrl: FAKE_VCPU_WORKER_URL,
     vcpus: scripts.map((script, id) => ({
       id,
       setImmediateExit: (v: 0 | 1) => Atomics.store(new Int32Array(shared[id]!), 0, v),
