@@ -1,17 +1,15 @@
 // Guest serial output as a Node stream. vCPU worker threads write console bytes to a file
-// descriptor with writeSync (vmm/vcpu-thread.ts), so the stream needs a kernel pipe: a FIFO made
-// in a private temporary directory and unlinked at once (Node has no pipe(2)/socketpair(2), and
-// src/sys is not ours to extend). The write end stays blocking for the workers; the read end is
-// non-blocking and owned by the event loop (a net.Socket over the fd, as process.stdin does for a
-// pipe). We drain it continuously, so a guest never stalls on a reader that does not read: past
-// `maxBufferedBytes` unread bytes, output is dropped and counted instead.
+// descriptor with writeSync (vmm/vcpu-thread.ts), so the stream needs a kernel pipe (pipe2(2),
+// through src/sys: Node has no pipe(2)). The write end stays blocking for the workers; the read
+// end is owned by the event loop (a net.Socket over the fd, as process.stdin is for a pipe; libuv
+// makes that end, a file description of its own, non-blocking). We drain it continuously, so a
+// guest never stalls on a reader that does not read: past `maxBufferedBytes` unread bytes, output
+// is dropped and counted instead.
 
-import { execFileSync } from "node:child_process";
-import { closeSync, constants, mkdtempSync, openSync, rmSync } from "node:fs";
+import { closeSync } from "node:fs";
 import { Socket } from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { PassThrough, type Readable } from "node:stream";
+import * as sys from "../sys/index.js";
 
 export interface ConsolePipe {
   /** Give this to the VM as `consoleFd`. */
@@ -31,21 +29,12 @@ export interface ConsolePipe {
 export const DEFAULT_CONSOLE_BUFFER = 1024 * 1024;
 
 export function openConsolePipe(maxBufferedBytes = DEFAULT_CONSOLE_BUFFER): ConsolePipe {
-  const dir = mkdtempSync(join(tmpdir(), "typervisor-console-"));
-  const fifo = join(dir, "console");
-  let readFd = -1;
-  let writeFd = -1;
+  let readFd: number;
+  let writeFd: number;
   try {
-    execFileSync("mkfifo", ["-m", "600", fifo], { stdio: "ignore" });
-    // Read end first and non-blocking (an open for reading alone would wait for a writer);
-    // then the write end, which finds the reader and does not block either.
-    readFd = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
-    writeFd = openSync(fifo, constants.O_WRONLY);
+    [readFd, writeFd] = sys.pipe2(sys.O_CLOEXEC);
   } catch (e) {
-    if (readFd >= 0) closeSync(readFd);
-    throw new Error(`cannot make the console pipe in ${dir}: ${(e as Error).message}`);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
+    throw new Error(`cannot make the console pipe: ${(e as Error).message}`);
   }
   const source = new Socket({ fd: readFd, readable: true, writable: false });
   // A pipe of a VM that never starts must not keep the process alive; `hold()` at start makes it

@@ -2,7 +2,7 @@
 // aliasing, eventfd, errno mapping, signals to a thread, and koffi inside worker threads.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Worker } from "node:worker_threads";
@@ -189,6 +189,33 @@ test("eventfd: write adds to the counter, read returns and clears it; empty nonb
   } finally {
     sys.close(fd);
   }
+});
+
+test("pipe2: bytes written at one end are read at the other; O_CLOEXEC is on both ends, O_NONBLOCK on neither unless asked", () => {
+  const [r, w] = sys.pipe2(sys.O_CLOEXEC);
+  try {
+    assert.ok(r >= 0 && w >= 0 && r !== w);
+    assert.equal(sys.write(w, new Uint8Array([1, 2, 3])), 3);
+    const buf = new Uint8Array(8);
+    assert.equal(sys.read(r, buf), 3);
+    assert.deepEqual([...buf.subarray(0, 3)], [1, 2, 3]);
+    for (const fd of [r, w]) {
+      const flags = readFileSync(`/proc/self/fdinfo/${fd}`, "utf8").match(/^flags:\s+([0-7]+)$/m)![1]!;
+      assert.ok((Number.parseInt(flags, 8) & sys.O_CLOEXEC) !== 0, `fd ${fd} close-on-exec`);
+      assert.equal(Number.parseInt(flags, 8) & sys.O_NONBLOCK, 0, `fd ${fd} blocking`);
+    }
+  } finally {
+    sys.close(r);
+    sys.close(w);
+  }
+  const [r2, w2] = sys.pipe2(sys.O_CLOEXEC | sys.O_NONBLOCK);
+  try {
+    assert.throws(() => sys.read(r2, new Uint8Array(1)), (e: unknown) => e instanceof SysError && e.code === "EAGAIN");
+  } finally {
+    sys.close(r2);
+    sys.close(w2);
+  }
+  assert.throws(() => sys.pipe2(-1), (e: unknown) => e instanceof SysError && e.code === "EINVAL");
 });
 
 test("getpid/gettid on the main thread: the main thread's tid is the pid", () => {

@@ -140,7 +140,7 @@ interface Libc {
   open: Fn; close: Fn; read: Fn; write: Fn; pread: Fn; pwrite: Fn; preadAt: Fn; pwriteAt: Fn;
   ioctlPtr: Fn; ioctlVal: Fn;
   mmap: Fn; munmap: Fn; memfd_create: Fn; ftruncate: Fn; fallocate: Fn; fsync: Fn; fdatasync: Fn;
-  eventfd: Fn; getpid: Fn; syscall: Fn; tgkill: Fn; poll: Fn; clock_gettime: Fn;
+  eventfd: Fn; pipe2: Fn; getpid: Fn; syscall: Fn; tgkill: Fn; poll: Fn; clock_gettime: Fn;
   timer_create: Fn; timer_settime: Fn; timer_delete: Fn;
 }
 
@@ -178,6 +178,7 @@ function bind(): Libc {
     fsync: lib.func("int fsync(int fd)"),
     fdatasync: lib.func("int fdatasync(int fd)"),
     eventfd: lib.func("int eventfd(unsigned int initval, int flags)"),
+    pipe2: lib.func("int pipe2(void *pipefd, int flags)"),
     getpid: lib.func("int getpid()"),
     syscall: lib.func("long syscall(long number, ...)"),
     tgkill: lib.func("int tgkill(int tgid, int tid, int sig)"),
@@ -295,6 +296,13 @@ export function memfdCreate(name: string, flags: number): number {
 /** eventfd(2). */
 export function eventfd(initval: number, flags: number): number {
   return check(bind().eventfd(initval, flags) as number, "eventfd");
+}
+
+/** pipe2(2): a kernel pipe (flags: O_CLOEXEC, O_NONBLOCK for both ends); returns [read end, write end]. */
+export function pipe2(flags: number): [readFd: number, writeFd: number] {
+  const fds = new Int32Array(2);
+  check(bind().pipe2(fds, flags) as number, "pipe2");
+  return [fds[0]!, fds[1]!];
 }
 
 // ---------------------------------------------------------------------------------------------
