@@ -74,6 +74,40 @@ export class BootWatch {
   }
 }
 
+/** A BootWatch that acts: what a runner feeds its child's console to, and asks why it stopped it. */
+export interface StallGuard {
+  /** The child's console output, as it comes. */
+  output(chunk: string): void;
+  /** The GUEST_STALLED line, once the guard has stopped the child; undefined until then. */
+  stalled(): string | undefined;
+  /** Stops watching (the child has ended). */
+  stop(): void;
+}
+
+/**
+ * Inside the box only: calls `kill` once a stock guest's kernel has gone silent mid-boot
+ * (BootWatch) and keeps the line that says so (GUEST_STALLED) for the test's failure, so that
+ * againAfterGuestCrash runs the test again; natively it watches nothing (a stall fails at the
+ * test's own timeout).
+ */
+export function stallGuard(kill: () => void, silenceMs = BOOT_SILENCE_MS): StallGuard {
+  const watch = new BootWatch(silenceMs);
+  let line: string | undefined;
+  const timer = IN_BOX
+    ? setInterval(() => {
+        if (line !== undefined || !watch.stalled(Date.now())) return;
+        line = `${GUEST_STALLED}: its console was silent for ${silenceMs / 1000} s while the kernel booted; stopped`;
+        process.stderr.write(`\n${line}\n`);
+        kill();
+      }, Math.min(1000, silenceMs))
+    : undefined;
+  return {
+    output: (chunk) => watch.output(chunk, Date.now()),
+    stalled: () => line,
+    stop: () => clearInterval(timer),
+  };
+}
+
 export interface TypervisorRun {
   /** The guest's console so far (`--console stdio`). */
   console(): string;
@@ -95,36 +129,25 @@ export function runTypervisor(t: TestContext, args: string[], timeoutMs: number)
   const child = spawn(process.execPath, [join(ROOT, "bin/typervisor.js"), ...all], { stdio: ["ignore", "pipe", "pipe"] });
   let console = "";
   let stderr = "";
-  const watch = new BootWatch();
-  let stalled: string | undefined;
+  const guard = stallGuard(() => child.kill("SIGKILL"));
   child.stdout.setEncoding("utf8").on("data", (c: string) => {
     console += c;
-    watch.output(c, Date.now());
+    guard.output(c);
     process.stderr.write(c);
   });
   child.stderr.setEncoding("utf8").on("data", (c: string) => (stderr += c));
   const status = new Promise<number | null>((res) => child.on("close", (c) => res(c)));
   const timer = setTimeout(() => child.kill("SIGTERM"), timeoutMs);
-  // Inside the box only: a kernel gone silent mid-boot is stopped, and the test's failure says so
-  // (GUEST_STALLED), so that it runs again; natively a stall fails at the test's own timeout.
-  const watchdog = IN_BOX
-    ? setInterval(() => {
-        if (stalled !== undefined || !watch.stalled(Date.now())) return;
-        stalled = `${GUEST_STALLED}: its console was silent for ${BOOT_SILENCE_MS / 1000} s while the kernel booted; stopped`;
-        process.stderr.write(`\n${stalled}\n`);
-        child.kill("SIGKILL");
-      }, 1000)
-    : undefined;
-  void status.then(() => clearInterval(watchdog));
+  void status.then(() => guard.stop());
   t.after(() => {
     clearTimeout(timer);
-    clearInterval(watchdog);
+    guard.stop();
     child.kill("SIGKILL");
   });
   return {
     console: () => console,
     status,
     running: () => child.exitCode === null && child.signalCode === null,
-    tail: () => `${stalled === undefined ? "" : `\n--- ${stalled}`}\n--- typervisor ${all.join(" ")}\n--- stderr ---\n${stderr}--- console (last 4000 chars) ---\n${console.slice(-4000)}`,
+    tail: () => `${guard.stalled() === undefined ? "" : `\n--- ${guard.stalled()}`}\n--- typervisor ${all.join(" ")}\n--- stderr ---\n${stderr}--- console (last 4000 chars) ---\n${console.slice(-4000)}`,
   };
 }

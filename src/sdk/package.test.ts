@@ -27,7 +27,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import { spawn } from "node:child_process";
 import { kvmTests } from "../testing/kvm.js";
 import { findTool } from "../image/rootfs.js";
-import { starterImage } from "../image/testing.js";
+import { starterImage, stallGuard } from "../image/testing.js";
 import { GUEST_MAC, assertNetTest, netNames, netTestCmdline, tapPeer } from "../devices/virtio/net/testing.js";
 
 const kvmTest = kvmTests(import.meta.url);
@@ -409,17 +409,22 @@ kvmTest(
     const args = ["linux.mjs", join(out, "vmlinuz"), join(out, "initrd.img"), join(out, "rootfs.ext4"), tap, GUEST_MAC, uds, netTestCmdline(SDK_NET_MIB)];
     const child = spawn(process.execPath, args, { cwd: project, stdio: ["ignore", "pipe", "pipe"] });
     t.after(() => child.kill("SIGKILL"));
+    // In the box, a kernel gone silent mid-boot is stopped and the failure says so (the test then runs again).
+    const guard = stallGuard(() => child.kill("SIGKILL"));
+    t.after(() => guard.stop());
     let stdout = "";
     let stderr = "";
     child.stdout.setEncoding("utf8").on("data", (c: string) => {
       stdout += c;
+      guard.output(c);
       process.stderr.write(c); // progress the box can see
     });
     child.stderr.setEncoding("utf8").on("data", (c: string) => (stderr += c));
     const status = new Promise<number | null>((res) => child.on("close", res));
+    void status.then(() => guard.stop());
     const timer = setTimeout(() => child.kill("SIGTERM"), 480_000);
     t.after(() => clearTimeout(timer));
-    const tail = (): string => `\n--- node ${args.join(" ")}\n--- stderr ---\n${stderr}--- stdout (last 4000 chars) ---\n${stdout.slice(-4000)}`;
+    const tail = (): string => `${guard.stalled() === undefined ? "" : `\n--- ${guard.stalled()}`}\n--- node ${args.join(" ")}\n--- stderr ---\n${stderr}--- stdout (last 4000 chars) ---\n${stdout.slice(-4000)}`;
     const peer = await tapPeer(t, { ip, dir, tap, ns, mib: SDK_NET_MIB, running: () => child.exitCode === null && child.signalCode === null, tail });
 
     assert.equal(await status, 0, `node linux.mjs${tail()}`);
