@@ -27,10 +27,10 @@ import { AtaDevice, FileAtaBackend, ATA_SECTOR_SIZE, type AtaMetrics } from "../
 import { spawnDom0, type Dom0Handle } from "../dom0/spawn.js";
 import { mapControl, C_BROKEN, C_XENBUS_BACK, type Dom0Metrics, type MappedControl } from "../dom0/control-page.js";
 
-/** Makes the machine a VM runs on from its planned config (builder.ts buildKvmMachine; a fake in tests). */
 /**
- * Makes the machine of a VM from its config. `vcpuWorkerUrl`, where the builder knows it before it
- * builds (it is the machine's `workerUrl`), lets Vm.create start dedicated vCPU threads first.
+ * Makes the machine a VM runs on from its planned config (builder.ts buildKvmMachine; a fake in
+ * tests). `vcpuWorkerUrl`, where the builder knows it before it builds (it is the machine's
+ * `workerUrl`), lets Vm.create start dedicated vCPU threads first.
  */
 export type MachineBuilder = ((config: KvmMachineConfig) => Machine) & { readonly vcpuWorkerUrl?: URL };
 
