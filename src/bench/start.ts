@@ -149,7 +149,8 @@ const FLOOR_MODES: readonly FloorMode[] = ["bare", "worker", "jit"];
 async function floorRun(mode: FloorMode, dir: string): Promise<{ maxRssKiB: number; firstByteMs: number }> {
   const timeFile = join(dir, "floor.txt");
   const script = join(packageRoot(), "dist", "bench", "node-floor.js");
-  const argv = mode === "jit" ? [process.execPath, "--allow-natives-syntax", script, "jit"] : mode === "worker" ? [process.execPath, script, "worker"] : [process.execPath, script];
+  // node-floor's mode is its argument (none for bare); jit's natives syntax is node's flag.
+  const argv = [process.execPath, ...(mode === "jit" ? ["--allow-natives-syntax"] : []), script, ...(mode === "bare" ? [] : [mode])];
   const t0 = process.hrtime.bigint();
   const r = await runTimed(argv, timeFile);
   if (r.code !== 0 || r.firstByte === undefined) throw new Error(`the Node.js floor (${mode}) ended with ${r.signal ?? `status ${r.code}`}${r.firstByte === undefined ? " and wrote nothing" : ""}: ${r.stderrTail}`);

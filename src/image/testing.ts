@@ -108,25 +108,26 @@ export function stallGuard(kill: () => void, silenceMs = BOOT_SILENCE_MS): Stall
   };
 }
 
-export interface TypervisorRun {
-  /** The guest's console so far (`--console stdio`). */
+export interface ConsoleRun {
+  /** The guest's console so far (the child's stdout). */
   console(): string;
-  /** Resolves with the exit status once typervisor has ended (SIGTERM at `timeoutMs`). */
+  /** The child's stderr so far. */
+  stderr(): string;
+  /** Resolves with the exit status once the child has ended (SIGTERM at `timeoutMs`). */
   status: Promise<number | null>;
   /** True while it runs. */
   running(): boolean;
-  /** The command, its stderr and the console's last 4000 characters, for assertion messages. */
+  /** The command, its stderr and the console's last 4000 characters (and a stall, if the guard stopped it), for assertion messages. */
   tail(): string;
 }
 
 /**
- * Runs `typervisor <args>` from this checkout with the guest's console on stdout (`--console stdio`
- * is added for `run`; `--config-file` and `--api-sock` put it there themselves); killed when the
- * test ends.
+ * Runs `argv` (its stdout the guest's console, echoed to this process's stderr so the box shows
+ * progress) under stallGuard; SIGTERM at `timeoutMs`, killed when the test ends. `what` names the
+ * command in `tail()`.
  */
-export function runTypervisor(t: TestContext, args: string[], timeoutMs: number): TypervisorRun {
-  const all = args[0] === "run" ? [...args, "--console", "stdio"] : args;
-  const child = spawn(process.execPath, [join(ROOT, "bin/typervisor.js"), ...all], { stdio: ["ignore", "pipe", "pipe"] });
+export function runWithConsole(t: TestContext, argv: readonly string[], opts: { what: string; timeoutMs: number; cwd?: string }): ConsoleRun {
+  const child = spawn(argv[0]!, argv.slice(1), { cwd: opts.cwd, stdio: ["ignore", "pipe", "pipe"] });
   let console = "";
   let stderr = "";
   const guard = stallGuard(() => child.kill("SIGKILL"));
@@ -137,7 +138,7 @@ export function runTypervisor(t: TestContext, args: string[], timeoutMs: number)
   });
   child.stderr.setEncoding("utf8").on("data", (c: string) => (stderr += c));
   const status = new Promise<number | null>((res) => child.on("close", (c) => res(c)));
-  const timer = setTimeout(() => child.kill("SIGTERM"), timeoutMs);
+  const timer = setTimeout(() => child.kill("SIGTERM"), opts.timeoutMs);
   void status.then(() => guard.stop());
   t.after(() => {
     clearTimeout(timer);
@@ -146,8 +147,19 @@ export function runTypervisor(t: TestContext, args: string[], timeoutMs: number)
   });
   return {
     console: () => console,
+    stderr: () => stderr,
     status,
     running: () => child.exitCode === null && child.signalCode === null,
-    tail: () => `${guard.stalled() === undefined ? "" : `\n--- ${guard.stalled()}`}\n--- typervisor ${all.join(" ")}\n--- stderr ---\n${stderr}--- console (last 4000 chars) ---\n${console.slice(-4000)}`,
+    tail: () => `${guard.stalled() === undefined ? "" : `\n--- ${guard.stalled()}`}\n--- ${opts.what}\n--- stderr ---\n${stderr}--- console (last 4000 chars) ---\n${console.slice(-4000)}`,
   };
+}
+
+/**
+ * Runs `typervisor <args>` from this checkout with the guest's console on stdout (`--console stdio`
+ * is added for `run`; `--config-file` and `--api-sock` put it there themselves); killed when the
+ * test ends.
+ */
+export function runTypervisor(t: TestContext, args: string[], timeoutMs: number): ConsoleRun {
+  const all = args[0] === "run" ? [...args, "--console", "stdio"] : args;
+  return runWithConsole(t, [process.execPath, join(ROOT, "bin/typervisor.js"), ...all], { what: `typervisor ${all.join(" ")}`, timeoutMs });
 }

@@ -24,10 +24,9 @@ import {
 import { tmpdir } from "node:os";
 import { dirname, join, relative } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { spawn } from "node:child_process";
 import { kvmTests } from "../testing/kvm.js";
 import { findTool } from "../image/rootfs.js";
-import { starterImage, stallGuard } from "../image/testing.js";
+import { runWithConsole, starterImage } from "../image/testing.js";
 import { GUEST_MAC, assertNetTest, netNames, netTestCmdline, tapPeer } from "../devices/virtio/net/testing.js";
 
 const kvmTest = kvmTests(import.meta.url);
@@ -407,31 +406,17 @@ kvmTest(
     const { tap, ns } = netNames();
     const uds = join(dir, "v.sock");
     const args = ["linux.mjs", join(out, "vmlinuz"), join(out, "initrd.img"), join(out, "rootfs.ext4"), tap, GUEST_MAC, uds, netTestCmdline(SDK_NET_MIB)];
-    const child = spawn(process.execPath, args, { cwd: project, stdio: ["ignore", "pipe", "pipe"] });
-    t.after(() => child.kill("SIGKILL"));
-    // In the box, a kernel gone silent mid-boot is stopped and the failure says so (the test then runs again).
-    const guard = stallGuard(() => child.kill("SIGKILL"));
-    t.after(() => guard.stop());
-    let stdout = "";
-    let stderr = "";
-    child.stdout.setEncoding("utf8").on("data", (c: string) => {
-      stdout += c;
-      guard.output(c);
-      process.stderr.write(c); // progress the box can see
-    });
-    child.stderr.setEncoding("utf8").on("data", (c: string) => (stderr += c));
-    const status = new Promise<number | null>((res) => child.on("close", res));
-    void status.then(() => guard.stop());
-    const timer = setTimeout(() => child.kill("SIGTERM"), 480_000);
-    t.after(() => clearTimeout(timer));
-    const tail = (): string => `${guard.stalled() === undefined ? "" : `\n--- ${guard.stalled()}`}\n--- node ${args.join(" ")}\n--- stderr ---\n${stderr}--- stdout (last 4000 chars) ---\n${stdout.slice(-4000)}`;
-    const peer = await tapPeer(t, { ip, dir, tap, ns, mib: SDK_NET_MIB, running: () => child.exitCode === null && child.signalCode === null, tail });
+    // Its stdout is the guest's console; in the box, a kernel gone silent mid-boot is stopped and the failure says so (the test then runs again).
+    const run = runWithConsole(t, [process.execPath, ...args], { what: `node ${args.join(" ")}`, timeoutMs: 480_000, cwd: project });
+    const tail = run.tail;
+    const peer = await tapPeer(t, { ip, dir, tap, ns, mib: SDK_NET_MIB, running: run.running, tail });
 
-    assert.equal(await status, 0, `node linux.mjs${tail()}`);
+    assert.equal(await run.status, 0, `node linux.mjs${tail()}`);
+    const stdout = run.console();
     assert.match(stdout, /EXT4-fs \(vda\): mounted filesystem/, `the root drive mounted${tail()}`);
     assert.match(stdout, new RegExp(`typervisor: eth0 up: mac ${GUEST_MAC} address`), `the image's init brought eth0 up${tail()}`);
     assertNetTest(stdout, peer, SDK_NET_MIB, tail());
-    const end = lastJson<{ exit: unknown; kernel: string; net: unknown; vsock: unknown; resolved: string }>({ stdout, stderr });
+    const end = lastJson<{ exit: unknown; kernel: string; net: unknown; vsock: unknown; resolved: string }>({ stdout, stderr: run.stderr() });
     assert.deepEqual(end.exit, { kind: "reset" }, `the guest's reboot ended the VM${tail()}`);
     assert.deepEqual(end.net, [{ id: "eth0", tap, mac: GUEST_MAC }]);
     assert.deepEqual(end.vsock, { guestCid: 3, udsPath: uds });
